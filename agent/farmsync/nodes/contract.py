@@ -70,6 +70,16 @@ class StageItem:
     expected_sha256: str
 
 
+@dataclass(frozen=True)
+class CommitItem:
+    """A staged file to put in place: the live file must still hash to ``expected_sha256`` and the
+    staging file to ``staged_sha256`` when the commit is armed, or nothing is done (CHANGED)."""
+
+    path: str
+    expected_sha256: str
+    staged_sha256: str
+
+
 class ArmedCommit(ABC):
     """A commit prepared on the node and waiting for the word.
 
@@ -132,15 +142,15 @@ class NodeOperations(ABC):
         """
 
     @abstractmethod
-    def arm_commit(self, paths: Sequence[str], run_id: str) -> ArmedCommit:
+    def arm_commit(self, items: Sequence[CommitItem], run_id: str) -> ArmedCommit:
         """Prepare the commit of staged files; see :class:`ArmedCommit`.
 
         When released: for each path, keep a byte-identical backup of the live file at
         ``backup_path`` and atomically replace the live file with the staging file.
         """
 
-    def commit(self, paths: Sequence[str], run_id: str, timeout: float = 60.0) -> None:
-        armed = self.arm_commit(paths, run_id)
+    def commit(self, items: Sequence[CommitItem], run_id: str, timeout: float = 60.0) -> None:
+        armed = self.arm_commit(items, run_id)
         armed.release()
         armed.wait(timeout)
 
