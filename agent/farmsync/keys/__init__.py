@@ -1,0 +1,1 @@
+"""Key material: the machineKey model, generation, rendering and the disclosed-keys list."""
