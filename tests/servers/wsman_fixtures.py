@@ -1,1 +1,212 @@
-"""Fixtures: wsman test servers."""
+"""Fixtures: WS-Management test endpoints over real HTTPS with a test CA.
+
+``wsman_server`` is an endpoint on 127.0.0.1 (free port) serving HTTPS with a certificate
+signed by the session's test CA, Basic auth with generated credentials, and the node's
+working directory in the test's tmp_path. ``wsman_host(server)`` builds the farmsync Host
+that reaches it. ``make_wsman_server(...)`` starts variants (plain HTTP, a certificate
+from an untrusted CA). Every endpoint is stopped, and its agent processes killed by pid,
+in teardown.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import secrets
+import ssl
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from farmsync.inventory.model import Host, Secret, Shell, Transport, WinrmSettings
+from tests.servers.wsman_endpoint import WsmanEndpoint
+
+
+@dataclass(frozen=True)
+class TestCA:
+    """A CA and one server certificate it signed for localhost / 127.0.0.1 / ::1."""
+
+    __test__ = False  # not a test class, despite the name
+
+    ca_pem: Path
+    cert_pem: Path
+    key_pem: Path
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(str(self.cert_pem), str(self.key_pem))
+        return context
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def make_ca(directory: Path, label: str) -> TestCA:
+    """Generate a CA and a server certificate signed by it, as PEM files in ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(f"farmsync {label} CA"))
+        .issuer_name(_name(f"farmsync {label} CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("localhost"))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    x509.IPAddress(ipaddress.ip_address("::1")),
+                ]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_pem = directory / "ca.pem"
+    cert_pem = directory / "server.pem"
+    key_pem = directory / "server.key"
+    ca_pem.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_pem.touch(mode=0o600)
+    key_pem.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return TestCA(ca_pem, cert_pem, key_pem)
+
+
+@pytest.fixture(scope="session")
+def wsman_ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
+    """The test CA the client trusts, and the endpoint's certificate."""
+    return make_ca(tmp_path_factory.mktemp("wsman-ca"), "test")
+
+
+@pytest.fixture(scope="session")
+def wsman_rogue_ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
+    """A second CA nobody trusts: an endpoint using its certificate must fail TLS checks."""
+    return make_ca(tmp_path_factory.mktemp("wsman-rogue-ca"), "rogue")
+
+
+@pytest.fixture
+def make_wsman_server(
+    wsman_ca: TestCA, wsman_rogue_ca: TestCA, tmp_path: Path
+) -> Iterator[Callable[..., WsmanEndpoint]]:
+    """Start endpoints: ``make_wsman_server(tls=True, untrusted=False, **endpoint_options)``."""
+    started: list[WsmanEndpoint] = []
+
+    def start(*, tls: bool = True, untrusted: bool = False, **options: Any) -> WsmanEndpoint:
+        node_root = tmp_path / "node"
+        node_root.mkdir(exist_ok=True)
+        ca = wsman_rogue_ca if untrusted else wsman_ca
+        endpoint = WsmanEndpoint(
+            options.pop("username", "farmsync-" + secrets.token_hex(4)),
+            options.pop("password", secrets.token_urlsafe(16)),
+            ssl_context=ca.server_context() if tls else None,
+            working_directory=str(node_root),
+            **options,
+        )
+        endpoint.start()
+        started.append(endpoint)
+        return endpoint
+
+    yield start
+    for endpoint in started:
+        endpoint.stop()
+
+
+@pytest.fixture
+def wsman_server(make_wsman_server: Callable[..., WsmanEndpoint]) -> WsmanEndpoint:
+    """An HTTPS WS-Man endpoint with Basic auth, certificate signed by ``wsman_ca``."""
+    return make_wsman_server()
+
+
+def wsman_host_for(server: WsmanEndpoint, ca_pem: Path | str, **overrides: Any) -> Host:
+    """The farmsync Host that reaches ``server``, trusting ``ca_pem``.
+
+    Overrides: any Host field, plus ``password`` as a str and WinrmSettings fields
+    (``transport``, ``scheme``, ``cert_validation``, ``ca_trust_path``,
+    ``allow_insecure_basic``, ``path``).
+    """
+    winrm_fields = {"transport", "scheme", "cert_validation", "ca_trust_path"}
+    winrm_fields |= {"allow_insecure_basic", "path"}
+    winrm_options: dict[str, Any] = {
+        "transport": "basic",
+        "scheme": server.scheme,
+        "ca_trust_path": str(ca_pem),
+    }
+    for key in list(overrides):
+        if key in winrm_fields:
+            winrm_options[key] = overrides.pop(key)
+    password = overrides.pop("password", server.password)
+    fields: dict[str, Any] = {
+        "name": "web1",
+        "farm": "test",
+        "transport": Transport.WINRM,
+        "address": server.host,
+        "port": server.port,
+        "shell": Shell.POWERSHELL,
+        "user": server.username,
+        "password": Secret(password),
+        "winrm": WinrmSettings(**winrm_options),
+        "timeout": 10.0,
+    }
+    fields.update(overrides)
+    return Host(**fields)
+
+
+@pytest.fixture
+def wsman_host(wsman_ca: TestCA) -> Callable[..., Host]:
+    """``wsman_host(server, **overrides)``: the Host for ``server`` (see :func:`wsman_host_for`)."""
+
+    def build(server: WsmanEndpoint, **overrides: Any) -> Host:
+        return wsman_host_for(server, wsman_ca.ca_pem, **overrides)
+
+    return build
