@@ -1,0 +1,224 @@
+"""One SSH connection per node per run: host-key checks, authentication, jump host, exec, SFTP.
+
+Host keys are always verified (system and user known_hosts plus the inventory's pinned
+file); paramiko's RejectPolicy makes an unknown key an error, never an auto-accept. Every
+paramiko and socket failure is turned into a :class:`NodeError` here, so no paramiko
+exception type escapes the SSH transport.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import paramiko
+
+from farmsync.errors import NodeError, NodeErrorKind
+from farmsync.inventory.model import Host
+
+SYSTEM_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts",)
+USER_KNOWN_HOSTS = ("~/.ssh/known_hosts",)
+
+_ERRNO_KINDS = {
+    errno.EACCES: NodeErrorKind.PERMISSION,
+    errno.EPERM: NodeErrorKind.PERMISSION,
+    errno.EROFS: NodeErrorKind.PERMISSION,
+    errno.ENOSPC: NodeErrorKind.DISK_FULL,
+    errno.EDQUOT: NodeErrorKind.QUOTA,
+    errno.EFBIG: NodeErrorKind.DISK_FULL,
+    errno.EISDIR: NodeErrorKind.IS_DIRECTORY,
+    errno.ENOENT: NodeErrorKind.NOT_FOUND,
+    errno.ECONNREFUSED: NodeErrorKind.UNREACHABLE,
+    errno.EHOSTUNREACH: NodeErrorKind.UNREACHABLE,
+    errno.ENETUNREACH: NodeErrorKind.UNREACHABLE,
+    errno.ETIMEDOUT: NodeErrorKind.TIMEOUT,
+}
+
+
+def _key_name(key: paramiko.PKey) -> str:
+    return f"{key.get_name()} {key.fingerprint}"
+
+
+def map_error(
+    host: str, exc: BaseException, phase: str | None, path: str | None = None
+) -> NodeError:
+    """The NodeError for a paramiko, socket or OS failure. Details never carry contents."""
+    if isinstance(exc, NodeError):
+        return exc
+    if isinstance(exc, paramiko.BadHostKeyException):
+        return NodeError(
+            host,
+            NodeErrorKind.HOST_KEY,
+            f"host key for {exc.hostname} CHANGED: got {_key_name(exc.key)}, "
+            f"known_hosts has {_key_name(exc.expected_key)}; refusing to connect",
+            phase=phase,
+        )
+    if isinstance(exc, paramiko.AuthenticationException):
+        return NodeError(host, NodeErrorKind.AUTH, f"authentication refused: {exc}", phase=phase)
+    if isinstance(exc, socket.timeout | TimeoutError):
+        return NodeError(host, NodeErrorKind.TIMEOUT, "timed out waiting for the node", phase=phase)
+    if isinstance(exc, paramiko.ChannelException):
+        return NodeError(
+            host, NodeErrorKind.UNREACHABLE, f"channel refused: {exc.text}", phase=phase
+        )
+    if isinstance(exc, paramiko.SSHException):
+        text = str(exc)
+        if "not found in known_hosts" in text:
+            return NodeError(
+                host,
+                NodeErrorKind.HOST_KEY,
+                f"{text}: unknown host key for {host}, not accepted "
+                "(add it to known_hosts or ansible_ssh_known_hosts_file)",
+                phase=phase,
+            )
+        if "protocol banner" in text or "timeout" in text.lower():
+            return NodeError(host, NodeErrorKind.TIMEOUT, text, phase=phase)
+        return NodeError(host, NodeErrorKind.CONNECTION_LOST, text, phase=phase)
+    if isinstance(exc, EOFError):
+        return NodeError(host, NodeErrorKind.CONNECTION_LOST, "connection closed", phase=phase)
+    if isinstance(exc, OSError):
+        kind = _ERRNO_KINDS.get(exc.errno or 0)
+        if kind is None:
+            kind = NodeErrorKind.REMOTE if path else NodeErrorKind.UNREACHABLE
+        detail = exc.strerror or str(exc) or type(exc).__name__
+        return NodeError(host, kind, detail, phase=phase, path=path)
+    return NodeError(host, NodeErrorKind.REMOTE, type(exc).__name__, phase=phase, path=path)
+
+
+@contextmanager
+def node_errors(host: str, phase: str | None, path: str | None = None) -> Iterator[None]:
+    """Translate whatever paramiko/socket raise inside the block into NodeError."""
+    try:
+        yield
+    except NodeError:
+        raise
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        raise map_error(host, exc, phase, path) from None
+
+
+def parse_jump(spec: str, default_user: str | None) -> tuple[str | None, str, int]:
+    """``[user@]host[:port]`` -> (user, host, port)."""
+    user: str | None = default_user
+    if "@" in spec:
+        user, spec = spec.rsplit("@", 1)
+    port = 22
+    if spec.startswith("["):  # [v6addr]:port
+        addr, _, rest = spec[1:].partition("]")
+        if rest.startswith(":"):
+            port = int(rest[1:])
+        return user, addr, port
+    if spec.count(":") == 1:
+        spec, port_text = spec.split(":")
+        port = int(port_text)
+    return user, spec, port
+
+
+class SshConnection:
+    """An authenticated SSH connection (maybe through a jump host) with one lazily opened SFTP."""
+
+    def __init__(self, host: Host, sent_commands: list[str]):
+        self.host = host
+        self.sent_commands = sent_commands  # every exec command line, for the secrecy tests
+        self._clients: list[paramiko.SSHClient] = []
+        self._sftp: paramiko.SFTPClient | None = None
+
+    # --- opening ------------------------------------------------------------------------
+    def _new_client(self) -> paramiko.SSHClient:
+        client = paramiko.SSHClient()
+        keys = client.get_host_keys()
+        # Loaded into the in-memory set only: nothing is ever written back to these files.
+        paths = [*SYSTEM_KNOWN_HOSTS, *USER_KNOWN_HOSTS]
+        if self.host.ssh.known_hosts_file:
+            paths.append(self.host.ssh.known_hosts_file)
+        for name in paths:
+            path = Path(os.path.expanduser(name))
+            if path.is_file():
+                keys.load(str(path))
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        return client
+
+    def _connect_one(
+        self, address: str, port: int, user: str | None, sock: paramiko.Channel | None
+    ) -> paramiko.SSHClient:
+        client = self._new_client()
+        self._clients.append(client)
+        ssh = self.host.ssh
+        password = self.host.password.reveal() if self.host.password else None
+        client.connect(
+            address,
+            port=port,
+            username=user,
+            password=password,
+            key_filename=ssh.private_key_file,
+            allow_agent=ssh.allow_agent,
+            look_for_keys=ssh.private_key_file is None and password is None,
+            timeout=self.host.timeout,
+            banner_timeout=self.host.timeout,
+            auth_timeout=self.host.timeout,
+            channel_timeout=self.host.timeout,
+            sock=sock,
+        )
+        return client
+
+    def open(self) -> None:
+        host = self.host
+        with node_errors(host.name, "connect"):
+            sock: paramiko.Channel | None = None
+            if host.ssh.jump_host:
+                juser, jaddr, jport = parse_jump(host.ssh.jump_host, host.user)
+                jump = self._connect_one(jaddr, jport, juser, None)
+                transport = jump.get_transport()
+                assert transport is not None
+                try:
+                    sock = transport.open_channel(
+                        "direct-tcpip", (host.address, host.port), ("127.0.0.1", 0),
+                        timeout=host.timeout,
+                    )
+                except paramiko.ChannelException as exc:
+                    raise NodeError(
+                        host.name,
+                        NodeErrorKind.UNREACHABLE,
+                        f"jump host {jaddr}:{jport} cannot reach {host.address}:{host.port}: "
+                        f"{exc.text}",
+                        phase="connect",
+                    ) from None
+            self._connect_one(host.address, host.port, host.user, sock)
+
+    @property
+    def client(self) -> paramiko.SSHClient:
+        if not self._clients:
+            raise NodeError(self.host.name, NodeErrorKind.CONNECTION_LOST, "not connected")
+        return self._clients[-1]
+
+    def sftp(self) -> paramiko.SFTPClient:
+        if self._sftp is None:
+            with node_errors(self.host.name, "sftp"):
+                self._sftp = self.client.open_sftp()
+                channel = self._sftp.get_channel()
+                if channel is not None:
+                    channel.settimeout(self.host.timeout)
+        return self._sftp
+
+    def exec(self, command: str) -> paramiko.Channel:
+        """Start ``command`` on the node; the caller talks to it over stdin/stdout."""
+        self.sent_commands.append(command)
+        with node_errors(self.host.name, "exec"):
+            transport = self.client.get_transport()
+            if transport is None or not transport.is_active():
+                raise NodeError(self.host.name, NodeErrorKind.CONNECTION_LOST, "connection closed")
+            channel = transport.open_session(timeout=self.host.timeout)
+            channel.settimeout(self.host.timeout)
+            channel.exec_command(command)
+        return channel
+
+    def close(self) -> None:
+        if self._sftp is not None:
+            self._sftp.close()
+            self._sftp = None
+        for client in reversed(self._clients):
+            client.close()
+        self._clients.clear()

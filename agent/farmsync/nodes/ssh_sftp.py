@@ -1,0 +1,125 @@
+"""The few SFTP requests paramiko has no public call for.
+
+paramiko cannot pass attributes on OPEN (so a new file would exist, briefly, with the
+server's default mode before a chmod) nor send OpenSSH's ``fsync@openssh.com``. Both are
+plain SFTP v3 requests; they go through paramiko's request machinery here, in one place.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import stat
+from typing import Any, Protocol, cast
+
+import paramiko
+from paramiko.sftp import (
+    CMD_EXTENDED,
+    CMD_HANDLE,
+    CMD_OPEN,
+    SFTP_FLAG_CREATE,
+    SFTP_FLAG_EXCL,
+    SFTP_FLAG_WRITE,
+)
+
+from farmsync.errors import NodeErrorKind
+
+
+class _Requester(Protocol):
+    def __call__(self, t: int, *args: Any) -> tuple[int, paramiko.Message]: ...
+
+
+def _request(sftp: paramiko.SFTPClient) -> _Requester:
+    return cast(_Requester, sftp._request)  # type: ignore[attr-defined]
+
+
+def create_exclusive(sftp: paramiko.SFTPClient, path: str, mode: int) -> paramiko.SFTPFile:
+    """Create ``path`` (O_CREAT|O_EXCL) with ``mode`` from the start, opened for writing.
+
+    O_EXCL never follows a symlink planted at the name, and the mode given on OPEN means the
+    file is never more open than the live file it will replace (the server applies its umask;
+    the caller sets the exact mode afterwards).
+    """
+    attrs = paramiko.SFTPAttributes()
+    attrs.st_mode = stat.S_IMODE(mode)
+    flags = SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_EXCL
+    t, msg = _request(sftp)(CMD_OPEN, path, flags, attrs)
+    if t != CMD_HANDLE:
+        raise OSError(errno.EPROTO, "unexpected answer to OPEN")
+    return paramiko.SFTPFile(sftp, msg.get_binary(), "wb")
+
+
+def fsync(sftp: paramiko.SFTPClient, handle: paramiko.SFTPFile) -> None:
+    """Flush the file to the node's disk (OpenSSH ``fsync@openssh.com``)."""
+    handle.flush()
+    _request(sftp)(CMD_EXTENDED, "fsync@openssh.com", handle.handle)
+
+
+def read_all(sftp: paramiko.SFTPClient, path: str, size: int | None = None) -> bytes:
+    with sftp.open(path, "rb") as f:
+        f.prefetch(size)
+        return f.read()
+
+
+class StagingFailure(Exception):
+    """Writing a staging file failed at a known step; ``detail`` never holds contents."""
+
+    def __init__(self, kind: NodeErrorKind, detail: str):
+        super().__init__(detail)
+        self.kind = kind
+        self.detail = detail
+
+
+def _is_permission(exc: OSError) -> bool:
+    return exc.errno in (errno.EACCES, errno.EPERM)
+
+
+def write_file(
+    sftp: paramiko.SFTPClient, path: str, content: bytes, like: paramiko.SFTPAttributes
+) -> None:
+    """Create ``path`` exclusively with ``like``'s mode and owner, write, fsync, read back.
+
+    Raises :class:`StagingFailure` naming the step that failed.
+    """
+    mode = stat.S_IMODE(like.st_mode or 0o600)
+    try:
+        f = create_exclusive(sftp, path, mode)
+    except OSError as exc:
+        kind = NodeErrorKind.PERMISSION if _is_permission(exc) else NodeErrorKind.REMOTE
+        detail = f"cannot create the staging file: {exc.strerror or exc}"
+        raise StagingFailure(kind, detail) from None
+    with f:
+        try:
+            f.chmod(mode)  # exact mode, whatever the server's umask took away
+            if like.st_uid is not None and like.st_gid is not None:
+                mine = f.stat()
+                if (mine.st_uid, mine.st_gid) != (like.st_uid, like.st_gid):
+                    f.chown(like.st_uid, like.st_gid)
+        except OSError as exc:
+            raise StagingFailure(
+                NodeErrorKind.PERMISSION,
+                "cannot give the staging file the live file's mode and owner: "
+                f"{exc.strerror or exc}",
+            ) from None
+        try:
+            f.set_pipelined(True)
+            f.write(content)
+            fsync(sftp, f)
+            f.close()
+        except OSError as exc:
+            # SFTP v3 reports ENOSPC/EDQUOT/EFBIG as a bare FAILURE; on a write that is "full".
+            kind = NodeErrorKind.PERMISSION if _is_permission(exc) else NodeErrorKind.DISK_FULL
+            raise StagingFailure(
+                kind, f"writing the staging file failed (disk full?): {exc.strerror or exc}"
+            ) from None
+    back = read_all(sftp, path, len(content))
+    if hashlib.sha256(back).digest() != hashlib.sha256(content).digest():
+        raise StagingFailure(NodeErrorKind.VERIFY, "staging file reads back different")
+
+
+def remove_quietly(sftp: paramiko.SFTPClient, path: str) -> None:
+    try:
+        sftp.remove(path)
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:
+            raise
