@@ -1,0 +1,359 @@
+"""The WinRM shell layer: one remote shell over pywinrm's ``Protocol``, reused for every
+command of a run; stdin sent in chunks; output received under farmsync's own deadline.
+
+pywinrm's ``get_command_output`` retries Receive forever on operation timeouts, so it is
+never used here: each Receive is one bounded request and the loop stops at the deadline.
+Every pywinrm / requests / urllib3 failure is turned into a :class:`NodeError` here, so no
+foreign exception type leaves the WinRM transport.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import requests
+import urllib3.exceptions
+from winrm.exceptions import (
+    InvalidCredentialsError,
+    WinRMError,
+    WinRMOperationTimeoutError,
+    WinRMTransportError,
+    WSManFaultError,
+)
+from winrm.protocol import Protocol
+
+from farmsync.errors import NodeError, NodeErrorKind
+from farmsync.inventory.model import Host
+
+log = logging.getLogger(__name__)
+
+# Payload bytes per Send message: base64 makes it 128 KiB, under the 150 KiB envelope that
+# pywinrm announces and older servers enforce (MaxEnvelopeSizekb).
+SEND_CHUNK = 96 * 1024
+
+# WSManFault codes a Windows WinRM service returns.
+FAULT_OPERATION_TIMEOUT = 2150858793
+FAULT_QUOTA_SHELLS = 2150859173  # MaxShellsPerUser
+FAULT_QUOTA_OPERATIONS = 2150859174  # MaxConcurrentOperationsPerUser
+QUOTA_FAULTS = (FAULT_QUOTA_SHELLS, FAULT_QUOTA_OPERATIONS)
+
+SHELL_CREATE_ATTEMPTS = 4
+SHELL_CREATE_BACKOFF = 0.5  # seconds, doubled per attempt, never past the deadline
+
+AUTH_TRANSPORTS = ("ntlm", "kerberos", "credssp", "certificate", "basic", "plaintext")
+MAX_OPERATION_TIMEOUT = 20  # seconds a Receive may wait server-side (pywinrm's default)
+
+
+@dataclass(frozen=True)
+class Output:
+    stdout: bytes
+    stderr: bytes
+    exit_code: int | None  # None while the command runs
+
+
+def endpoint_url(host: Host) -> str:
+    address = f"[{host.address}]" if ":" in host.address else host.address
+    path = host.winrm.path if host.winrm.path.startswith("/") else "/" + host.winrm.path
+    return f"{host.winrm.scheme}://{address}:{host.port}{path}"
+
+
+def timeouts(host_timeout: float) -> tuple[int, int]:
+    """(operation timeout, HTTP read timeout) in whole seconds, as pywinrm wants them.
+
+    The server may hold a Receive for the operation timeout, so the read timeout must
+    exceed it; both stay near ``host.timeout`` so one request never outlives it by much.
+    """
+    operation = max(1, min(MAX_OPERATION_TIMEOUT, int(host_timeout / 2)))
+    read = max(operation + 1, math.ceil(host_timeout))
+    return operation, read
+
+
+def build_protocol(host: Host) -> Protocol:
+    """pywinrm's Protocol for ``host``, after farmsync's own checks of the settings."""
+    settings = host.winrm
+    transport = settings.transport.lower()
+    scheme = settings.scheme.lower()
+    if transport not in AUTH_TRANSPORTS:
+        raise NodeError(host.name, NodeErrorKind.AUTH, f"unknown WinRM transport {transport!r}")
+    if scheme not in ("http", "https"):
+        raise NodeError(host.name, NodeErrorKind.PROTOCOL, f"unknown WinRM scheme {scheme!r}")
+    if scheme == "http" and transport in ("basic", "plaintext"):
+        if not settings.allow_insecure_basic:
+            raise NodeError(
+                host.name,
+                NodeErrorKind.TLS,
+                "refusing Basic authentication over plain HTTP (the password would travel in "
+                "clear); use https, or set ansible_winrm_allow_insecure_basic if you must",
+            )
+        log.warning(
+            "%s: Basic authentication over plain HTTP: the password travels in clear", host.name
+        )
+    if scheme == "https" and not settings.cert_validation:
+        log.warning("%s: WinRM server certificate validation is disabled", host.name)
+    operation, read = timeouts(host.timeout)
+    try:
+        return Protocol(
+            endpoint_url(host),
+            transport=transport,  # type: ignore[arg-type]
+            username=host.user,
+            password=host.password.reveal() if host.password is not None else None,
+            ca_trust_path=settings.ca_trust_path,  # type: ignore[arg-type]
+            cert_pem=settings.cert_pem,
+            cert_key_pem=settings.cert_key_pem,
+            server_cert_validation="validate" if settings.cert_validation else "ignore",
+            operation_timeout_sec=operation,
+            read_timeout_sec=read,
+            proxy=None,  # never a proxy from the environment
+        )
+    except WinRMError as exc:  # missing credentials or certificate files
+        raise NodeError(host.name, NodeErrorKind.AUTH, _plain(exc)) from None
+
+
+class WinrmShell:
+    """One remote shell on one node, opened once and reused by every command of the run."""
+
+    def __init__(self, host: Host, protocol_factory: Callable[[Host], Protocol] = build_protocol):
+        self.host = host
+        self._factory = protocol_factory
+        self._protocol: Protocol | None = None
+        self._shell_id: str | None = None
+        self._contacted = False
+        self.sent_commands: list[str] = []  # every command line sent, for the secrets tests
+        self.shells_opened = 0
+        self.default_operation_timeout, _ = timeouts(host.timeout)
+
+    @property
+    def is_open(self) -> bool:
+        return self._shell_id is not None
+
+    def open(self, deadline: float | None = None) -> None:
+        """Create the shell; retry with backoff while the shell quota is exceeded."""
+        if deadline is None:
+            deadline = time.monotonic() + self.host.timeout
+        if self._protocol is None:
+            self._protocol = self._factory(self.host)
+        delay = SHELL_CREATE_BACKOFF
+        for attempt in range(1, SHELL_CREATE_ATTEMPTS + 1):
+            try:
+                with self.errors("connect"):
+                    self._shell_id = self._protocol.open_shell(noprofile=True, codepage=65001)
+                self._contacted = True
+                self.shells_opened += 1
+                return
+            except NodeError as exc:
+                quota = exc.kind is NodeErrorKind.QUOTA
+                if not quota or attempt == SHELL_CREATE_ATTEMPTS:
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.info("%s: shell quota exceeded, retrying in %.1fs", self.host.name, delay)
+                time.sleep(delay)
+                delay *= 2
+
+    def close(self) -> None:
+        """Delete the shell (best effort: the server reaps idle shells anyway)."""
+        protocol, shell_id = self._protocol, self._shell_id
+        self._shell_id = None
+        if protocol is None:
+            return
+        try:
+            if shell_id is not None:
+                protocol.close_shell(shell_id, close_session=True)
+            else:
+                protocol.transport.close_session()
+        except Exception as exc:  # closing must never mask the run's own outcome
+            log.debug("%s: closing the WinRM shell failed: %s", self.host.name, type(exc).__name__)
+            protocol.transport.close_session()
+
+    def start(self, command_line: str, phase: str) -> RemoteCommand:
+        """Start one command in the shell. On the operations quota, recreate the shell once:
+        Windows does not give back a text shell's operation count when a command ends."""
+        if self._protocol is None or self._shell_id is None:
+            raise NodeError(self.host.name, NodeErrorKind.PROTOCOL, "not connected", phase=phase)
+        self.sent_commands.append(command_line)
+        try:
+            with self.errors(phase):
+                command_id = self._protocol.run_command(self._shell_id, command_line)
+        except NodeError as exc:
+            if exc.kind is not NodeErrorKind.QUOTA:
+                raise
+            log.info("%s: operations quota exceeded, opening a new shell", self.host.name)
+            self.close()
+            self.open()
+            if self._shell_id is None:
+                raise
+            with self.errors(phase):
+                command_id = self._protocol.run_command(self._shell_id, command_line)
+        return RemoteCommand(self, self._protocol, self._shell_id, command_id, phase)
+
+    @contextmanager
+    def errors(self, phase: str) -> Iterator[None]:
+        """Turn anything pywinrm, requests or urllib3 raise into a NodeError."""
+        try:
+            yield
+        except NodeError:
+            raise
+        except Exception as exc:
+            raise translate(exc, self.host.name, phase, self._contacted) from None
+
+
+class RemoteCommand:
+    """One command running in the shell: stdin in, stdout/stderr out, bounded by deadlines."""
+
+    def __init__(
+        self, shell: WinrmShell, protocol: Protocol, shell_id: str, command_id: str, phase: str
+    ):
+        self._shell = shell
+        self._protocol = protocol
+        self._shell_id = shell_id
+        self.command_id = command_id
+        self.phase = phase
+        self.sends = 0  # Send messages so far
+        self.finished = False
+
+    def send(self, data: bytes, *, end: bool = False) -> None:
+        """Write ``data`` to the command's stdin, in Send messages of at most SEND_CHUNK bytes."""
+        chunks = [data[i : i + SEND_CHUNK] for i in range(0, len(data), SEND_CHUNK)] or [b""]
+        for index, chunk in enumerate(chunks):
+            last = index == len(chunks) - 1
+            with self._shell.errors(self.phase):
+                self._protocol.send_command_input(
+                    self._shell_id, self.command_id, chunk, end=end and last
+                )
+            self.sends += 1
+
+    def receive(self, deadline: float) -> Output | None:
+        """One Receive; None if the server had nothing within the operation timeout."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        # The server may hold a Receive for OperationTimeout: never past our own deadline.
+        self._protocol.operation_timeout_sec = max(
+            1, min(self._shell.default_operation_timeout, math.ceil(left))
+        )
+        with self._shell.errors(self.phase):
+            try:
+                out, err, code, done = self._protocol.get_command_output_raw(
+                    self._shell_id, self.command_id
+                )
+            except WinRMOperationTimeoutError:
+                return None  # the normal "nothing yet" answer (WSManFault 2150858793)
+        if done:
+            self.finished = True
+        return Output(out, err, code if done else None)
+
+    def collect(self, deadline: float, until: Callable[[bytes], bool] | None = None) -> Output:
+        """Receive until the command ends (or ``until(stdout so far)`` holds); TIMEOUT at the
+        deadline, after asking the node to terminate the command."""
+        stdout: list[bytes] = []
+        stderr: list[bytes] = []
+        while True:
+            part = self.receive(deadline)
+            if part is not None:
+                stdout.append(part.stdout)
+                stderr.append(part.stderr)
+                if part.exit_code is not None:
+                    return Output(b"".join(stdout), b"".join(stderr), part.exit_code)
+                if until is not None and until(b"".join(stdout)):
+                    return Output(b"".join(stdout), b"".join(stderr), None)
+            if time.monotonic() >= deadline:
+                self.terminate()
+                raise NodeError(
+                    self._shell.host.name,
+                    NodeErrorKind.TIMEOUT,
+                    f"no complete answer within {self._shell.host.timeout:g}s",
+                    phase=self.phase,
+                )
+
+    def terminate(self) -> None:
+        """Signal terminate: ends the process and releases the command on the server.
+
+        Best effort, and bounded: a node that stopped answering must not hang the run."""
+        try:
+            self._protocol.cleanup_command(self._shell_id, self.command_id)
+        except Exception as exc:
+            log.debug("%s: terminate failed: %s", self._shell.host.name, type(exc).__name__)
+
+
+def translate(exc: BaseException, host: str, phase: str, contacted: bool) -> NodeError:
+    """The NodeError for an exception from pywinrm, requests or urllib3.
+
+    Details are built from fields, never from response bodies, so nothing the server
+    echoes (or any secret) lands in a message."""
+    kind: NodeErrorKind
+    if isinstance(exc, WinRMOperationTimeoutError):
+        kind, detail = NodeErrorKind.TIMEOUT, "the node had no answer within the operation timeout"
+    elif isinstance(exc, InvalidCredentialsError):
+        kind, detail = NodeErrorKind.AUTH, "the WinRM service rejected the credentials (HTTP 401)"
+    elif isinstance(exc, WSManFaultError):
+        kind, detail = _fault(exc)
+    elif isinstance(exc, WinRMTransportError):
+        kind, detail = _http_status(exc.code)
+    elif isinstance(exc, WinRMError):
+        kind, detail = NodeErrorKind.PROTOCOL, _plain(exc)
+    elif isinstance(exc, requests.exceptions.SSLError):
+        kind, detail = NodeErrorKind.TLS, f"TLS failure: {_ssl_reason(exc)}"
+    elif isinstance(exc, requests.exceptions.ConnectTimeout):
+        kind, detail = NodeErrorKind.UNREACHABLE, "no answer to the TCP connect"
+    elif isinstance(exc, requests.exceptions.Timeout):
+        kind, detail = NodeErrorKind.TIMEOUT, "the WinRM service did not answer in time"
+    elif isinstance(exc, requests.exceptions.ConnectionError):
+        kind, detail = _connection(exc, contacted)
+    elif isinstance(exc, requests.exceptions.RequestException):
+        kind, detail = NodeErrorKind.PROTOCOL, f"HTTP failure: {type(exc).__name__}"
+    else:  # pywinrm parses answers loosely: StopIteration, ParseError, AssertionError...
+        kind, detail = NodeErrorKind.PROTOCOL, f"unexpected answer ({type(exc).__name__})"
+    return NodeError(host, kind, detail, phase=phase)
+
+
+def _fault(exc: WSManFaultError) -> tuple[NodeErrorKind, str]:
+    code = exc.wsman_fault_code
+    reason = " ".join((exc.reason or "").split())[:300]
+    if code in QUOTA_FAULTS or (exc.fault_subcode or "").endswith("QuotaLimit"):
+        return NodeErrorKind.QUOTA, f"WinRM quota exceeded: {reason}"
+    where = f" (WSManFault {code})" if code is not None else ""
+    return NodeErrorKind.REMOTE, f"WinRM fault{where}: {reason}"
+
+
+def _http_status(status: int) -> tuple[NodeErrorKind, str]:
+    if status == 401:
+        return NodeErrorKind.AUTH, "the WinRM service rejected the credentials (HTTP 401)"
+    if status == 413:
+        return NodeErrorKind.PROTOCOL, "request larger than the node's MaxEnvelopeSizekb (HTTP 413)"
+    return NodeErrorKind.PROTOCOL, f"the WinRM service answered HTTP {status}"
+
+
+def _connection(
+    exc: requests.exceptions.ConnectionError, contacted: bool
+) -> tuple[NodeErrorKind, str]:
+    reason: object = exc.args[0] if exc.args else None
+    if isinstance(reason, urllib3.exceptions.MaxRetryError):
+        reason = reason.reason
+    if isinstance(reason, urllib3.exceptions.NameResolutionError):
+        return NodeErrorKind.UNREACHABLE, "the host name does not resolve"
+    if isinstance(reason, urllib3.exceptions.NewConnectionError):
+        return NodeErrorKind.UNREACHABLE, "cannot connect (connection refused or no route)"
+    if isinstance(reason, urllib3.exceptions.ProtocolError) or contacted:
+        return NodeErrorKind.CONNECTION_LOST, "the WinRM service closed the connection"
+    return NodeErrorKind.UNREACHABLE, "cannot connect"
+
+
+def _ssl_reason(exc: requests.exceptions.SSLError) -> str:
+    text = str(exc)
+    for marker in ("CERTIFICATE_VERIFY_FAILED", "WRONG_VERSION_NUMBER", "hostname mismatch"):
+        if marker in text:
+            if marker == "CERTIFICATE_VERIFY_FAILED":
+                return "the server certificate is not trusted (certificate verify failed)"
+            if marker == "WRONG_VERSION_NUMBER":
+                return "the server does not speak TLS on this port"
+            return "the server certificate does not match the host name"
+    return "handshake failed"
+
+
+def _plain(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
