@@ -1,0 +1,1 @@
+"""web.config: hardened parsing, finding the effective <machineKey>, minimal edits, safe diffs."""
