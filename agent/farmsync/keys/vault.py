@@ -1,0 +1,504 @@
+"""The per-farm key vault: every key farmsync generates, encrypted at rest, with its history.
+
+A key is stored here before any node is touched, so a key that reached a node is never lost,
+and the history (active, retired, abandoned) is what rollback and sync work from.
+
+File format (version 1), all integers big-endian::
+
+    magic "FSVAULT\\0" | version u16 | log2(scrypt n) u8 | scrypt r u32 | scrypt p u32
+    | salt (16) | nonce (12) | AES-256-GCM(JSON document) with its 16-byte tag
+
+The key is scrypt(secret, salt, n, r, p). The whole header is the GCM associated data, so
+changing a parameter, the salt or the nonce fails authentication like any other tampering.
+Each save draws a fresh salt and nonce, so no (key, nonce) pair is ever used twice.
+
+A wrong secret, a tampered file, a truncated file and a file that is not a vault are one
+error on purpose (see :class:`farmsync.errors.VaultError`); opening never yields wrong keys.
+Saves happen under the farm lock held by the caller; readers without the lock are safe
+because a save replaces the file atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import stat
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from farmsync.errors import InputError, VaultError
+from farmsync.keys.machinekey import MachineKey
+
+PASSPHRASE_ENV = "FARMSYNC_VAULT_PASSPHRASE"  # noqa: S105 (a variable name, not a secret)
+KEY_FILE_ENV = "FARMSYNC_VAULT_KEY_FILE"
+
+MAGIC = b"FSVAULT\x00"
+FORMAT_VERSION = 1
+_HEADER = struct.Struct(">8sHBII16s12s")
+_TAG_BYTES = 16
+_KEY_FILE_MAX_BYTES = 65536
+# A tampered header must not make us allocate unbounded memory before authentication fails.
+_MAX_SCRYPT_MEMORY = 256 * 1024 * 1024
+_MAX_SCRYPT_P = 16
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+# --- the secret --------------------------------------------------------------------------
+
+
+class VaultSecret:
+    """The passphrase or key-file bytes the vault key is derived from. Never shown."""
+
+    __slots__ = ("_material", "source")
+
+    def __init__(self, material: bytes, source: str):
+        if not material:
+            raise VaultError(f"the vault secret from {source} is empty")
+        self._material = material
+        self.source = source  # where it came from, for messages: never the value
+
+    def reveal(self) -> bytes:
+        return self._material
+
+    def __repr__(self) -> str:
+        return f"VaultSecret(<{self.source}>)"
+
+    __str__ = __repr__
+
+    @classmethod
+    def from_passphrase(cls, passphrase: str, source: str = "passphrase") -> VaultSecret:
+        return cls(passphrase.encode("utf-8"), source)
+
+    @classmethod
+    def from_key_file(cls, path: str | os.PathLike[str]) -> VaultSecret:
+        """The file's bytes (one trailing newline dropped). The file must be a regular file
+        readable by its owner only (0600 or 0400): a key anyone can read protects nothing."""
+        where = os.fspath(path)
+        try:
+            fd = os.open(where, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            raise VaultError(f"cannot read vault key file {where}: {e.strerror}") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise VaultError(f"vault key file {where} is not a regular file")
+            mode = stat.S_IMODE(st.st_mode)
+            if mode & 0o077:
+                raise VaultError(
+                    f"vault key file {where} is readable or writable by group or others "
+                    f"(mode {mode:04o}); make it private: chmod 600 {where}"
+                )
+            data = os.read(fd, _KEY_FILE_MAX_BYTES + 1)
+        finally:
+            os.close(fd)
+        if len(data) > _KEY_FILE_MAX_BYTES:
+            raise VaultError(f"vault key file {where} is larger than {_KEY_FILE_MAX_BYTES} bytes")
+        if data.endswith(b"\r\n"):
+            data = data[:-2]
+        elif data.endswith(b"\n"):
+            data = data[:-1]
+        return cls(data, f"key file {where}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], key_file: str | None = None) -> VaultSecret:
+        """The secret the operator configured.
+
+        Precedence: ``key_file`` (``--vault-key-file``), then ``FARMSYNC_VAULT_KEY_FILE``,
+        then ``FARMSYNC_VAULT_PASSPHRASE``: a key file named explicitly is the more
+        deliberate choice.
+        """
+        if key_file:
+            return cls.from_key_file(key_file)
+        env_file = environ.get(KEY_FILE_ENV)
+        if env_file:
+            return cls.from_key_file(env_file)
+        passphrase = environ.get(PASSPHRASE_ENV)
+        if passphrase:
+            return cls.from_passphrase(passphrase, PASSPHRASE_ENV)
+        raise VaultError(
+            "no vault secret: farmsync encrypts its key vault and needs a passphrase or a key "
+            f"file. Set {PASSPHRASE_ENV}, or point {KEY_FILE_ENV} (or --vault-key-file) at a "
+            "file only you can read (chmod 600)"
+        )
+
+
+# --- key derivation ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScryptParams:
+    n: int = 2**15
+    r: int = 8
+    p: int = 1
+
+    def __post_init__(self) -> None:
+        if self.n < 2 or self.n & (self.n - 1):
+            raise ValueError("scrypt n must be a power of two >= 2")
+        if self.r < 1 or not 1 <= self.p <= _MAX_SCRYPT_P:
+            raise ValueError(f"scrypt r must be >= 1 and p in 1..{_MAX_SCRYPT_P}")
+        if 128 * self.n * self.r > _MAX_SCRYPT_MEMORY:
+            raise ValueError("scrypt parameters need more than 256 MiB of memory")
+
+    @property
+    def log2_n(self) -> int:
+        return self.n.bit_length() - 1
+
+    def derive(self, secret: VaultSecret, salt: bytes) -> bytes:
+        kdf = Scrypt(salt=salt, length=32, n=self.n, r=self.r, p=self.p)
+        return kdf.derive(secret.reveal())
+
+
+# --- entries -----------------------------------------------------------------------------
+
+
+class KeyStatus(StrEnum):
+    GENERATED = "generated"  # stored, not (yet) on the farm
+    ACTIVE = "active"  # the farm's key
+    RETIRED = "retired"  # was the farm's key; a rollback target
+    ABANDONED = "abandoned"  # generated for a run that did not deploy it
+
+
+class KeyOrigin(StrEnum):
+    GENERATED = "generated"  # made by farmsync
+    IMPORTED = "imported"  # found on the farm (adopted before the first rotation)
+
+
+@dataclass(frozen=True)
+class VaultEntry:
+    fingerprint: str
+    created_at: str  # UTC ISO 8601
+    run_id: str  # the run that stored the key
+    status: KeyStatus
+    key: MachineKey = field(repr=False, compare=False)
+    origin: KeyOrigin = KeyOrigin.GENERATED
+    activated_at: str | None = None
+    activated_run: str | None = None  # the run that last made it the farm's key
+    retired_at: str | None = None
+
+    def summary(self) -> dict[str, str | None]:
+        """Everything but the key, for history listings and JSON output."""
+        return {
+            "fingerprint": self.fingerprint,
+            "status": self.status.value,
+            "origin": self.origin.value,
+            "created_at": self.created_at,
+            "run_id": self.run_id,
+            "activated_at": self.activated_at,
+            "activated_run": self.activated_run,
+            "retired_at": self.retired_at,
+            "validation": self.key.validation,
+            "decryption": self.key.decryption,
+        }
+
+    def _to_json(self) -> dict[str, Any]:
+        return {
+            "fingerprint": self.fingerprint,
+            "created_at": self.created_at,
+            "run_id": self.run_id,
+            "status": self.status.value,
+            "origin": self.origin.value,
+            "activated_at": self.activated_at,
+            "activated_run": self.activated_run,
+            "retired_at": self.retired_at,
+            "key": self.key.attributes(),
+        }
+
+    @classmethod
+    def _from_json(cls, doc: Mapping[str, Any]) -> VaultEntry:
+        attrs = doc["key"]
+        if not isinstance(attrs, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in attrs.items()
+        ):
+            raise ValueError("bad key attributes")
+        key = MachineKey.from_attributes(attrs)
+        if key.fingerprint() != doc["fingerprint"]:
+            raise ValueError("fingerprint mismatch")
+
+        def opt(name: str) -> str | None:
+            value = doc.get(name)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"bad {name}")
+            return value
+
+        return cls(
+            fingerprint=str(doc["fingerprint"]),
+            created_at=str(doc["created_at"]),
+            run_id=str(doc["run_id"]),
+            status=KeyStatus(doc["status"]),
+            key=key,
+            origin=KeyOrigin(doc.get("origin", KeyOrigin.GENERATED)),
+            activated_at=opt("activated_at"),
+            activated_run=opt("activated_run"),
+            retired_at=opt("retired_at"),
+        )
+
+
+# --- the vault ---------------------------------------------------------------------------
+
+
+class KeyVault:
+    """One farm's vault file. Every change is saved before the method returns."""
+
+    def __init__(
+        self,
+        path: Path,
+        secret: VaultSecret,
+        farm: str,
+        params: ScryptParams,
+        created_at: str,
+        entries: list[VaultEntry],
+    ):
+        # Use create/open/open_or_create; this only assembles an already-loaded vault.
+        self.path = path
+        self.farm = farm
+        self.params = params
+        self.created_at = created_at
+        self._secret = secret
+        self._entries = entries  # oldest first
+
+    def __repr__(self) -> str:
+        return f"KeyVault({str(self.path)!r}, farm={self.farm!r}, keys={len(self._entries)})"
+
+    # -- opening --------------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        path: Path | str,
+        secret: VaultSecret,
+        farm: str,
+        *,
+        params: ScryptParams | None = None,
+    ) -> KeyVault:
+        path = Path(path)
+        if path.exists():
+            raise VaultError(f"a key vault already exists at {path}")
+        vault = cls(path, secret, farm, params or ScryptParams(), _utc_now(), [])
+        vault._save()
+        return vault
+
+    @classmethod
+    def open(cls, path: Path | str, secret: VaultSecret, *, farm: str | None = None) -> KeyVault:
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise VaultError(f"no key vault at {path}") from None
+        except OSError as e:
+            raise VaultError(f"cannot read vault {path}: {e.strerror}") from None
+        vault = cls._decode(path, secret, data)
+        if farm is not None and vault.farm != farm:
+            raise VaultError(f"vault {path} belongs to farm {vault.farm!r}, not {farm!r}")
+        return vault
+
+    @classmethod
+    def open_or_create(
+        cls,
+        path: Path | str,
+        secret: VaultSecret,
+        farm: str,
+        *,
+        params: ScryptParams | None = None,
+    ) -> KeyVault:
+        path = Path(path)
+        if path.exists():
+            return cls.open(path, secret, farm=farm)
+        return cls.create(path, secret, farm, params=params)
+
+    # -- reading --------------------------------------------------------------------------
+    def entries(self) -> list[VaultEntry]:
+        """Every key, newest first."""
+        return list(reversed(self._entries))
+
+    def find(self, fingerprint: str) -> VaultEntry | None:
+        for entry in self._entries:
+            if entry.fingerprint == fingerprint:
+                return entry
+        return None
+
+    def lookup(self, prefix: str) -> VaultEntry:
+        """The one entry whose fingerprint is or starts with ``prefix`` (for the CLI)."""
+        exact = self.find(prefix)
+        if exact is not None:
+            return exact
+        matches = [e for e in self._entries if prefix and e.fingerprint.startswith(prefix)]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise InputError(f"no key with fingerprint {prefix!r} in the vault of {self.farm}")
+        raise InputError(
+            f"fingerprint {prefix!r} is ambiguous: "
+            + ", ".join(e.fingerprint for e in matches)
+        )
+
+    def current(self) -> VaultEntry | None:
+        """The active key, if the farm has one yet."""
+        for entry in self._entries:
+            if entry.status is KeyStatus.ACTIVE:
+                return entry
+        return None
+
+    def previous(self) -> VaultEntry | None:
+        """The most recently retired key: what a rollback goes back to."""
+        best: VaultEntry | None = None
+        for entry in self._entries:  # oldest first, so ties go to the later entry
+            if entry.status is KeyStatus.RETIRED and (
+                best is None or (entry.retired_at or "") >= (best.retired_at or "")
+            ):
+                best = entry
+        return best
+
+    # -- changing -------------------------------------------------------------------------
+    def add(
+        self, key: MachineKey, run_id: str, *, origin: KeyOrigin = KeyOrigin.GENERATED
+    ) -> VaultEntry:
+        """Store ``key`` (status generated) and save. A key already stored is left as is."""
+        existing = self.find(key.fingerprint())
+        if existing is not None:
+            return existing
+        entry = VaultEntry(
+            fingerprint=key.fingerprint(),
+            created_at=_utc_now(),
+            run_id=run_id,
+            status=KeyStatus.GENERATED,
+            key=key,
+            origin=origin,
+        )
+        self._entries.append(entry)
+        self._save()
+        return entry
+
+    def mark_active(self, fingerprint: str, run_id: str) -> VaultEntry:
+        """Make ``fingerprint`` the farm's key; the key active until now becomes retired."""
+        target = self._require(fingerprint)
+        if target.status is KeyStatus.ACTIVE:
+            return target
+        now = _utc_now()
+        for i, entry in enumerate(self._entries):
+            if entry.status is KeyStatus.ACTIVE:
+                self._entries[i] = replace(entry, status=KeyStatus.RETIRED, retired_at=now)
+        activated = replace(
+            target, status=KeyStatus.ACTIVE, activated_at=now, activated_run=run_id,
+            retired_at=None,
+        )
+        self._replace(activated)
+        self._save()
+        return activated
+
+    def mark_abandoned(self, fingerprint: str) -> VaultEntry:
+        """A key that was never deployed (its run was rolled back). Kept, for the record."""
+        target = self._require(fingerprint)
+        if target.status is KeyStatus.ACTIVE:
+            raise ValueError(f"key {fingerprint} is the farm's active key; activate another first")
+        if target.status is KeyStatus.ABANDONED:
+            return target
+        abandoned = replace(target, status=KeyStatus.ABANDONED)
+        self._replace(abandoned)
+        self._save()
+        return abandoned
+
+    def change_secret(self, secret: VaultSecret) -> None:
+        """Re-encrypt the vault under a new passphrase or key file."""
+        old, self._secret = self._secret, secret
+        try:
+            self._save()
+        except BaseException:
+            self._secret = old
+            raise
+
+    def _require(self, fingerprint: str) -> VaultEntry:
+        entry = self.find(fingerprint)
+        if entry is None:
+            raise VaultError(f"no key with fingerprint {fingerprint} in vault {self.path}")
+        return entry
+
+    def _replace(self, new: VaultEntry) -> None:
+        for i, entry in enumerate(self._entries):
+            if entry.fingerprint == new.fingerprint:
+                self._entries[i] = new
+                return
+
+    # -- the file -------------------------------------------------------------------------
+    def _document(self) -> bytes:
+        doc = {
+            "format": FORMAT_VERSION,
+            "farm": self.farm,
+            "created_at": self.created_at,
+            "entries": [e._to_json() for e in self._entries],
+        }
+        return json.dumps(doc, separators=(",", ":")).encode("utf-8")
+
+    def _save(self) -> None:
+        salt, nonce = os.urandom(16), os.urandom(12)
+        p = self.params
+        header = _HEADER.pack(MAGIC, FORMAT_VERSION, p.log2_n, p.r, p.p, salt, nonce)
+        sealed = AESGCM(p.derive(self._secret, salt)).encrypt(nonce, self._document(), header)
+        try:
+            atomic_write_private(self.path, header + sealed)
+        except OSError as e:
+            raise VaultError(f"cannot write vault {self.path}: {e.strerror or e}") from None
+
+    @classmethod
+    def _decode(cls, path: Path, secret: VaultSecret, data: bytes) -> KeyVault:
+        damaged = VaultError(f"cannot open vault {path}: wrong passphrase or damaged file")
+        if len(data) < _HEADER.size + _TAG_BYTES:
+            raise damaged
+        header = data[: _HEADER.size]
+        magic, version, log2_n, r, p, salt, nonce = _HEADER.unpack(header)
+        if magic != MAGIC or version != FORMAT_VERSION or not 1 <= log2_n < 64:
+            raise damaged
+        try:
+            params = ScryptParams(n=1 << log2_n, r=r, p=p)
+            key = params.derive(secret, salt)
+            plain = AESGCM(key).decrypt(nonce, data[_HEADER.size :], header)
+        except (ValueError, InvalidTag):
+            raise damaged from None
+        try:
+            doc = json.loads(plain.decode("utf-8"))
+            if doc["format"] != FORMAT_VERSION or not isinstance(doc["farm"], str):
+                raise ValueError("bad document")
+            entries = [VaultEntry._from_json(e) for e in doc["entries"]]
+            created_at = str(doc["created_at"])
+        except (ValueError, KeyError, TypeError):
+            # Authenticated yet unreadable: written by a broken or newer farmsync.
+            raise damaged from None
+        return cls(path, secret, doc["farm"], params, created_at, entries)
+
+
+def atomic_write_private(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data``: a 0600 temp file in the same directory, fsynced, renamed
+    over the target, then the directory fsynced. On failure the old file is untouched and the
+    temp file removed."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+    fd = os.open(tmp, flags, 0o600)
+    try:
+        try:
+            os.fchmod(fd, 0o600)  # exactly 0600 whatever the umask
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
