@@ -497,7 +497,7 @@ _TABLE: tuple[Variable, ...] = (
     ),
     Variable(
         "farmsync_app_configs", "list of paths", (),
-        "Application web.config paths audited for <machineKey> overrides.", _path_list,
+        "Application web.config paths audited for `<machineKey>` overrides.", _path_list,
         default_doc="[]",
     ),
     Variable(
@@ -527,6 +527,7 @@ _TABLE: tuple[Variable, ...] = (
     ),
     Variable(
         "farmsync_timeout", "seconds", 30.0, "Connection and command timeout.", _positive_number,
+        default_doc="30",
     ),
 )
 

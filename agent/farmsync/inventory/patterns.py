@@ -1,0 +1,107 @@
+"""Ansible host patterns for --limit: pick hosts by name, group, wildcard or regex.
+
+Syntax as in Ansible: ``all`` or ``*``; host and group names; wildcards (``web*``); regexes
+(``~web\\d+``, matched from the start of the name); subscripts (``webservers[0]``,
+``webservers[0:2]``, inclusive); terms joined by ``:`` or ``,``; ``&term`` intersects,
+``!term`` excludes. Evaluation order is Ansible's: all unions first, then intersections, then
+exclusions, whatever order they are written in.
+
+Stricter than Ansible on one point: a term that matches nothing is an error rather than a
+warning, because a mistyped exclusion would otherwise silently include the host it meant to
+spare.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+
+from farmsync.errors import InputError
+from farmsync.inventory.model import Host, Inventory
+
+SOURCE = "--limit"
+
+_TERM = re.compile(r"(?:[^\s:\[\]]|\[[^\]]*\])+")
+_IPV6 = re.compile(r"^[0-9A-Fa-f]*(?::[0-9A-Fa-f]*){2,}$")
+_SUBSCRIPT = re.compile(r"^(.+)\[(?:(-?[0-9]+)|([0-9]+)[:-]([0-9]*))\]$")
+_GLOB_CHARS = (".", "?", "*", "[")
+
+
+def split_pattern(pattern: str) -> list[str]:
+    """The terms of a pattern: ``web:&db:!web03`` -> ``["web", "&db", "!web03"]``."""
+    if "," in pattern:
+        parts = pattern.split(",")
+    elif _IPV6.match(pattern.strip()):
+        parts = [pattern]  # a bare IPv6 address is one host name, not a list of terms
+    else:
+        parts = _TERM.findall(pattern)
+    return [part.strip() for part in parts if part.strip()]
+
+
+def _matcher(expression: str) -> re.Pattern[str]:
+    try:
+        if expression.startswith("~"):
+            return re.compile(expression[1:])
+        return re.compile(fnmatch.translate(expression))
+    except re.error as exc:
+        raise InputError(f"invalid pattern {expression!r}: {exc}", source=SOURCE) from None
+
+
+def _enumerate(inventory: Inventory, expression: str) -> list[str]:
+    matcher = _matcher(expression)
+    found: dict[str, None] = {}
+    groups = [name for name in inventory.groups if matcher.match(name)]
+    for group in groups:
+        found.update(dict.fromkeys(inventory.groups[group]))
+    is_pattern = expression.startswith("~") or any(c in expression for c in _GLOB_CHARS)
+    if not groups or is_pattern:
+        found.update(dict.fromkeys(name for name in inventory.hosts if matcher.match(name)))
+    return list(found)
+
+
+def _match_term(inventory: Inventory, term: str) -> list[str]:
+    subscript = None if term.startswith("~") else _SUBSCRIPT.match(term)
+    if subscript is None:
+        return _enumerate(inventory, term)
+    base, index, start, end = subscript.groups()
+    names = _enumerate(inventory, base)
+    if index is not None:
+        position = int(index)
+        return [names[position]] if -len(names) <= position < len(names) else []
+    if end == "":
+        return names[int(start) :]
+    return names[int(start) : int(end) + 1]
+
+
+def select_hosts(inventory: Inventory, pattern: str | None) -> list[Host]:
+    """The hosts ``pattern`` selects, in inventory order; every host when ``pattern`` is None."""
+    if pattern is None:
+        return list(inventory.hosts.values())
+    terms = split_pattern(pattern)
+    if not terms:
+        raise InputError("empty host pattern", source=SOURCE)
+    unions = [t for t in terms if t[0] not in "&!"]
+    intersections = [t[1:] for t in terms if t[0] == "&"]
+    exclusions = [t[1:] for t in terms if t[0] == "!"]
+    for term in (*intersections, *exclusions):
+        if not term:
+            raise InputError(f"incomplete term in host pattern {pattern!r}", source=SOURCE)
+
+    def match(term: str) -> list[str]:
+        names = _match_term(inventory, term)
+        if not names:
+            raise InputError(f"{term!r} matches no host or group of the inventory", source=SOURCE)
+        return names
+
+    selected: dict[str, None] = {}
+    for term in unions or ["all"]:
+        selected.update(dict.fromkeys(match(term)))
+    for term in intersections:
+        keep = set(match(term))
+        selected = {name: None for name in selected if name in keep}
+    for term in exclusions:
+        drop = set(match(term))
+        selected = {name: None for name in selected if name not in drop}
+    if not selected:
+        raise InputError(f"host pattern {pattern!r} selects no host", source=SOURCE)
+    return [host for name, host in inventory.hosts.items() if name in selected]
