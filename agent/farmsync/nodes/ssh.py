@@ -1,0 +1,111 @@
+"""The SSH transport: :class:`SshNode`, NodeOperations over one paramiko connection per node.
+
+POSIX nodes (Linux, Mono) are served by ``ssh_posix`` (SFTP, plus one armed ``sh`` for the
+commit); Windows OpenSSH nodes (``Shell.POWERSHELL``) by ``ssh_windows`` (the PowerShell
+node agent, one exec per phase). ``round_trips`` counts one per phase that reaches the node:
+one exec, or one SFTP batch over the already open SFTP channel, whatever the number of files.
+``sent_commands`` records every exec command line, so tests can prove no key material or
+file content ever reaches a remote command line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from farmsync.errors import NodeError, NodeErrorKind
+from farmsync.inventory.model import Host, RecycleKind, RecycleSpec, Shell
+from farmsync.nodes.contract import (
+    DEFAULT_BACKUP_RETENTION,
+    ArmedCommit,
+    CommitItem,
+    FileState,
+    NodeOperations,
+    StageItem,
+)
+from farmsync.nodes.ssh_connect import SshConnection
+
+
+class _Ops(Protocol):
+    """What both node flavours (ssh_posix.PosixOps, ssh_windows.PowerShellOps) provide."""
+
+    def read(self, paths: Sequence[str]) -> dict[str, FileState]: ...
+    def stage(self, items: Sequence[StageItem], run_id: str) -> None: ...
+    def arm_commit(self, items: Sequence[CommitItem], run_id: str) -> ArmedCommit: ...
+    def rollback(self, paths: Sequence[str], run_id: str) -> None: ...
+    def cleanup(self, paths: Sequence[str], run_id: str, keep_backups: int) -> None: ...
+    def list_backups(self, paths: Sequence[str]) -> dict[str, list[str]]: ...
+    def recycle(self, spec: RecycleSpec) -> None: ...
+
+
+class SshNode(NodeOperations):
+    def __init__(self, host: Host):
+        super().__init__(host.name)
+        self.host = host
+        self.sent_commands: list[str] = []
+        self._conn: SshConnection | None = None
+        self._ops: _Ops | None = None
+
+    def __repr__(self) -> str:
+        return f"SshNode({self.host.name!r}, {self.host.address}:{self.host.port})"
+
+    # --- life cycle ---------------------------------------------------------------------
+    def connect(self) -> None:
+        if self._conn is not None:
+            return
+        conn = SshConnection(self.host, self.sent_commands)
+        try:
+            conn.open()
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        # Imported here: a POSIX-only run never loads the PowerShell agent's scripts.
+        if self.host.shell is Shell.POWERSHELL:
+            from farmsync.nodes.ssh_windows import PowerShellOps
+
+            self._ops = PowerShellOps(conn)
+        else:
+            from farmsync.nodes.ssh_posix import PosixOps
+
+            self._ops = PosixOps(conn)
+
+    def close(self) -> None:
+        conn, self._conn, self._ops = self._conn, None, None
+        if conn is not None:
+            conn.close()
+
+    def _trip(self) -> _Ops:
+        """The connected flavour, counting the one round trip the calling phase makes."""
+        if self._ops is None:
+            raise NodeError(self.host.name, NodeErrorKind.CONNECTION_LOST, "not connected")
+        self.round_trips += 1
+        return self._ops
+
+    # --- the phases ---------------------------------------------------------------------
+    def read(self, paths: Sequence[str]) -> dict[str, FileState]:
+        return self._trip().read(paths) if paths else {}
+
+    def stage(self, items: Sequence[StageItem], run_id: str) -> None:
+        if items:
+            self._trip().stage(items, run_id)
+
+    def arm_commit(self, items: Sequence[CommitItem], run_id: str) -> ArmedCommit:
+        return self._trip().arm_commit(items, run_id)
+
+    def rollback(self, paths: Sequence[str], run_id: str) -> None:
+        if paths:
+            self._trip().rollback(paths, run_id)
+
+    def cleanup(
+        self, paths: Sequence[str], run_id: str, keep_backups: int = DEFAULT_BACKUP_RETENTION
+    ) -> None:
+        if paths:
+            self._trip().cleanup(paths, run_id, keep_backups)
+
+    def list_backups(self, paths: Sequence[str]) -> dict[str, list[str]]:
+        return self._trip().list_backups(paths) if paths else {}
+
+    def recycle(self) -> None:
+        if self.host.recycle.kind is not RecycleKind.NONE:
+            self._trip().recycle(self.host.recycle)
