@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -267,3 +268,19 @@ def test_new_run_ids_are_unique_file_name_safe_and_pass_the_guard(journal: Journ
     assert len(ids) == 50
     for run_id in ids:
         journal.append(run_id, "sync", "read", "skipped")
+
+
+def test_threads_appending_at_once_never_tear_or_drop_records(journal: Journal) -> None:
+    run = new_run_id()
+    journal.start_run(run, RunKind.ROTATE, hosts={f"web{i}": ["/w"] for i in range(8)})
+
+    def work(i: int) -> None:
+        for step in (Step.READ, Step.STAGE, Step.ARM):
+            journal.append(run, RunKind.ROTATE, step, StepResult.OK, host=f"web{i}", path="/w",
+                           detail="x" * 500)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(work, range(8)))
+    assert len(journal.records()) == 1 + 8 * 3 and journal.damaged_lines == []
+    [state] = journal.unfinished_runs()
+    assert all(f.last[Step.ARM] == "ok" for f in state.files.values())

@@ -28,6 +28,7 @@ import os
 import re
 import secrets
 import socket
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -76,6 +77,9 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _DETAIL_MAX = 2000
 REDACTED = "<redacted>"
+# Other processes are kept out by the farm lock; threads of this one (the orchestrator works
+# on nodes in parallel) by this lock, so one never "repairs" a line another is writing.
+_APPEND_LOCK = threading.Lock()
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -407,6 +411,10 @@ class Journal:
         )
 
     def _write_line(self, line: bytes) -> None:
+        with _APPEND_LOCK:
+            self._write_line_locked(line)
+
+    def _write_line_locked(self, line: bytes) -> None:
         created = not self.path.exists()
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
