@@ -214,6 +214,8 @@ def test_guard_redacts_key_material_in_free_text(journal: Journal) -> None:
 
 def test_hash_fields_take_exactly_a_sha256(journal: Journal) -> None:
     journal.append("run-1", "rotate", "read", "ok", old_sha256=OLD)
+    # No hash (a file that does not exist yet) is the same as leaving the field out.
+    assert "old_sha256" not in journal.append("run-1", "rotate", "read", "ok", old_sha256="")
     for bad in (KEY_HEX, OLD.upper(), OLD[:-1], "not a hash"):
         with pytest.raises(JournalRecordError, match="old_sha256"):
             journal.append("run-1", "rotate", "read", "ok", old_sha256=bad)

@@ -333,8 +333,8 @@ class Journal:
         """The record as it will be written; raises JournalRecordError if it may not be."""
         clean: dict[str, object] = {}
         for name, value in record.items():
-            if value is None:
-                continue  # absent and None mean the same; keep lines short
+            if value is None or (value == "" and name in _HASH_FIELDS):
+                continue  # absent, None and "no hash" mean the same; keep lines short
             check = _FIELDS.get(name)
             if check is None:
                 raise JournalRecordError(f"journal field {name!r} is not allowed")
