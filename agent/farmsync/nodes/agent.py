@@ -1,0 +1,561 @@
+"""Node operations on this machine's filesystem: the Python twin of ``scripts/*.ps1``.
+
+Two faces:
+  * pure functions per operation (``read_files``, ``stage_files``, ``check_commit``,
+    ``commit_files``, ``rollback_files``, ``cleanup_files``, ``list_backups``, ``recycle``)
+    raising :class:`AgentError` with a :class:`NodeErrorKind`; the ``local`` transport calls
+    them in-process;
+  * ``main()``, the stdin protocol of docs PROTOCOL.md (``python -m farmsync.nodes.agent``),
+    which tests run in place of PowerShell behind the SSH and WinRM transports.
+
+POSIX atomicity: staging files are created O_EXCL beside the target with the live file's
+owner and mode, fsynced and read back; a commit hard-links (or durably copies) the live file
+to its backup, ``os.replace``s the staging file over it and fsyncs the directory, so a reader
+sees the old file or the new one, never a partial or missing one.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import errno
+import json
+import os
+import re
+import stat
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from typing import IO, Any
+
+from farmsync.errors import NodeErrorKind
+from farmsync.nodes.contract import (
+    CommitItem,
+    FileState,
+    FileStatus,
+    StageItem,
+    backup_path,
+    sha256_hex,
+    staging_path,
+)
+
+PROTOCOL_VERSION = 1
+OPS = ("read", "stage", "commit", "rollback", "cleanup", "list_backups", "recycle")
+TEMP_SUFFIX = ".farmsync-{run_id}.tmp"  # rollback / backup copies before their rename
+# Run ids become part of file names: keep them to a safe alphabet (no separators, no '..').
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\Z")
+_ENV_REF = re.compile(r"%([A-Za-z_][A-Za-z0-9_()]*)%")
+
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_PERMISSION = {errno.EACCES, errno.EPERM, errno.EROFS}
+_NOT_FOUND = {errno.ENOENT, errno.ENOTDIR}
+# os.link failures after which a durable copy is the way to make the backup.
+_NO_HARDLINK = {errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV, errno.ENOSYS}
+_ACL_XATTR = "system.posix_acl_access"
+
+
+class AgentError(Exception):
+    """One operation failed on this node. ``detail`` never holds file contents."""
+
+    def __init__(self, kind: NodeErrorKind, detail: str, path: str | None = None):
+        self.kind = kind
+        self.detail = detail
+        self.path = path
+        super().__init__(f"{kind.value}: {detail}" + (f" ({path})" if path else ""))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind.value, "detail": self.detail, "path": self.path}
+
+
+def error_kind(exc: OSError) -> NodeErrorKind:
+    """The NodeErrorKind of an OS error (same table as Get-FarmsyncErrorKind in common.ps1)."""
+    if exc.errno in _DISK_FULL:
+        return NodeErrorKind.DISK_FULL
+    if exc.errno in _PERMISSION:
+        return NodeErrorKind.PERMISSION
+    if exc.errno == errno.EISDIR:
+        return NodeErrorKind.IS_DIRECTORY
+    if exc.errno in _NOT_FOUND:
+        return NodeErrorKind.NOT_FOUND
+    return NodeErrorKind.REMOTE
+
+
+def os_error(exc: OSError, action: str, path: str | None) -> AgentError:
+    reason = exc.strerror or type(exc).__name__
+    return AgentError(error_kind(exc), f"cannot {action}: {reason}", path)
+
+
+def check_run_id(run_id: str) -> None:
+    if not _RUN_ID.match(run_id) or ".." in run_id:
+        raise AgentError(NodeErrorKind.PROTOCOL, "invalid run id")
+
+
+def resolve(path: str) -> str:
+    """The file a path names on this node: %VAR% references expanded, symlinks followed, so
+    staging and backup files sit beside the real file and renames stay atomic."""
+    expanded = _ENV_REF.sub(lambda m: os.environ.get(m.group(1), m.group(0)), path)
+    return os.path.realpath(os.path.expanduser(expanded))
+
+
+def temp_path(path: str, run_id: str) -> str:
+    return path + TEMP_SUFFIX.format(run_id=run_id)
+
+
+# --- small durable-file helpers -------------------------------------------------------------
+
+
+def _read_regular(path: str, shown: str, action: str = "read") -> tuple[bytes, os.stat_result]:
+    """Bytes and stat of a regular file; raises AgentError (NOT_FOUND when missing)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise os_error(exc, action, shown) from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise AgentError(NodeErrorKind.IS_DIRECTORY, f"cannot {action}: is a directory", shown)
+        if not stat.S_ISREG(st.st_mode):
+            raise AgentError(NodeErrorKind.REMOTE, f"cannot {action}: not a regular file", shown)
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks), st
+    except OSError as exc:
+        raise os_error(exc, action, shown) from None
+    finally:
+        os.close(fd)
+
+
+def _remove_file(path: str) -> bool:
+    """Remove a file of ours if it is there; True when something was removed."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _copy_permissions(fd: int, like_path: str, like: os.stat_result) -> None:
+    """Give an open new file the owner, mode and POSIX ACL of ``like_path``."""
+    with contextlib.suppress(PermissionError):  # unprivileged: stays ours, same mode bits
+        os.fchown(fd, like.st_uid, like.st_gid)
+    os.fchmod(fd, stat.S_IMODE(like.st_mode))  # after chown, which clears set-id bits
+    try:
+        acl = os.getxattr(like_path, _ACL_XATTR)
+    except OSError:
+        return  # no extended ACL (or no xattr support): mode bits say it all
+    os.setxattr(fd, _ACL_XATTR, acl)
+
+
+def _write_new(path: str, data: bytes, like_path: str, like: os.stat_result) -> None:
+    """Create ``path`` exclusively with ``like``'s permissions, write ``data``, fsync.
+
+    Permissions are set before any byte is written, so secret content is never readable by
+    anyone the live file does not allow. On failure the partial file is removed.
+    """
+    _remove_file(path)  # a leftover of an earlier attempt of the same run
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o600)
+    try:
+        _copy_permissions(fd, like_path, like)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        _remove_file(path)
+        raise
+    try:
+        os.close(fd)
+    except OSError:
+        _remove_file(path)
+        raise
+
+
+def _durable_copy(src: str, dst: str, run_id: str) -> None:
+    """Copy ``src`` to ``dst`` (bytes, permissions, mtime) via a temp file and a rename."""
+    data, st = _read_regular(src, src, "copy")
+    tmp = temp_path(dst, run_id)
+    _write_new(tmp, data, src, st)
+    try:
+        os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))  # backups age by their content
+        os.replace(tmp, dst)
+    except BaseException:
+        _remove_file(tmp)
+        raise
+
+
+# --- the operations -------------------------------------------------------------------------
+
+
+def read_one(path: str) -> FileState:
+    """Content, hash and mtime of one file; missing and unreadable files are states, not errors."""
+    try:
+        data, st = _read_regular(resolve(path), path)
+    except AgentError as err:
+        if err.kind is NodeErrorKind.NOT_FOUND:
+            return FileState(path=path, status=FileStatus.MISSING)
+        return FileState(path, FileStatus.ERROR, error_kind=err.kind, error=err.detail)
+    return FileState(path, FileStatus.OK, data, sha256_hex(data), st.st_mtime)
+
+
+def read_files(paths: Sequence[str]) -> list[FileState]:
+    return [read_one(p) for p in paths]
+
+
+def _check_live(path: str, target: str, expected_sha256: str) -> os.stat_result:
+    data, st = _read_regular(target, path, "read live file")
+    if sha256_hex(data) != expected_sha256.lower():
+        raise AgentError(NodeErrorKind.CHANGED, "live file changed since it was read", path)
+    return st
+
+
+def _unique(paths: Sequence[str]) -> None:
+    if len(set(paths)) != len(paths):
+        raise AgentError(NodeErrorKind.PROTOCOL, "the same path is listed twice")
+
+
+def stage_files(items: Sequence[StageItem], run_id: str) -> list[str]:
+    """Write every staging file, all or nothing; refuses (CHANGED) before writing anything if a
+    live file no longer has its expected hash."""
+    check_run_id(run_id)
+    _unique([i.path for i in items])
+    targets = [resolve(i.path) for i in items]
+    lives = [_check_live(i.path, t, i.expected_sha256) for i, t in zip(items, targets, strict=True)]
+    written: list[str] = []
+    try:
+        for item, target, st in zip(items, targets, lives, strict=True):
+            spath = staging_path(target, run_id)
+            try:
+                _write_new(spath, item.new_content, target, st)
+            except OSError as exc:
+                raise os_error(exc, "write staging file", spath) from None
+            written.append(spath)
+            back, _ = _read_regular(spath, spath, "read back staging file")
+            if sha256_hex(back) != sha256_hex(item.new_content):
+                raise AgentError(NodeErrorKind.VERIFY, "staging file read back differs", spath)
+        for directory in {os.path.dirname(t) for t in targets}:
+            try:
+                _fsync_dir(directory)
+            except OSError as exc:
+                raise os_error(exc, "flush directory", directory) from None
+    except BaseException:
+        for spath in written:
+            _remove_file(spath)
+        raise
+    return [i.path for i in items]
+
+
+def check_commit(items: Sequence[CommitItem], run_id: str) -> None:
+    """The arm-time checks: every staging file holds what was staged and every live file is
+    still what was read. Touches nothing."""
+    check_run_id(run_id)
+    _unique([i.path for i in items])
+    for item in items:
+        target = resolve(item.path)
+        spath = staging_path(target, run_id)
+        if not os.path.lexists(spath):
+            raise AgentError(NodeErrorKind.NOT_FOUND, "staging file missing (stage first)", spath)
+        data, _ = _read_regular(spath, spath, "read staging file")
+        if sha256_hex(data) != item.staged_sha256.lower():
+            raise AgentError(NodeErrorKind.CHANGED, "staging file changed since staged", spath)
+        _check_live(item.path, target, item.expected_sha256)
+
+
+def _make_backup(target: str, bpath: str, run_id: str) -> None:
+    _remove_file(bpath)  # this run's backup from an earlier, rolled-back attempt
+    try:
+        os.link(target, bpath, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno not in _NO_HARDLINK:
+            raise
+        _durable_copy(target, bpath, run_id)
+
+
+def _restore(bpath: str, target: str, run_id: str) -> None:
+    """Atomically put a backup's bytes back over ``target``; the backup stays."""
+    data, st = _read_regular(bpath, bpath, "read backup")
+    tmp = temp_path(target, run_id)
+    try:
+        _write_new(tmp, data, bpath, st)
+        back, _ = _read_regular(tmp, tmp, "read back restored file")
+        if back != data:
+            raise AgentError(NodeErrorKind.VERIFY, "restored copy read back differs", tmp)
+        os.replace(tmp, target)
+        _fsync_dir(os.path.dirname(target))
+    except OSError as exc:
+        _remove_file(tmp)
+        raise os_error(exc, "restore backup", target) from None
+    except BaseException:
+        _remove_file(tmp)
+        raise
+
+
+def commit_files(items: Sequence[CommitItem], run_id: str) -> list[str]:
+    """Back up and atomically replace every live file. If one fails, the ones already replaced
+    by this call are restored from their backups before the error is raised."""
+    check_commit(items, run_id)  # again: narrows the window between arm and release
+    done: list[tuple[str, str]] = []
+    current = ""
+    try:
+        for item in items:
+            target = current = resolve(item.path)
+            bpath = backup_path(target, run_id)
+            _make_backup(target, bpath, run_id)
+            os.replace(staging_path(target, run_id), target)
+            done.append((target, bpath))
+            _fsync_dir(os.path.dirname(target))
+    except BaseException as exc:
+        for target, bpath in reversed(done):
+            try:
+                _restore(bpath, target, run_id)
+            except AgentError as again:  # pragma: no cover - double fault, reported on stderr
+                print(f"farmsync: could not restore {target}: {again.detail}", file=sys.stderr)
+        if isinstance(exc, OSError):
+            raise os_error(exc, "replace live file", current) from None
+        raise
+    return [i.path for i in items]
+
+
+def rollback_files(paths: Sequence[str], run_id: str) -> tuple[list[str], list[str]]:
+    """Put each path's backup of ``run_id`` back; (restored, skipped-without-backup)."""
+    check_run_id(run_id)
+    restored: list[str] = []
+    skipped: list[str] = []
+    for path in paths:
+        target = resolve(path)
+        bpath = backup_path(target, run_id)
+        if os.path.lexists(bpath):
+            _restore(bpath, target, run_id)
+            restored.append(path)
+        else:
+            skipped.append(path)
+        try:
+            _remove_file(staging_path(target, run_id))
+        except OSError as exc:
+            raise os_error(exc, "remove staging file", staging_path(target, run_id)) from None
+    return restored, skipped
+
+
+def _backups(target: str) -> list[tuple[str, str]]:
+    """(run_id, backup file) of every farmsync backup of ``target``, newest first (by mtime)."""
+    directory, name = os.path.split(target)
+    prefix, suffix = name + ".farmsync-", ".bak"
+    found: list[tuple[int, str, str, str]] = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError as exc:
+        raise os_error(exc, "list backups", directory) from None
+    for entry in entries:
+        if not (entry.name.startswith(prefix) and entry.name.endswith(suffix)):
+            continue
+        run_id = entry.name[len(prefix) : -len(suffix)]
+        if not _RUN_ID.match(run_id) or not entry.is_file(follow_symlinks=False):
+            continue
+        mtime = entry.stat(follow_symlinks=False).st_mtime_ns
+        found.append((mtime, entry.name, run_id, entry.path))
+    found.sort(reverse=True)
+    return [(run_id, full) for _, _, run_id, full in found]
+
+
+def cleanup_files(paths: Sequence[str], run_id: str, keep_backups: int) -> list[str]:
+    """Remove this run's staging and temp files, and backups beyond the newest ``keep_backups``."""
+    check_run_id(run_id)
+    if keep_backups < 0:
+        raise AgentError(NodeErrorKind.PROTOCOL, "keep_backups must be >= 0")
+    removed: list[str] = []
+    for path in paths:
+        target = resolve(path)
+        doomed = [staging_path(target, run_id), temp_path(target, run_id)]
+        doomed += [full for _, full in _backups(target)[keep_backups:]]
+        for victim in doomed:
+            try:
+                if _remove_file(victim):
+                    removed.append(victim)
+            except OSError as exc:
+                raise os_error(exc, "remove", victim) from None
+    return removed
+
+
+def list_backups(paths: Sequence[str]) -> dict[str, list[str]]:
+    return {p: [run_id for run_id, _ in _backups(resolve(p))] for p in paths}
+
+
+def recycle(kind: str, command: str | None, app_pools: Sequence[str]) -> None:
+    """Do what ``farmsync_recycle`` says: nothing, a shell command, or IIS app pools."""
+    if kind == "none":
+        return
+    if kind == "command":
+        if not command:
+            raise AgentError(NodeErrorKind.PROTOCOL, "recycle command is empty")
+        argv = ["cmd.exe", "/d", "/c", command] if os.name == "nt" else ["/bin/sh", "-c", command]
+        _run_recycle(argv, "recycle command")
+        return
+    if kind == "iis":
+        if os.name != "nt":
+            raise AgentError(NodeErrorKind.REMOTE, "IIS app pools exist only on Windows nodes")
+        appcmd = resolve(r"%windir%\system32\inetsrv\appcmd.exe")
+        for pool in app_pools or _iis_pools(appcmd):
+            _run_recycle([appcmd, "recycle", "apppool", f"/apppool.name:{pool}"], "appcmd")
+        return
+    raise AgentError(NodeErrorKind.PROTOCOL, "unknown recycle kind")
+
+
+def _iis_pools(appcmd: str) -> list[str]:  # pragma: no cover - Windows only
+    out = subprocess.run(
+        [appcmd, "list", "apppool", "/text:name"], capture_output=True, check=False
+    )
+    if out.returncode != 0:
+        raise AgentError(NodeErrorKind.REMOTE, f"appcmd exited with status {out.returncode}")
+    return [line.strip() for line in out.stdout.decode(errors="replace").splitlines() if line]
+
+
+def _run_recycle(argv: list[str], what: str) -> None:
+    # The command's own output is diagnostics: stderr, never the JSON channel on stdout.
+    try:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=sys.stderr, check=False)
+    except OSError as exc:
+        raise os_error(exc, f"run {what}", argv[0]) from None
+    if done.returncode != 0:
+        raise AgentError(NodeErrorKind.REMOTE, f"{what} exited with status {done.returncode}")
+
+
+# --- the stdin protocol ---------------------------------------------------------------------
+
+
+def _arg(args: dict[str, Any], key: str, kind: type) -> Any:
+    value = args.get(key)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise AgentError(NodeErrorKind.PROTOCOL, f"argument {key!r} missing or not {kind.__name__}")
+    return value
+
+
+def _str_list(args: dict[str, Any], key: str) -> list[str]:
+    values = _arg(args, key, list)
+    if not all(isinstance(v, str) for v in values):
+        raise AgentError(NodeErrorKind.PROTOCOL, f"argument {key!r} must list strings")
+    return list(values)
+
+
+def _items(args: dict[str, Any]) -> list[dict[str, Any]]:
+    items = _arg(args, "items", list)
+    if not all(isinstance(i, dict) for i in items):
+        raise AgentError(NodeErrorKind.PROTOCOL, "argument 'items' must list objects")
+    return list(items)
+
+
+def _b64(value: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise AgentError(NodeErrorKind.PROTOCOL, "content_b64 is not base64") from None
+
+
+def state_to_json(state: FileState) -> dict[str, Any]:
+    out: dict[str, Any] = {"path": state.path, "status": state.status.value}
+    if state.status is FileStatus.OK and state.content is not None:
+        out["content_b64"] = base64.b64encode(state.content).decode("ascii")
+        out["sha256"] = state.sha256
+        out["mtime"] = state.mtime
+    elif state.status is FileStatus.ERROR:
+        out["error_kind"] = state.error_kind.value if state.error_kind else None
+        out["error"] = state.error
+    return out
+
+
+def decode_request(line: bytes) -> tuple[str, dict[str, Any]]:
+    """(op, args) of a request line (base64 of the JSON request)."""
+    try:
+        request = json.loads(base64.b64decode(line.strip(), validate=True))
+    except (binascii.Error, ValueError):
+        raise AgentError(NodeErrorKind.PROTOCOL, "request line is not base64 JSON") from None
+    if not isinstance(request, dict) or request.get("v") != PROTOCOL_VERSION:
+        raise AgentError(NodeErrorKind.PROTOCOL, "unsupported protocol version")
+    op, args = request.get("op"), request.get("args")
+    if op not in OPS or not isinstance(args, dict):
+        raise AgentError(NodeErrorKind.PROTOCOL, "unknown op or missing args")
+    return str(op), args
+
+
+def run_op(
+    op: str, args: dict[str, Any], next_line: Callable[[], bytes], emit: Callable[[Any], None]
+) -> dict[str, Any]:
+    """Run one decoded request; ``commit`` emits the armed line and reads the word."""
+    if op == "read":
+        return {"files": [state_to_json(s) for s in read_files(_str_list(args, "paths"))]}
+    if op == "list_backups":
+        return {"backups": list_backups(_str_list(args, "paths"))}
+    if op == "recycle":
+        command = args.get("command")
+        pools = args.get("app_pools") or []
+        recycle(_arg(args, "kind", str), command if isinstance(command, str) else None, pools)
+        return {}
+    run_id = _arg(args, "run_id", str)
+    if op == "stage":
+        stage_items = [
+            StageItem(
+                _arg(i, "path", str),
+                _b64(_arg(i, "content_b64", str)),
+                _arg(i, "expected_sha256", str),
+            )
+            for i in _items(args)
+        ]
+        return {"staged": stage_files(stage_items, run_id)}
+    if op == "commit":
+        commit_items = [
+            CommitItem(
+                _arg(i, "path", str), _arg(i, "expected_sha256", str), _arg(i, "staged_sha256", str)
+            )
+            for i in _items(args)
+        ]
+        check_commit(commit_items, run_id)
+        emit({"armed": True})
+        if next_line().strip() != b"COMMIT":
+            return {"aborted": True}
+        return {"committed": commit_files(commit_items, run_id)}
+    if op == "rollback":
+        restored, skipped = rollback_files(_str_list(args, "paths"), run_id)
+        return {"restored": restored, "skipped": skipped}
+    keep = _arg(args, "keep_backups", int)
+    return {"removed": cleanup_files(_str_list(args, "paths"), run_id, keep)}
+
+
+def main(stdin: IO[bytes] | None = None, stdout: IO[bytes] | None = None) -> int:
+    """Serve one request from stdin; JSON lines on stdout, the last one the result."""
+    inp = stdin if stdin is not None else sys.stdin.buffer
+    out = stdout if stdout is not None else sys.stdout.buffer
+
+    def emit(obj: Any) -> None:
+        out.write(json.dumps(obj, separators=(",", ":")).encode("ascii") + b"\n")
+        out.flush()
+
+    try:
+        op, args = decode_request(inp.readline())
+        result = run_op(op, args, inp.readline, emit)
+    except AgentError as err:
+        emit({"ok": False, "error": err.to_json()})
+        return 1
+    except OSError as exc:
+        emit({"ok": False, "error": os_error(exc, "complete the operation", None).to_json()})
+        return 1
+    except Exception as exc:
+        # Unexpected: name the type only; a message might echo arguments.
+        detail = f"internal error in the node agent: {type(exc).__name__}"
+        emit({"ok": False, "error": {"kind": "remote-error", "detail": detail, "path": None}})
+        return 1
+    emit({"ok": True, "result": result})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
