@@ -29,6 +29,7 @@ from winrm.protocol import Protocol
 
 from farmsync.errors import NodeError, NodeErrorKind
 from farmsync.inventory.model import Host
+from farmsync.nodes import psagent
 
 log = logging.getLogger(__name__)
 
@@ -215,10 +216,11 @@ class RemoteCommand:
         self.phase = phase
         self.sends = 0  # Send messages so far
         self.finished = False
+        self.terminated = False
 
     def send(self, data: bytes, *, end: bool = False) -> None:
         """Write ``data`` to the command's stdin, in Send messages of at most SEND_CHUNK bytes."""
-        chunks = [data[i : i + SEND_CHUNK] for i in range(0, len(data), SEND_CHUNK)] or [b""]
+        chunks = list(psagent.iter_chunks(data, SEND_CHUNK)) or [b""]
         for index, chunk in enumerate(chunks):
             last = index == len(chunks) - 1
             with self._shell.errors(self.phase):
@@ -248,8 +250,9 @@ class RemoteCommand:
         return Output(out, err, code if done else None)
 
     def collect(self, deadline: float, until: Callable[[bytes], bool] | None = None) -> Output:
-        """Receive until the command ends (or ``until(stdout so far)`` holds); TIMEOUT at the
-        deadline, after asking the node to terminate the command."""
+        """Receive until the command ends, or until ``until(new stdout)`` returns true (it is
+        fed each stdout chunk as it arrives). At the deadline: ask the node to terminate the
+        command and raise TIMEOUT."""
         stdout: list[bytes] = []
         stderr: list[bytes] = []
         while True:
@@ -257,23 +260,26 @@ class RemoteCommand:
             if part is not None:
                 stdout.append(part.stdout)
                 stderr.append(part.stderr)
-                if part.exit_code is not None:
+                stop = until is not None and bool(part.stdout) and until(part.stdout)
+                if part.exit_code is not None or stop:
                     return Output(b"".join(stdout), b"".join(stderr), part.exit_code)
-                if until is not None and until(b"".join(stdout)):
-                    return Output(b"".join(stdout), b"".join(stderr), None)
             if time.monotonic() >= deadline:
                 self.terminate()
                 raise NodeError(
                     self._shell.host.name,
                     NodeErrorKind.TIMEOUT,
-                    f"no complete answer within {self._shell.host.timeout:g}s",
+                    "the node did not finish in time",
                     phase=self.phase,
                 )
 
     def terminate(self) -> None:
         """Signal terminate: ends the process and releases the command on the server.
 
-        Best effort, and bounded: a node that stopped answering must not hang the run."""
+        Best effort, once, and bounded by the read timeout: a node that stopped answering
+        must not hang the run."""
+        if self.terminated:
+            return
+        self.terminated = True
         try:
             self._protocol.cleanup_command(self._shell_id, self.command_id)
         except Exception as exc:

@@ -1,0 +1,376 @@
+"""WinrmNode against the WS-Man test endpoint over real HTTPS, with the Python agent in
+place of PowerShell: phases, one shell per run, stdin chunking, the armed commit, secrets."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from farmsync.errors import NodeError, NodeErrorKind
+from farmsync.inventory.model import Host
+from farmsync.nodes import psagent
+from farmsync.nodes.contract import (
+    CommitItem,
+    FileStatus,
+    StageItem,
+    backup_path,
+    sha256_hex,
+    staging_path,
+)
+from farmsync.nodes.winrm import WinrmNode
+from farmsync.nodes.winrm_shell import SEND_CHUNK
+from tests.servers.wsman_endpoint import WsmanEndpoint
+
+VALIDATION_KEY = "A1" * 64
+DECRYPTION_KEY = "B2" * 32
+RUN = "20240101T000000Z-abcd"
+
+
+def web_config(keys: bool = False, padding: int = 0) -> bytes:
+    key = (
+        f'<machineKey validationKey="{VALIDATION_KEY}" decryptionKey="{DECRYPTION_KEY}" '
+        'validation="HMACSHA256" decryption="AES" />'
+        if keys
+        else ""
+    )
+    filler = "".join(f'<add key="k{i}" value="{i:08d}" />' for i in range(padding // 32))
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>\r\n<configuration><system.web>'
+        f"{key}</system.web><appSettings>{filler}</appSettings></configuration>\r\n"
+    ).encode()
+
+
+@pytest.fixture
+def node_dir(wsman_server: WsmanEndpoint) -> Path:
+    assert wsman_server.working_directory is not None
+    return Path(wsman_server.working_directory)
+
+
+def connected(host: Host) -> WinrmNode:
+    node = WinrmNode(host)
+    node.connect()
+    return node
+
+
+def stage_and_commit(node: WinrmNode, path: Path, new: bytes) -> None:
+    live = sha256_hex(path.read_bytes())
+    node.stage([StageItem(str(path), new, live)], RUN)
+    node.commit([CommitItem(str(path), live, sha256_hex(new))], RUN)
+
+
+def test_full_rotation_uses_one_shell_and_one_command_per_phase(
+    wsman_server: WsmanEndpoint, wsman_host: Callable[..., Host], node_dir: Path
+) -> None:
+    site = node_dir / "web.config"
+    app = node_dir / "app" / "web.config"
+    app.parent.mkdir()
+    old_site, old_app = web_config(), web_config(padding=2000)
+    site.write_bytes(old_site)
+    app.write_bytes(old_app)
+    paths = [str(site), str(app)]
+    new = {str(site): web_config(keys=True), str(app): web_config(keys=True, padding=2000)}
+
+    with WinrmNode(wsman_host(wsman_server)) as node:
+        states = node.read(paths)
+        assert {p: s.content for p, s in states.items()} == {str(site): old_site, str(app): old_app}
+        node.stage([StageItem(p, new[p], states[p].sha256 or "") for p in paths], RUN)
+        assert Path(staging_path(str(site), RUN)).read_bytes() == new[str(site)]
+        armed = node.arm_commit(
+            [CommitItem(p, states[p].sha256 or "", sha256_hex(new[p])) for p in paths], RUN
+        )
+        armed.release()
+        armed.wait(10)
+        verify = node.read(paths)
+        node.cleanup(paths, RUN)
+        assert node.list_backups(paths) == {str(site): [RUN], str(app): [RUN]}
+        node.rollback(paths, RUN)
+        assert node.round_trips == 7
+
+    assert {p: s.content for p, s in verify.items()} == new
+    assert Path(backup_path(str(site), RUN)).read_bytes() == old_site  # byte-identical
+    assert Path(backup_path(str(app), RUN)).read_bytes() == old_app
+    assert site.read_bytes() == old_site and app.read_bytes() == old_app  # rolled back
+    assert not Path(staging_path(str(site), RUN)).exists()
+    assert wsman_server.requests["Create"] == 1  # one shell for the whole run...
+    assert wsman_server.requests["Command"] == 7  # ...and one command per phase
+    assert wsman_server.requests["Delete"] == 1
+    assert wsman_server.open_shells == 0
+    assert wsman_server.running_processes() == 0
+
+
+def test_large_config_travels_on_stdin_in_chunks_never_on_the_command_line(
+    wsman_server: WsmanEndpoint, wsman_host: Callable[..., Host], node_dir: Path
+) -> None:
+    target = node_dir / "web.config"
+    target.write_bytes(web_config())
+    new = web_config(keys=True, padding=200_000)
+    assert len(new) > 200_000
+
+    with WinrmNode(wsman_host(wsman_server)) as node:
+        node.stage([StageItem(str(target), new, sha256_hex(target.read_bytes()))], RUN)
+        stage_sends = list(wsman_server.send_sizes)
+        node.read([str(target)])
+
+    assert Path(staging_path(str(target), RUN)).read_bytes() == new
+    assert len(stage_sends) >= 3  # the request line went in several Send messages
+    assert max(stage_sends) <= SEND_CHUNK
+    assert sum(stage_sends) == len(
+        psagent.request_line(
+            "stage",
+            psagent.stage_args([StageItem(str(target), new, sha256_hex(web_config()))], RUN),
+        )
+    )
+    lines = [c.command_line for c in wsman_server.commands]
+    assert lines == [psagent.command_line()] * 2 == node.sent_commands
+    for line in lines:
+        assert len(line) < 8191
+        assert str(node_dir) not in line and "web.config" not in line
+
+
+def test_key_material_never_reaches_a_command_line_or_environment(
+    wsman_server: WsmanEndpoint, wsman_host: Callable[..., Host], node_dir: Path
+) -> None:
+    target = node_dir / "web.config"
+    target.write_bytes(web_config())
+    with WinrmNode(wsman_host(wsman_server)) as node:
+        stage_and_commit(node, target, web_config(keys=True))
+        node.read([str(target)])
+    assert VALIDATION_KEY in target.read_text()  # the keys did travel, on stdin
+
+    assert len(wsman_server.commands) == 3
+    for record in wsman_server.commands:
+        seen = record.command_line + " ".join(
+            f"{k}={v}" for k, v in record.shell_environment.items()
+        )
+        for secret in (VALIDATION_KEY, DECRYPTION_KEY, wsman_server.password, "machineKey"):
+            assert secret.lower() not in seen.lower()
+    assert all(VALIDATION_KEY not in line for line in node.sent_commands)
+
+
+def test_armed_commit_is_released_by_exactly_one_send(
+    wsman_server: WsmanEndpoint, wsman_host: Callable[..., Host], node_dir: Path
+) -> None:
+    target = node_dir / "web.config"
+    old, new = web_config(), web_config(keys=True)
+    target.write_bytes(old)
+    with WinrmNode(wsman_host(wsman_server)) as node:
+        node.stage([StageItem(str(target), new, sha256_hex(old))], RUN)
+        armed = node.arm_commit([CommitItem(str(target), sha256_hex(old), sha256_hex(new))], RUN)
+        assert target.read_bytes() == old  # armed, not committed
+        assert wsman_server.running_processes() == 1  # the agent waits on stdin
+        before = wsman_server.requests.copy()
+        armed.release()
+        after = wsman_server.requests.copy()
+        armed.wait(10)
+
+    assert after - before == {"Send": 1}  # no Command, no Receive: one message to the node
+    assert target.read_bytes() == new
+    assert Path(backup_path(str(target), RUN)).read_bytes() == old
+
+
+def test_armed_commit_abort_and_wait_timeout_leave_the_live_file(
+    wsman_server: WsmanEndpoint, wsman_host: Callable[..., Host], node_dir: Path
+) -> None:
+    target = node_dir / "web.config"
+    old, new = web_config(), web_config(keys=True)
+    target.write_bytes(old)
+    items = [CommitItem(str(target), sha256_hex(old), sha256_hex(new))]
+    with WinrmNode(wsman_host(wsman_server, timeout=2.0)) as node:
+        node.stage([StageItem(str(target), new, sha256_hex(old))], RUN)
+        node.arm_commit(items, RUN).abort()
+        assert target.read_bytes() == old
+
+        never_released = node.arm_commit(items, RUN)
+        with pytest.raises(NodeError) as err:
+            never_released.wait(1.0)  # the agent waits for the word: bounded by our deadline
+        assert err.value.kind is NodeErrorKind.TIMEOUT
+        assert wsman_server.running_processes() == 0  # terminated on timeout
+        assert node.read([str(target)])[str(target)].content == old  # the shell still serves
+    assert not Path(backup_path(str(target), RUN)).exists()
+
+
+def test_changed_live_file_is_refused_at_stage_and_at_arm(
+    wsman_server: WsmanEndpoint, wsman_host: Callable[..., Host], node_dir: Path
+) -> None:
+    target = node_dir / "web.config"
+    old, new = web_config(), web_config(keys=True)
+    target.write_bytes(old)
+    with WinrmNode(wsman_host(wsman_server)) as node:
+        with pytest.raises(NodeError) as at_stage:
+            node.stage([StageItem(str(target), new, sha256_hex(b"something else"))], RUN)
+        assert at_stage.value.kind is NodeErrorKind.CHANGED
+        assert not Path(staging_path(str(target), RUN)).exists()
+
+        node.stage([StageItem(str(target), new, sha256_hex(old))], RUN)
+        target.write_bytes(old + b"<!-- edited by hand -->")
+        with pytest.raises(NodeError) as at_arm:
+            node.arm_commit([CommitItem(str(target), sha256_hex(old), sha256_hex(new))], RUN)
+        assert at_arm.value.kind is NodeErrorKind.CHANGED
+        assert at_arm.value.phase == "commit"
+    assert target.read_bytes() == old + b"<!-- edited by hand -->"
+
+
+def test_missing_and_unreadable_files_are_reported_per_path(
+    wsman_server: WsmanEndpoint, wsman_host: Callable[..., Host], node_dir: Path
+) -> None:
+    with WinrmNode(wsman_host(wsman_server)) as node:
+        states = node.read([str(node_dir / "absent.config"), str(node_dir)])
+    assert states[str(node_dir / "absent.config")].status is FileStatus.MISSING
+    assert states[str(node_dir)].status is FileStatus.ERROR
+    assert states[str(node_dir)].error_kind is NodeErrorKind.IS_DIRECTORY
+
+
+# --- transport security and faults ------------------------------------------------------------
+
+
+def test_certificate_from_an_untrusted_ca_is_a_tls_error(
+    make_wsman_server: Callable[..., WsmanEndpoint], wsman_host: Callable[..., Host]
+) -> None:
+    server = make_wsman_server(untrusted=True)
+    with pytest.raises(NodeError) as err:
+        connected(wsman_host(server))
+    assert err.value.kind is NodeErrorKind.TLS
+    assert "not trusted" in err.value.detail
+    assert server.requests["Create"] == 0
+
+
+def test_disabled_validation_connects_with_a_warning(
+    make_wsman_server: Callable[..., WsmanEndpoint],
+    wsman_host: Callable[..., Host],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = make_wsman_server(untrusted=True)
+    node = connected(wsman_host(server, cert_validation=False, ca_trust_path=None))
+    node.close()
+    assert server.requests["Create"] == 1
+    assert "validation is disabled" in caplog.text
+
+
+def test_wrong_password_is_an_auth_error_without_the_password(
+    wsman_server: WsmanEndpoint, wsman_host: Callable[..., Host]
+) -> None:
+    with pytest.raises(NodeError) as err:
+        connected(wsman_host(wsman_server, password="wrong-password-123"))
+    assert err.value.kind is NodeErrorKind.AUTH
+    assert "wrong-password-123" not in str(err.value)
+    assert wsman_server.requests["unauthorized"] >= 1
+
+
+def test_basic_over_plain_http_is_refused_unless_allowed(
+    make_wsman_server: Callable[..., WsmanEndpoint],
+    wsman_host: Callable[..., Host],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = make_wsman_server(tls=False)
+    with pytest.raises(NodeError) as err:
+        connected(wsman_host(server))
+    assert err.value.kind is NodeErrorKind.TLS
+    assert "plain HTTP" in err.value.detail
+    assert sum(server.requests.values()) == 0  # refused before sending the password
+
+    with WinrmNode(wsman_host(server, allow_insecure_basic=True)) as node:
+        assert node.list_backups([]) == {}
+    assert "travels in clear" in caplog.text
+
+
+def test_unreachable_port(wsman_host: Callable[..., Host], wsman_server: WsmanEndpoint) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    with pytest.raises(NodeError) as err:
+        connected(wsman_host(wsman_server, port=closed_port))
+    assert err.value.kind is NodeErrorKind.UNREACHABLE
+
+
+def test_http_500_is_a_clear_error(
+    wsman_server: WsmanEndpoint, wsman_host: Callable[..., Host], node_dir: Path
+) -> None:
+    node = connected(wsman_host(wsman_server))
+    wsman_server.http_error(500, action="Command")
+    with pytest.raises(NodeError) as err:
+        node.read([str(node_dir / "web.config")])
+    node.close()
+    assert err.value.kind is NodeErrorKind.PROTOCOL
+    assert "HTTP 500" in err.value.detail
+    assert err.value.phase == "read"
+
+
+def test_slow_answer_beyond_the_host_timeout_is_a_timeout(
+    wsman_server: WsmanEndpoint, wsman_host: Callable[..., Host], node_dir: Path
+) -> None:
+    node = connected(wsman_host(wsman_server, timeout=1.0))
+    wsman_server.delay(4.0, action="Receive")
+    with pytest.raises(NodeError) as err:
+        node.read([str(node_dir / "web.config")])
+    node.close()
+    assert err.value.kind is NodeErrorKind.TIMEOUT
+
+
+def test_dropped_connection_is_connection_lost(
+    wsman_server: WsmanEndpoint, wsman_host: Callable[..., Host], node_dir: Path
+) -> None:
+    node = connected(wsman_host(wsman_server))
+    wsman_server.drop(action="Receive")
+    with pytest.raises(NodeError) as err:
+        node.read([str(node_dir / "web.config")])
+    node.close()
+    assert err.value.kind is NodeErrorKind.CONNECTION_LOST
+
+
+def test_shell_quota_is_retried_then_reported(
+    wsman_server: WsmanEndpoint, wsman_host: Callable[..., Host]
+) -> None:
+    wsman_server.quota("shells", count=1)
+    connected(wsman_host(wsman_server)).close()  # one retry, then a shell
+    assert wsman_server.requests["Create"] == 2
+
+    wsman_server.quota("shells", count=100)
+    with pytest.raises(NodeError) as err:
+        connected(wsman_host(wsman_server, timeout=2.0))
+    assert err.value.kind is NodeErrorKind.QUOTA
+    assert "concurrent shells" in err.value.detail
+
+
+def test_operations_quota_gets_a_fresh_shell(
+    wsman_server: WsmanEndpoint, wsman_host: Callable[..., Host], node_dir: Path
+) -> None:
+    with WinrmNode(wsman_host(wsman_server)) as node:
+        wsman_server.quota("operations", count=1)
+        assert node.list_backups([str(node_dir / "web.config")]) == {
+            str(node_dir / "web.config"): []
+        }
+        wsman_server.quota("operations", count=2)
+        with pytest.raises(NodeError) as err:
+            node.list_backups([])
+    assert err.value.kind is NodeErrorKind.QUOTA
+    assert wsman_server.requests["Create"] == 3
+
+
+def test_no_pywinrm_exception_escapes_for_bad_settings(
+    wsman_server: WsmanEndpoint, wsman_host: Callable[..., Host]
+) -> None:
+    for overrides in (
+        {"transport": "certificate"},  # no client certificate configured
+        {"transport": "carrier-pigeon"},
+        {"user": None},
+    ):
+        with pytest.raises(NodeError):
+            connected(wsman_host(wsman_server, **overrides))
+
+
+def test_env_references_in_paths_expand_on_the_node(
+    wsman_server: WsmanEndpoint, wsman_host: Callable[..., Host], node_dir: Path
+) -> None:
+    (node_dir / "web.config").write_bytes(web_config())
+    os.environ["FARMSYNC_TEST_NODE_DIR"] = str(node_dir)
+    try:
+        with WinrmNode(wsman_host(wsman_server)) as node:
+            path = "%FARMSYNC_TEST_NODE_DIR%/web.config"
+            assert node.read([path])[path].content == web_config()
+    finally:
+        del os.environ["FARMSYNC_TEST_NODE_DIR"]
