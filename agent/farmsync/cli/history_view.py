@@ -1,0 +1,47 @@
+"""``farmsync history``: the vault's keys by fingerprint, with the runs that set them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from farmsync.cli.render import print_json
+from farmsync.inventory.loader import load_inventory
+from farmsync.keys.vault import KeyVault, VaultSecret
+from farmsync.orchestration.state import StateDir, default_state_root
+
+
+def show_history(
+    inventory_path: Path, state_dir: Path | None, key_file: Path | None, as_json: bool, out: Console
+) -> None:
+    inventory = load_inventory(inventory_path)
+    state = StateDir(state_dir or default_state_root(), inventory.farm)
+    secret = VaultSecret.from_env(os.environ, str(key_file) if key_file else None)
+    vault = KeyVault.open(state.vault, secret)
+    entries = [entry.summary() for entry in vault.entries()]
+    if as_json:
+        print_json({"farm": inventory.farm, "keys": entries}, out)
+        return
+    table = Table(title=f"key history of farm {inventory.farm}")
+    for column in (
+        "fingerprint",
+        "status",
+        "created",
+        "stored by run",
+        "activated by run",
+        "algorithms",
+    ):
+        table.add_column(column)
+    for e in entries:
+        table.add_row(
+            e["fingerprint"],
+            e["status"],
+            e["created_at"],
+            e["run_id"],
+            e["activated_run"] or "",
+            f"{e['validation']}/{e['decryption']}",
+        )
+    out.print(table)

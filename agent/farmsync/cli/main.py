@@ -1,0 +1,460 @@
+"""The ``farmsync`` command line: parsing, output mode and exit codes. No farm logic lives here."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from farmsync import __version__
+from farmsync.cli.render import print_json, render_run
+from farmsync.cli.reporters import PlainReporter, QuietReporter, RichReporter
+from farmsync.errors import FarmsyncError
+from farmsync.orchestration.events import Reporter
+from farmsync.orchestration.result import RunResult
+from farmsync.orchestration.rollout import RolloutOptions
+
+INVENTORY_ENV = "FARMSYNC_INVENTORY"
+
+
+class FarmsyncGroup(click.Group):
+    """Turns farmsync's errors into one message on stderr and the documented exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FarmsyncError as exc:
+            click.echo(f"farmsync: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+def stdout_console() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+def stderr_console() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+@contextmanager
+def reporter_for(as_json: bool) -> Iterator[Reporter]:
+    """Rich progress on a terminal, one line per event elsewhere, nothing with --json."""
+    if as_json:
+        yield QuietReporter()
+        return
+    console = stderr_console()
+    if console.is_terminal:
+        with RichReporter(console) as rich_reporter:
+            yield rich_reporter
+    else:
+        yield PlainReporter()
+
+
+def inventory_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "-i",
+        "--inventory",
+        "inventory_path",
+        envvar=INVENTORY_ENV,
+        required=True,
+        type=click.Path(dir_okay=False, path_type=Path),
+        help=f"Ansible-style YAML inventory (or ${INVENTORY_ENV}).",
+    )(f)
+
+
+def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
+        click.option("-l", "--limit", default=None, help="Ansible host pattern selecting hosts."),
+        click.option(
+            "-f",
+            "--forks",
+            default=50,
+            show_default=True,
+            type=click.IntRange(1, 10000),
+            help="How many nodes to work on at once.",
+        ),
+        click.option("-C", "--check", is_flag=True, help="Read and plan only; change nothing."),
+        click.option("-D", "--diff", is_flag=True, help="Show changed lines, keys masked."),
+        click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout."),
+        click.option(
+            "--timeout",
+            default=60.0,
+            show_default=True,
+            type=click.FloatRange(1, 3600),
+            help="Seconds to wait for one node's commit.",
+        ),
+        click.option("--no-recycle", is_flag=True, help="Do not recycle after a change."),
+        click.option(
+            "--keep-backups",
+            default=10,
+            show_default=True,
+            type=click.IntRange(1, 1000),
+            help="Backups kept per file on each node.",
+        ),
+        click.option(
+            "--state-dir",
+            envvar="FARMSYNC_STATE_DIR",
+            default=None,
+            type=click.Path(file_okay=False, path_type=Path),
+            help="Where vault, journal and lock live (or $FARMSYNC_STATE_DIR).",
+        ),
+        click.option(
+            "--vault-key-file",
+            envvar="FARMSYNC_VAULT_KEY_FILE",
+            default=None,
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Vault key file instead of $FARMSYNC_VAULT_PASSPHRASE.",
+        ),
+        inventory_option,
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+@click.group(cls=FarmsyncGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="farmsync")
+def cli() -> None:
+    """Keep the ASP.NET <machineKey> identical on every node of an IIS web farm."""
+
+
+# --- keygen ---------------------------------------------------------------------------------
+@cli.command()
+@click.option("--validation", default="HMACSHA256", show_default=True)
+@click.option("--decryption", default="AES", show_default=True)
+@click.option(
+    "--compatibility-mode",
+    default=None,
+    type=click.Choice(["Framework20SP1", "Framework20SP2", "Framework45"]),
+)
+@click.option(
+    "--format",
+    "fmt",
+    default="xml",
+    show_default=True,
+    type=click.Choice(["xml", "json", "appcmd", "powershell"]),
+)
+@click.option("--force", is_flag=True, help="Allow weak algorithms (MD5, DES) for a new key.")
+def keygen(
+    validation: str, decryption: str, compatibility_mode: str | None, fmt: str, force: bool
+) -> None:
+    """Print a new random machineKey (the only command that prints key material)."""
+    from farmsync.inventory.model import Policy
+    from farmsync.keys.formats import render_key
+    from farmsync.keys.generate import generate_key
+
+    policy = Policy(
+        validation=validation, decryption=decryption, compatibility_mode=compatibility_mode
+    )
+    key = generate_key(policy, force=force)
+    click.echo(render_key(key, fmt))  # type: ignore[arg-type]
+
+
+# --- inventory ------------------------------------------------------------------------------
+@cli.group()
+def inventory() -> None:
+    """Inspect an inventory."""
+
+
+@inventory.command("check")
+@inventory_option
+@click.option("--json", "as_json", is_flag=True)
+def inventory_check(inventory_path: Path, as_json: bool) -> None:
+    """Validate an inventory and show every host and the files farmsync manages there."""
+    from farmsync.cli.inventory_view import show_inventory
+
+    show_inventory(inventory_path, as_json, stdout_console(), stderr_console())
+
+
+# --- farm commands --------------------------------------------------------------------------
+def _run_farm(
+    kind: str,
+    inventory_path: Path,
+    limit: str | None,
+    options: RolloutOptions,
+    state_dir: Path | None,
+    vault_key_file: Path | None,
+    as_json: bool,
+    call: Callable[[Any], RunResult],
+) -> None:
+    from farmsync.cli.context import build_context
+    from farmsync.orchestration.farm import Farm
+
+    with reporter_for(as_json) as reporter:
+        ctx = build_context(inventory_path, limit, options, state_dir, vault_key_file, reporter)
+        result = call(Farm(ctx))
+    if as_json:
+        print_json(result.to_dict(), stdout_console())
+    else:
+        render_run(result, stdout_console())
+    sys.exit(result.exit_code)
+
+
+def _options(
+    forks: int, check: bool, diff: bool, timeout: float, no_recycle: bool, keep_backups: int
+) -> RolloutOptions:
+    return RolloutOptions(
+        forks=forks,
+        check=check,
+        diff=diff,
+        timeout=timeout,
+        recycle=not no_recycle,
+        keep_backups=keep_backups,
+    )
+
+
+@cli.command()
+@run_options
+@click.option(
+    "--if-older-than",
+    default=None,
+    metavar="AGE",
+    help="Only rotate when the current key is older than AGE (e.g. 90d).",
+)
+@click.option("--force", is_flag=True, help="Allow weak algorithms (MD5, DES) in the policy.")
+def rotate(
+    inventory_path: Path,
+    limit: str | None,
+    forks: int,
+    check: bool,
+    diff: bool,
+    as_json: bool,
+    timeout: float,
+    no_recycle: bool,
+    keep_backups: int,
+    state_dir: Path | None,
+    vault_key_file: Path | None,
+    if_older_than: str | None,
+    force: bool,
+) -> None:
+    """Generate a new key and put it on every node, two-phase."""
+    from farmsync.inventory.durations import parse_duration
+
+    age = parse_duration(if_older_than) if if_older_than else None
+    options = _options(forks, check, diff, timeout, no_recycle, keep_backups)
+    _run_farm(
+        "rotate",
+        inventory_path,
+        limit,
+        options,
+        state_dir,
+        vault_key_file,
+        as_json,
+        lambda farm: farm.rotate(if_older_than=age, force=force),
+    )
+
+
+@cli.command()
+@run_options
+def sync(
+    inventory_path: Path,
+    limit: str | None,
+    forks: int,
+    check: bool,
+    diff: bool,
+    as_json: bool,
+    timeout: float,
+    no_recycle: bool,
+    keep_backups: int,
+    state_dir: Path | None,
+    vault_key_file: Path | None,
+) -> None:
+    """Put the vault's current key on nodes that lack it, without rotating."""
+    options = _options(forks, check, diff, timeout, no_recycle, keep_backups)
+    _run_farm(
+        "sync",
+        inventory_path,
+        limit,
+        options,
+        state_dir,
+        vault_key_file,
+        as_json,
+        lambda farm: farm.sync(),
+    )
+
+
+@cli.command()
+@run_options
+def rollback(
+    inventory_path: Path,
+    limit: str | None,
+    forks: int,
+    check: bool,
+    diff: bool,
+    as_json: bool,
+    timeout: float,
+    no_recycle: bool,
+    keep_backups: int,
+    state_dir: Path | None,
+    vault_key_file: Path | None,
+) -> None:
+    """Go back to the previous key in the vault, two-phase."""
+    options = _options(forks, check, diff, timeout, no_recycle, keep_backups)
+    _run_farm(
+        "rollback",
+        inventory_path,
+        limit,
+        options,
+        state_dir,
+        vault_key_file,
+        as_json,
+        lambda farm: farm.rollback(),
+    )
+
+
+@cli.command()
+@run_options
+def recover(
+    inventory_path: Path,
+    limit: str | None,
+    forks: int,
+    check: bool,
+    diff: bool,
+    as_json: bool,
+    timeout: float,
+    no_recycle: bool,
+    keep_backups: int,
+    state_dir: Path | None,
+    vault_key_file: Path | None,
+) -> None:
+    """Finish or roll back an interrupted run; exit 0 when the farm holds one key."""
+    options = _options(forks, check, diff, timeout, no_recycle, keep_backups)
+    _run_farm(
+        "recover",
+        inventory_path,
+        limit,
+        options,
+        state_dir,
+        vault_key_file,
+        as_json,
+        lambda farm: farm.recover(),
+    )
+
+
+@cli.command()
+@run_options
+@click.option("--host", "host_name", required=True, help="The host to restore.")
+@click.option("--run", "run_id", required=True, help="The run whose backup to put back.")
+def restore(
+    inventory_path: Path,
+    limit: str | None,
+    forks: int,
+    check: bool,
+    diff: bool,
+    as_json: bool,
+    timeout: float,
+    no_recycle: bool,
+    keep_backups: int,
+    state_dir: Path | None,
+    vault_key_file: Path | None,
+    host_name: str,
+    run_id: str,
+) -> None:
+    """Put one node's backup from a given run back."""
+    options = _options(forks, check, diff, timeout, no_recycle, keep_backups)
+    _run_farm(
+        "restore",
+        inventory_path,
+        host_name,
+        options,
+        state_dir,
+        vault_key_file,
+        as_json,
+        lambda farm: farm.restore(host_name, run_id),
+    )
+
+
+@cli.command()
+@inventory_option
+@click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--state-dir",
+    envvar="FARMSYNC_STATE_DIR",
+    default=None,
+    type=click.Path(file_okay=False, path_type=Path),
+)
+@click.option(
+    "--vault-key-file",
+    envvar="FARMSYNC_VAULT_KEY_FILE",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+)
+def history(
+    inventory_path: Path, as_json: bool, state_dir: Path | None, vault_key_file: Path | None
+) -> None:
+    """The vault's keys: fingerprint, creation time, the run that set them."""
+    from farmsync.cli.history_view import show_history
+
+    show_history(inventory_path, state_dir, vault_key_file, as_json, stdout_console())
+
+
+# --- lab ------------------------------------------------------------------------------------
+@cli.group()
+def lab() -> None:
+    """A local farm of real sshd + Mono ASP.NET nodes on loopback."""
+
+
+@lab.command("up")
+@click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, 32))
+@click.option(
+    "--inventory-out",
+    default="inventory/lab.yml",
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+)
+@click.option(
+    "--dir",
+    "lab_dir",
+    default=".lab",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+)
+def lab_up(nodes: int, inventory_out: Path, lab_dir: Path) -> None:
+    """Start N lab nodes, each on its own key, and write their inventory."""
+    from farmsync.cli.lab_view import lab_up as run
+
+    run(nodes, inventory_out, lab_dir, stdout_console())
+
+
+@lab.command("down")
+@click.option(
+    "--dir",
+    "lab_dir",
+    default=".lab",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+)
+def lab_down(lab_dir: Path) -> None:
+    """Stop every process the lab started."""
+    from farmsync.cli.lab_view import lab_down as run
+
+    run(lab_dir, stdout_console())
+
+
+@lab.command("status")
+@click.option(
+    "--dir",
+    "lab_dir",
+    default=".lab",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+)
+@click.option("--json", "as_json", is_flag=True)
+def lab_status(lab_dir: Path, as_json: bool) -> None:
+    """Show the lab's nodes and whether they are up."""
+    from farmsync.cli.lab_view import lab_status as run
+
+    run(lab_dir, as_json, stdout_console())
+
+
+def main() -> None:
+    cli(prog_name="farmsync")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Turning results into text for people, or JSON for machines. Fingerprints only, never keys."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from farmsync.orchestration.result import Outcome, RunResult
+
+_STYLE = {
+    "changed": "green",
+    "unchanged": "dim",
+    "would-change": "yellow",
+    "failed": "red",
+    "unreachable": "red",
+    "rolled-back": "yellow",
+    "missing": "dim",
+}
+
+
+def print_json(data: Any, console: Console) -> None:
+    console.file.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def render_run(result: RunResult, console: Console) -> None:
+    table = Table(title=f"{result.kind} {result.farm} (run {result.run_id})", expand=False)
+    table.add_column("host")
+    table.add_column("status")
+    table.add_column("file")
+    table.add_column("old key")
+    table.add_column("new key")
+    for host in result.hosts:
+        style = _STYLE.get(host.status, "")
+        first = True
+        for file in host.files or []:
+            table.add_row(
+                escape(host.host) if first else "",
+                f"[{style}]{host.status}[/]" if first else "",
+                escape(file.path),
+                file.old_fingerprint or "",
+                file.new_fingerprint or "",
+            )
+            first = False
+        if first:
+            table.add_row(escape(host.host), f"[{style}]{host.status}[/]", "", "", "")
+        if host.error:
+            table.add_row("", "", f"[red]{escape(host.error)}[/]", "", "")
+    console.print(table)
+    for host in result.hosts:
+        for file in host.files:
+            if file.diff:
+                console.print(f"[bold]--- {escape(host.host)}:{escape(file.path)}[/]")
+                console.print(escape(file.diff), highlight=False)
+    if result.commit_window_ms is not None:
+        console.print(
+            f"commit window (first release to last ack): {result.commit_window_ms:.1f} ms; "
+            f"release span {result.release_span_ms:.1f} ms"
+        )
+    for message in result.messages:
+        console.print(escape(message), highlight=False)
+    colour = "green" if result.exit_code == 0 else "red"
+    target = f" key {result.target_fingerprint}" if result.target_fingerprint else ""
+    console.print(f"[{colour}]{_headline(result.outcome)}[/]{target}")
+
+
+def _headline(outcome: Outcome) -> str:
+    return {
+        Outcome.CHANGED: "done: every node holds the new key",
+        Outcome.UNCHANGED: "nothing to do",
+        Outcome.CHECKED: "check only: nothing was changed",
+        Outcome.ROLLED_BACK: "failed: every changed node was rolled back to its old key",
+        Outcome.ABORTED: "failed before any live file changed: the farm is as it was",
+        Outcome.NOT_STARTED: "not started: nothing was changed",
+        Outcome.BAD_INPUT: "bad input: nothing was changed",
+        Outcome.INCONSISTENT: "the farm is NOT consistent: run `farmsync recover`",
+        Outcome.RECYCLE_FAILED: "keys consistent, but some node failed to recycle",
+    }[outcome]

@@ -1,0 +1,247 @@
+"""The farm-level commands: rotate, sync, rollback, restore, recover, history.
+
+Each command takes the farm's lock, first brings any run a dead controller left unfinished to
+a consistent state, then does its own two-phase rollout. Key material flows from the vault to
+the rollout and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from farmsync.errors import InputError
+from farmsync.keys.generate import generate_key
+from farmsync.keys.machinekey import MachineKey
+from farmsync.keys.vault import KeyVault
+from farmsync.orchestration.context import FarmContext
+from farmsync.orchestration.journal import Journal, Step, StepResult, new_run_id
+from farmsync.orchestration.lock import FarmLock
+from farmsync.orchestration.recorder import RunRecorder
+from farmsync.orchestration.recover import recover_runs
+from farmsync.orchestration.result import FileResult, Outcome, RunResult
+from farmsync.orchestration.rollout import Rollout
+from farmsync.orchestration.session import FarmSession
+from farmsync.orchestration.survey import survey
+
+
+class Farm:
+    def __init__(self, ctx: FarmContext):
+        self.ctx = ctx
+
+    # --- the commands --------------------------------------------------------------------
+    def rotate(self, *, if_older_than: timedelta | None = None, force: bool = False) -> RunResult:
+        ctx = self.ctx
+        run_id = new_run_id()
+        with self._locked(run_id, "rotate") as (journal, recovered):
+            vault = KeyVault.open_or_create(ctx.state.vault, ctx.vault_secret(), ctx.farm)
+            current = vault.current()
+            if if_older_than is not None and current is not None:
+                age = datetime.now(UTC) - _parse_time(current.activated_at or current.created_at)
+                if age < if_older_than:
+                    result = RunResult(
+                        run_id,
+                        "rotate",
+                        ctx.farm,
+                        Outcome.UNCHANGED,
+                        target_fingerprint=current.fingerprint,
+                    )
+                    result.messages.append(
+                        f"current key {current.fingerprint} is {_human(age)} old, younger than "
+                        f"{_human(if_older_than)}: nothing to do"
+                    )
+                    return self._with_recovered(result, recovered)
+            key = generate_key(ctx.policy(), force=force)
+            if not ctx.options.check:
+                # Stored before any node is touched: a key on a node is always in the vault.
+                vault.add(key, run_id)
+            result = self._roll_out(journal, run_id, "rotate", key)
+            if not ctx.options.check:
+                if result.outcome in (Outcome.CHANGED, Outcome.RECYCLE_FAILED):
+                    vault.mark_active(key.fingerprint(), run_id)
+                elif result.outcome is not Outcome.INCONSISTENT:
+                    vault.mark_abandoned(key.fingerprint())
+            return self._with_recovered(result, recovered)
+
+    def sync(self) -> RunResult:
+        ctx = self.ctx
+        run_id = new_run_id()
+        with self._locked(run_id, "sync") as (journal, recovered):
+            vault = KeyVault.open(ctx.state.vault, ctx.vault_secret())
+            current = vault.current()
+            if current is None:
+                raise InputError(
+                    "the vault holds no active key yet: run `farmsync rotate` first",
+                    source=str(ctx.state.vault),
+                )
+            result = self._roll_out(journal, run_id, "sync", current.key)
+            return self._with_recovered(result, recovered)
+
+    def rollback(self) -> RunResult:
+        ctx = self.ctx
+        run_id = new_run_id()
+        with self._locked(run_id, "rollback") as (journal, recovered):
+            vault = KeyVault.open(ctx.state.vault, ctx.vault_secret())
+            previous = vault.previous()
+            if previous is None:
+                raise InputError(
+                    "the vault holds no previous key to go back to", source=str(ctx.state.vault)
+                )
+            result = self._roll_out(journal, run_id, "rollback", previous.key)
+            if not ctx.options.check and result.outcome in (
+                Outcome.CHANGED,
+                Outcome.RECYCLE_FAILED,
+            ):
+                vault.mark_active(previous.fingerprint, run_id)
+            return self._with_recovered(result, recovered)
+
+    def recover(self) -> RunResult:
+        """Finish or undo unfinished runs, then report whether the farm holds one key."""
+        ctx = self.ctx
+        run_id = new_run_id()
+        with self._locked(run_id, "recover") as (_journal, recovered):
+            result = RunResult(run_id, "recover", ctx.farm, Outcome.UNCHANGED)
+            with FarmSession(
+                ctx.hosts, forks=ctx.options.forks, reporter=ctx.reporter, factory=ctx.factory
+            ) as session:
+                if session.failures:
+                    result.outcome = Outcome.NOT_STARTED
+                    result.messages.extend(str(e) for e in session.failures.values())
+                    return self._with_recovered(result, recovered)
+                reports = survey(
+                    session.nodes,
+                    session.hosts,
+                    {h.name: list(h.root_configs) for h in ctx.hosts},
+                    forks=ctx.options.forks,
+                    reporter=ctx.reporter,
+                )
+            fingerprints: set[str] = set()
+            for name, report in reports.items():
+                host_result = result.host(name)
+                if report.error is not None:
+                    host_result.status, host_result.error = "unreachable", str(report.error)
+                    result.outcome = Outcome.NOT_STARTED
+                    continue
+                fingerprints |= report.fingerprints()
+            if result.outcome is Outcome.UNCHANGED and len(fingerprints) > 1:
+                result.outcome = Outcome.INCONSISTENT
+                result.messages.append(
+                    "the farm holds several keys: "
+                    + ", ".join(sorted(fingerprints))
+                    + " (run `farmsync sync` to put the vault's key everywhere)"
+                )
+            elif len(fingerprints) == 1:
+                result.target_fingerprint = next(iter(fingerprints))
+            return self._with_recovered(result, recovered)
+
+    def restore(self, host_name: str, backup_run: str) -> RunResult:
+        """Put ``host_name``'s backups from ``backup_run`` back (one node, not the farm)."""
+        ctx = self.ctx
+        run_id = new_run_id()
+        with self._locked(run_id, "restore") as (journal, recovered):
+            hosts = [h for h in ctx.hosts if h.name == host_name]
+            if not hosts:
+                raise InputError(f"no host {host_name!r} in the inventory", source="--host")
+            host = hosts[0]
+            result = RunResult(run_id, "restore", ctx.farm, Outcome.UNCHANGED)
+            recorder = RunRecorder(journal, run_id, "restore")
+            with FarmSession(hosts, forks=1, reporter=ctx.reporter, factory=ctx.factory) as session:
+                if session.failures:
+                    result.outcome = Outcome.NOT_STARTED
+                    result.messages.extend(str(e) for e in session.failures.values())
+                    return self._with_recovered(result, recovered)
+                node = session.nodes[host.name]
+                backups = node.list_backups(list(host.root_configs))
+                paths = [p for p, runs in backups.items() if backup_run in runs]
+                if not paths:
+                    raise InputError(
+                        f"{host.name} has no backup from run {backup_run!r}", source="--run"
+                    )
+                before = survey(
+                    session.nodes, session.hosts, {host.name: paths}, forks=1, reporter=ctx.reporter
+                )[host.name]
+                if ctx.options.check:
+                    result.outcome = Outcome.CHECKED
+                    return self._with_recovered(result, recovered)
+                journal.start_run(
+                    run_id,
+                    "restore",
+                    hosts={host.name: paths},
+                    detail=f"restore backups of run {backup_run}",
+                )
+                recorder.host(Step.ROLLBACK, host.name, StepResult.STARTED)
+                node.rollback(paths, backup_run)
+                after = survey(
+                    session.nodes, session.hosts, {host.name: paths}, forks=1, reporter=ctx.reporter
+                )[host.name]
+                recorder.host(Step.ROLLBACK, host.name, StepResult.OK)
+                recorder.end(Outcome.CHANGED)
+            host_result = result.host(host.name)
+            host_result.status = "changed"
+            for old, new in zip(before.files, after.files, strict=True):
+                host_result.files.append(
+                    FileResult(old.path, "changed", old.fingerprint, new.fingerprint)
+                )
+            result.outcome = Outcome.CHANGED
+            return self._with_recovered(result, recovered)
+
+    # --- shared steps --------------------------------------------------------------------
+    def _roll_out(self, journal: Journal, run_id: str, kind: str, key: MachineKey) -> RunResult:
+        ctx = self.ctx
+        result = RunResult(run_id, kind, ctx.farm, Outcome.UNCHANGED)
+        recorder = RunRecorder(journal, run_id, kind)
+        with FarmSession(
+            ctx.hosts, forks=ctx.options.forks, reporter=ctx.reporter, factory=ctx.factory
+        ) as session:
+            return Rollout(session, result, recorder, ctx.reporter, ctx.options).run(key, ctx.hosts)
+
+    def _locked(self, run_id: str, kind: str) -> _LockedRun:
+        return _LockedRun(self, run_id, kind)
+
+    def _with_recovered(self, result: RunResult, recovered: Sequence[RunResult]) -> RunResult:
+        for earlier in recovered:
+            result.messages.insert(
+                0, f"recovered unfinished run {earlier.run_id}: {earlier.outcome.value}"
+            )
+        return result
+
+
+class _LockedRun:
+    """Lock the farm, recover what a dead controller left, hand over the journal."""
+
+    def __init__(self, farm: Farm, run_id: str, kind: str):
+        self.farm = farm
+        self.run_id = run_id
+        self.kind = kind
+        self.lock: FarmLock | None = None
+
+    def __enter__(self) -> tuple[Journal, list[RunResult]]:
+        ctx = self.farm.ctx
+        ctx.state.ensure()
+        self.lock = FarmLock(ctx.state.lock, ctx.farm, command=f"{ctx.command} {self.kind}")
+        self.lock.acquire()
+        try:
+            self.lock.set_run_id(self.run_id)
+            journal = Journal(ctx.state.journal)
+            recovered = recover_runs(journal, ctx, self.run_id)
+        except BaseException:
+            self.lock.release()
+            raise
+        return journal, recovered
+
+    def __exit__(self, *exc: object) -> None:
+        if self.lock is not None:
+            self.lock.release()
+
+
+def _parse_time(text: str) -> datetime:
+    parsed = datetime.fromisoformat(text)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _human(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

@@ -1,0 +1,129 @@
+"""Planning: from what every node holds and the target key, each node's new bytes.
+
+Pure and local: nothing here touches a node. Problems (a malformed or encrypted file, a key the
+file's framework cannot take, a node with none of its files) are collected, not raised, so one
+run reports all of them at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from farmsync.errors import ConfigFileError, FarmsyncError, InputError, NodeError, NodeErrorKind
+from farmsync.inventory.model import Host
+from farmsync.keys.machinekey import MachineKey, framework_of_path, validate_key
+from farmsync.nodes.contract import CommitItem, StageItem, sha256_hex
+from farmsync.orchestration.recorder import FileHashes
+from farmsync.orchestration.result import FileResult, RunResult
+from farmsync.orchestration.survey import FileCondition, NodeReport
+from farmsync.webconfig.diff import masked_diff
+from farmsync.webconfig.editor import apply_machine_key
+
+
+@dataclass
+class FileChange:
+    path: str
+    old_sha256: str
+    old_fingerprint: str | None
+    new_content: bytes = field(repr=False)
+    new_sha256: str = ""
+
+    def stage_item(self) -> StageItem:
+        return StageItem(self.path, self.new_content, self.old_sha256)
+
+    def commit_item(self) -> CommitItem:
+        return CommitItem(self.path, self.old_sha256, self.new_sha256)
+
+    def hashes(self) -> FileHashes:
+        return FileHashes(self.path, self.old_sha256, self.new_sha256, self.old_fingerprint)
+
+
+@dataclass
+class Plan:
+    changes: dict[str, list[FileChange]] = field(default_factory=dict)  # only hosts with changes
+    problems: list[FarmsyncError] = field(default_factory=list)
+    bad_input: bool = False
+    old_fingerprints: set[str] = field(default_factory=set)
+
+    def paths(self, host: str) -> list[str]:
+        return [c.path for c in self.changes.get(host, [])]
+
+    def hashes(self, host: str) -> list[FileHashes]:
+        return [c.hashes() for c in self.changes.get(host, [])]
+
+
+def make_plan(
+    key: MachineKey,
+    hosts: Sequence[Host],
+    reports: Mapping[str, NodeReport],
+    result: RunResult,
+    *,
+    check: bool,
+    diff: bool,
+) -> Plan:
+    """Work out every file's new content; record per-file expectations in ``result``."""
+    plan = Plan()
+    target = key.fingerprint()
+    pending = "would-change" if check else "pending"
+    for host in hosts:
+        report = reports[host.name]
+        host_result = result.host(host.name)
+        host_result.status = "unchanged"
+        if not report.present():
+            plan.problems.append(
+                NodeError(
+                    host.name,
+                    NodeErrorKind.NOT_FOUND,
+                    "none of the managed root web.config files exists",
+                    phase="read",
+                )
+            )
+            continue
+        changes: list[FileChange] = []
+        for file in report.files:
+            source = f"{host.name}:{file.path}"
+            if file.condition is FileCondition.MISSING:
+                host_result.files.append(FileResult(file.path, "missing"))
+                continue
+            if file.condition is FileCondition.UNREADABLE:
+                plan.problems.append(
+                    NodeError(
+                        host.name,
+                        NodeErrorKind.REMOTE,
+                        file.error or "unreadable",
+                        phase="read",
+                        path=file.path,
+                    )
+                )
+                continue
+            if file.condition in (FileCondition.MALFORMED, FileCondition.ENCRYPTED):
+                plan.bad_input = True
+                plan.problems.append(ConfigFileError(file.error or "not editable", source=source))
+                continue
+            assert file.content is not None and file.sha256 is not None
+            if file.fingerprint is not None:
+                plan.old_fingerprints.add(file.fingerprint)
+            try:
+                validate_key(key, framework_of_path(file.path), source=source)
+                new = apply_machine_key(file.content, key, source)
+            except InputError as exc:
+                plan.bad_input = True
+                plan.problems.append(exc)
+                continue
+            if new == file.content:
+                host_result.files.append(
+                    FileResult(file.path, "unchanged", file.fingerprint, target)
+                )
+                continue
+            changes.append(
+                FileChange(file.path, file.sha256, file.fingerprint, new, sha256_hex(new))
+            )
+            shown = masked_diff(file.content, new, source) if diff else None
+            host_result.files.append(
+                FileResult(file.path, pending, file.fingerprint, target, shown)
+            )
+        if changes:
+            plan.changes[host.name] = changes
+            host_result.status = pending
+    return plan

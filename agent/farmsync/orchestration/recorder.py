@@ -1,0 +1,108 @@
+"""Journal records of one run, in the rollout's own terms (hosts, file changes, outcomes).
+
+Per-file records carry the hashes recovery needs: the live file's hash before the run
+(``old_sha256``) and the staged content's (``new_sha256``). Intent records (``started``) are
+written before an action that changes live files, so a controller killed in the middle leaves
+enough on disk to finish or undo it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from farmsync.errors import NodeError
+from farmsync.orchestration.journal import Journal, Step, StepResult
+from farmsync.orchestration.result import Outcome
+from farmsync.orchestration.survey import describe_error
+
+
+@dataclass(frozen=True)
+class FileHashes:
+    path: str
+    old_sha256: str
+    new_sha256: str
+    old_fp: str | None = None
+
+
+# Outcomes after which the farm is consistent and the run needs no recovery.
+_CONSISTENT = {
+    Outcome.CHANGED: StepResult.OK,
+    Outcome.UNCHANGED: StepResult.OK,
+    Outcome.RECYCLE_FAILED: StepResult.OK,
+    Outcome.ROLLED_BACK: StepResult.FAILED,
+    Outcome.ABORTED: StepResult.FAILED,
+}
+
+
+class RunRecorder:
+    def __init__(self, journal: Journal, run_id: str, kind: str):
+        self.journal = journal
+        self.run_id = run_id
+        self.kind = kind
+
+    def start(
+        self, target_fp: str, files: Mapping[str, Sequence[FileHashes]], previous_fp: str | None
+    ) -> None:
+        self.journal.start_run(
+            self.run_id,
+            self.kind,
+            hosts={host: [f.path for f in items] for host, items in files.items()},
+            target_fp=target_fp,
+            previous_fp=previous_fp,
+        )
+        for host, items in files.items():
+            for item in items:
+                self.journal.append(
+                    self.run_id,
+                    self.kind,
+                    Step.READ,
+                    StepResult.OK,
+                    host=host,
+                    path=item.path,
+                    old_sha256=item.old_sha256,
+                    old_fp=item.old_fp,
+                    new_fp=target_fp,
+                )
+
+    def files(
+        self,
+        step: Step,
+        host: str,
+        items: Sequence[FileHashes],
+        result: StepResult,
+        error: BaseException | None = None,
+    ) -> None:
+        for item in items:
+            self.journal.append(
+                self.run_id,
+                self.kind,
+                step,
+                result,
+                host=host,
+                path=item.path,
+                old_sha256=item.old_sha256,
+                new_sha256=item.new_sha256,
+                **_error_fields(error),
+            )
+
+    def host(
+        self, step: Step, host: str, result: StepResult, error: BaseException | None = None
+    ) -> None:
+        self.journal.append(self.run_id, self.kind, step, result, host=host, **_error_fields(error))
+
+    def end(self, outcome: Outcome, elapsed_ms: int | None = None) -> None:
+        """Close the run; an INCONSISTENT run stays open for ``recover``."""
+        result = _CONSISTENT.get(outcome)
+        if result is not None:
+            self.journal.end_run(
+                self.run_id, self.kind, result, detail=outcome.value, elapsed_ms=elapsed_ms
+            )
+
+
+def _error_fields(exc: BaseException | None) -> dict[str, object]:
+    if exc is None:
+        return {}
+    if isinstance(exc, NodeError):
+        return {"error_kind": exc.kind.value, "detail": exc.detail}
+    return {"error_kind": "error", "detail": describe_error(exc)}

@@ -1,0 +1,170 @@
+"""Bringing a run that a dead controller left unfinished to a consistent state.
+
+The journal says, per node and file, the hash before the run and the hash of the staged
+content, and whether a commit may have been released. The live files then say where each
+node is. The rule: a run whose commit was never released changed nothing (only staging
+files to clean); a run where every file holds the new content is finished; anything else is
+rolled back to the backups, so the farm ends on the old key.
+"""
+
+from __future__ import annotations
+
+from farmsync.errors import ExitCode, FarmsyncError, InputError, NodeError, NodeErrorKind
+from farmsync.inventory.model import RecycleKind
+from farmsync.keys.vault import KeyVault
+from farmsync.orchestration.context import FarmContext
+from farmsync.orchestration.events import Event, Phase, Status
+from farmsync.orchestration.journal import Journal, RunState, Step, StepResult
+from farmsync.orchestration.pool import run_each
+from farmsync.orchestration.recorder import FileHashes, RunRecorder
+from farmsync.orchestration.result import Outcome, RunResult
+from farmsync.orchestration.session import FarmSession
+from farmsync.orchestration.survey import describe_error
+
+
+class RecoveryError(FarmsyncError):
+    """An unfinished run cannot be settled yet (a node is unreachable)."""
+
+    exit_code = ExitCode.CANNOT_START
+
+
+def recover_runs(journal: Journal, ctx: FarmContext, current_run: str) -> list[RunResult]:
+    """Settle every unfinished run in the journal; raise RecoveryError if one cannot be."""
+    return [
+        recover_run(state, journal, ctx)
+        for state in journal.unfinished_runs()
+        if state.run_id != current_run
+    ]
+
+
+def recover_run(state: RunState, journal: Journal, ctx: FarmContext) -> RunResult:
+    ctx.reporter.event(Event(Phase.RECOVER, Status.INFO, None, f"unfinished run {state.run_id}"))
+    missing = [h for h in state.hosts if h not in ctx.inventory.hosts]
+    if missing:
+        raise InputError(
+            f"unfinished run {state.run_id} involves hosts not in this inventory: "
+            + ", ".join(sorted(missing)),
+            source=ctx.inventory.path,
+        )
+    hosts = [ctx.inventory.hosts[h] for h in state.hosts]
+    recorder = RunRecorder(journal, state.run_id, state.kind)
+    result = RunResult(
+        state.run_id, state.kind, ctx.farm, Outcome.ABORTED, target_fingerprint=state.target_fp
+    )
+    hashes = {h: [_hashes(state, h, p) for p in paths] for h, paths in state.hosts.items()}
+
+    with FarmSession(
+        hosts, forks=ctx.options.forks, reporter=ctx.reporter, factory=ctx.factory
+    ) as session:
+        if not state.commit_attempted:
+            # No live file was touched: only staging files may be left, and they are harmless.
+            run_each(
+                session.nodes.items(),
+                lambda name, node: node.cleanup(
+                    list(state.hosts[name]), state.run_id, ctx.options.keep_backups
+                ),
+                ctx.options.forks,
+            )
+            recorder.end(Outcome.ABORTED)
+            return result
+        if session.failures:
+            raise RecoveryError(
+                f"cannot settle unfinished run {state.run_id} yet: "
+                + "; ".join(str(e) for e in session.failures.values())
+            )
+
+        live = run_each(
+            session.nodes.items(),
+            lambda name, node: node.read(list(state.hosts[name])),
+            ctx.options.forks,
+        )
+        unread = {n: o.error for n, o in live.items() if not o.ok}
+        if unread:
+            raise RecoveryError(
+                f"cannot settle unfinished run {state.run_id} yet: "
+                + "; ".join(describe_error(e) for e in unread.values())
+            )
+        on_new = {
+            name: [f for f in hashes[name] if (o.value or {})[f.path].sha256 == f.new_sha256]
+            for name, o in live.items()
+        }
+        everywhere = all(len(on_new[n]) == len(hashes[n]) for n in hashes)
+
+        if everywhere:
+            outcome = Outcome.CHANGED
+            for name in hashes:
+                recorder.files(Step.VERIFY, name, hashes[name], StepResult.OK)
+        else:
+            outcome = Outcome.ROLLED_BACK
+            undo = {n: files for n, files in on_new.items() if files}
+
+            def work(name: str, files: list[FileHashes]) -> None:
+                node = session.nodes[name]
+                recorder.files(Step.ROLLBACK, name, files, StepResult.STARTED)
+                node.rollback([f.path for f in files], state.run_id)
+                states = node.read([f.path for f in files])
+                for f in files:
+                    if states[f.path].sha256 != f.old_sha256:
+                        raise NodeError(
+                            name,
+                            NodeErrorKind.VERIFY,
+                            "file differs from its original after rollback",
+                            phase="recover",
+                            path=f.path,
+                        )
+                recorder.files(Step.ROLLBACK, name, files, StepResult.OK)
+
+            failed = {
+                n: o.error
+                for n, o in run_each(undo.items(), work, ctx.options.forks).items()
+                if not o.ok
+            }
+            if failed:
+                raise RecoveryError(
+                    f"could not roll back run {state.run_id}: "
+                    + "; ".join(describe_error(e) for e in failed.values())
+                )
+
+        touched = {n: session.nodes[n] for n in hashes if on_new[n]}
+        if ctx.options.recycle:
+            run_each(
+                (
+                    (n, node)
+                    for n, node in touched.items()
+                    if session.hosts[n].recycle.kind is not RecycleKind.NONE
+                ),
+                lambda _n, node: node.recycle(),
+                ctx.options.forks,
+            )
+        run_each(
+            session.nodes.items(),
+            lambda name, node: node.cleanup(
+                list(state.hosts[name]), state.run_id, ctx.options.keep_backups
+            ),
+            ctx.options.forks,
+        )
+
+    _settle_vault(state, outcome, ctx)
+    recorder.end(outcome)
+    result.outcome = outcome
+    for name in hashes:
+        result.host(name).status = "changed" if outcome is Outcome.CHANGED else "rolled-back"
+    return result
+
+
+def _hashes(state: RunState, host: str, path: str) -> FileHashes:
+    progress = state.file(host, path)
+    return FileHashes(path, progress.old_sha256 or "", progress.new_sha256 or "")
+
+
+def _settle_vault(state: RunState, outcome: Outcome, ctx: FarmContext) -> None:
+    """A finished rotate or rollback makes its key the active one; an undone rotate abandons it."""
+    if state.kind not in ("rotate", "rollback") or not state.target_fp:
+        return
+    vault = KeyVault.open(ctx.state.vault, ctx.vault_secret())
+    if vault.find(state.target_fp) is None:
+        return
+    if outcome is Outcome.CHANGED:
+        vault.mark_active(state.target_fp, state.run_id)
+    elif state.kind == "rotate":
+        vault.mark_abandoned(state.target_fp)
