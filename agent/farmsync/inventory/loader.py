@@ -53,6 +53,8 @@ from farmsync.inventory.variables import (
 
 ENV_INVENTORY = "FARMSYNC_INVENTORY"
 
+_INI_SECTION = re.compile(r"^\s*\[[^\]]+\]\s*$")
+_INI_HINT = "INI inventories are not read; convert one with 'ansible-inventory -i FILE --list -y'"
 _WINRM_PASSWORD_TRANSPORTS = ("ntlm", "credssp", "basic", "plaintext", "ssl")
 _GROUP_KEYS = ("hosts", "children", "vars")
 
@@ -200,6 +202,9 @@ def _parse_yaml(text: str, source: str) -> Any:
         _mark_structure(loader, root)
         return loader.construct_document(root)
     except yaml.MarkedYAMLError as exc:
+        first = next((ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")), "")
+        if _INI_SECTION.match(first):
+            raise InputError(f"not a YAML inventory: {_INI_HINT}", source=source, line=1) from None
         mark = exc.problem_mark or exc.context_mark
         line = int(mark.line) + 1 if mark is not None else None
         problem = exc.problem or "unreadable"
@@ -268,9 +273,7 @@ class _Builder:
             raise self.error("the inventory is empty: the farm has no hosts", 1)
         if not isinstance(data, LineDict):
             raise self.error(
-                "an inventory must be a YAML mapping of groups such as 'all:' "
-                "(INI inventories are not read; convert one with "
-                "'ansible-inventory -i FILE --list -y')",
+                f"an inventory must be a YAML mapping of groups such as 'all:' ({_INI_HINT})",
                 1,
             )
         self.groups["all"] = _Group("all", data.key_lines.get("all", 1))
