@@ -167,7 +167,9 @@ class SshdNode:
 
     # --- life cycle ---------------------------------------------------------------------
     def _config_text(self) -> str:
+        # sshd keeps the first value it reads for a keyword: extra lines go first to win.
         lines = [
+            *self._extra_config,
             f"ListenAddress {self.host}",
             f"Port {self.port}",
             f"HostKey {self.keys.host_key_path}",
@@ -189,7 +191,6 @@ class SshdNode:
         if self._path_prefix:
             path = ":".join([*map(str, self._path_prefix), "/usr/local/bin:/usr/bin:/bin"])
             lines.append(f"SetEnv PATH={path}")
-        lines.extend(self._extra_config)
         return "\n".join(lines) + "\n"
 
     def start(self, attempts: int = 3) -> SshdNode:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -148,20 +149,36 @@ class SshConnection:
         self._clients.append(client)
         ssh = self.host.ssh
         password = self.host.password.reveal() if self.host.password else None
-        client.connect(
-            address,
-            port=port,
-            username=user,
-            password=password,
-            key_filename=ssh.private_key_file,
-            allow_agent=ssh.allow_agent,
-            look_for_keys=ssh.private_key_file is None and password is None,
-            timeout=self.host.timeout,
-            banner_timeout=self.host.timeout,
-            auth_timeout=self.host.timeout,
-            channel_timeout=self.host.timeout,
-            sock=sock,
-        )
+        started = time.monotonic()
+        try:
+            client.connect(
+                address,
+                port=port,
+                username=user,
+                password=password,
+                key_filename=ssh.private_key_file,
+                allow_agent=ssh.allow_agent,
+                look_for_keys=ssh.private_key_file is None and password is None,
+                timeout=self.host.timeout,
+                banner_timeout=self.host.timeout,
+                auth_timeout=self.host.timeout,
+                channel_timeout=self.host.timeout,
+                sock=sock,
+            )
+        except paramiko.SSHException as exc:
+            text = str(exc)
+            if "No existing session" not in text and "protocol banner" not in text:
+                raise
+            # The transport died before the key exchange; paramiko reports that racily as
+            # either message. Say what happened: silence until the deadline, or a hang-up.
+            timed_out = time.monotonic() - started >= self.host.timeout * 0.9
+            raise NodeError(
+                self.host.name,
+                NodeErrorKind.TIMEOUT if timed_out else NodeErrorKind.CONNECTION_LOST,
+                f"no SSH banner from {address}:{port}"
+                + (f" within {self.host.timeout:g}s" if timed_out else " (connection closed)"),
+                phase="connect",
+            ) from None
         return client
 
     def open(self) -> None:
