@@ -374,3 +374,16 @@ def test_env_references_in_paths_expand_on_the_node(
             assert node.read([path])[path].content == web_config()
     finally:
         del os.environ["FARMSYNC_TEST_NODE_DIR"]
+
+
+def test_ntlm_over_https(
+    make_wsman_server: Callable[..., WsmanEndpoint], wsman_host: Callable[..., Host]
+) -> None:
+    server = make_wsman_server(ntlm=True)
+    target = Path(server.working_directory or "") / "web.config"
+    target.write_bytes(web_config())
+    with WinrmNode(wsman_host(server, transport="ntlm")) as node:
+        assert node.read([str(target)])[str(target)].content == web_config()
+    with pytest.raises(NodeError) as err:
+        connected(wsman_host(server, transport="ntlm", password="wrong"))
+    assert err.value.kind is NodeErrorKind.AUTH

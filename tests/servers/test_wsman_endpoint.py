@@ -205,3 +205,33 @@ def test_plain_http_variant(make_wsman_server: Callable[..., WsmanEndpoint]) -> 
     )
     p.close_shell(p.open_shell())
     assert endpoint.requests["Delete"] == 1
+
+
+def test_ntlm_authentication_with_pyspnego_acceptor(
+    make_wsman_server: Callable[..., WsmanEndpoint], wsman_ca: TestCA
+) -> None:
+    endpoint = make_wsman_server(
+        ntlm=True, agent_command_line=lambda: AGENT, agent_argv=(sys.executable, "-c", ECHO)
+    )
+
+    def ntlm(password: str) -> Protocol:
+        return Protocol(
+            endpoint.url,
+            transport="ntlm",
+            username=endpoint.username,
+            password=password,
+            ca_trust_path=str(wsman_ca.ca_pem),
+            operation_timeout_sec=1,
+            read_timeout_sec=5,
+            proxy=None,
+        )
+
+    p = ntlm(endpoint.password)
+    shell = p.open_shell()
+    command = p.run_command(shell, AGENT)
+    p.send_command_input(shell, command, b"hi\n", end=True)
+    assert p.get_command_output(shell, command) == (b"echo:hi\n", b"bye", 7)
+    p.close_shell(shell)
+
+    with pytest.raises(InvalidCredentialsError):
+        ntlm("wrong").open_shell()

@@ -23,11 +23,13 @@ import contextlib
 import hmac
 import os
 import re
+import shutil
 import signal
 import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -37,6 +39,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import spnego
+import spnego.exceptions
 from lxml import etree
 
 NS = {
@@ -168,6 +172,7 @@ class WsmanEndpoint:
         max_shells_per_user: int = 5,
         max_operations_per_user: int = 15,
         max_envelope_size: int = DEFAULT_MAX_ENVELOPE,
+        ntlm: bool = False,
     ):
         self.username = username
         self.password = password
@@ -179,6 +184,9 @@ class WsmanEndpoint:
         self.max_shells_per_user = max_shells_per_user
         self.max_operations_per_user = max_operations_per_user
         self.max_envelope_size = max_envelope_size
+        self.ntlm = ntlm
+        self._ntlm_dir: str | None = None
+        self._saved_user_file: str | None = None
         self.machine = "farmsync-test-node"
 
         self._lock = threading.Lock()
@@ -205,6 +213,14 @@ class WsmanEndpoint:
         return f"{self.scheme}://{self.host}:{self.port}/wsman"
 
     def start(self) -> None:
+        if self.ntlm:
+            # pyspnego's NTLM acceptor reads its accounts from the file NTLM_USER_FILE names.
+            self._ntlm_dir = tempfile.mkdtemp(prefix="wsman-ntlm-")
+            user_file = os.path.join(self._ntlm_dir, "users")
+            with open(os.open(user_file, os.O_WRONLY | os.O_CREAT, 0o600), "w") as fh:
+                fh.write(f":{self.username}:{self.password}\n")
+            self._saved_user_file = os.environ.get("NTLM_USER_FILE")
+            os.environ["NTLM_USER_FILE"] = user_file
         self._server = _Server((self.host, 0), _Handler, self)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -223,6 +239,13 @@ class WsmanEndpoint:
         for shell in shells:
             for command in shell.commands.values():
                 _kill(command)
+        if self._ntlm_dir is not None:
+            if self._saved_user_file is None:
+                os.environ.pop("NTLM_USER_FILE", None)
+            else:
+                os.environ["NTLM_USER_FILE"] = self._saved_user_file
+            shutil.rmtree(self._ntlm_dir, ignore_errors=True)
+            self._ntlm_dir = None
 
     # --- fault knobs --------------------------------------------------------------------
     def add_fault(self, fault: Fault) -> None:
@@ -644,10 +667,7 @@ class _Handler(BaseHTTPRequestHandler):
         endpoint = self.server.endpoint
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
-        if not endpoint.authorized(self.headers.get("Authorization")):
-            with endpoint._lock:
-                endpoint.requests["unauthorized"] += 1
-            self._answer(401, b"", extra={"WWW-Authenticate": 'Basic realm="WSMAN"'})
+        if not self._authenticate(endpoint):
             return
         try:
             root: etree._Element | None = etree.fromstring(body, _PARSER)
@@ -692,6 +712,48 @@ class _Handler(BaseHTTPRequestHandler):
             return
         status, payload = endpoint.handle(root)
         self._answer(status, payload)
+
+    # NTLM authenticates the connection, not the request: state lives on this handler,
+    # which serves every request of one keep-alive connection.
+    _ntlm_context: Any = None
+    _ntlm_done = False
+
+    def _authenticate(self, endpoint: WsmanEndpoint) -> bool:
+        header = self.headers.get("Authorization") or ""
+        scheme, _, token = header.partition(" ")
+        if endpoint.ntlm and scheme in ("Negotiate", "NTLM") and token:
+            return self._ntlm_step(endpoint, scheme, token)
+        if endpoint.authorized(header) or (endpoint.ntlm and self._ntlm_done and not header):
+            return True
+        self._unauthorized(endpoint)
+        return False
+
+    def _ntlm_step(self, endpoint: WsmanEndpoint, scheme: str, token: str) -> bool:
+        if self._ntlm_context is None or self._ntlm_done:
+            self._ntlm_context = spnego.server(protocol="ntlm", service="HTTP")
+            self._ntlm_done = False
+        try:
+            answer = self._ntlm_context.step(base64.b64decode(token))
+        except (spnego.exceptions.SpnegoError, binascii.Error, ValueError):
+            self._ntlm_context = None
+            self._unauthorized(endpoint)
+            return False
+        if self._ntlm_context.complete:
+            self._ntlm_done = True
+            return True
+        challenge = f"{scheme} {base64.b64encode(answer or b'').decode()}"
+        self._answer(401, b"", extra={"WWW-Authenticate": challenge})
+        return False
+
+    def _unauthorized(self, endpoint: WsmanEndpoint) -> None:
+        with endpoint._lock:
+            endpoint.requests["unauthorized"] += 1
+        offers = ['Basic realm="WSMAN"'] + (["Negotiate"] if endpoint.ntlm else [])
+        self.send_response(401)
+        for offer in offers:
+            self.send_header("WWW-Authenticate", offer)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def _answer(self, status: int, payload: bytes, extra: dict[str, str] | None = None) -> None:
         try:
