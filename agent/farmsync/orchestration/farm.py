@@ -189,6 +189,8 @@ class Farm:
     def _roll_out(self, journal: Journal, run_id: str, kind: str, key: MachineKey) -> RunResult:
         ctx = self.ctx
         result = RunResult(run_id, kind, ctx.farm, Outcome.UNCHANGED)
+        # Belt and braces: the journal refuses any record that contains this run's key.
+        journal.forbid(key.validation_key, key.decryption_key)
         recorder = RunRecorder(journal, run_id, kind)
         with FarmSession(
             ctx.hosts, forks=ctx.options.forks, reporter=ctx.reporter, factory=ctx.factory

@@ -1,0 +1,205 @@
+"""A test farm of real nodes: sshd (POSIX and Windows-shell) and WinRM endpoints.
+
+Every node's root web.config is a real file on this machine, reached only through the node's
+transport; the test reads the files directly to check what the transports did. The farm is
+described by a real inventory file, so the loader and the CLI are exercised too.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from farmsync.inventory.loader import load_inventory
+from farmsync.inventory.patterns import select_hosts
+from farmsync.keys.machinekey import MachineKey
+from farmsync.keys.vault import VaultSecret
+from farmsync.nodes.connect import node_for
+from farmsync.nodes.contract import NodeOperations
+from farmsync.orchestration.context import FarmContext
+from farmsync.orchestration.rollout import RolloutOptions
+from farmsync.orchestration.session import NodeFactory
+from farmsync.orchestration.state import StateDir
+from farmsync.webconfig.parser import inspect_config
+
+PASSPHRASE = "correct horse battery staple"
+
+# Each node starts on its own explicit key, as a farm before farmsync would.
+ROOT_CONFIG = """<?xml version="1.0" encoding="utf-8"?>\r
+<!-- root web.config of {name} -->\r
+<configuration>\r
+  <system.web>\r
+    <compilation debug="false" />\r
+    <machineKey validationKey="{vkey}" decryptionKey="{dkey}" validation="HMACSHA256" decryption="AES" />\r
+  </system.web>\r
+</configuration>\r
+"""
+
+
+def node_config(name: str) -> bytes:
+    return ROOT_CONFIG.format(
+        name=name, vkey=secrets.token_hex(64).upper(), dkey=secrets.token_hex(32).upper()
+    ).encode()
+
+
+def file_key(path: Path) -> MachineKey:
+    found = inspect_config(path.read_bytes(), str(path)).root_key
+    return found.key if found is not None else MachineKey.from_attributes({})
+
+
+@dataclass
+class TestFarm:
+    __test__ = False
+
+    root: Path
+    inventory_path: Path
+    configs: dict[str, Path]  # host -> its root web.config
+    originals: dict[str, bytes]
+    env: dict[str, str]
+    handles: dict[str, Any] = field(default_factory=dict)  # host -> SshdNode / WsmanEndpoint
+
+    @property
+    def hosts(self) -> list[str]:
+        return list(self.configs)
+
+    def fingerprints(self) -> dict[str, str]:
+        return {h: file_key(p).fingerprint() for h, p in self.configs.items()}
+
+    def files_unchanged(self) -> bool:
+        return all(p.read_bytes() == self.originals[h] for h, p in self.configs.items())
+
+    def leftovers(self) -> list[Path]:
+        """Staging files left next to any config."""
+        return [p for c in self.configs.values() for p in c.parent.glob("*.farmsync-*.new")]
+
+    def backups(self, host: str) -> list[Path]:
+        return sorted(self.configs[host].parent.glob("web.config.farmsync-*.bak"))
+
+    def context(
+        self,
+        options: RolloutOptions | None = None,
+        *,
+        limit: str | None = None,
+        factory: NodeFactory = node_for,
+    ) -> FarmContext:
+        inventory = load_inventory(self.inventory_path, environ=self.env)
+        return FarmContext(
+            inventory=inventory,
+            hosts=select_hosts(inventory, limit),
+            state=StateDir(Path(self.env["FARMSYNC_STATE_DIR"]), inventory.farm),
+            vault_secret=lambda: VaultSecret.from_passphrase(PASSPHRASE),
+            options=options or RolloutOptions(forks=8, timeout=20),
+            factory=factory,
+        )
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "farmsync.cli.main", *args, "-i", str(self.inventory_path)],
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def cli_popen(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "farmsync.cli.main", *args, "-i", str(self.inventory_path)],
+            env={**os.environ, **self.env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+
+def write_inventory(path: Path, farm: str, hosts: dict[str, dict[str, Any]]) -> None:
+    groups: dict[str, dict[str, Any]] = {}
+    for name, variables in hosts.items():
+        group = variables.pop("_group")
+        groups.setdefault(group, {"hosts": {}})["hosts"][name] = variables
+    document = {"all": {"vars": {"farmsync_farm": farm}, "children": groups}}
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+
+
+class HookedNode(NodeOperations):
+    """A real node with test hooks run before chosen operations (and around commit release).
+
+    Hooks cause real faults (edit a live file, kill a connection, stop a server); the node
+    underneath is the real transport.
+    """
+
+    def __init__(self, inner: NodeOperations, hooks: dict[str, Callable[[], None]]):
+        super().__init__(inner.host_name)
+        self.inner = inner
+        self.hooks = hooks
+
+    def _hook(self, name: str) -> None:
+        hook = self.hooks.get(name)
+        if hook is not None:
+            hook()
+
+    def connect(self) -> None:
+        self._hook("connect")
+        self.inner.connect()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def read(self, paths: Sequence[str]) -> Any:
+        self._hook("read")
+        return self.inner.read(paths)
+
+    def stage(self, items: Sequence[Any], run_id: str) -> None:
+        self._hook("stage")
+        self.inner.stage(items, run_id)
+
+    def arm_commit(self, items: Sequence[Any], run_id: str) -> Any:
+        self._hook("arm")
+        armed = self.inner.arm_commit(items, run_id)
+        hooks = self.hooks
+
+        class Armed:
+            def release(self) -> None:
+                if "release" in hooks:
+                    hooks["release"]()
+                armed.release()
+                if "released" in hooks:
+                    hooks["released"]()
+
+            def wait(self, timeout: float) -> None:
+                armed.wait(timeout)
+
+            def abort(self) -> None:
+                armed.abort()
+
+        return Armed()
+
+    def rollback(self, paths: Sequence[str], run_id: str) -> None:
+        self._hook("rollback")
+        self.inner.rollback(paths, run_id)
+
+    def cleanup(self, paths: Sequence[str], run_id: str, keep_backups: int = 10) -> None:
+        self.inner.cleanup(paths, run_id, keep_backups)
+
+    def list_backups(self, paths: Sequence[str]) -> dict[str, list[str]]:
+        return self.inner.list_backups(paths)
+
+    def recycle(self) -> None:
+        self.inner.recycle()
+
+
+def hooked_factory(hooks_by_host: dict[str, dict[str, Callable[[], None]]]) -> NodeFactory:
+    def factory(host: Any) -> NodeOperations:
+        node = node_for(host)
+        hooks = hooks_by_host.get(host.name)
+        return HookedNode(node, hooks) if hooks else node
+
+    return factory
