@@ -3,7 +3,6 @@ place of PowerShell: phases, one shell per run, stdin chunking, the armed commit
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -364,16 +363,17 @@ def test_no_pywinrm_exception_escapes_for_bad_settings(
 
 
 def test_env_references_in_paths_expand_on_the_node(
-    wsman_server: WsmanEndpoint, wsman_host: Callable[..., Host], node_dir: Path
+    wsman_server: WsmanEndpoint,
+    wsman_host: Callable[..., Host],
+    node_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     (node_dir / "web.config").write_bytes(web_config())
-    os.environ["FARMSYNC_TEST_NODE_DIR"] = str(node_dir)
-    try:
-        with WinrmNode(wsman_host(wsman_server)) as node:
-            path = "%FARMSYNC_TEST_NODE_DIR%/web.config"
-            assert node.read([path])[path].content == web_config()
-    finally:
-        del os.environ["FARMSYNC_TEST_NODE_DIR"]
+    # The endpoint runs in this process: its agents inherit this environment, like %windir%.
+    monkeypatch.setenv("FARMSYNC_TEST_NODE_DIR", str(node_dir))
+    with WinrmNode(wsman_host(wsman_server)) as node:
+        path = "%FARMSYNC_TEST_NODE_DIR%/web.config"
+        assert node.read([path])[path].content == web_config()
 
 
 def test_ntlm_over_https(
