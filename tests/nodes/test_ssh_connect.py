@@ -85,6 +85,7 @@ def silent_listener() -> Iterator[int]:
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
     yield server.getsockname()[1]
+    server.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
     server.close()
     for conn in accepted:
         conn.close()

@@ -84,7 +84,12 @@ def map_error(
     if isinstance(exc, OSError):
         kind = _ERRNO_KINDS.get(exc.errno or 0)
         if kind is None:
-            kind = NodeErrorKind.REMOTE if path else NodeErrorKind.UNREACHABLE
+            if path:
+                kind = NodeErrorKind.REMOTE
+            elif phase == "connect":
+                kind = NodeErrorKind.UNREACHABLE
+            else:
+                kind = NodeErrorKind.CONNECTION_LOST
         detail = exc.strerror or str(exc) or type(exc).__name__
         return NodeError(host, kind, detail, phase=phase, path=path)
     return NodeError(host, NodeErrorKind.REMOTE, type(exc).__name__, phase=phase, path=path)

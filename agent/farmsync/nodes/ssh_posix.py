@@ -40,7 +40,13 @@ from farmsync.nodes.contract import (
     staging_path,
 )
 from farmsync.nodes.ssh_connect import SshConnection, node_errors
-from farmsync.nodes.ssh_sftp import StagingFailure, read_all, remove_quietly, write_file
+from farmsync.nodes.ssh_sftp import (
+    StagingFailure,
+    read_all,
+    remove_quietly,
+    reraise_if_transport,
+    write_file,
+)
 
 BACKUP_MARK = ".farmsync-"
 ROLLBACK_SUFFIX = ".farmsync-{run_id}.rbk"
@@ -243,6 +249,7 @@ class PosixOps:
                 )
             content = read_all(sftp, path, attrs.st_size)
         except OSError as exc:
+            reraise_if_transport(sftp, exc)
             if exc.errno == errno.ENOENT:
                 return FileState(path, FileStatus.MISSING)
             kind = (
@@ -338,6 +345,7 @@ class PosixOps:
                 try:
                     attrs = sftp.stat(backup)
                 except OSError as exc:
+                    reraise_if_transport(sftp, exc)
                     if exc.errno != errno.ENOENT:
                         raise
                     remove_quietly(sftp, staging_path(path, run_id))
@@ -365,6 +373,7 @@ class PosixOps:
                 try:
                     listings[directory] = sftp.listdir_attr(directory or ".")
                 except OSError as exc:
+                    reraise_if_transport(sftp, exc)
                     if exc.errno != errno.ENOENT:
                         raise
                     listings[directory] = []

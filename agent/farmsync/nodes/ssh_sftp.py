@@ -33,6 +33,20 @@ def _request(sftp: paramiko.SFTPClient) -> _Requester:
     return cast(_Requester, sftp._request)  # type: ignore[attr-defined]
 
 
+def reraise_if_transport(sftp: paramiko.SFTPClient, exc: OSError) -> None:
+    """Re-raise ``exc`` unless it is an SFTP status answer about one file.
+
+    paramiko raises OSError both for the server's per-file status codes and for a dead
+    connection ("Socket is closed", timeouts); only the former may become a per-file result.
+    """
+    channel = sftp.get_channel()
+    if isinstance(exc, TimeoutError) or channel is None or channel.closed:
+        raise exc
+    transport = channel.get_transport()
+    if transport is None or not transport.is_active():
+        raise exc
+
+
 def create_exclusive(sftp: paramiko.SFTPClient, path: str, mode: int) -> paramiko.SFTPFile:
     """Create ``path`` (O_CREAT|O_EXCL) with ``mode`` from the start, opened for writing.
 
@@ -85,6 +99,7 @@ def write_file(
     try:
         f = create_exclusive(sftp, path, mode)
     except OSError as exc:
+        reraise_if_transport(sftp, exc)
         kind = NodeErrorKind.PERMISSION if _is_permission(exc) else NodeErrorKind.REMOTE
         detail = f"cannot create the staging file: {exc.strerror or exc}"
         raise StagingFailure(kind, detail) from None
@@ -96,17 +111,18 @@ def write_file(
                 if (mine.st_uid, mine.st_gid) != (like.st_uid, like.st_gid):
                     f.chown(like.st_uid, like.st_gid)
         except OSError as exc:
+            reraise_if_transport(sftp, exc)
             raise StagingFailure(
                 NodeErrorKind.PERMISSION,
                 "cannot give the staging file the live file's mode and owner: "
                 f"{exc.strerror or exc}",
             ) from None
         try:
-            f.set_pipelined(True)
             f.write(content)
             fsync(sftp, f)
             f.close()
         except OSError as exc:
+            reraise_if_transport(sftp, exc)
             # SFTP v3 reports ENOSPC/EDQUOT/EFBIG as a bare FAILURE; on a write that is "full".
             kind = NodeErrorKind.PERMISSION if _is_permission(exc) else NodeErrorKind.DISK_FULL
             raise StagingFailure(
@@ -121,5 +137,6 @@ def remove_quietly(sftp: paramiko.SFTPClient, path: str) -> None:
     try:
         sftp.remove(path)
     except OSError as exc:
+        reraise_if_transport(sftp, exc)
         if exc.errno != errno.ENOENT:
             raise
