@@ -120,4 +120,3 @@ class LocalNode(NodeOperations):
             agent.recycle(spec.kind.value, spec.command, spec.app_pools)
         except agent.AgentError as err:
             raise self._call_failed("recycle", err) from None
-
