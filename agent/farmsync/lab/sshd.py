@@ -97,7 +97,7 @@ def _drop_file_mode_bypass() -> None:
             raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
 
 
-def _children_of(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
     """Descendant pids of ``pid`` (per-connection sshd children and their sessions)."""
     parents: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
@@ -239,7 +239,7 @@ class SshdNode:
         process, self._process = self._process, None
         if process is None:
             return
-        for child in _children_of(process.pid):
+        for child in descendants(process.pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signal.SIGTERM)
         process.terminate()
