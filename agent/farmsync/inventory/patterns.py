@@ -35,6 +35,12 @@ def split_pattern(pattern: str) -> list[str]:
         parts = [pattern]  # a bare IPv6 address is one host name, not a list of terms
     else:
         parts = _TERM.findall(pattern)
+        if not re.fullmatch(r"[\s:]*", _TERM.sub("", pattern)):
+            # Something the term syntax cannot hold, such as an unclosed '[': refuse rather
+            # than silently match a shorter term.
+            raise InputError(
+                f"cannot read host pattern {pattern!r} (unbalanced brackets?)", source=SOURCE
+            )
     return [part.strip() for part in parts if part.strip()]
 
 
