@@ -1,0 +1,241 @@
+"""Static guards for the PowerShell node agent (no PowerShell runs on this machine).
+
+Every .ps1 resource, the bootstrap (as written and as put on the command line) and every
+assembled op script (common + op) must parse with tree-sitter-powershell without ERROR or
+MISSING nodes; a few project rules are checked on the syntax tree too. If ``pwsh`` is on
+PATH the scripts also run for real through the shared contract cases.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import shutil
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+
+import pytest
+import tree_sitter_powershell as tsp
+from tree_sitter import Language, Node, Parser
+
+from farmsync.errors import NodeErrorKind
+from farmsync.nodes import psagent
+from tests.nodes.contract_cases import (
+    CONTRACT_CASES,
+    SECRET_HEX,
+    ProcessAgentNode,
+    case_id,
+)
+
+PARSER = Parser(Language(tsp.language()))
+SCRIPT_DIR = resources.files("farmsync.nodes").joinpath("scripts")
+PS1_FILES = sorted(p.name for p in SCRIPT_DIR.iterdir() if p.name.endswith(".ps1"))
+
+
+def walk(node: Node) -> Iterator[Node]:
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        stack.extend(current.children)
+
+
+def syntax_errors(script: str) -> list[str]:
+    """Where tree-sitter found an ERROR or MISSING node, as 'line:col type' strings."""
+    tree = PARSER.parse(script.encode("utf-8"))
+    bad = [n for n in walk(tree.root_node) if n.is_error or n.is_missing]
+    return [f"{n.start_point[0] + 1}:{n.start_point[1] + 1} {n.type}/{n.is_missing}" for n in bad]
+
+
+def text(node: Node) -> str:
+    return (node.text or b"").decode("utf-8")
+
+
+def test_the_script_set_is_complete() -> None:
+    expected = {f"{op}.ps1" for op in psagent.OPS} | {"common.ps1", "bootstrap.ps1"}
+    assert set(PS1_FILES) == expected
+
+
+@pytest.mark.parametrize("name", PS1_FILES)
+def test_every_ps1_resource_parses(name: str) -> None:
+    assert syntax_errors(psagent.resource_text(name)) == []
+
+
+@pytest.mark.parametrize("op", psagent.OPS)
+def test_every_assembled_op_script_parses(op: str) -> None:
+    assert syntax_errors(psagent.load_script(op)) == []
+
+
+def test_bootstrap_parses_as_written_and_as_sent() -> None:
+    assert syntax_errors(psagent.BOOTSTRAP) == []
+    sent = base64.b64decode(psagent.encoded_bootstrap()).decode("utf-16-le")
+    assert syntax_errors(sent) == []
+    assert "Invoke-FarmsyncRequest" in sent
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        "function Get-X {\n    param([string]$Path)\n    if ($Path) { return 1 \n}\n",
+        "$x = @{ a = 1; b = \n",
+        "foreach ($i in @(1, 2) { $i }\n",
+        "try { Get-Item -LiteralPath 'x' } catch {\n",
+        "$s = 'unterminated\n",
+    ],
+)
+def test_the_checker_catches_broken_scripts(broken: str) -> None:
+    assert syntax_errors(broken) != []
+
+
+def test_command_line_is_short_fixed_and_carries_nothing_variable() -> None:
+    line = psagent.command_line()
+    assert len(line) < psagent.CMD_EXE_LIMIT
+    assert line.startswith("powershell.exe -NoLogo -NoProfile -NonInteractive ")
+    assert line == psagent.command_line()
+    # Whatever the request, nothing of it reaches the command line.
+    request = psagent.request_line(
+        "stage",
+        {
+            "run_id": "r1",
+            "items": [
+                {
+                    "path": r"C:\inetpub\wwwroot\web.config",
+                    "content_b64": base64.b64encode(SECRET_HEX.encode()).decode(),
+                    "expected_sha256": "0" * 64,
+                }
+            ],
+        },
+    )
+    assert request.strip().decode() not in line
+    for needle in ("inetpub", "web.config", SECRET_HEX, "machineKey"):
+        assert needle not in line
+        assert needle not in base64.b64decode(line.rsplit(" ", 1)[1]).decode("utf-16-le")
+
+
+@pytest.mark.parametrize("op", psagent.OPS)
+def test_request_lines_round_trip(op: str) -> None:
+    args = {"paths": ["C:\\Windows\\Microsoft.NET\\web.config", "é"], "run_id": "r1", "n": 3}
+    line = psagent.request_line(op, args)
+    assert line.endswith(b"\r\n") and line.isascii() and b"\n" not in line[:-2]
+    decoded = psagent.decode_request_line(line)
+    assert decoded == {"v": 1, "op": op, "script": psagent.load_script(op), "args": args}
+
+
+def test_large_requests_split_into_bounded_chunks() -> None:
+    line = psagent.request_line("stage", {"blob": "A" * (3 * psagent.MAX_CHUNK)})
+    chunks = list(psagent.iter_chunks(line))
+    assert b"".join(chunks) == line
+    assert all(len(c) <= psagent.MAX_CHUNK for c in chunks) and len(chunks) == 5
+
+
+# --- project rules, checked on the syntax trees ----------------------------------------------
+
+
+def commands(script: str) -> list[tuple[str, list[str]]]:
+    """(command name, its -parameters) of every command invocation."""
+    tree = PARSER.parse(script.encode("utf-8"))
+    found = []
+    for node in walk(tree.root_node):
+        if node.type != "command":
+            continue
+        name = node.child_by_field_name("command_name")
+        if name is None:
+            continue
+        params = [text(n) for n in walk(node) if n.type == "command_parameter"]
+        found.append((text(name), params))
+    return found
+
+
+def defined_functions(script: str) -> set[str]:
+    tree = PARSER.parse(script.encode("utf-8"))
+    names = set()
+    for node in walk(tree.root_node):
+        if node.type == "function_statement":
+            for child in node.children:
+                if child.type == "function_name":
+                    names.add(text(child).lower())
+    return names
+
+
+@pytest.mark.parametrize("name", PS1_FILES)
+def test_scripts_stop_on_errors_and_use_literal_paths(name: str) -> None:
+    script = psagent.resource_text(name)
+    assert re.search(r"^\$ErrorActionPreference = 'Stop'$", script, re.M)
+    for command, params in commands(script):
+        assert command.lower() not in {"invoke-expression", "iex"}
+        if "farmsync" in command.lower() or command == "Join-Path":
+            continue  # our own functions' -Path, and Join-Path, do not expand wildcards
+        lowered = [p.lower() for p in params]
+        assert "-path" not in lowered, f"{command} uses -Path (wildcards): use -LiteralPath"
+
+
+def undefined_farmsync_calls(script: str) -> set[str]:
+    """Calls of Verb-Farmsync* functions that no function statement defines."""
+    called = {c.lower() for c, _ in commands(script) if FARMSYNC_FUNCTION.fullmatch(c)}
+    return called - defined_functions(script)
+
+
+FARMSYNC_FUNCTION = re.compile(r"[A-Za-z]+-Farmsync[A-Za-z0-9]*")
+
+
+@pytest.mark.parametrize("op", psagent.OPS)
+def test_every_farmsync_function_called_is_defined(op: str) -> None:
+    script = psagent.BOOTSTRAP + "\n" + psagent.load_script(op)
+    assert "invoke-farmsyncop" in defined_functions(script)
+    assert undefined_farmsync_calls(script) == set()
+
+
+def test_the_call_checker_catches_a_typo() -> None:
+    script = "function Get-FarmsyncThing { 1 }\nGet-FarmsyncThign\n"
+    assert undefined_farmsync_calls(script) == {"get-farmsyncthign"}
+
+
+def test_error_kinds_in_scripts_are_node_error_kinds() -> None:
+    valid = {k.value for k in NodeErrorKind}
+    used: set[str] = set()
+    for name in PS1_FILES:
+        script = psagent.resource_text(name)
+        used |= set(re.findall(r"New-FarmsyncError '([a-z-]+)'", script))
+        used |= set(re.findall(r"return '([a-z-]+)'", script))
+        used |= set(re.findall(r'"kind":"([a-z-]+)"', script))
+    assert {
+        "changed-since-read",
+        "permission-denied",
+        "disk-full",
+        "not-found",
+        "is-directory",
+        "protocol",
+    } <= used
+    assert used <= valid
+
+
+def test_error_mapping_covers_the_windows_failures() -> None:
+    common = psagent.resource_text("common.ps1")
+    for needle in (
+        "UnauthorizedAccessException",
+        "0x70",
+        "DirectoryNotFoundException",
+        "FileNotFoundException",
+        "'is-directory'",
+    ):
+        assert needle in common + psagent.resource_text("read.ps1")
+    commit = psagent.resource_text("commit.ps1")
+    assert "[System.IO.File]::Replace($staging, $target, $backup)" in commit
+    assert "FileStream" in common and "Flush($true)" in common and "WriteThrough" in common
+    assert "Get-Acl -LiteralPath" in common and "Set-Acl -LiteralPath" in common
+
+
+# --- the real thing, where PowerShell exists ---------------------------------------------------
+
+
+def test_powershell_scripts_pass_the_contract_cases(tmp_path: Path) -> None:
+    pwsh = shutil.which("pwsh")
+    if pwsh is None:
+        pytest.skip("pwsh not installed: PowerShell scripts are checked statically only")
+    argv = [pwsh, "-NoLogo", "-NoProfile", "-NonInteractive", "-EncodedCommand"]
+    node = ProcessAgentNode([*argv, psagent.encoded_bootstrap()])
+    for case in CONTRACT_CASES:
+        root = tmp_path / case_id(case)
+        root.mkdir()
+        case(node, root)
