@@ -372,6 +372,19 @@ CASES = [
         6,
     ),
     Case(
+        "same-ipv6-address-spelled-twice",
+        """
+        all:
+          vars:
+            ansible_shell_type: powershell
+          hosts:
+            a: {ansible_host: "::1"}
+            b: {ansible_host: "0:0::1"}
+        """,
+        "the same node would be managed twice",
+        6,
+    ),
+    Case(
         "local-same-file-twice",
         """
         all:

@@ -13,6 +13,7 @@ raised before anything is contacted.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import string
@@ -708,6 +709,14 @@ def _check_farm(builder: _Builder, hosts: list[Host]) -> None:
                 )
 
 
+def _node_address(address: str) -> str:
+    """One spelling per address, so "::1" and "0:0::1", or "Web01." and "web01", compare equal."""
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return address.lower().rstrip(".")
+
+
 def _check_unique_nodes(builder: _Builder, hosts: list[Host]) -> None:
     seen: dict[tuple[str, int], Host] = {}
     local_paths: dict[str, Host] = {}
@@ -722,7 +731,7 @@ def _check_unique_nodes(builder: _Builder, hosts: list[Host]) -> None:
                         host.source_line,
                     )
             continue
-        key = (host.address.lower(), host.port)
+        key = (_node_address(host.address), host.port)
         other = seen.setdefault(key, host)
         if other is not host:
             raise builder.error(
