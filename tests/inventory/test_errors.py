@@ -213,7 +213,7 @@ CASES = [
           hosts:
             web01:
         """,
-        "environment variable FARM_PW (its password) is not set",
+        "FARM_PW, named by farmsync_password_env to hold the password, is not set",
         5,
         env={},
     ),
@@ -227,7 +227,7 @@ CASES = [
               ansible_user: u
               farmsync_password_env: FARM_PW
         """,
-        "environment variable FARM_PW (its password) is empty",
+        "FARM_PW, named by farmsync_password_env to hold the password, is empty",
         6,
         env={"FARM_PW": ""},
     ),
@@ -241,7 +241,7 @@ CASES = [
               ansible_user: u
               ansible_password: "{{ lookup('env', 'WIN_PW') }}"
         """,
-        "environment variable WIN_PW (its password) is not set",
+        "environment variable WIN_PW, named by ansible_password lookup",
         6,
         env={},
     ),

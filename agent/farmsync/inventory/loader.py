@@ -588,11 +588,11 @@ class _Builder:
                 max(plain.line, env.line),
             )
         env_name: str | None = None
-        line = 0
+        line, via = 0, ""
         if env is not None:
-            env_name, line = env.typed, env.line
+            env_name, line, via = env.typed, env.line, "farmsync_password_env"
         elif plain is not None and isinstance(plain.typed, EnvPassword):
-            env_name, line = plain.typed.env_name, plain.line
+            env_name, line, via = plain.typed.env_name, plain.line, "ansible_password lookup"
         elif plain is not None:
             self.warn(
                 "plaintext ansible_password in the inventory; set farmsync_password_env to the "
@@ -606,11 +606,15 @@ class _Builder:
         value = self.environ.get(env_name)
         if value is None:
             raise self.error(
-                f"host {name!r}: environment variable {env_name} (its password) is not set", line
+                f"host {name!r}: environment variable {env_name}, named by {via} to hold "
+                "the password, is not set",
+                line,
             )
         if value == "":
             raise self.error(
-                f"host {name!r}: environment variable {env_name} (its password) is empty", line
+                f"host {name!r}: environment variable {env_name}, named by {via} to hold "
+                "the password, is empty",
+                line,
             )
         return Secret(value)
 
