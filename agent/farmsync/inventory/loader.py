@@ -17,7 +17,7 @@ import ipaddress
 import os
 import re
 import string
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -249,6 +249,10 @@ class _HostDecl:
 
 _RANGE = re.compile(r"^(.*?)\[([0-9A-Za-z]+):([0-9A-Za-z]+)(?::([0-9]+))?\](.*)$")
 _HOST_PORT = re.compile(r"^(?:\[([0-9A-Fa-f:.]+)\]|([^:\[\]]+)):([0-9]+)$")
+
+
+_Typed = Callable[[str], Any]  # a variable's typed value for the host being built
+_LineOf = Callable[[str], int]  # the line that set it (or the host's line)
 
 
 class _Builder:
@@ -492,7 +496,7 @@ class _Builder:
         )
         default_address = "localhost" if transport is Transport.LOCAL else name
         address: str = typed("ansible_host") or default_address
-        winrm = self.winrm_settings(merged, typed, line_of)
+        winrm = self.winrm_settings(typed)
         port = self.port(transport, typed("ansible_port"), winrm.scheme)
         user: str | None = typed("ansible_user")
         password = self.password(name, merged)
@@ -551,7 +555,7 @@ class _Builder:
             return Shell.POWERSHELL
         return explicit or Shell.POSIX
 
-    def winrm_settings(self, merged: dict[str, _Var], typed: Any, line_of: Any) -> WinrmSettings:
+    def winrm_settings(self, typed: _Typed) -> WinrmSettings:
         scheme: str | None = typed("ansible_winrm_scheme")
         port: int | None = typed("ansible_port")
         if scheme is None:
@@ -626,7 +630,7 @@ class _Builder:
         winrm: WinrmSettings,
         user: str | None,
         password: Secret | None,
-        line_of: Any,
+        line_of: _LineOf,
     ) -> None:
         if transport is not Transport.WINRM:
             return
@@ -655,7 +659,7 @@ class _Builder:
             )
 
     def root_configs(
-        self, name: str, line: int, shell: Shell, typed: Any, line_of: Any
+        self, name: str, line: int, shell: Shell, typed: _Typed, line_of: _LineOf
     ) -> tuple[str, ...]:
         explicit: tuple[str, ...] = typed("farmsync_root_configs")
         if shell is Shell.POSIX:
