@@ -39,7 +39,10 @@ def _rewrite_start_tag(text: str, located: Located, key: MachineKey) -> list[_Ed
             edits.append((attr.value_start, attr.value_end, value))
     missing = [name for name in desired if name not in present]
     if missing:
-        sep = text[tag.attrs[-1].start:tag.attrs[-1].name_start] if tag.attrs else " "
+        # Added attributes copy the spacing of the last attribute that stays (one per line
+        # stays one per line).
+        kept = [a for a in tag.attrs if a.name not in MANAGED_ATTRIBUTES or a.name in desired]
+        sep = text[kept[-1].start:kept[-1].name_start] if kept else " "
         added = "".join(f'{sep}{name}="{xml_attribute_value(desired[name])}"'
                         for name in missing)
         edits.append((tag.attrs_end, tag.attrs_end, added))
