@@ -31,9 +31,6 @@ from farmsync.orchestration.survey import NodeReport, describe_error, survey
 T = TypeVar("T")
 V = TypeVar("V")
 
-# Errors after which a fresh connection may still reach the node.
-_RECONNECTABLE = (NodeErrorKind.CONNECTION_LOST, NodeErrorKind.UNREACHABLE, NodeErrorKind.TIMEOUT)
-
 
 @dataclass(frozen=True)
 class RolloutOptions:
@@ -242,9 +239,9 @@ class Rollout:
                 if node is None:
                     raise _no_connection(name)
                 node.rollback(paths, self.run_id)
-            except NodeError as exc:
-                if exc.kind not in _RECONNECTABLE:
-                    raise
+            except FarmsyncError:
+                # The connection may have died with the commit: rollback is idempotent, so
+                # one retry on a fresh connection is always safe.
                 node = self.session.reconnect(name)
                 if node is None:
                     raise
@@ -342,6 +339,9 @@ class Rollout:
                 ok = False
                 if fail_host or self.result.host(name).status != "failed":
                     self._fail_host(name, outcome.error)
+                else:
+                    self.result.messages.append(f"{name}: {step.value} failed: "
+                                                f"{describe_error(outcome.error)}")
         return ok
 
     def _settle(self, name: str, status: str) -> None:
