@@ -1,6 +1,7 @@
 """The Windows OpenSSH flavour over a real sshd: every phase runs the fixed powershell.exe
 command line; on this machine the node's ``powershell.exe`` is a shim running the Python twin
-of the PowerShell agent, so the whole wire path (exec, stdin request, JSON lines) is real."""
+of the PowerShell agent, so the whole wire path (exec, stdin request, JSON lines) is real.
+The shared contract cases run against this flavour too (test_ssh_contract.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from farmsync.errors import NodeError, NodeErrorKind
 from farmsync.nodes import psagent
 from farmsync.nodes.contract import (
     CommitItem,
@@ -57,25 +57,3 @@ def test_full_rotation_through_the_agent(win_node: SshdTestNode) -> None:
         node.cleanup(pair, "w1")
         assert node.round_trips == 6  # read, stage, commit, list, rollback, cleanup: one each
     assert set(node.sent_commands) == {psagent.command_line()}
-
-
-def test_changed_file_is_refused_by_the_agent(win_node: SshdTestNode) -> None:
-    live = win_node.config
-    with SshNode(win_node.host(windows=True)) as node:
-        before = node.read([str(live)])[str(live)].sha256 or ""
-        live.write_bytes(b"<configuration/>")
-        with pytest.raises(NodeError) as err:
-            node.stage([StageItem(str(live), NEW, before)], "w1")
-    assert err.value.kind is NodeErrorKind.CHANGED
-    assert err.value.host == "web1"
-    assert not Path(staging_path(str(live), "w1")).exists()
-
-
-def test_aborted_commit_changes_nothing(win_node: SshdTestNode) -> None:
-    live = win_node.config
-    h = sha256_hex(SAMPLE_WEB_CONFIG)
-    with SshNode(win_node.host(windows=True)) as node:
-        node.stage([StageItem(str(live), NEW, h)], "w1")
-        node.arm_commit([CommitItem(str(live), h, sha256_hex(NEW))], "w1").abort()
-    assert live.read_bytes() == SAMPLE_WEB_CONFIG
-    assert not Path(backup_path(str(live), "w1")).exists()

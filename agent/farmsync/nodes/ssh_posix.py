@@ -13,6 +13,10 @@ the barrier) running a fixed script: it reads the paths on stdin, checks the has
 ARMED and blocks on stdin. Release is the 7 bytes ``COMMIT\\n``; the node then does
 ``ln``/``mv`` (rename(2)) per file and syncs. The command line is the same for every run and
 never carries a path, content or key.
+
+Measured against the test sshd on this 2-core machine (one root web.config): arm ~200 ms (the
+login shell's start-up, before the barrier), release ~0.1 ms (one channel write), release to
+COMMITTED ~10 ms (re-check, ln, mv, sync); an SFTP stage ~6 ms.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import paramiko
 
 from farmsync.errors import NodeError, NodeErrorKind
 from farmsync.inventory.model import RecycleKind, RecycleSpec
+from farmsync.nodes.agent import AgentError, check_run_id
 from farmsync.nodes.contract import (
     ArmedCommit,
     CommitItem,
@@ -61,16 +66,21 @@ while IFS= read -r line; do
   items="$items$line
 "
 done
-printf '%s' "$items" | while IFS="$tab" read -r exp stg live new bak; do
-  h=$(sha256sum < "$live") && [ -f "$live" ] && [ "${h%% *}" = "$exp" ] \
-    || { printf 'FAIL\tchanged\t%s\n' "$live"; exit 1; }
-  h=$(sha256sum < "$new") && [ -f "$new" ] && [ "${h%% *}" = "$stg" ] \
-    || { printf 'FAIL\tstaged\t%s\n' "$live"; exit 1; }
-  [ ! -d "$bak" ] || { printf 'FAIL\tbackup\t%s\n' "$live"; exit 1; }
-done || exit 1
+check() {
+  printf '%s' "$items" | while IFS="$tab" read -r exp stg live new bak; do
+    h=$(sha256sum < "$live") && [ -f "$live" ] && [ "${h%% *}" = "$exp" ] \
+      || { printf 'FAIL\tchanged\t%s\n' "$live"; exit 1; }
+    [ -f "$new" ] || { printf 'FAIL\tnotstaged\t%s\n' "$live"; exit 1; }
+    h=$(sha256sum < "$new") && [ "${h%% *}" = "$stg" ] \
+      || { printf 'FAIL\tstaged\t%s\n' "$live"; exit 1; }
+    [ ! -d "$bak" ] || { printf 'FAIL\tbackup\t%s\n' "$live"; exit 1; }
+  done
+}
+check || exit 1
 printf 'ARMED\n'
 read -r word || word=ABORT
 [ "$word" = COMMIT ] || { printf 'ABORTED\n'; exit 0; }
+check || exit 1  # again, a few ms later: narrows the window between arm and release
 printf '%s' "$items" | {
   undo=''
   while IFS="$tab" read -r exp stg live new bak; do
@@ -207,6 +217,12 @@ class ShellArmedCommit(ArmedCommit):
                 self.host, NodeErrorKind.CHANGED,
                 "live file changed since staging; nothing committed", phase="commit", path=path,
             )
+        if step == "notstaged":
+            return NodeError(
+                self.host, NodeErrorKind.NOT_FOUND,
+                "staging file missing (stage first); nothing committed", phase="commit",
+                path=path,
+            )
         if step == "staged":
             return NodeError(
                 self.host, NodeErrorKind.CHANGED,
@@ -222,6 +238,22 @@ class ShellArmedCommit(ArmedCommit):
     def _finish(self) -> None:
         self._done = True
         self.lines.channel.close()
+
+
+def _check_run_id(host: str, run_id: str, phase: str) -> None:
+    """Run ids become part of file names: the node agent's rule, same error."""
+    try:
+        check_run_id(run_id)
+    except AgentError:
+        raise NodeError(host, NodeErrorKind.PROTOCOL, "invalid run id", phase=phase) from None
+
+
+def _is_run_id(run_id: str) -> bool:
+    try:
+        check_run_id(run_id)
+    except AgentError:
+        return False
+    return True
 
 
 def _check_path(host: str, path: str, phase: str) -> None:
@@ -272,6 +304,7 @@ class PosixOps:
 
     # --- stage --------------------------------------------------------------------------
     def stage(self, items: Sequence[StageItem], run_id: str) -> None:
+        _check_run_id(self.host, run_id, "stage")
         sftp = self.conn.sftp()
         with node_errors(self.host, "stage"):
             live_attrs: dict[str, paramiko.SFTPAttributes] = {}
@@ -283,11 +316,15 @@ class PosixOps:
                         self.host, state.error_kind or NodeErrorKind.REMOTE,
                         state.error or "unreadable", phase="stage", path=item.path,
                     )
-                if state.sha256 != item.expected_sha256:
-                    why = "missing" if state.status is FileStatus.MISSING else "changed"
+                if state.status is FileStatus.MISSING:
+                    raise NodeError(
+                        self.host, NodeErrorKind.NOT_FOUND, "live file missing; nothing staged",
+                        phase="stage", path=item.path,
+                    )
+                if state.sha256 != item.expected_sha256.lower():
                     raise NodeError(
                         self.host, NodeErrorKind.CHANGED,
-                        f"live file {why} since it was read; nothing staged",
+                        "live file changed since it was read; nothing staged",
                         phase="stage", path=item.path,
                     )
                 live_attrs[item.path] = sftp.stat(item.path)
@@ -311,13 +348,14 @@ class PosixOps:
 
     # --- commit -------------------------------------------------------------------------
     def arm_commit(self, items: Sequence[CommitItem], run_id: str) -> ArmedCommit:
+        _check_run_id(self.host, run_id, "commit")
         lines_out = []
         for item in items:
             _check_path(self.host, item.path, "commit")
             lines_out.append(
                 "\t".join(
                     (
-                        item.expected_sha256, item.staged_sha256, item.path,
+                        item.expected_sha256.lower(), item.staged_sha256.lower(), item.path,
                         staging_path(item.path, run_id), backup_path(item.path, run_id),
                     )
                 )
@@ -338,6 +376,7 @@ class PosixOps:
 
     # --- rollback / cleanup / backups ---------------------------------------------------
     def rollback(self, paths: Sequence[str], run_id: str) -> None:
+        _check_run_id(self.host, run_id, "rollback")
         sftp = self.conn.sftp()
         for path in paths:
             with node_errors(self.host, "rollback", path):
@@ -383,7 +422,7 @@ class PosixOps:
                 entry = attrs.filename
                 if entry.startswith(prefix) and entry.endswith(".bak"):
                     run_id = entry[len(prefix) : -len(".bak")]
-                    if run_id and "." not in run_id.replace("-", ""):
+                    if _is_run_id(run_id):
                         entries.append(
                             (float(attrs.st_mtime or 0), run_id, posixpath.join(directory, entry))
                         )
@@ -397,6 +436,7 @@ class PosixOps:
             return {p: [run for _, run, _ in e] for p, e in self._backups(sftp, paths).items()}
 
     def cleanup(self, paths: Sequence[str], run_id: str, keep_backups: int) -> None:
+        _check_run_id(self.host, run_id, "cleanup")
         sftp = self.conn.sftp()
         with node_errors(self.host, "cleanup"):
             for path in paths:
