@@ -27,7 +27,9 @@ def make_farm(
     """``make_farm(ssh=3, ssh_windows=1, winrm=2)``: a farm of real nodes, stopped at teardown."""
     started: list[SshdNode] = []
 
-    def make(ssh: int = 3, ssh_windows: int = 1, winrm: int = 2, farm: str = "testfarm") -> TestFarm:
+    def make(
+        ssh: int = 3, ssh_windows: int = 1, winrm: int = 2, farm: str = "testfarm"
+    ) -> TestFarm:
         hosts: dict[str, dict[str, Any]] = {}
         configs: dict[str, Path] = {}
         handles: dict[str, Any] = {}
@@ -40,8 +42,9 @@ def make_farm(
             www.mkdir(parents=True)
             config = www / "web.config"
             config.write_bytes(node_config(name))
-            sshd = SshdNode(node_dir / "sshd", keys=sshd_keys,
-                            path_prefix=(powershell_shim,) if windows else ())
+            sshd = SshdNode(
+                node_dir / "sshd", keys=sshd_keys, path_prefix=(powershell_shim,) if windows else ()
+            )
             sshd.start()
             started.append(sshd)
             handles[name] = sshd

@@ -39,18 +39,35 @@ def journal(tmp_path: Path) -> Journal:
 def _stage_all(j: Journal, run: str) -> None:
     for host, paths in HOSTS.items():
         for path in paths:
-            j.append(run, RunKind.ROTATE, Step.READ, StepResult.OK, host=host, path=path,
-                     old_sha256=OLD)
-            j.append(run, RunKind.ROTATE, Step.STAGE, StepResult.OK, host=host, path=path,
-                     old_sha256=OLD, new_sha256=NEW, old_fp="mk-00aa", new_fp="mk-11bb")
+            j.append(
+                run, RunKind.ROTATE, Step.READ, StepResult.OK, host=host, path=path, old_sha256=OLD
+            )
+            j.append(
+                run,
+                RunKind.ROTATE,
+                Step.STAGE,
+                StepResult.OK,
+                host=host,
+                path=path,
+                old_sha256=OLD,
+                new_sha256=NEW,
+                old_fp="mk-00aa",
+                new_fp="mk-11bb",
+            )
 
 
 def test_records_are_json_lines_with_the_documented_fields(journal: Journal) -> None:
     run = new_run_id()
-    journal.start_run(run, RunKind.ROTATE, hosts=HOSTS, target_fp="mk-11bb",
-                      previous_fp="mk-00aa")
-    journal.append(run, RunKind.ROTATE, Step.COMMIT, StepResult.OK, host="web1",
-                   path="/srv/a/web.config", elapsed_ms=12)
+    journal.start_run(run, RunKind.ROTATE, hosts=HOSTS, target_fp="mk-11bb", previous_fp="mk-00aa")
+    journal.append(
+        run,
+        RunKind.ROTATE,
+        Step.COMMIT,
+        StepResult.OK,
+        host="web1",
+        path="/srv/a/web.config",
+        elapsed_ms=12,
+    )
     journal.end_run(run, RunKind.ROTATE, StepResult.OK, elapsed_ms=40)
     assert stat.S_IMODE(journal.path.stat().st_mode) == 0o600
     raw = journal.path.read_text().splitlines()
@@ -60,8 +77,14 @@ def test_records_are_json_lines_with_the_documented_fields(journal: Journal) -> 
     assert start["target_fp"] == "mk-11bb" and start["previous_fp"] == "mk-00aa"
     assert start["pid"] == os.getpid() and start["controller"]
     assert commit == {
-        "ts": commit["ts"], "run_id": run, "kind": "rotate", "event": "commit",
-        "result": "ok", "host": "web1", "path": "/srv/a/web.config", "elapsed_ms": 12,
+        "ts": commit["ts"],
+        "run_id": run,
+        "kind": "rotate",
+        "event": "commit",
+        "result": "ok",
+        "host": "web1",
+        "path": "/srv/a/web.config",
+        "elapsed_ms": 12,
     }
     assert end["event"] == "run-end" and end["result"] == "ok"
     assert journal.unfinished_runs() == []
@@ -75,8 +98,7 @@ def test_unfinished_run_is_reconstructed_per_host_and_file(journal: Journal) -> 
     journal.end_run(done, RunKind.SYNC, StepResult.OK)
 
     run = "20250101T000000Z-abcdef"
-    journal.start_run(run, RunKind.ROTATE, hosts=HOSTS, target_fp="mk-11bb",
-                      previous_fp="mk-00aa")
+    journal.start_run(run, RunKind.ROTATE, hosts=HOSTS, target_fp="mk-11bb", previous_fp="mk-00aa")
     _stage_all(journal, run)
     journal.append(run, RunKind.ROTATE, Step.ARM, StepResult.OK, host="web1")
     journal.append(run, RunKind.ROTATE, Step.ARM, StepResult.OK, host="web2")
@@ -112,8 +134,16 @@ def test_unfinished_run_is_reconstructed_per_host_and_file(journal: Journal) -> 
 def test_run_before_any_commit_has_nothing_committed(journal: Journal) -> None:
     run = new_run_id()
     journal.start_run(run, RunKind.ROTATE, hosts=HOSTS)
-    journal.append(run, RunKind.ROTATE, Step.STAGE, StepResult.FAILED, host="web2",
-                   path="/srv/a/web.config", error_kind="disk-full", detail="no space")
+    journal.append(
+        run,
+        RunKind.ROTATE,
+        Step.STAGE,
+        StepResult.FAILED,
+        host="web2",
+        path="/srv/a/web.config",
+        error_kind="disk-full",
+        detail="no space",
+    )
     [state] = journal.unfinished_runs()
     assert not state.commit_attempted
     assert state.failed_hosts == ["web2"]
@@ -206,8 +236,13 @@ def test_guard_refuses_key_material_inside_the_host_map(journal: Journal) -> Non
 
 
 def test_guard_redacts_key_material_in_free_text(journal: Journal) -> None:
-    rec = journal.append("run-1", "rotate", "stage", "failed",
-                         detail=f"remote said validationKey={KEY_HEX.lower()} is bad")
+    rec = journal.append(
+        "run-1",
+        "rotate",
+        "stage",
+        "failed",
+        detail=f"remote said validationKey={KEY_HEX.lower()} is bad",
+    )
     assert rec["detail"] == f"remote said validationKey={REDACTED} is bad"
     assert KEY_HEX.lower() not in journal.path.read_text()
 
@@ -227,8 +262,13 @@ def test_forbidden_values_are_refused_even_where_hashes_are_allowed(journal: Jou
     # An AES-256 decryptionKey is 64 hex digits: the shape of a hash.
     with pytest.raises(JournalRecordError, match="new_sha256"):
         journal.append("run-1", "rotate", "stage", "ok", new_sha256=key.decryption_key.lower())
-    rec = journal.append("run-1", "rotate", "stage", "failed",
-                         detail=f"got {key.decryption_key[:40]}.. {key.decryption_key}")
+    rec = journal.append(
+        "run-1",
+        "rotate",
+        "stage",
+        "failed",
+        detail=f"got {key.decryption_key[:40]}.. {key.decryption_key}",
+    )
     assert key.decryption_key not in str(rec["detail"])
     journal.append("run-1", "rotate", "stage", "ok", new_fp=key.fingerprint())
     text = journal.path.read_text()
@@ -278,8 +318,15 @@ def test_threads_appending_at_once_never_tear_or_drop_records(journal: Journal) 
 
     def work(i: int) -> None:
         for step in (Step.READ, Step.STAGE, Step.ARM):
-            journal.append(run, RunKind.ROTATE, step, StepResult.OK, host=f"web{i}", path="/w",
-                           detail="x" * 500)
+            journal.append(
+                run,
+                RunKind.ROTATE,
+                step,
+                StepResult.OK,
+                host=f"web{i}",
+                path="/w",
+                detail="x" * 500,
+            )
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(work, range(8)))

@@ -57,7 +57,9 @@ def test_stage_refused_when_a_live_file_changed_since_read(
     make_farm: Callable[..., TestFarm],
 ) -> None:
     farm = make_farm(ssh=2, ssh_windows=0, winrm=1)
-    edited = farm.originals["web2"].replace(b"<configuration>", b"<configuration><!-- hand edit -->")
+    edited = farm.originals["web2"].replace(
+        b"<configuration>", b"<configuration><!-- hand edit -->"
+    )
 
     def hand_edit() -> None:
         farm.configs["web2"].write_bytes(edited)
@@ -114,7 +116,9 @@ def test_verify_mismatch_rolls_every_node_back(make_farm: Callable[..., TestFarm
             path = farm.configs["web1"]
             path.write_bytes(path.read_bytes().replace(b"<compilation", b"<compilation "))
 
-    result = Farm(farm.context(factory=hooked_factory({"web1": {"read": edit_after_commit}}))).rotate()
+    result = Farm(
+        farm.context(factory=hooked_factory({"web1": {"read": edit_after_commit}}))
+    ).rotate()
 
     assert result.outcome is Outcome.ROLLED_BACK
     assert result.host("web1").error_kind == "verify-mismatch"
