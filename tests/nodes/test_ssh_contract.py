@@ -8,26 +8,11 @@ from pathlib import Path
 import pytest
 
 from farmsync.nodes.ssh import SshNode
-from tests.nodes import contract_cases
 from tests.nodes.contract_cases import CONTRACT_CASES, ContractCase, case_id
 from tests.servers.sshd_fixtures import SshdTestNode
 
-# SFTP v3 (OpenSSH's sftp-server) carries whole-second mtimes; the case asks for < 0.01 s.
-_WHOLE_SECOND_MTIME = pytest.mark.xfail(
-    strict=True, reason="SFTP v3 reports mtime in whole seconds (see report)"
-)
 
-
-def _posix_cases() -> list[object]:
-    return [
-        pytest.param(c, marks=_WHOLE_SECOND_MTIME)
-        if c is contract_cases.read_reports_content_hash_mtime_and_missing
-        else c
-        for c in CONTRACT_CASES
-    ]
-
-
-@pytest.mark.parametrize("case", _posix_cases(), ids=case_id)
+@pytest.mark.parametrize("case", CONTRACT_CASES, ids=case_id)
 def test_ssh_posix_contract(
     case: ContractCase, sshd_node: SshdTestNode, tmp_path: Path
 ) -> None:

@@ -56,14 +56,14 @@ class FileState:
     status: FileStatus
     content: bytes | None = field(default=None, repr=False)
     sha256: str | None = None
-    mtime: float | None = None
+    mtime: float | None = None  # epoch seconds; whole-second precision (SFTP v3 has no more)
     error_kind: NodeErrorKind | None = None
     error: str | None = None  # human detail when status is ERROR
 
 
 @dataclass(frozen=True)
 class StageItem:
-    """New content for one path, valid only while the live file still hashes to ``expected_sha256``."""
+    """New content for one path, valid while the live file still hashes to ``expected_sha256``."""
 
     path: str
     new_content: bytes = field(repr=False)
@@ -166,7 +166,7 @@ class NodeOperations(ABC):
     def cleanup(
         self, paths: Sequence[str], run_id: str, keep_backups: int = DEFAULT_BACKUP_RETENTION
     ) -> None:
-        """Remove this run's staging files; keep only the newest ``keep_backups`` backups per path."""
+        """Remove this run's staging files; keep the newest ``keep_backups`` backups per path."""
 
     @abstractmethod
     def list_backups(self, paths: Sequence[str]) -> dict[str, list[str]]:
