@@ -235,7 +235,7 @@ def rotate(
     """Generate a new key and put it on every node, two-phase."""
     from farmsync.inventory.durations import parse_duration
 
-    age = parse_duration(if_older_than) if if_older_than else None
+    age = parse_duration(if_older_than, source="--if-older-than") if if_older_than else None
     options = _options(forks, check, diff, timeout, no_recycle, keep_backups)
     _run_farm(
         "rotate",
@@ -453,6 +453,10 @@ def lab_status(lab_dir: Path, as_json: bool) -> None:
 
 
 def main() -> None:
+    # Warnings from farmsync (insecure settings) reach stderr; paramiko's transport thread
+    # logs tracebacks for connections farmsync already reports as node errors.
+    logging.basicConfig(level=logging.WARNING, format="farmsync: %(levelname)s: %(message)s")
+    logging.getLogger("paramiko").setLevel(logging.CRITICAL)
     cli(prog_name="farmsync")
 
 
