@@ -100,7 +100,7 @@ SW, END = "  <system.web>\n    ", "\n  </system.web>\n"
     f'{SW}<machineKey validationKey="{V}"></machinekey>{END}',  # mismatched end tag
     f"{SW}<machineKey validationKey={V} />{END}",  # unquoted value
     f'{SW}<machineKey validationKey="{V}" />{END}<system.web/>',  # two system.web
-])
+], ids=["truncated", "duplicate-attribute", "mismatched-end-tag", "unquoted", "two-system-web"])
 def test_errors_never_carry_key_material(bad: str) -> None:
     data = doc(bad)
     with pytest.raises(ConfigFileError) as info:
