@@ -207,7 +207,8 @@ class AspNetNode:
 
     Layout of ``node_dir``: ``etc/mono/...`` (the node's MONO_CFG_DIR copy of /etc/mono),
     ``app/`` (the lab application, ``app/bin/FarmsyncLab.dll``), ``bin/restart`` (the recycle
-    command), ``logs/aspnet.log``, ``run/aspnet.pid`` and ``aspnet.json`` (this spec).
+    command), ``logs/aspnet.log``, ``run/aspnet.pid``, ``tmp/`` and ``registry/`` (Mono's
+    scratch space) and ``aspnet.json`` (this spec).
     """
 
     name: str
@@ -326,13 +327,29 @@ class AspNetNode:
         return ping(self.url, timeout)
 
     # --- life cycle -------------------------------------------------------------------
+    def environment(self) -> dict[str, str]:
+        """The host's whole environment: the same whether started here or over SSH.
+
+        Only paths: MONO_CFG_DIR (the node's root web.config), and TMPDIR and
+        MONO_REGISTRY_PATH so Mono's "Temporary ASP.NET Files" and auto-generated key store
+        stay inside the node directory instead of /tmp and ~/.mono.
+        """
+        (self.node_dir / "tmp").mkdir(exist_ok=True)
+        (self.node_dir / "registry").mkdir(exist_ok=True)
+        return {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(self.node_dir),
+            "LANG": "C.UTF-8",
+            "MONO_CFG_DIR": str(self.mono_cfg_dir),
+            "MONO_REGISTRY_PATH": str(self.node_dir / "registry"),
+            "TMPDIR": str(self.node_dir / "tmp"),
+        }
+
     def launch(self) -> int:
         """Start the host process (detached, in its own session) without waiting for it."""
         if self.alive():
             raise LabError(f"{self.name}: ASP.NET host already running (pid {self.pid})")
-        env = dict(os.environ)
-        env["MONO_CFG_DIR"] = str(self.mono_cfg_dir)
-        env.pop("MONO_ENV_OPTIONS", None)
+        env = self.environment()
         with open(self.log_path, "ab") as log:
             process = subprocess.Popen(
                 [self.mono, str(self.launcher), str(self.port), str(self.app_dir)],
