@@ -13,6 +13,9 @@ import paramiko
 import pytest
 
 from farmsync.inventory.loader import load_inventory
+from farmsync.inventory.model import Policy
+from farmsync.keys.generate import generate_key
+from farmsync.keys.vault import atomic_write_private
 from farmsync.lab.aspnet import (
     MONO_MISSING,
     AspNetNode,
@@ -22,6 +25,7 @@ from farmsync.lab.aspnet import (
     require_mono,
 )
 from farmsync.lab.farm import Lab
+from farmsync.webconfig.editor import apply_machine_key
 from tests.servers.lab_fixtures import require_mono_or_fail
 
 pytestmark = pytest.mark.xdist_group("lab-machinery")
@@ -108,6 +112,22 @@ def test_a_node_that_dies_at_start_up_is_reported_with_its_log(
     with pytest.raises(LabError) as raised:
         node.start(timeout=60)
     assert str(node.log_path) in str(raised.value)
+    assert not node.alive()
+
+
+def test_a_root_web_config_system_web_rejects_fails_start_up_naming_the_file(
+    tmp_path: Path, lab_host_cache: Path
+) -> None:
+    require_mono_or_fail()
+    node = AspNetNode.create("strict", tmp_path / "strict", build_host(lab_host_cache))
+    # Mono's System.Web does not know compatibilityMode: every request using the key fails.
+    key = generate_key(Policy(compatibility_mode="Framework45"))
+    path = node.root_web_config
+    atomic_write_private(path, apply_machine_key(path.read_bytes(), key, str(path)))
+    with pytest.raises(LabError) as raised:
+        node.start(timeout=60)
+    assert "ConfigurationErrorsException" in str(raised.value)
+    assert str(path) in str(raised.value)
     assert not node.alive()
 
 

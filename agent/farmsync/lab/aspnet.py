@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from farmsync.errors import ExitCode, FarmsyncError
-from farmsync.lab.probe import ping
+from farmsync.lab.probe import health, ping
 from farmsync.lab.sshd import free_port
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -374,8 +374,15 @@ class AspNetNode:
                     f"{self.name}: the ASP.NET host (pid {pid}) exited during start-up; "
                     f"see {self.log_path}"
                 )
-            if self.reachable(timeout=min(5.0, max(0.5, deadline - time.monotonic()))):
+            state = health(self.url, timeout=min(5.0, max(0.5, deadline - time.monotonic())))
+            if state == "ok":
                 return
+            if state.startswith("config-error"):
+                terminate(pid)
+                raise LabError(
+                    f"{self.name}: System.Web cannot use this node's configuration "
+                    f"({state.split()[-1]}); check {self.root_web_config}, see {self.log_path}"
+                )
             time.sleep(0.05)
         terminate(pid)
         raise LabError(

@@ -233,6 +233,10 @@ class Lab:
             f"    {LAB_GROUP}:",
             "      vars:",
             f"        farmsync_farm: {LAB_FARM}",
+            "        # No compatibility_mode: Mono's System.Web rejects that machineKey attribute.",
+            "        farmsync_policy:",
+            "          validation: HMACSHA256",
+            "          decryption: AES",
             "      hosts:",
         ]
         for entry in state["nodes"]:

@@ -111,13 +111,23 @@ def request(
         conn.close()
 
 
-def ping(base_url: str, timeout: float = 2.0) -> bool:
-    """The node answers its ping page through System.Web."""
+def health(base_url: str, timeout: float = 2.0) -> str:
+    """"ok"; "config-error TYPE" when System.Web cannot use the node's machineKey (its ping
+    page round-trips a ticket); "unreachable" when nothing answers as the lab app does."""
     try:
         response = request(base_url, "ping.axd", timeout=timeout)
     except ProbeError:
-        return False
-    return response.status == 200 and response.body.startswith("farmsync-lab ok")
+        return "unreachable"
+    if response.status == 200 and response.body.startswith("farmsync-lab ok"):
+        return "ok"
+    if response.status == 500 and response.body.startswith("farmsync-lab config-error "):
+        return response.body.split(maxsplit=1)[1].strip()
+    return "unreachable"
+
+
+def ping(base_url: str, timeout: float = 2.0) -> bool:
+    """The node answers its ping page through System.Web with a usable machineKey."""
+    return health(base_url, timeout) == "ok"
 
 
 def issue_ticket(base_url: str, user: str = "alice", timeout: float = DEFAULT_TIMEOUT) -> str:

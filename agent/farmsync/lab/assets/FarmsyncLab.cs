@@ -203,12 +203,30 @@ namespace Farmsync.Lab
         }
     }
 
-    // GET /ping.axd: the node has finished initialising System.Web.
+    // GET /ping.axd: the node has finished initialising System.Web and can use its machineKey
+    // (a ticket round trip), so a root web.config System.Web rejects shows up here as
+    // 500 "config-error" instead of on the first real request. Only the exception's type is
+    // shown: its message could quote the file.
     public sealed class PingHandler : IHttpHandler
     {
         public bool IsReusable { get { return true; } }
 
-        public void ProcessRequest(HttpContext context) { Reply.Text(context, 200, "farmsync-lab ok\n"); }
+        public void ProcessRequest(HttpContext context)
+        {
+            try {
+                var ticket = new FormsAuthenticationTicket("farmsync-lab-ping", false, 1);
+                FormsAuthenticationTicket back = FormsAuthentication.Decrypt(FormsAuthentication.Encrypt(ticket));
+                if (back == null || back.Name != ticket.Name)
+                    throw new InvalidOperationException("ticket round trip failed");
+            } catch (Exception e) {
+                Exception root = e;
+                while (root.InnerException != null)
+                    root = root.InnerException;
+                Reply.Text(context, 500, "farmsync-lab config-error " + root.GetType().FullName + "\n");
+                return;
+            }
+            Reply.Text(context, 200, "farmsync-lab ok\n");
+        }
     }
 
     // GET /login.axd?user=NAME: issues a forms-authentication ticket (cookie) for NAME, encrypted
