@@ -169,7 +169,10 @@ class Lab:
             self._start_nodes(nodes, build, state, timeout)
             self._write_inventory(state)
         except BaseException as e:
-            self.down()
+            try:
+                self.down()
+            except LabError as cleanup:
+                e.add_note(f"and cleaning up failed: {cleanup}")
             if isinstance(e, SshdError):
                 raise LabError(f"lab sshd: {e}") from None
             raise
@@ -274,28 +277,31 @@ class Lab:
 
     @staticmethod
     def _node_status(entry: dict[str, Any]) -> NodeStatus:
-        node = AspNetNode.load(Path(entry["dir"]))
-        aspnet_pid = node.pid
         sshd = entry.get("sshd") or {}
         sshd_pid = int(sshd.get("pid") or 0) or None
         sshd_alive = sshd_pid is not None and _sshd_owns(sshd_pid, str(sshd.get("config")))
+        try:
+            node: AspNetNode | None = AspNetNode.load(Path(entry["dir"]))
+        except (LabError, KeyError):  # its directory is gone: its host is reported down
+            node = None
+        aspnet_pid = node.pid if node else None
         fingerprint: str | None = None
-        with contextlib.suppress(OSError, FarmsyncError):
-            inspection = inspect_config(node.root_web_config.read_bytes(),
-                                        str(node.root_web_config))
-            if inspection.root_key is not None:
-                fingerprint = inspection.root_key.key.fingerprint()
+        if node is not None:
+            with contextlib.suppress(OSError, FarmsyncError):
+                data = node.root_web_config.read_bytes()
+                found = inspect_config(data, str(node.root_web_config)).root_key
+                fingerprint = found.key.fingerprint() if found else None
         return NodeStatus(
-            name=node.name,
-            http_url=node.url,
+            name=str(entry.get("name")),
+            http_url=node.url if node else str(entry.get("http_url", "")),
             aspnet_pid=aspnet_pid,
             aspnet_alive=aspnet_pid is not None,
-            http_reachable=aspnet_pid is not None and node.reachable(),
+            http_reachable=node is not None and aspnet_pid is not None and node.reachable(),
             ssh_address=str(sshd.get("address", "")),
             ssh_port=int(sshd.get("port", 0)),
             sshd_pid=sshd_pid,
             sshd_alive=sshd_alive,
-            root_web_config=str(node.root_web_config),
+            root_web_config=str(node.root_web_config) if node else "",
             key_fingerprint=fingerprint,
         )
 
