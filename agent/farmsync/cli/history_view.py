@@ -15,13 +15,29 @@ from farmsync.orchestration.state import StateDir, default_state_root
 
 
 def show_history(
-    inventory_path: Path, state_dir: Path | None, key_file: Path | None, as_json: bool, out: Console
+    inventory_path: Path,
+    state_dir: Path | None,
+    key_file: Path | None,
+    as_json: bool,
+    out: Console,
+    *,
+    show_keys: bool = False,
+    err: Console | None = None,
 ) -> None:
     inventory = load_inventory(inventory_path)
     state = StateDir(state_dir or default_state_root(), inventory.farm)
     secret = VaultSecret.from_env(os.environ, str(key_file) if key_file else None)
     vault = KeyVault.open(state.vault, secret)
-    entries = [entry.summary() for entry in vault.entries()]
+    entries: list[dict[str, str | None]] = []
+    for entry in vault.entries():
+        summary = entry.summary()
+        if show_keys:
+            # The one deliberate way to get key material out of the vault (disaster recovery).
+            summary["validationKey"] = entry.key.validation_key
+            summary["decryptionKey"] = entry.key.decryption_key
+        entries.append(summary)
+    if show_keys and err is not None:
+        err.print("[yellow]warning: --show-keys prints key material; keep this output secret[/]")
     if as_json:
         print_json({"farm": inventory.farm, "keys": entries}, out)
         return

@@ -217,6 +217,11 @@ def _options(
     metavar="AGE",
     help="Only rotate when the current key is older than AGE (e.g. 90d).",
 )
+@click.option(
+    "--if-due",
+    is_flag=True,
+    help="Only rotate when the current key is older than the policy's max_key_age.",
+)
 @click.option("--force", is_flag=True, help="Allow weak algorithms (MD5, DES) in the policy.")
 def rotate(
     inventory_path: Path,
@@ -231,6 +236,7 @@ def rotate(
     state_dir: Path | None,
     vault_key_file: Path | None,
     if_older_than: str | None,
+    if_due: bool,
     force: bool,
 ) -> None:
     """Generate a new key and put it on every node, two-phase."""
@@ -246,7 +252,7 @@ def rotate(
         state_dir,
         vault_key_file,
         as_json,
-        lambda farm: farm.rotate(if_older_than=age, force=force),
+        lambda farm: farm.rotate(if_older_than=age, if_due=if_due, force=force),
     )
 
 
@@ -385,13 +391,30 @@ def restore(
     default=None,
     type=click.Path(dir_okay=False, path_type=Path),
 )
+@click.option(
+    "--show-keys",
+    is_flag=True,
+    help="Also print the key material itself (for disaster recovery; keep it secret).",
+)
 def history(
-    inventory_path: Path, as_json: bool, state_dir: Path | None, vault_key_file: Path | None
+    inventory_path: Path,
+    as_json: bool,
+    state_dir: Path | None,
+    vault_key_file: Path | None,
+    show_keys: bool,
 ) -> None:
     """The vault's keys: fingerprint, creation time, the run that set them."""
     from farmsync.cli.history_view import show_history
 
-    show_history(inventory_path, state_dir, vault_key_file, as_json, stdout_console())
+    show_history(
+        inventory_path,
+        state_dir,
+        vault_key_file,
+        as_json,
+        stdout_console(),
+        show_keys=show_keys,
+        err=stderr_console(),
+    )
 
 
 # --- lab ------------------------------------------------------------------------------------

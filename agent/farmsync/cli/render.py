@@ -49,7 +49,8 @@ def render_run(result: RunResult, console: Console) -> None:
             table.add_row(escape(host.host), f"[{style}]{host.status}[/]", "", "", "")
         if host.error:
             table.add_row("", "", f"[red]{escape(host.error)}[/]", "", "")
-    console.print(table)
+    if result.hosts:
+        console.print(table)
     for host in result.hosts:
         for file in host.files:
             if file.diff:
@@ -63,7 +64,7 @@ def render_run(result: RunResult, console: Console) -> None:
     for message in result.messages:
         console.print(escape(message), highlight=False)
     colour = "green" if result.exit_code == 0 else "red"
-    target = f" key {result.target_fingerprint}" if result.target_fingerprint else ""
+    target = f" ({result.target_fingerprint})" if result.target_fingerprint else ""
     console.print(f"[{colour}]{_headline(result.outcome)}[/]{target}")
 
 

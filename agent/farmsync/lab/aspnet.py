@@ -59,13 +59,10 @@ _children: dict[int, subprocess.Popen[bytes]] = {}
 
 
 def _reap(pid: int) -> None:
+    # Only our own Popen children: another owner's child keeps its exit status to collect.
     child = _children.get(pid)
-    if child is not None:
-        if child.poll() is not None:
-            del _children[pid]
-        return
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
+    if child is not None and child.poll() is not None:
+        del _children[pid]
 
 
 def pid_alive(pid: int) -> bool:

@@ -315,6 +315,7 @@ class Lab:
         """
         state = self._load_state()
         if state is None:
+            self._reap_own_sshds()
             return ()
         stopped: list[StoppedProcess] = []
         survivors: list[str] = []
@@ -323,11 +324,19 @@ class Lab:
             stopped += self._stop_sshd(name, entry.get("sshd") or {})
             stopped += self._stop_aspnet(name, entry)
             survivors += self._survivors(name, entry)
+        self._reap_own_sshds()
         if survivors:
             raise LabError("lab processes still alive after down: " + ", ".join(survivors))
         with contextlib.suppress(FileNotFoundError):
             self.state_path.unlink()
         return tuple(stopped)
+
+    def _reap_own_sshds(self) -> None:
+        """Collect sshds this object started that another process's ``down`` stopped."""
+        for pid, own in list(self._sshd_nodes.items()):
+            if not pid_alive(pid):
+                own.stop()  # reaps the exited child
+                del self._sshd_nodes[pid]
 
     def _stop_sshd(self, name: str, sshd: dict[str, Any]) -> list[StoppedProcess]:
         pid = int(sshd.get("pid") or 0)

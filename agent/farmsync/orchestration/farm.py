@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from farmsync.errors import InputError
+from farmsync.inventory.durations import format_duration
 from farmsync.keys.generate import generate_key
 from farmsync.keys.machinekey import MachineKey
 from farmsync.keys.vault import KeyVault
@@ -30,9 +31,21 @@ class Farm:
         self.ctx = ctx
 
     # --- the commands --------------------------------------------------------------------
-    def rotate(self, *, if_older_than: timedelta | None = None, force: bool = False) -> RunResult:
+    def rotate(
+        self, *, if_older_than: timedelta | None = None, if_due: bool = False, force: bool = False
+    ) -> RunResult:
+        """Rotate; with ``if_older_than`` (or ``if_due``: the policy's max_key_age) only when
+        the current key is at least that old, which is what a scheduler runs."""
         ctx = self.ctx
         run_id = new_run_id()
+        if if_due:
+            max_age = ctx.policy().max_key_age_days
+            if max_age is None:
+                raise InputError(
+                    "--if-due needs farmsync_policy.max_key_age in the inventory",
+                    source=ctx.inventory.path,
+                )
+            if_older_than = timedelta(days=max_age)
         with self._locked(run_id, "rotate") as (journal, recovered):
             vault = KeyVault.open_or_create(ctx.state.vault, ctx.vault_secret(), ctx.farm)
             current = vault.current()
@@ -47,8 +60,8 @@ class Farm:
                         target_fingerprint=current.fingerprint,
                     )
                     result.messages.append(
-                        f"current key {current.fingerprint} is {_human(age)} old, younger than "
-                        f"{_human(if_older_than)}: nothing to do"
+                        f"current key {current.fingerprint} is {format_duration(age)} old, "
+                        f"younger than {format_duration(if_older_than)}: nothing to do"
                     )
                     return self._with_recovered(result, recovered)
             key = generate_key(ctx.policy(), force=force)
@@ -244,11 +257,3 @@ class _LockedRun:
 def _parse_time(text: str) -> datetime:
     parsed = datetime.fromisoformat(text)
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _human(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"

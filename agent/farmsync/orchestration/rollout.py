@@ -261,13 +261,13 @@ class Rollout:
         return self._record(Step.ROLLBACK, plan, outcomes, fail_host=False)
 
     def _recycle(self, plan: Plan) -> bool:
-        if not self.options.recycle:
-            return True
         targets = {
             name: node
             for name, node in self._nodes(plan).items()
             if self.session.hosts[name].recycle.kind is not RecycleKind.NONE
         }
+        if not self.options.recycle or not targets:
+            return True
 
         def work(name: str, node: NodeOperations) -> None:
             node.recycle()
@@ -340,8 +340,9 @@ class Rollout:
                 if fail_host or self.result.host(name).status != "failed":
                     self._fail_host(name, outcome.error)
                 else:
-                    self.result.messages.append(f"{name}: {step.value} failed: "
-                                                f"{describe_error(outcome.error)}")
+                    self.result.messages.append(
+                        f"{name}: {step.value} failed: {describe_error(outcome.error)}"
+                    )
         return ok
 
     def _settle(self, name: str, status: str) -> None:
