@@ -91,6 +91,7 @@ def test_up_status_recycle_and_down_from_another_process_leave_nothing_running(
     left = [p for p in pids if pid_alive(p)]
     assert not left, f"still running after down: {left}"
     assert lab.status().nodes == ()
+    assert lab.down() == ()  # nothing left to stop (and this process reaps its children)
 
 
 def test_up_refuses_to_start_over_a_running_lab(lab: Lab) -> None:
