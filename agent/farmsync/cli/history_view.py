@@ -61,3 +61,8 @@ def show_history(
             f"{e['validation']}/{e['decryption']}",
         )
     out.print(table)
+    if show_keys:
+        # Whole keys on lines of their own: a table would fold them.
+        for e in entries:
+            out.print(f"{e['fingerprint']} validationKey={e['validationKey']}", soft_wrap=True)
+            out.print(f"{e['fingerprint']} decryptionKey={e['decryptionKey']}", soft_wrap=True)
