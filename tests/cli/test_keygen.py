@@ -1,0 +1,104 @@
+"""``farmsync keygen``: the one command that prints key material, in four pasteable formats."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from lxml import etree
+
+from farmsync.keys.machinekey import MachineKey
+from tests.cli.clikit import base_env, error_lines, output_of, run_cli
+
+HEX = re.compile(r"^[0-9A-F]+$")
+
+
+def keygen(*args: str) -> tuple[int, str, str]:
+    result = run_cli("keygen", *args, env=base_env())
+    return result.returncode, result.stdout, result.stderr
+
+
+def xml_key(text: str) -> MachineKey:
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+    element = etree.fromstring(text.strip().encode(), parser)
+    assert element.tag == "machineKey"
+    return MachineKey.from_attributes(dict(element.attrib))
+
+
+def test_xml_is_one_element_with_the_default_algorithms_and_key_lengths() -> None:
+    code, out, err = keygen()
+    assert code == 0, err
+    key = xml_key(out)
+    assert (key.validation, key.decryption) == ("HMACSHA256", "AES")
+    assert HEX.match(key.validation_key) and len(key.validation_key) == 128
+    assert HEX.match(key.decryption_key) and len(key.decryption_key) == 64
+    # Element -> MachineKey -> attributes gives back exactly the element's attributes.
+    element = etree.fromstring(out.strip().encode())
+    assert key.attributes() == dict(element.attrib)
+
+
+def test_json_carries_the_key_and_its_fingerprint_and_differs_from_run_to_run() -> None:
+    first, second = keygen("--format", "json"), keygen("--format", "json")
+    docs = []
+    for code, out, err in (first, second):
+        assert code == 0, err
+        docs.append(json.loads(out))
+    for doc in docs:
+        key = MachineKey.from_attributes(doc["machineKey"])
+        assert doc["fingerprint"] == key.fingerprint()
+        assert len(key.validation_key) == 128 and len(key.decryption_key) == 64
+    a, b = (doc["machineKey"] for doc in docs)
+    assert a["validationKey"] != b["validationKey"]
+    assert a["decryptionKey"] != b["decryptionKey"]
+
+
+def test_appcmd_sets_the_machinekey_section_of_the_root_web_config() -> None:
+    code, out, err = keygen("--format", "appcmd")
+    assert code == 0, err
+    line = out.strip()
+    assert "\n" not in line
+    assert line.startswith(r"%windir%\system32\inetsrv\appcmd.exe set config ")
+    assert "/commit:WEBROOT" in line and "/section:machineKey" in line
+    args = dict(re.findall(r"/(\w+):(\S+)", line))
+    assert HEX.match(args["validationKey"]) and len(args["validationKey"]) == 128
+    assert HEX.match(args["decryptionKey"]) and len(args["decryptionKey"]) == 64
+    assert (args["validation"], args["decryption"]) == ("HMACSHA256", "AES")
+
+
+def test_powershell_sets_each_attribute_under_machine_webroot() -> None:
+    code, out, err = keygen("--format", "powershell")
+    assert code == 0, err
+    sets = re.findall(
+        r"^Set-WebConfigurationProperty -PSPath 'MACHINE/WEBROOT' "
+        r"-Filter 'system.web/machineKey' -Name '(\w+)' -Value '([^']*)'$",
+        out,
+        re.MULTILINE,
+    )
+    values = dict(sets)
+    assert set(values) == {"validationKey", "decryptionKey", "validation", "decryption"}
+    key = MachineKey.from_attributes(values)
+    assert len(key.validation_key) == 128 and len(key.decryption_key) == 64
+    # The comment names the key by the fingerprint of exactly these values.
+    assert f"# machineKey {key.fingerprint()} " in out
+
+
+def test_hmacsha512_gets_a_256_hex_validation_key() -> None:
+    code, out, err = keygen("--validation", "HMACSHA512")
+    assert code == 0, err
+    key = xml_key(out)
+    assert key.validation == "HMACSHA512"
+    assert HEX.match(key.validation_key) and len(key.validation_key) == 256
+
+
+def test_md5_is_refused_with_one_clear_message_unless_forced() -> None:
+    refused = run_cli("keygen", "--validation", "MD5", env=base_env())
+    assert refused.returncode == 2, output_of(refused)
+    assert refused.stdout == ""
+    lines = error_lines(refused)
+    assert len(lines) == 1, output_of(refused)
+    assert "MD5" in lines[0] and "too weak" in lines[0] and "--force" in lines[0]
+    assert "Traceback" not in refused.stderr
+
+    code, out, err = keygen("--validation", "MD5", "--force")
+    assert code == 0, err
+    assert xml_key(out).validation == "MD5"
