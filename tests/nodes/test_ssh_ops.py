@@ -169,3 +169,20 @@ def test_recycle_command_runs_and_reports_failure(sshd_node: SshdTestNode, tmp_p
     with SshNode(sshd_node.host()) as node:
         node.recycle()  # kind none: nothing sent
         assert node.round_trips == 0 and node.sent_commands == []
+
+
+def test_stage_refuses_a_symlinked_target_instead_of_replacing_the_link(
+    sshd_node: SshdTestNode,
+) -> None:
+    real = sshd_node.config
+    link = real.parent / "linked.config"
+    link.symlink_to(real)
+    before = real.read_bytes()
+    with SshNode(sshd_node.host()) as node:
+        state = node.read([str(link)])[str(link)]
+        assert state.sha256 is not None
+        with pytest.raises(NodeError) as info:
+            node.stage([StageItem(str(link), b"<configuration/>", state.sha256)], "run1")
+    assert "symbolic link" in info.value.detail
+    assert link.is_symlink() and real.read_bytes() == before
+    assert not list(real.parent.glob("*.farmsync-*"))

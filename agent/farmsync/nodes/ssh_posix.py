@@ -327,6 +327,13 @@ class PosixOps:
                         "live file changed since it was read; nothing staged",
                         phase="stage", path=item.path,
                     )
+                if stat.S_ISLNK(sftp.lstat(item.path).st_mode or 0):
+                    # A rename would replace the link with a regular file: refuse instead.
+                    raise NodeError(
+                        self.host, NodeErrorKind.PROTOCOL,
+                        "is a symbolic link; list the real file in farmsync_root_configs",
+                        phase="stage", path=item.path,
+                    )
                 live_attrs[item.path] = sftp.stat(item.path)
             written: list[str] = []
             try:
