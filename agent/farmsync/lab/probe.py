@@ -49,9 +49,15 @@ class Response:
         return [v for k, v in self.headers if k.lower() == name.lower()]
 
     def summary(self) -> str:
-        """Status and the first text of the body, for error messages (no cookies)."""
+        """Status and what kind of answer it was, for error messages.
+
+        A server error shows only the exception's type: its message may quote configuration.
+        """
+        if self.status >= 500:
+            found = re.search(r"\b(?:System|Mono)\.[\w.]*(?:Exception|Error)\b", self.body)
+            return f"HTTP {self.status}: {found.group(0) if found else 'server error'}"
         text = " ".join(re.sub(r"(?s)<style.*?</style>|<script.*?</script>|<[^>]+>", " ",
-                               self.body).split())[:200]
+                               self.body).split())[:120]
         return f"HTTP {self.status}: {text}"
 
 
