@@ -173,6 +173,9 @@ class Lab:
                 self.down()
             except LabError as cleanup:
                 e.add_note(f"and cleaning up failed: {cleanup}")
+            for own in self._sshd_nodes.values():  # one started but not yet recorded
+                own.stop()
+            self._sshd_nodes.clear()
             if isinstance(e, SshdError):
                 raise LabError(f"lab sshd: {e}") from None
             raise
