@@ -48,7 +48,7 @@ STATE_FILE = "lab.json"
 STATE_FORMAT = 1
 LAB_FARM = "lab"
 LAB_GROUP = "lab"
-MAX_NODES = 16
+MAX_NODES = 32  # as the CLI allows
 
 
 @dataclass(frozen=True)
