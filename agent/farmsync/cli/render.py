@@ -30,7 +30,7 @@ def render_run(result: RunResult, console: Console) -> None:
     table = Table(title=f"{result.kind} {result.farm} (run {result.run_id})", expand=False)
     table.add_column("host")
     table.add_column("status")
-    table.add_column("file")
+    table.add_column("file", overflow="fold")
     table.add_column("old key")
     table.add_column("new key")
     for host in result.hosts:
