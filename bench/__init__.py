@@ -1,0 +1,1 @@
+"""farmsync's benchmarks: speed and memory targets, measured on real nodes (``make bench``)."""
