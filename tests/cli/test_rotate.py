@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 
-
 from tests.cli.clikit import ANSI, LocalFarm, error_lines, json_of, output_of
 
 EVENT_LINE = re.compile(r"^\[(\w+)\] (?:\d+ host\(s\)|(\S+): (ok|failed|skipped)(?: .*)?)$")
