@@ -31,9 +31,7 @@ _SCRUBBED = ("COLUMNS", "LINES", "FORCE_COLOR", "NO_COLOR", "TTY_COMPATIBLE", "T
 
 def base_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("FARMSYNC_") and k not in _SCRUBBED
+        k: v for k, v in os.environ.items() if not k.startswith("FARMSYNC_") and k not in _SCRUBBED
     }
     env.update(extra or {})
     return env

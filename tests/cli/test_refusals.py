@@ -114,9 +114,7 @@ def test_bad_config_on_one_node_is_bad_input_and_nothing_is_written(
 
 
 @pytest.mark.parametrize("case", ["malformed", "doctype"])
-def test_bad_config_message_names_the_line(
-    case: str, refused_runs: Callable[..., Refused]
-) -> None:
+def test_bad_config_message_names_the_line(case: str, refused_runs: Callable[..., Refused]) -> None:
     run = refused_runs(case, "--json")
     line = BAD_CONFIGS[case][1]
     assert any(f"{run.source}:{line}:" in m for m in json_of(run.result)["messages"])

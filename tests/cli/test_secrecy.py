@@ -41,11 +41,12 @@ def test_no_key_material_in_any_output_or_state_file(local_farm: LocalFarm) -> N
 
     secrets = secrets_of(local_farm, local_farm.originals)
     assert len(secrets) == 2 * (2 + len(local_farm.hosts))  # 2 rotations + original keys
-    outputs = {f"{' '.join(r.args[3:5])} {stream}": text for r in runs
-               for stream, text in (("stdout", r.stdout), ("stderr", r.stderr))}
-    state_files = {
-        str(p): p.read_bytes() for p in local_farm.state_root.rglob("*") if p.is_file()
+    outputs = {
+        f"{' '.join(r.args[3:5])} {stream}": text
+        for r in runs
+        for stream, text in (("stdout", r.stdout), ("stderr", r.stderr))
     }
+    state_files = {str(p): p.read_bytes() for p in local_farm.state_root.rglob("*") if p.is_file()}
     vault = local_farm.farm_dir / "vault.fsv"
     journal = local_farm.farm_dir / "journal.jsonl"
     assert str(vault) in state_files and str(journal) in state_files
