@@ -66,6 +66,7 @@ def run_local(count: int, forks: int = FORKS) -> ScenarioResult:
         )
         out.add("rss before run", round(rss_before, 1), "MiB")
         out.add("peak rss", round(peak_rss_mib(), 1), "MiB", "<", PEAK_RSS_MIB)
-        out.add("threads peak", threads.peak, "", "<=", forks + 1 + THREAD_SLACK)
+        out.add("threads peak (all)", threads.peak, "", "<=", forks + 1 + THREAD_SLACK)
+        out.add("pool workers peak", threads.workers_peak, "", "<=", forks)
         add_run_metrics(out, result, configs, ledger, clock)
     return out

@@ -32,21 +32,30 @@ def current_rss_mib() -> float:
 
 
 class ThreadSampler:
-    """Samples ``threading.active_count()`` in a background thread while the block runs.
+    """Samples the live threads in a background thread while the block runs.
 
-    The sampler's own thread is counted out, so ``peak`` is what the code under test had alive.
+    ``peak`` is every thread but the sampler's own; ``workers_peak`` counts the engine's pool
+    workers (concurrent.futures names them ThreadPoolExecutor-*); ``transports_peak`` the
+    threads of the SSH library (one paramiko Transport per open connection).
     """
 
     def __init__(self, interval: float = 0.005):
         self.interval = interval
         self.peak = 0
+        self.workers_peak = 0
+        self.transports_peak = 0
         self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-thread-sampler", daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, threading.active_count() - 1)
+            threads = threading.enumerate()
+            workers = sum(1 for t in threads if t.name.startswith("ThreadPoolExecutor"))
+            transports = sum(1 for t in threads if type(t).__name__ == "Transport")
+            self.peak = max(self.peak, len(threads) - 1)
+            self.workers_peak = max(self.workers_peak, workers)
+            self.transports_peak = max(self.transports_peak, transports)
             self.samples += 1
             self._stop.wait(self.interval)
 
