@@ -38,7 +38,8 @@ ROOT_CONFIG = """<?xml version="1.0" encoding="utf-8"?>\r
 <configuration>\r
   <system.web>\r
     <compilation debug="false" />\r
-    <machineKey validationKey="{vkey}" decryptionKey="{dkey}" validation="HMACSHA256" decryption="AES" />\r
+    <machineKey validationKey="{vkey}" decryptionKey="{dkey}"\r
+                validation="HMACSHA256" decryption="AES" />\r
   </system.web>\r
 </configuration>\r
 """

@@ -122,3 +122,45 @@ def test_sync_brings_a_joining_node_onto_the_vault_key(make_farm: Callable[..., 
     statuses = {h.host: h.status for h in result.hosts}
     assert statuses == {"web1": "unchanged", "web2": "unchanged", "web3": "changed"}
     assert farm.configs["web1"].read_bytes() == before["web1"]
+
+
+def test_rollback_after_the_first_rotation_returns_to_the_key_the_farm_had(
+    make_farm: Callable[..., TestFarm],
+) -> None:
+    farm = make_farm(ssh=2, ssh_windows=0, winrm=1)
+    shared = farm.originals["web1"]
+    for path in farm.configs.values():  # a farm already on one hand-made key
+        path.write_bytes(shared)
+    original = farm.fingerprints()["web1"]
+
+    rotated = Farm(farm.context()).rotate()
+    back = Farm(farm.context()).rollback()
+
+    assert rotated.outcome is back.outcome is Outcome.CHANGED
+    assert set(farm.fingerprints().values()) == {original}
+    assert all(p.read_bytes() == shared for p in farm.configs.values())
+    entry = vault_of(farm).find(original)
+    assert entry is not None and entry.origin.value == "imported"
+
+
+def test_check_opens_no_vault_and_settles_no_earlier_run(
+    make_farm: Callable[..., TestFarm],
+) -> None:
+    farm = make_farm(ssh=1, ssh_windows=0, winrm=1)
+    state = farm.context().state
+
+    Farm(farm.context(RolloutOptions(check=True))).rotate()
+
+    assert not state.vault.exists()
+    assert farm.files_unchanged()
+
+
+def test_a_limited_rotation_says_which_hosts_it_left_out(
+    make_farm: Callable[..., TestFarm],
+) -> None:
+    farm = make_farm(ssh=2, ssh_windows=0, winrm=1)
+
+    result = Farm(farm.context(limit="iis")).rotate()
+
+    assert result.outcome is Outcome.CHANGED
+    assert any("left 2 host(s) out" in m for m in result.messages)

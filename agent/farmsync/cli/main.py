@@ -329,7 +329,7 @@ def recover(
     state_dir: Path | None,
     vault_key_file: Path | None,
 ) -> None:
-    """Finish or roll back an interrupted run; exit 0 when the farm holds one key."""
+    """Finish or roll back an interrupted run; exit 0 when no run is left half done."""
     options = _options(forks, check, diff, timeout, no_recycle, keep_backups)
     _run_farm(
         "recover",
@@ -344,33 +344,37 @@ def recover(
 
 
 @cli.command()
-@run_options
+@inventory_option
 @click.option("--host", "host_name", required=True, help="The host to restore.")
 @click.option("--run", "run_id", required=True, help="The run whose backup to put back.")
+@click.option("-C", "--check", is_flag=True, help="Show what would be restored; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
+@click.option("--no-recycle", is_flag=True, help="Do not recycle the node afterwards.")
+@click.option(
+    "--state-dir",
+    envvar="FARMSYNC_STATE_DIR",
+    default=None,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where vault, journal and lock live (or $FARMSYNC_STATE_DIR).",
+)
 def restore(
     inventory_path: Path,
-    limit: str | None,
-    forks: int,
-    check: bool,
-    diff: bool,
-    as_json: bool,
-    timeout: float,
-    no_recycle: bool,
-    keep_backups: int,
-    state_dir: Path | None,
-    vault_key_file: Path | None,
     host_name: str,
     run_id: str,
+    check: bool,
+    as_json: bool,
+    no_recycle: bool,
+    state_dir: Path | None,
 ) -> None:
-    """Put one node's backup from a given run back."""
-    options = _options(forks, check, diff, timeout, no_recycle, keep_backups)
+    """Put one node's backups from a given run back (that node only)."""
+    options = RolloutOptions(forks=1, check=check, recycle=not no_recycle)
     _run_farm(
         "restore",
         inventory_path,
         host_name,
         options,
         state_dir,
-        vault_key_file,
+        None,
         as_json,
         lambda farm: farm.restore(host_name, run_id),
     )

@@ -54,7 +54,6 @@ def render_run(result: RunResult, console: Console) -> None:
     for host in result.hosts:
         for file in host.files:
             if file.diff:
-                console.print(f"[bold]--- {escape(host.host)}:{escape(file.path)}[/]")
                 console.print(escape(file.diff), highlight=False)
     if result.commit_window_ms is not None:
         console.print(
@@ -65,10 +64,14 @@ def render_run(result: RunResult, console: Console) -> None:
         console.print(escape(message), highlight=False)
     colour = "green" if result.exit_code == 0 else "red"
     target = f" ({result.target_fingerprint})" if result.target_fingerprint else ""
-    console.print(f"[{colour}]{_headline(result.outcome)}[/]{target}")
+    console.print(f"[{colour}]{_headline(result)}[/]{target}")
 
 
-def _headline(outcome: Outcome) -> str:
+def _headline(result: RunResult) -> str:
+    if result.kind in ("restore", "recover") and result.outcome is Outcome.CHANGED:
+        return "done"
+    if result.kind == "recover" and result.outcome is Outcome.UNCHANGED:
+        return "no run left unfinished"
     return {
         Outcome.CHANGED: "done: every node holds the new key",
         Outcome.UNCHANGED: "nothing to do",
@@ -79,4 +82,4 @@ def _headline(outcome: Outcome) -> str:
         Outcome.BAD_INPUT: "bad input: nothing was changed",
         Outcome.INCONSISTENT: "the farm is NOT consistent: run `farmsync recover`",
         Outcome.RECYCLE_FAILED: "keys consistent, but some node failed to recycle",
-    }[outcome]
+    }[result.outcome]

@@ -380,6 +380,26 @@ class KeyVault:
         self._save()
         return entry
 
+    def import_retired(self, key: MachineKey, run_id: str) -> VaultEntry:
+        """Record a key the farm held before farmsync managed it, as the key a rollback of
+        ``run_id`` goes back to. A key already stored is left as is."""
+        existing = self.find(key.fingerprint())
+        if existing is not None:
+            return existing
+        now = _utc_now()
+        entry = VaultEntry(
+            fingerprint=key.fingerprint(),
+            created_at=now,
+            run_id=run_id,
+            status=KeyStatus.RETIRED,
+            key=key,
+            origin=KeyOrigin.IMPORTED,
+            retired_at=now,
+        )
+        self._entries.append(entry)
+        self._save()
+        return entry
+
     def mark_active(self, fingerprint: str, run_id: str) -> VaultEntry:
         """Make ``fingerprint`` the farm's key; the key active until now becomes retired."""
         target = self._require(fingerprint)

@@ -7,17 +7,19 @@ the rollout and nowhere else.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from farmsync.errors import InputError
 from farmsync.inventory.durations import format_duration
+from farmsync.inventory.model import RecycleKind
 from farmsync.keys.generate import generate_key
 from farmsync.keys.machinekey import MachineKey
 from farmsync.keys.vault import KeyVault
 from farmsync.orchestration.context import FarmContext
 from farmsync.orchestration.journal import Journal, Step, StepResult, new_run_id
 from farmsync.orchestration.lock import FarmLock
+from farmsync.orchestration.plan import Plan
 from farmsync.orchestration.recorder import RunRecorder
 from farmsync.orchestration.recover import recover_runs
 from farmsync.orchestration.result import FileResult, Outcome, RunResult
@@ -47,8 +49,9 @@ class Farm:
                 )
             if_older_than = timedelta(days=max_age)
         with self._locked(run_id, "rotate") as (journal, recovered):
-            vault = KeyVault.open_or_create(ctx.state.vault, ctx.vault_secret(), ctx.farm)
-            current = vault.current()
+            check = ctx.options.check
+            vault = self._vault(create=not check)
+            current = vault.current() if vault is not None else None
             if if_older_than is not None and current is not None:
                 age = datetime.now(UTC) - _parse_time(current.activated_at or current.created_at)
                 if age < if_older_than:
@@ -65,15 +68,24 @@ class Farm:
                     )
                     return self._with_recovered(result, recovered)
             key = generate_key(ctx.policy(), force=force)
-            if not ctx.options.check:
-                # Stored before any node is touched: a key on a node is always in the vault.
+            if vault is None or check:
+                result, _plan = self._roll_out(journal, run_id, "rotate", key)
+                return self._with_recovered(result, recovered)
+
+            def store(plan: Plan) -> None:
+                # The last moment before a node is touched: from here on, a key on a node is
+                # always in the vault.
                 vault.add(key, run_id)
-            result = self._roll_out(journal, run_id, "rotate", key)
-            if not ctx.options.check:
-                if result.outcome in (Outcome.CHANGED, Outcome.RECYCLE_FAILED):
-                    vault.mark_active(key.fingerprint(), run_id)
-                elif result.outcome is not Outcome.INCONSISTENT:
-                    vault.mark_abandoned(key.fingerprint())
+
+            result, plan = self._roll_out(journal, run_id, "rotate", key, before_change=store)
+            stored = vault.find(key.fingerprint()) is not None
+            if result.outcome in (Outcome.CHANGED, Outcome.RECYCLE_FAILED):
+                replaced = plan.single_old_key() if plan is not None else None
+                if replaced is not None:
+                    vault.import_retired(replaced, run_id)  # so `rollback` can go back to it
+                vault.mark_active(key.fingerprint(), run_id)
+            elif stored and result.outcome is not Outcome.INCONSISTENT:
+                vault.mark_abandoned(key.fingerprint())
             return self._with_recovered(result, recovered)
 
     def sync(self) -> RunResult:
@@ -87,7 +99,7 @@ class Farm:
                     "the vault holds no active key yet: run `farmsync rotate` first",
                     source=str(ctx.state.vault),
                 )
-            result = self._roll_out(journal, run_id, "sync", current.key)
+            result, _plan = self._roll_out(journal, run_id, "sync", current.key)
             return self._with_recovered(result, recovered)
 
     def rollback(self) -> RunResult:
@@ -100,7 +112,7 @@ class Farm:
                 raise InputError(
                     "the vault holds no previous key to go back to", source=str(ctx.state.vault)
                 )
-            result = self._roll_out(journal, run_id, "rollback", previous.key)
+            result, _plan = self._roll_out(journal, run_id, "rollback", previous.key)
             if not ctx.options.check and result.outcome in (
                 Outcome.CHANGED,
                 Outcome.RECYCLE_FAILED,
@@ -157,10 +169,10 @@ class Farm:
         ctx = self.ctx
         run_id = new_run_id()
         with self._locked(run_id, "restore") as (journal, recovered):
-            hosts = [h for h in ctx.hosts if h.name == host_name]
-            if not hosts:
+            host = ctx.inventory.hosts.get(host_name)
+            if host is None:
                 raise InputError(f"no host {host_name!r} in the inventory", source="--host")
-            host = hosts[0]
+            hosts = [host]
             result = RunResult(run_id, "restore", ctx.farm, Outcome.UNCHANGED)
             recorder = RunRecorder(journal, run_id, "restore")
             with FarmSession(hosts, forks=1, reporter=ctx.reporter, factory=ctx.factory) as session:
@@ -193,18 +205,30 @@ class Farm:
                     session.nodes, session.hosts, {host.name: paths}, forks=1, reporter=ctx.reporter
                 )[host.name]
                 recorder.host(Step.ROLLBACK, host.name, StepResult.OK)
+                recycled = ctx.options.recycle and host.recycle.kind is not RecycleKind.NONE
+                if recycled:
+                    node.recycle()  # the running application must read the restored file
                 recorder.end(Outcome.CHANGED)
             host_result = result.host(host.name)
+            host_result.recycled = recycled
             host_result.status = "changed"
             for old, new in zip(before.files, after.files, strict=True):
                 host_result.files.append(
                     FileResult(old.path, "changed", old.fingerprint, new.fingerprint)
                 )
             result.outcome = Outcome.CHANGED
+            result.messages.append(f"{host.name} is back on its files from run {backup_run}")
             return self._with_recovered(result, recovered)
 
     # --- shared steps --------------------------------------------------------------------
-    def _roll_out(self, journal: Journal, run_id: str, kind: str, key: MachineKey) -> RunResult:
+    def _roll_out(
+        self,
+        journal: Journal,
+        run_id: str,
+        kind: str,
+        key: MachineKey,
+        before_change: Callable[[Plan], None] | None = None,
+    ) -> tuple[RunResult, Plan | None]:
         ctx = self.ctx
         result = RunResult(run_id, kind, ctx.farm, Outcome.UNCHANGED)
         # Belt and braces: the journal refuses any record that contains this run's key.
@@ -213,16 +237,35 @@ class Farm:
         with FarmSession(
             ctx.hosts, forks=ctx.options.forks, reporter=ctx.reporter, factory=ctx.factory
         ) as session:
-            return Rollout(session, result, recorder, ctx.reporter, ctx.options).run(key, ctx.hosts)
+            rollout = Rollout(session, result, recorder, ctx.reporter, ctx.options)
+            rollout.run(key, ctx.hosts, before_change)
+        left_out = len(ctx.inventory.hosts) - len(ctx.hosts)
+        if left_out and kind in ("rotate", "rollback") and result.outcome is Outcome.CHANGED:
+            result.messages.append(
+                f"--limit left {left_out} host(s) out: they keep their old key until "
+                "`farmsync sync` puts this one on them"
+            )
+        return result, rollout.plan
+
+    def _vault(self, *, create: bool) -> KeyVault | None:
+        """The farm's vault; with ``create`` made on first use, else None when there is none."""
+        ctx = self.ctx
+        if create:
+            return KeyVault.open_or_create(ctx.state.vault, ctx.vault_secret(), ctx.farm)
+        if not ctx.state.vault.exists():
+            return None
+        return KeyVault.open(ctx.state.vault, ctx.vault_secret())
 
     def _locked(self, run_id: str, kind: str) -> _LockedRun:
         return _LockedRun(self, run_id, kind)
 
     def _with_recovered(self, result: RunResult, recovered: Sequence[RunResult]) -> RunResult:
         for earlier in recovered:
-            result.messages.insert(
-                0, f"recovered unfinished run {earlier.run_id}: {earlier.outcome.value}"
-            )
+            if earlier.outcome is Outcome.CHECKED:
+                text = f"unfinished run {earlier.run_id} would be settled first (not in --check)"
+            else:
+                text = f"recovered unfinished run {earlier.run_id}: {earlier.outcome.value}"
+            result.messages.insert(0, text)
         return result
 
 
@@ -243,7 +286,14 @@ class _LockedRun:
         try:
             self.lock.set_run_id(self.run_id)
             journal = Journal(ctx.state.journal)
-            recovered = recover_runs(journal, ctx, self.run_id)
+            if ctx.options.check:
+                # --check changes nothing, not even to settle an earlier run: say so instead.
+                recovered = [
+                    RunResult(state.run_id, state.kind, ctx.farm, Outcome.CHECKED)
+                    for state in journal.unfinished_runs()
+                ]
+            else:
+                recovered = recover_runs(journal, ctx, self.run_id)
         except BaseException:
             self.lock.release()
             raise

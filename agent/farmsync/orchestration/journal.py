@@ -367,8 +367,14 @@ class Journal:
     ) -> dict[str, object]:
         """Validate, write and fsync one record; returns it as written."""
         record = self.validate(
-            {"ts": _utc_now(), "run_id": run_id, "kind": kind, "event": event,
-             "result": result, **fields}
+            {
+                "ts": _utc_now(),
+                "run_id": run_id,
+                "kind": kind,
+                "event": event,
+                "result": result,
+                **fields,
+            }
         )
         line = (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
         self._write_line(line)
@@ -406,9 +412,7 @@ class Journal:
         detail: str | None = None,
         elapsed_ms: int | None = None,
     ) -> dict[str, object]:
-        return self.append(
-            run_id, kind, Step.RUN_END, result, detail=detail, elapsed_ms=elapsed_ms
-        )
+        return self.append(run_id, kind, Step.RUN_END, result, detail=detail, elapsed_ms=elapsed_ms)
 
     def _write_line(self, line: bytes) -> None:
         with _APPEND_LOCK:

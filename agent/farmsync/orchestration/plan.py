@@ -45,12 +45,21 @@ class Plan:
     problems: list[FarmsyncError] = field(default_factory=list)
     bad_input: bool = False
     old_fingerprints: set[str] = field(default_factory=set)
+    # The explicit keys found before the change, by fingerprint: the key a first rotation
+    # replaces is recorded in the vault so that `rollback` can go back to it.
+    old_keys: dict[str, MachineKey] = field(default_factory=dict, repr=False)
 
     def paths(self, host: str) -> list[str]:
         return [c.path for c in self.changes.get(host, [])]
 
     def hashes(self, host: str) -> list[FileHashes]:
         return [c.hashes() for c in self.changes.get(host, [])]
+
+    def single_old_key(self) -> MachineKey | None:
+        """The one explicit key every changed file held, if they all held the same one."""
+        if len(self.old_fingerprints) == 1 and len(self.old_keys) == 1:
+            return next(iter(self.old_keys.values()))
+        return None
 
 
 def make_plan(
@@ -104,6 +113,9 @@ def make_plan(
             assert file.content is not None and file.sha256 is not None
             if file.fingerprint is not None:
                 plan.old_fingerprints.add(file.fingerprint)
+                old_key = file.key
+                if old_key is not None and old_key.is_explicit:
+                    plan.old_keys[file.fingerprint] = old_key
             try:
                 validate_key(key, framework_of_path(file.path), source=source)
                 new = apply_machine_key(file.content, key, source)

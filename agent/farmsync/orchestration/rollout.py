@@ -59,9 +59,17 @@ class Rollout:
         self.options = options
         self.clock = clock
         self.run_id = result.run_id
+        self.plan: Plan | None = None
 
     # --- the whole run -------------------------------------------------------------------
-    def run(self, key: MachineKey, hosts: Sequence[Host]) -> RunResult:
+    def run(
+        self,
+        key: MachineKey,
+        hosts: Sequence[Host],
+        before_change: Callable[[Plan], None] | None = None,
+    ) -> RunResult:
+        """Roll ``key`` out; ``before_change`` runs after planning, just before the first node
+        is touched (the rotation stores its new key in the vault there)."""
         result = self.result
         result.target_fingerprint = key.fingerprint()
         if self.session.failures:
@@ -72,7 +80,7 @@ class Rollout:
         if unreachable:
             return self._not_started(unreachable)
 
-        plan = self._timed(
+        plan = self.plan = self._timed(
             Phase.PLAN,
             lambda: make_plan(
                 key, hosts, reports, result, check=self.options.check, diff=self.options.diff
@@ -86,6 +94,8 @@ class Rollout:
             result.outcome = Outcome.CHECKED if self.options.check else Outcome.UNCHANGED
             return result
 
+        if before_change is not None:
+            before_change(plan)
         previous = next(iter(plan.old_fingerprints)) if len(plan.old_fingerprints) == 1 else None
         self.recorder.start(
             result.target_fingerprint, {h: plan.hashes(h) for h in plan.changes}, previous
