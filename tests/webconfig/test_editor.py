@@ -121,8 +121,8 @@ def test_masked_diff_shows_fingerprints_not_keys() -> None:
                    OTHER.decryption_key, "hunter2"):
         assert secret not in diff and secret[:16] not in diff
     assert diff.startswith("--- a/web.config\n+++ b/web.config\n")
-    assert re.search(r'^-.*validationKey="…\(masked, fp mk-[0-9a-f]{8}\)"', diff, re.M)
-    assert re.search(r'^\+.*validationKey="…\(masked, fp mk-[0-9a-f]{8}\)"', diff, re.M)
+    assert re.search(r'^-.*validationKey="…\(masked #[0-9a-f]{8}\)"', diff, re.M)
+    assert re.search(r'^\+.*validationKey="…\(masked #[0-9a-f]{8}\)"', diff, re.M)
     assert "\r" not in diff
     assert masked_diff(new, new, "web.config") == ""
 

@@ -164,7 +164,7 @@ def inventory() -> None:
 
 @inventory.command("check")
 @inventory_option
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 def inventory_check(inventory_path: Path, as_json: bool) -> None:
     """Validate an inventory and show every host and the files farmsync manages there."""
     from farmsync.cli.inventory_view import show_inventory
@@ -382,18 +382,20 @@ def restore(
 
 @cli.command()
 @inventory_option
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 @click.option(
     "--state-dir",
     envvar="FARMSYNC_STATE_DIR",
     default=None,
     type=click.Path(file_okay=False, path_type=Path),
+    help="Where vault, journal and lock live (or $FARMSYNC_STATE_DIR).",
 )
 @click.option(
     "--vault-key-file",
     envvar="FARMSYNC_VAULT_KEY_FILE",
     default=None,
     type=click.Path(dir_okay=False, path_type=Path),
+    help="Vault key file instead of $FARMSYNC_VAULT_PASSPHRASE.",
 )
 @click.option(
     "--show-keys",
@@ -434,6 +436,7 @@ def lab() -> None:
     default="inventory/lab.yml",
     show_default=True,
     type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the lab's inventory.",
 )
 @click.option(
     "--dir",
@@ -441,6 +444,7 @@ def lab() -> None:
     default=".lab",
     show_default=True,
     type=click.Path(file_okay=False, path_type=Path),
+    help="The lab's state directory (processes, node files, keys).",
 )
 def lab_up(nodes: int, inventory_out: Path, lab_dir: Path) -> None:
     """Start N lab nodes, each on its own key, and write their inventory."""
@@ -456,6 +460,7 @@ def lab_up(nodes: int, inventory_out: Path, lab_dir: Path) -> None:
     default=".lab",
     show_default=True,
     type=click.Path(file_okay=False, path_type=Path),
+    help="The lab's state directory (processes, node files, keys).",
 )
 def lab_down(lab_dir: Path) -> None:
     """Stop every process the lab started."""
@@ -471,8 +476,9 @@ def lab_down(lab_dir: Path) -> None:
     default=".lab",
     show_default=True,
     type=click.Path(file_okay=False, path_type=Path),
+    help="The lab's state directory (processes, node files, keys).",
 )
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 def lab_status(lab_dir: Path, as_json: bool) -> None:
     """Show the lab's nodes and whether they are up."""
     from farmsync.cli.lab_view import lab_status as run

@@ -73,7 +73,7 @@ def map_error(
                 host,
                 NodeErrorKind.HOST_KEY,
                 f"{text}: unknown host key for {host}, not accepted "
-                "(add it to known_hosts or ansible_ssh_known_hosts_file)",
+                "(add it to known_hosts or to the farmsync_known_hosts file)",
                 phase=phase,
             )
         if "protocol banner" in text or "timeout" in text.lower():

@@ -89,7 +89,7 @@ def build_protocol(host: Host) -> Protocol:
                 host.name,
                 NodeErrorKind.TLS,
                 "refusing Basic authentication over plain HTTP (the password would travel in "
-                "clear); use https, or set ansible_winrm_allow_insecure_basic if you must",
+                "clear); use https, or set farmsync_winrm_allow_insecure_basic if you must",
             )
         log.warning(
             "%s: Basic authentication over plain HTTP: the password travels in clear", host.name

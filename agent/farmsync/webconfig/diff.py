@@ -27,7 +27,7 @@ def mask_value(value: str) -> str:
     if is_auto_generate(value):
         return value
     digest = hashlib.sha256(value.strip().upper().encode("utf-8")).hexdigest()[:8]
-    return f"\u2026(masked, fp mk-{digest})"
+    return f"\u2026(masked #{digest})"
 
 
 def mask_text(text: str) -> str:
