@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -15,16 +13,3 @@ from tests.cli.clikit import LocalFarm, make_local_farm
 def local_farm(tmp_path: Path) -> LocalFarm:
     """web1, web2 (group east) and web3 (group west), each on its own key."""
     return make_local_farm(tmp_path)
-
-
-@pytest.fixture
-def make_farm_at(tmp_path: Path) -> Callable[..., LocalFarm]:
-    """``make_farm_at(groups, host_vars)``: a local farm of other shape."""
-
-    def make(
-        groups: dict[str, list[str]] | None = None,
-        host_vars: dict[str, dict[str, Any]] | None = None,
-    ) -> LocalFarm:
-        return make_local_farm(tmp_path, groups, host_vars)
-
-    return make

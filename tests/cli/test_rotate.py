@@ -22,7 +22,8 @@ def test_rotate_puts_one_new_key_everywhere_then_sync_has_nothing_to_do(
     after = local_farm.fingerprints()
     (target,) = set(after.values())
     assert target.startswith("mk-") and target not in before.values()
-    assert local_farm.vault().current().fingerprint == target  # type: ignore[union-attr]
+    current = local_farm.vault().current()
+    assert current is not None and current.fingerprint == target
     # Not a terminal: no colour codes, one line per event on stderr.
     assert not ANSI.search(result.stdout) and not ANSI.search(result.stderr)
     events = [EVENT_LINE.match(line) for line in result.stderr.splitlines()]
