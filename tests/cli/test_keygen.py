@@ -27,8 +27,12 @@ def parse_element(text: str) -> etree._Element:
     return element
 
 
+def attributes(element: etree._Element) -> dict[str, str]:
+    return {str(name): str(value) for name, value in element.attrib.items()}
+
+
 def xml_key(text: str) -> MachineKey:
-    return MachineKey.from_attributes(dict(parse_element(text).attrib))
+    return MachineKey.from_attributes(attributes(parse_element(text)))
 
 
 def test_xml_is_one_element_with_the_default_algorithms_and_key_lengths() -> None:
@@ -39,7 +43,7 @@ def test_xml_is_one_element_with_the_default_algorithms_and_key_lengths() -> Non
     assert HEX.match(key.validation_key) and len(key.validation_key) == 128
     assert HEX.match(key.decryption_key) and len(key.decryption_key) == 64
     # Element -> MachineKey -> attributes gives back exactly the element's attributes.
-    assert key.attributes() == dict(parse_element(out).attrib)
+    assert key.attributes() == attributes(parse_element(out))
 
 
 def test_json_carries_the_key_and_its_fingerprint_and_differs_from_run_to_run() -> None:
