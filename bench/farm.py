@@ -63,10 +63,16 @@ class BenchFarm:
     inventory_path: Path
     state_root: Path
     configs: dict[str, Path] = field(default_factory=dict)
+    environ: dict[str, str] = field(default_factory=dict)  # what the inventory's *_env names
 
     @classmethod
     def write(
-        cls, root: Path, farm: str, hosts: dict[str, HostVars], configs: dict[str, Path]
+        cls,
+        root: Path,
+        farm: str,
+        hosts: dict[str, HostVars],
+        configs: dict[str, Path],
+        environ: dict[str, str] | None = None,
     ) -> BenchFarm:
         """Write each host's web.config (its own explicit key) and the inventory naming them."""
         for name, path in configs.items():
@@ -74,7 +80,7 @@ class BenchFarm:
             path.write_bytes(node_config(name))
         inventory = root / f"{farm}.yml"
         write_inventory(inventory, farm, hosts)
-        return cls(root, inventory, root / "state", dict(configs))
+        return cls(root, inventory, root / "state", dict(configs), dict(environ or {}))
 
     def context(
         self,
@@ -84,7 +90,7 @@ class BenchFarm:
         factory: Callable[[Host], NodeOperations],
         timeout: float = 30.0,
     ) -> FarmContext:
-        inventory = load_inventory(self.inventory_path, environ={})
+        inventory = load_inventory(self.inventory_path, environ=self.environ)
         return FarmContext(
             inventory=inventory,
             hosts=select_hosts(inventory, None),

@@ -18,6 +18,7 @@ from functools import partial
 from bench.local_scenario import run_local
 from bench.report import ScenarioResult
 from bench.ssh_scenario import run_ssh
+from bench.winrm_scenario import run_winrm
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ def farmsync_scenarios(quick: bool) -> list[Scenario]:
     # local runs first: its peak RSS is the process's, so nothing heavier may run before it.
     local = 200 if quick else 1000
     ssh_sizes = (5,) if quick else (10, 30)
+    winrm = 3 if quick else 10
     runs = 1 if quick else 2
     scenarios = [
         Scenario(f"local-{local}", f"rotate {local} local hosts", partial(run_local, local)),
@@ -43,6 +45,13 @@ def farmsync_scenarios(quick: bool) -> list[Scenario]:
                 partial(run_ssh, size, runs=runs),
             )
         )
+    scenarios.append(
+        Scenario(
+            f"winrm-{winrm}",
+            f"rotate {winrm} WinRM HTTPS endpoints, {runs} run(s)",
+            partial(run_winrm, winrm, runs=runs),
+        )
+    )
     return scenarios
 
 

@@ -46,8 +46,13 @@ def start_nodes(root: Path, keys: SshdKeys, count: int, started: list[SshdNode])
                 started.append(node)
 
     with ThreadPoolExecutor(max_workers=4) as pool:
-        for future in [pool.submit(start, i) for i in range(count)]:
-            future.result()
+        futures = [pool.submit(start, i) for i in range(count)]
+        try:
+            for future in futures:
+                future.result()
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # Ctrl-C: start no more, stop what started
+            raise
 
 
 def accepted_counts(nodes: Sequence[SshdNode]) -> list[int]:
