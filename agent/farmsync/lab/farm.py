@@ -308,6 +308,40 @@ class Lab:
             key_fingerprint=fingerprint,
         )
 
+    # --- one node's sshd (fault drills: a node dropping off the network) ------------------
+    def stop_sshd(self, name: str) -> list[StoppedProcess]:
+        """Stop ``name``'s sshd and its sessions; its ASP.NET process keeps running."""
+        entry = self._entry(name)
+        return self._stop_sshd(name, entry.get("sshd") or {})
+
+    def start_sshd(self, name: str) -> int:
+        """Start ``name``'s sshd again on its old port (the inventory stays valid)."""
+        state = self._load_state()
+        if state is None:
+            raise LabError(f"no lab in {self.state_dir}")
+        entry = next((e for e in state["nodes"] if e.get("name") == name), None)
+        if entry is None:
+            raise LabError(f"no lab node {name!r}")
+        info = entry["sshd"]
+        keys = SshdKeys.load(self.state_dir / "ssh")
+        sshd = SshdNode(Path(entry["dir"]) / "sshd", keys=keys, honour_file_modes=False)
+        try:
+            sshd.start(port=int(info["port"]))
+        except SshdError as exc:
+            raise LabError(f"lab sshd: {exc}") from None
+        assert sshd.pid is not None
+        self._sshd_nodes[sshd.pid] = sshd
+        info["pid"] = sshd.pid
+        self._save_state(state)
+        return sshd.pid
+
+    def _entry(self, name: str) -> dict[str, Any]:
+        state = self._load_state()
+        for entry in (state or {}).get("nodes", []):
+            if entry.get("name") == name:
+                return dict(entry)
+        raise LabError(f"no lab node {name!r} in {self.state_dir}")
+
     # --- down ---------------------------------------------------------------------------
     def down(self) -> tuple[StoppedProcess, ...]:
         """Stop every process the lab started, by pid; returns what was stopped.

@@ -81,6 +81,18 @@ class SshdKeys:
         client_public = generate_key(client_key, "farmsync-lab-client")
         return cls(host_key, host_public, client_key, client_public)
 
+    @classmethod
+    def load(cls, directory: Path) -> SshdKeys:
+        """Keys that ``generate`` wrote to ``directory`` earlier."""
+        host_key = directory / "ssh_host_ed25519_key"
+        client_key = directory / "id_ed25519"
+        return cls(
+            host_key,
+            host_key.with_name(host_key.name + ".pub").read_text().strip(),
+            client_key,
+            client_key.with_name(client_key.name + ".pub").read_text().strip(),
+        )
+
 
 def free_port(address: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -193,15 +205,16 @@ class SshdNode:
             lines.append(f"SetEnv PATH={path}")
         return "\n".join(lines) + "\n"
 
-    def start(self, attempts: int = 3) -> SshdNode:
+    def start(self, attempts: int = 3, port: int | None = None) -> SshdNode:
+        """Start on a free port, or on ``port`` (to bring a stopped node back where it was)."""
         if not os.path.exists(SSHD):
             raise SshdError(NOT_INSTALLED)
         if os.getuid() == 0:
             # sshd's privilege-separation chroot; missing on a machine that never ran sshd.
             os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
         self.authorized_keys_path.write_text(self.keys.client_public + "\n")
-        for attempt in range(attempts):
-            self.port = free_port(self.host)
+        for attempt in range(1 if port else attempts):
+            self.port = port or free_port(self.host)
             self.config_path.write_text(self._config_text())
             self.known_hosts_path.write_text(self.known_hosts_line() + "\n")
             if self._launch():
