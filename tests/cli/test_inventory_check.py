@@ -53,11 +53,6 @@ def test_example_lists_every_host_with_transport_address_and_root_configs() -> N
     assert "not-a-real-password" not in out + err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: piped (non-TTY) output is rendered at rich's 80-column default, so host "
-    "names, addresses and paths are cut with '…' (cli/main.py stdout_console)",
-)
 def test_example_output_piped_keeps_host_names_and_paths_whole() -> None:
     code, out, err = check()
     assert code == 0, err

@@ -120,22 +120,11 @@ def test_bad_config_message_names_the_line(case: str, refused_runs: Callable[...
     assert any(f"{run.source}:{line}:" in m for m in json_of(run.result)["messages"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the encrypted-section message has no line although the parser knows it "
-    "(orchestration/survey.py inspect_file ignores ConfigInspection.encrypted_line)",
-)
 def test_encrypted_config_message_names_the_line(refused_runs: Callable[..., Refused]) -> None:
     run = refused_runs("encrypted", "--json")
     assert any(f"{run.source}:3:" in m for m in json_of(run.result)["messages"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the source is written twice, 'web2:/p: web2:/p:4: malformed start tag' "
-    "(orchestration/plan.py make_plan wraps FileReport.error, which already starts with it, "
-    "in ConfigFileError(source=...))",
-)
 def test_bad_config_message_names_its_source_once(refused_runs: Callable[..., Refused]) -> None:
     run = refused_runs("malformed", "--json")
     (message,) = json_of(run.result)["messages"]
@@ -153,12 +142,6 @@ def test_bad_config_in_text_mode_names_host_path_and_line(
     assert run.farm.node_files() == run.before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: text output crashes with rich MarkupError (exit 1, traceback) when a run "
-    "stops at the plan while other hosts are 'pending': cli/render.py render_run formats "
-    "an unstyled status as '[]pending[/]' (no style for 'pending' in _STYLE)",
-)
 def test_bad_config_in_text_mode_on_the_whole_farm_reports_instead_of_crashing(
     refused_runs: Callable[..., Refused],
 ) -> None:
@@ -191,12 +174,6 @@ def test_unreadable_root_config_in_text_mode(refused_runs: Callable[..., Refused
     assert run.farm.node_files() == run.before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: when the plan stops a run, --json says nothing per host: the host at fault "
-    "is 'unchanged' with error null and the others stay 'pending' (orchestration/rollout.py "
-    "Rollout.run returns on plan.problems without marking or settling hosts)",
-)
 def test_json_host_statuses_say_which_host_failed(refused_runs: Callable[..., Refused]) -> None:
     run = refused_runs("directory", "--json")
     hosts = {h["host"]: h for h in json_of(run.result)["hosts"]}

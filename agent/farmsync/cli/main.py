@@ -35,7 +35,11 @@ class FarmsyncGroup(click.Group):
 
 
 def stdout_console() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+    console = Console(highlight=False, soft_wrap=True)
+    if not console.is_terminal:
+        # A log or a pipe has no width: never cut host names, paths or fingerprints.
+        console = Console(highlight=False, soft_wrap=True, width=400)
+    return console
 
 
 def stderr_console() -> Console:
@@ -193,6 +197,10 @@ def _run_farm(
         print_json(result.to_dict(), stdout_console())
     else:
         render_run(result, stdout_console())
+        if result.exit_code != 0:
+            # The why, also where scripts look for it.
+            for message in result.messages:
+                click.echo(f"farmsync: {message}", err=True)
     sys.exit(result.exit_code)
 
 

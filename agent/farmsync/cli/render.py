@@ -8,6 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from farmsync.orchestration.result import Outcome, RunResult
 
@@ -34,21 +35,15 @@ def render_run(result: RunResult, console: Console) -> None:
     table.add_column("old key")
     table.add_column("new key")
     for host in result.hosts:
-        style = _STYLE.get(host.status, "")
-        first = True
-        for file in host.files or []:
+        status = Text(host.status, style=_STYLE.get(host.status, ""))
+        rows = [(f.path, f.old_fingerprint or "", f.new_fingerprint or "") for f in host.files]
+        for index, (path, old, new) in enumerate(rows or [("", "", "")]):
+            first = index == 0
             table.add_row(
-                escape(host.host) if first else "",
-                f"[{style}]{host.status}[/]" if first else "",
-                escape(file.path),
-                file.old_fingerprint or "",
-                file.new_fingerprint or "",
+                Text(host.host) if first else "", status if first else "", Text(path), old, new
             )
-            first = False
-        if first:
-            table.add_row(escape(host.host), f"[{style}]{host.status}[/]", "", "", "")
         if host.error:
-            table.add_row("", "", f"[red]{escape(host.error)}[/]", "", "")
+            table.add_row("", "", Text(host.error, style="red"), "", "")
     if result.hosts:
         console.print(table)
     for host in result.hosts:

@@ -15,7 +15,7 @@ from farmsync.inventory.model import Host
 from farmsync.keys.machinekey import MachineKey, framework_of_path, validate_key
 from farmsync.nodes.contract import CommitItem, StageItem, sha256_hex
 from farmsync.orchestration.recorder import FileHashes
-from farmsync.orchestration.result import FileResult, RunResult
+from farmsync.orchestration.result import FileResult, HostResult, RunResult
 from farmsync.orchestration.survey import FileCondition, NodeReport
 from farmsync.webconfig.diff import masked_diff
 from farmsync.webconfig.editor import apply_machine_key
@@ -80,13 +80,15 @@ def make_plan(
         host_result = result.host(host.name)
         host_result.status = "unchanged"
         if not report.present():
-            plan.problems.append(
+            _blame(
+                host_result,
+                plan,
                 NodeError(
                     host.name,
                     NodeErrorKind.NOT_FOUND,
                     "none of the managed root web.config files exists",
                     phase="read",
-                )
+                ),
             )
             continue
         changes: list[FileChange] = []
@@ -96,19 +98,27 @@ def make_plan(
                 host_result.files.append(FileResult(file.path, "missing"))
                 continue
             if file.condition is FileCondition.UNREADABLE:
-                plan.problems.append(
+                _blame(
+                    host_result,
+                    plan,
                     NodeError(
                         host.name,
-                        NodeErrorKind.REMOTE,
+                        file.error_kind or NodeErrorKind.REMOTE,
                         file.error or "unreadable",
                         phase="read",
                         path=file.path,
-                    )
+                    ),
                 )
                 continue
             if file.condition in (FileCondition.MALFORMED, FileCondition.ENCRYPTED):
                 plan.bad_input = True
-                plan.problems.append(ConfigFileError(file.error or "not editable", source=source))
+                _blame(
+                    host_result,
+                    plan,
+                    ConfigFileError(
+                        file.error or "not editable", source=source, line=file.error_line
+                    ),
+                )
                 continue
             assert file.content is not None and file.sha256 is not None
             if file.fingerprint is not None:
@@ -121,7 +131,7 @@ def make_plan(
                 new = apply_machine_key(file.content, key, source)
             except InputError as exc:
                 plan.bad_input = True
-                plan.problems.append(exc)
+                _blame(host_result, plan, exc)
                 continue
             if new == file.content:
                 host_result.files.append(
@@ -137,5 +147,19 @@ def make_plan(
             )
         if changes:
             plan.changes[host.name] = changes
-            host_result.status = pending
+            if host_result.status != "failed":
+                host_result.status = pending
     return plan
+
+
+def _blame(host_result: HostResult, plan: Plan, problem: FarmsyncError) -> None:
+    """Record a problem that stops the run, and mark the host it is about."""
+    plan.problems.append(problem)
+    host_result.status = "failed"
+    host_result.error = str(problem)
+    if isinstance(problem, NodeError):
+        host_result.error_kind = problem.kind.value
+    elif isinstance(problem, ConfigFileError):
+        host_result.error_kind = "bad-config"
+    else:
+        host_result.error_kind = "bad-key"

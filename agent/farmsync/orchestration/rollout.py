@@ -89,6 +89,8 @@ class Rollout:
         if plan.problems:
             result.outcome = Outcome.BAD_INPUT if plan.bad_input else Outcome.NOT_STARTED
             result.messages.extend(str(p) for p in plan.problems)
+            for host in plan.changes:  # planned, never started
+                self._settle(host, "unchanged")
             return result
         if self.options.check or not plan.changes:
             result.outcome = Outcome.CHECKED if self.options.check else Outcome.UNCHANGED

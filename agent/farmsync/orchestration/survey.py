@@ -49,7 +49,9 @@ class FileReport:
     fingerprint: str | None = None  # of the root machineKey (DEFAULT_KEY's when absent)
     explicit: bool = False  # an explicit key, not AutoGenerate
     overrides: tuple[LocationOverride, ...] = ()
-    error: str | None = None
+    error: str | None = None  # why the file is not OK, without the host:path prefix
+    error_line: int | None = None  # the line the error is about, when it is about one
+    error_kind: NodeErrorKind | None = None  # for UNREADABLE files
     content: bytes | None = field(default=None, repr=False)
     inspection: ConfigInspection | None = field(default=None, repr=False)
 
@@ -89,7 +91,14 @@ def inspect_file(host: str, path: str, content: bytes) -> FileReport:
     try:
         inspection = inspect_config(content, f"{host}:{path}")
     except ConfigFileError as exc:
-        return FileReport(host, path, FileCondition.MALFORMED, sha256=digest, error=str(exc))
+        return FileReport(
+            host,
+            path,
+            FileCondition.MALFORMED,
+            sha256=digest,
+            error=exc.message,
+            error_line=exc.line,
+        )
     overrides = tuple(
         LocationOverride(found.location_path or "", found.key.fingerprint(), found.line)
         for found in inspection.machine_keys
@@ -103,6 +112,7 @@ def inspect_file(host: str, path: str, content: bytes) -> FileReport:
             sha256=digest,
             overrides=overrides,
             error="system.web is encrypted with protected configuration; farmsync will not edit it",
+            error_line=inspection.encrypted_line,
             content=content,
             inspection=inspection,
         )
@@ -133,7 +143,8 @@ def read_node(node: NodeOperations, host: Host, paths: Sequence[str]) -> NodeRep
                     host.name,
                     path,
                     FileCondition.UNREADABLE,
-                    error=f"{(state.error_kind or NodeErrorKind.REMOTE).value}: {state.error}",
+                    error=state.error or "unreadable",
+                    error_kind=state.error_kind or NodeErrorKind.REMOTE,
                 )
             )
         else:
