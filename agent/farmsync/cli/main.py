@@ -15,7 +15,7 @@ from rich.console import Console
 from farmsync import __version__
 from farmsync.cli.render import print_json, render_run
 from farmsync.cli.reporters import PlainReporter, QuietReporter, RichReporter
-from farmsync.errors import FarmsyncError
+from farmsync.errors import FarmsyncError, InputError
 from farmsync.orchestration.events import Reporter
 from farmsync.orchestration.result import RunResult
 from farmsync.orchestration.rollout import RolloutOptions
@@ -156,7 +156,10 @@ def keygen(
     policy = Policy(
         validation=validation, decryption=decryption, compatibility_mode=compatibility_mode
     )
-    key = generate_key(policy, force=force)
+    try:
+        key = generate_key(policy, force=force)
+    except InputError as exc:  # the policy here is made of this command's own options
+        raise InputError(exc.message, source="keygen options") from None
     click.echo(render_key(key, fmt))  # type: ignore[arg-type]
 
 
