@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +74,41 @@ def inventory_option(f: Callable[..., Any]) -> Callable[..., Any]:
     )(f)
 
 
+@dataclass(frozen=True)
+class RunArgs:
+    """The options every farm-changing command shares, collected by ``run_options``."""
+
+    inventory_path: Path
+    limit: str | None
+    forks: int
+    check: bool
+    diff: bool
+    as_json: bool
+    timeout: float
+    no_recycle: bool
+    keep_backups: int
+    state_dir: Path | None
+    vault_key_file: Path | None
+
+    def options(self) -> RolloutOptions:
+        return RolloutOptions(
+            forks=self.forks,
+            check=self.check,
+            diff=self.diff,
+            timeout=self.timeout,
+            recycle=not self.no_recycle,
+            keep_backups=self.keep_backups,
+        )
+
+
 def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the shared options; the command receives them as one ``RunArgs``."""
+
+    @functools.wraps(f)
+    def command(**params: Any) -> Any:
+        run = RunArgs(**{name: params.pop(name) for name in RunArgs.__dataclass_fields__})
+        return f(run, **params)
+
     options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         click.option("-l", "--limit", default=None, help="Ansible host pattern selecting hosts."),
         click.option(
@@ -117,9 +153,10 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
         ),
         inventory_option,
     ]
+    wrapped: Callable[..., Any] = command
     for option in reversed(options):
-        f = option(f)
-    return f
+        wrapped = option(wrapped)
+    return wrapped
 
 
 @click.group(cls=FarmsyncGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -180,23 +217,21 @@ def inventory_check(inventory_path: Path, as_json: bool) -> None:
 
 
 # --- farm commands --------------------------------------------------------------------------
-def _run_farm(
-    kind: str,
-    inventory_path: Path,
-    limit: str | None,
-    options: RolloutOptions,
-    state_dir: Path | None,
-    vault_key_file: Path | None,
-    as_json: bool,
-    call: Callable[[Any], RunResult],
-) -> None:
+def _run_farm(run: RunArgs, call: Callable[[Any], RunResult], *, limit: str | None = None) -> None:
     from farmsync.cli.context import build_context
     from farmsync.orchestration.farm import Farm
 
-    with reporter_for(as_json) as reporter:
-        ctx = build_context(inventory_path, limit, options, state_dir, vault_key_file, reporter)
+    with reporter_for(run.as_json) as reporter:
+        ctx = build_context(
+            run.inventory_path,
+            limit if limit is not None else run.limit,
+            run.options(),
+            run.state_dir,
+            run.vault_key_file,
+            reporter,
+        )
         result = call(Farm(ctx))
-    if as_json:
+    if run.as_json:
         print_json(result.to_dict(), stdout_console())
     else:
         render_run(result, stdout_console())
@@ -205,19 +240,6 @@ def _run_farm(
             for message in result.messages:
                 click.echo(f"farmsync: {message}", err=True)
     sys.exit(result.exit_code)
-
-
-def _options(
-    forks: int, check: bool, diff: bool, timeout: float, no_recycle: bool, keep_backups: int
-) -> RolloutOptions:
-    return RolloutOptions(
-        forks=forks,
-        check=check,
-        diff=diff,
-        timeout=timeout,
-        recycle=not no_recycle,
-        keep_backups=keep_backups,
-    )
 
 
 @cli.command()
@@ -234,124 +256,33 @@ def _options(
     help="Only rotate when the current key is older than the policy's max_key_age.",
 )
 @click.option("--force", is_flag=True, help="Allow weak algorithms (MD5, DES) in the policy.")
-def rotate(
-    inventory_path: Path,
-    limit: str | None,
-    forks: int,
-    check: bool,
-    diff: bool,
-    as_json: bool,
-    timeout: float,
-    no_recycle: bool,
-    keep_backups: int,
-    state_dir: Path | None,
-    vault_key_file: Path | None,
-    if_older_than: str | None,
-    if_due: bool,
-    force: bool,
-) -> None:
+def rotate(run: RunArgs, if_older_than: str | None, if_due: bool, force: bool) -> None:
     """Generate a new key and put it on every node, two-phase."""
     from farmsync.inventory.durations import parse_duration
 
     age = parse_duration(if_older_than, source="--if-older-than") if if_older_than else None
-    options = _options(forks, check, diff, timeout, no_recycle, keep_backups)
-    _run_farm(
-        "rotate",
-        inventory_path,
-        limit,
-        options,
-        state_dir,
-        vault_key_file,
-        as_json,
-        lambda farm: farm.rotate(if_older_than=age, if_due=if_due, force=force),
-    )
+    _run_farm(run, lambda farm: farm.rotate(if_older_than=age, if_due=if_due, force=force))
 
 
 @cli.command()
 @run_options
-def sync(
-    inventory_path: Path,
-    limit: str | None,
-    forks: int,
-    check: bool,
-    diff: bool,
-    as_json: bool,
-    timeout: float,
-    no_recycle: bool,
-    keep_backups: int,
-    state_dir: Path | None,
-    vault_key_file: Path | None,
-) -> None:
+def sync(run: RunArgs) -> None:
     """Put the vault's current key on nodes that lack it, without rotating."""
-    options = _options(forks, check, diff, timeout, no_recycle, keep_backups)
-    _run_farm(
-        "sync",
-        inventory_path,
-        limit,
-        options,
-        state_dir,
-        vault_key_file,
-        as_json,
-        lambda farm: farm.sync(),
-    )
+    _run_farm(run, lambda farm: farm.sync())
 
 
 @cli.command()
 @run_options
-def rollback(
-    inventory_path: Path,
-    limit: str | None,
-    forks: int,
-    check: bool,
-    diff: bool,
-    as_json: bool,
-    timeout: float,
-    no_recycle: bool,
-    keep_backups: int,
-    state_dir: Path | None,
-    vault_key_file: Path | None,
-) -> None:
+def rollback(run: RunArgs) -> None:
     """Go back to the previous key in the vault, two-phase."""
-    options = _options(forks, check, diff, timeout, no_recycle, keep_backups)
-    _run_farm(
-        "rollback",
-        inventory_path,
-        limit,
-        options,
-        state_dir,
-        vault_key_file,
-        as_json,
-        lambda farm: farm.rollback(),
-    )
+    _run_farm(run, lambda farm: farm.rollback())
 
 
 @cli.command()
 @run_options
-def recover(
-    inventory_path: Path,
-    limit: str | None,
-    forks: int,
-    check: bool,
-    diff: bool,
-    as_json: bool,
-    timeout: float,
-    no_recycle: bool,
-    keep_backups: int,
-    state_dir: Path | None,
-    vault_key_file: Path | None,
-) -> None:
+def recover(run: RunArgs) -> None:
     """Finish or roll back an interrupted run; exit 0 when no run is left half done."""
-    options = _options(forks, check, diff, timeout, no_recycle, keep_backups)
-    _run_farm(
-        "recover",
-        inventory_path,
-        limit,
-        options,
-        state_dir,
-        vault_key_file,
-        as_json,
-        lambda farm: farm.recover(),
-    )
+    _run_farm(run, lambda farm: farm.recover())
 
 
 @cli.command()
@@ -378,17 +309,20 @@ def restore(
     state_dir: Path | None,
 ) -> None:
     """Put one node's backups from a given run back (that node only)."""
-    options = RolloutOptions(forks=1, check=check, recycle=not no_recycle)
-    _run_farm(
-        "restore",
-        inventory_path,
-        host_name,
-        options,
-        state_dir,
-        None,
-        as_json,
-        lambda farm: farm.restore(host_name, run_id),
+    run = RunArgs(
+        inventory_path=inventory_path,
+        limit=None,
+        forks=1,
+        check=check,
+        diff=False,
+        as_json=as_json,
+        timeout=60.0,
+        no_recycle=no_recycle,
+        keep_backups=10,
+        state_dir=state_dir,
+        vault_key_file=None,
     )
+    _run_farm(run, lambda farm: farm.restore(host_name, run_id), limit=host_name)
 
 
 @cli.command()
