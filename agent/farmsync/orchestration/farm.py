@@ -15,7 +15,7 @@ from farmsync.inventory.durations import format_duration
 from farmsync.inventory.model import RecycleKind
 from farmsync.keys.generate import generate_key
 from farmsync.keys.machinekey import MachineKey
-from farmsync.keys.vault import KeyVault
+from farmsync.keys.vault import KeyStatus, KeyVault, VaultEntry
 from farmsync.orchestration.context import FarmContext
 from farmsync.orchestration.journal import Journal, Step, StepResult, new_run_id
 from farmsync.orchestration.lock import FarmLock
@@ -89,35 +89,31 @@ class Farm:
             return self._with_recovered(result, recovered)
 
     def sync(self) -> RunResult:
-        ctx = self.ctx
-        run_id = new_run_id()
-        with self._locked(run_id, "sync") as (journal, recovered):
-            vault = KeyVault.open(ctx.state.vault, ctx.vault_secret())
-            current = vault.current()
-            if current is None:
-                raise InputError(
-                    "the vault holds no active key yet: run `farmsync rotate` first",
-                    source=str(ctx.state.vault),
-                )
-            result, _plan = self._roll_out(journal, run_id, "sync", current.key)
-            return self._with_recovered(result, recovered)
+        """Put the vault's active key on every node that lacks it (no new key)."""
+        return self._deploy_stored(
+            "sync", KeyVault.current, "the vault holds no active key yet: run `farmsync rotate`"
+        )
 
     def rollback(self) -> RunResult:
+        """Go back to the key the farm held before the active one."""
+        return self._deploy_stored(
+            "rollback", KeyVault.previous, "the vault holds no previous key to go back to"
+        )
+
+    def _deploy_stored(
+        self, kind: str, pick: Callable[[KeyVault], VaultEntry | None], none_left: str
+    ) -> RunResult:
         ctx = self.ctx
         run_id = new_run_id()
-        with self._locked(run_id, "rollback") as (journal, recovered):
-            vault = KeyVault.open(ctx.state.vault, ctx.vault_secret())
-            previous = vault.previous()
-            if previous is None:
-                raise InputError(
-                    "the vault holds no previous key to go back to", source=str(ctx.state.vault)
-                )
-            result, _plan = self._roll_out(journal, run_id, "rollback", previous.key)
-            if not ctx.options.check and result.outcome in (
-                Outcome.CHANGED,
-                Outcome.RECYCLE_FAILED,
-            ):
-                vault.mark_active(previous.fingerprint, run_id)
+        with self._locked(run_id, kind) as (journal, recovered):
+            vault = self._vault(create=False)
+            entry = pick(vault) if vault is not None else None
+            if entry is None:
+                raise InputError(none_left, source=str(ctx.state.vault))
+            result, _plan = self._roll_out(journal, run_id, kind, entry.key)
+            deployed = result.outcome in (Outcome.CHANGED, Outcome.RECYCLE_FAILED)
+            if vault is not None and deployed and entry.status is not KeyStatus.ACTIVE:
+                vault.mark_active(entry.fingerprint, run_id)
             return self._with_recovered(result, recovered)
 
     def recover(self) -> RunResult:
