@@ -28,7 +28,11 @@ def add_run_metrics(
     changed = sum(1 for h in result.hosts if h.status == "changed")
     out.add("hosts changed", changed, "", "==", hosts)
     if result.outcome is not Outcome.CHANGED:
-        out.notes.append(f"outcome {result.outcome.value}: " + "; ".join(result.messages[:3]))
+        # Host errors are farmsync's own descriptions: safe to show, never file contents.
+        failed = [f"{h.host}: {h.error}" for h in result.hosts if h.error][:3]
+        out.notes.append(
+            f"outcome {result.outcome.value}: " + "; ".join([*result.messages[:3], *failed])
+        )
     # Read back from disk, not from the result: the files themselves must hold the new key.
     on_target = sum(
         1 for path in configs.values() if file_key(path).fingerprint() == result.target_fingerprint
