@@ -29,7 +29,7 @@ lint:
 	$(PYTHON) -m mypy
 
 unit:
-	$(PYTHON) -m pytest -n 2 --dist loadgroup -q
+	$(PYTHON) -m pytest -n 2 --dist loadgroup -q -p no:benchmark
 
 test: deps lint unit
 

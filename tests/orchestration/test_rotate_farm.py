@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from farmsync.inventory.model import Host
 from farmsync.keys.vault import KeyStatus, KeyVault, VaultSecret
+from farmsync.nodes.connect import node_for
+from farmsync.nodes.contract import NodeOperations
 from farmsync.orchestration.farm import Farm
 from farmsync.orchestration.result import Outcome
 from farmsync.orchestration.rollout import RolloutOptions
@@ -164,3 +167,22 @@ def test_a_limited_rotation_says_which_hosts_it_left_out(
 
     assert result.outcome is Outcome.CHANGED
     assert any("left 2 host(s) out" in m for m in result.messages)
+
+
+def test_a_rotation_costs_one_connection_and_one_round_trip_per_phase_per_node(
+    make_farm: Callable[..., TestFarm],
+) -> None:
+    farm = make_farm(ssh=1, ssh_windows=1, winrm=1)
+    opened: list[NodeOperations] = []
+
+    def factory(host: Host) -> NodeOperations:
+        node = node_for(host)
+        opened.append(node)
+        return node
+
+    result = Farm(farm.context(factory=factory)).rotate()
+
+    assert result.outcome is Outcome.CHANGED
+    assert sorted(n.host_name for n in opened) == sorted(farm.hosts)  # one connection each
+    # read, stage, arm/commit, verify, cleanup: five round trips, whatever the transport.
+    assert {n.host_name: n.round_trips for n in opened} == {h: 5 for h in farm.hosts}
