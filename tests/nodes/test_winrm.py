@@ -3,6 +3,7 @@ place of PowerShell: phases, one shell per run, stdin chunking, the armed commit
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from farmsync.nodes.contract import (
     staging_path,
 )
 from farmsync.nodes.winrm import WinrmNode
-from farmsync.nodes.winrm_shell import SEND_CHUNK
+from farmsync.nodes.winrm_shell import SEND_CHUNK, build_protocol
 from tests.servers.wsman_endpoint import WsmanEndpoint
 
 VALIDATION_KEY = "A1" * 64
@@ -387,3 +388,19 @@ def test_ntlm_over_https(
     with pytest.raises(NodeError) as err:
         connected(wsman_host(server, transport="ntlm", password="wrong"))
     assert err.value.kind is NodeErrorKind.AUTH
+
+
+def test_http_session_never_reads_or_writes_the_process_environment(
+    wsman_server: WsmanEndpoint, wsman_host: Callable[..., Host]
+) -> None:
+    # requests would otherwise set and delete os.environ["no_proxy"] around each request,
+    # which races between nodes served in parallel.
+    protocol = build_protocol(wsman_host(wsman_server))
+    session = protocol.transport.session
+    assert session is not None
+    assert session.trust_env is False and session.proxies == {}
+    node = WinrmNode(wsman_host(wsman_server))
+    with node:
+        before = dict(os.environ)
+        node.read(["/nonexistent/web.config"])
+        assert dict(os.environ) == before

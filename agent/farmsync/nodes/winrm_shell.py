@@ -98,7 +98,7 @@ def build_protocol(host: Host) -> Protocol:
         log.warning("%s: WinRM server certificate validation is disabled", host.name)
     operation, read = timeouts(host.timeout)
     try:
-        return Protocol(
+        protocol = Protocol(
             endpoint_url(host),
             transport=transport,  # type: ignore[arg-type]
             username=host.user,
@@ -111,8 +111,25 @@ def build_protocol(host: Host) -> Protocol:
             read_timeout_sec=read,
             proxy=None,  # never a proxy from the environment
         )
+        _isolate_from_environment(protocol)
     except WinRMError as exc:  # missing credentials or certificate files
         raise NodeError(host.name, NodeErrorKind.AUTH, _plain(exc)) from None
+    return protocol
+
+
+def _isolate_from_environment(protocol: Protocol) -> None:
+    """Build the HTTP session now, and make it read nothing from the process environment.
+
+    pywinrm's ``proxy=None`` becomes a ``no_proxy`` entry that requests applies by setting and
+    deleting ``os.environ["no_proxy"]`` around every request: with several nodes in parallel
+    one thread deletes the variable while another reads it (a KeyError mid-run). With no
+    proxies and ``trust_env`` off, requests never touches the environment.
+    """
+    transport = protocol.transport
+    session = transport.build_session()
+    session.proxies = {}
+    session.trust_env = False
+    transport.session = session
 
 
 class WinrmShell:
