@@ -81,6 +81,13 @@ class Driver:
     def fingerprints(self) -> set[str | None]:
         return {node.key_fingerprint for node in self.lab.lab.status().nodes}
 
+    def ensure_one_key(self) -> None:
+        """Bring the lab onto one key (if an earlier test has not) so each test stands alone."""
+        state = Path(self.env["FARMSYNC_STATE_DIR"]) / "lab" / "vault.fsv"
+        if len(self.fingerprints()) != 1 or not state.exists():
+            done = self.farmsync("rotate")
+            assert done.returncode == 0, done.stderr
+
     def assert_consistent(self, before: list[Credentials] | None = None) -> None:
         """One key in every file, every file valid XML, every node accepting every node's
         credentials, and (when given) credentials issued earlier still accepted."""
@@ -116,6 +123,7 @@ def test_rotate_makes_every_node_accept_every_nodes_tickets_and_viewstate(
 def test_sync_brings_a_node_restored_from_an_old_image_back_into_the_farm(
     driver: Driver,
 ) -> None:
+    driver.ensure_one_key()
     node3 = driver.lab.aspnet("node3")
     path = node3.root_web_config
     atomic_write_private(path, apply_machine_key(path.read_bytes(), generate_key(), str(path)))
@@ -131,6 +139,7 @@ def test_sync_brings_a_node_restored_from_an_old_image_back_into_the_farm(
 
 
 def test_rollback_makes_tickets_of_the_previous_key_valid_again(driver: Driver) -> None:
+    driver.ensure_one_key()
     previous = issue(driver.urls)
     assert driver.farmsync("rotate").returncode == 0
     assert not check(driver.urls, previous).everywhere()
@@ -142,6 +151,7 @@ def test_rollback_makes_tickets_of_the_previous_key_valid_again(driver: Driver) 
 
 
 def test_sshd_killed_before_commit_leaves_the_farm_on_its_key(driver: Driver) -> None:
+    driver.ensure_one_key()
     earlier, files = issue(driver.urls), driver.snapshot()
 
     result = driver.farm({"node2": {"arm": lambda: driver.lab.lab.stop_sshd("node2")}}).rotate()
@@ -153,6 +163,7 @@ def test_sshd_killed_before_commit_leaves_the_farm_on_its_key(driver: Driver) ->
 
 
 def test_sshd_killed_during_commit_then_recover(driver: Driver) -> None:
+    driver.ensure_one_key()
     earlier, files = issue(driver.urls), driver.snapshot()
 
     stop_node3 = {"node3": {"released": lambda: driver.lab.lab.stop_sshd("node3")}}
@@ -179,6 +190,7 @@ def immutable(directory: Path) -> Iterator[None]:
 def test_read_only_config_directory_stops_the_rotation_before_any_commit(
     driver: Driver,
 ) -> None:
+    driver.ensure_one_key()
     earlier, files = issue(driver.urls), driver.snapshot()
     directory = driver.configs()["node2"].parent
 
@@ -217,6 +229,7 @@ def full_disk(directory: Path, tmp: Path) -> Iterator[None]:
 def test_full_disk_stops_the_rotation_before_any_commit(
     driver: Driver, tmp_path: Path
 ) -> None:
+    driver.ensure_one_key()
     earlier, files = issue(driver.urls), driver.snapshot()
     directory = driver.configs()["node1"].parent
 
@@ -233,6 +246,7 @@ def test_full_disk_stops_the_rotation_before_any_commit(
 
 
 def test_controller_killed_mid_commit_then_recover(driver: Driver) -> None:
+    driver.ensure_one_key()
     earlier, files = issue(driver.urls), driver.snapshot()
     controller = subprocess.Popen(
         [sys.executable, "-m", "tests.orchestration.stalling_controller",

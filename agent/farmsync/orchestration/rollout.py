@@ -177,20 +177,27 @@ class Rollout:
         return None
 
     def _release(self, armed: dict[str, ArmedCommit], plan: Plan) -> bool:
-        """Release every armed commit back to back, then collect the results."""
+        """Release every armed commit at once, then collect the results."""
         # Write-ahead: once these records are on disk, recovery knows live files may change.
         for name in armed:
             self.recorder.files(Step.COMMIT, name, plan.hashes(name), StepResult.STARTED)
-        outcomes: dict[str, PoolOutcome[None]] = {}
-        released: dict[str, ArmedCommit] = {}
+        # Releases go out concurrently: on SSH one costs a channel write, but on WinRM it is an
+        # HTTP exchange, and a thousand of those back to back would be a long mixed-key window.
+        sent: list[float] = []
+
+        def send(name: str, commit: ArmedCommit) -> None:
+            commit.release()
+            sent.append(self.clock())
+
         first = self.clock()
-        for name, commit in armed.items():
-            try:
-                commit.release()
-                released[name] = commit
-            except Exception as exc:
-                outcomes[name] = PoolOutcome(error=exc)
-        last_sent = self.clock()
+        sending = run_each(armed.items(), send, self.options.forks)
+        released = {name: armed[name] for name, outcome in sending.items() if outcome.ok}
+        outcomes: dict[str, PoolOutcome[None]] = {
+            name: PoolOutcome(error=outcome.error)
+            for name, outcome in sending.items()
+            if not outcome.ok
+        }
+        last_sent = max(sent, default=first)
         acked: list[float] = []
 
         def work(name: str, commit: ArmedCommit) -> None:
