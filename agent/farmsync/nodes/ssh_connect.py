@@ -172,6 +172,13 @@ class SshConnection:
             )
         except paramiko.SSHException as exc:
             text = str(exc)
+            if "No authentication methods available" in text:
+                # No key file, no agent key, no password: nothing was even offered.
+                raise NodeError(
+                    self.host.name, NodeErrorKind.AUTH,
+                    f"no credentials to offer {address}:{port} (key file, agent or password)",
+                    phase="connect",
+                ) from None
             if "No existing session" not in text and "protocol banner" not in text:
                 raise
             # The transport died before the key exchange; paramiko reports that racily as
