@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
 
 from farmsync.errors import NodeErrorKind
 from farmsync.inventory.model import Host, RecycleKind, RecycleSpec, Shell, Transport
-from farmsync.nodes.contract import CommitItem, NodeOperations
+from farmsync.nodes.contract import CommitItem, FileStatus, NodeOperations
 from farmsync.nodes.local import LocalNode
 from tests.nodes.contract_cases import (
     CONTRACT_CASES,
@@ -23,7 +25,7 @@ from tests.nodes.contract_cases import (
 )
 
 
-def local_host(recycle: RecycleSpec | None = None) -> Host:
+def local_host(recycle: RecycleSpec | None = None, timeout: float = 30.0) -> Host:
     return Host(
         name="web-local",
         farm="farm",
@@ -32,6 +34,7 @@ def local_host(recycle: RecycleSpec | None = None) -> Host:
         port=0,
         shell=Shell.POSIX,
         recycle=recycle or RecycleSpec(),
+        timeout=timeout,
     )
 
 
@@ -72,3 +75,28 @@ def test_recycle_command_runs_and_failure_is_reported(tmp_path: Path) -> None:
 def test_recycle_iis_needs_windows(tmp_path: Path) -> None:
     node = LocalNode(local_host(RecycleSpec(RecycleKind.IIS)))
     expect_node_error(NodeErrorKind.REMOTE, node.recycle)
+
+
+def test_recycle_command_that_hangs_times_out_and_is_stopped(tmp_path: Path) -> None:
+    # The command's child outlives the shell unless the whole process group is stopped.
+    pidfile = tmp_path / "child.pid"
+    command = f"sleep 600 & echo $! > '{pidfile}'; wait"
+    node = LocalNode(local_host(RecycleSpec(RecycleKind.COMMAND, command), timeout=0.5))
+    err = expect_node_error(NodeErrorKind.TIMEOUT, node.recycle)
+    assert err.phase == "recycle"
+    child = Path(f"/proc/{int(pidfile.read_text())}/stat")
+    for _ in range(100):  # killed at once; reaping by init may take a moment
+        if not child.exists() or child.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the recycle command's child is still running")
+
+
+def test_read_of_a_fifo_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    fifo = tmp_path / "web.config"
+    os.mkfifo(fifo)
+    with LocalNode(local_host()) as node:
+        state = node.read([str(fifo)])[str(fifo)]
+    assert state.status is FileStatus.ERROR
+    assert state.error is not None and "not a regular file" in state.error

@@ -23,6 +23,7 @@ import errno
 import json
 import os
 import re
+import signal
 import stat
 import subprocess
 import sys
@@ -108,7 +109,8 @@ def temp_path(path: str, run_id: str) -> str:
 def _read_regular(path: str, shown: str, action: str = "read") -> tuple[bytes, os.stat_result]:
     """Bytes and stat of a regular file; raises AgentError (NOT_FOUND when missing)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        # O_NONBLOCK: opening a FIFO planted at the path must not wait forever for a writer.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as exc:
         raise os_error(exc, action, shown) from None
     try:
@@ -391,22 +393,27 @@ def list_backups(paths: Sequence[str]) -> dict[str, list[str]]:
     return {p: [run_id for run_id, _ in _backups(resolve(p))] for p in paths}
 
 
-def recycle(kind: str, command: str | None, app_pools: Sequence[str]) -> None:
-    """Do what ``farmsync_recycle`` says: nothing, a shell command, or IIS app pools."""
+def recycle(
+    kind: str, command: str | None, app_pools: Sequence[str], timeout: float | None = None
+) -> None:
+    """Do what ``farmsync_recycle`` says: nothing, a shell command, or IIS app pools.
+
+    ``timeout`` bounds each process started (TIMEOUT past it); None waits as long as it takes,
+    for the remote agent, whose transport already bounds the whole request."""
     if kind == "none":
         return
     if kind == "command":
         if not command:
             raise AgentError(NodeErrorKind.PROTOCOL, "recycle command is empty")
         argv = ["cmd.exe", "/d", "/c", command] if os.name == "nt" else ["/bin/sh", "-c", command]
-        _run_recycle(argv, "recycle command")
+        _run_recycle(argv, "recycle command", timeout)
         return
     if kind == "iis":
         if os.name != "nt":
             raise AgentError(NodeErrorKind.REMOTE, "IIS app pools exist only on Windows nodes")
         appcmd = resolve(r"%windir%\system32\inetsrv\appcmd.exe")
         for pool in app_pools or _iis_pools(appcmd):
-            _run_recycle([appcmd, "recycle", "apppool", f"/apppool.name:{pool}"], "appcmd")
+            _run_recycle([appcmd, "recycle", "apppool", f"/apppool.name:{pool}"], "appcmd", timeout)
         return
     raise AgentError(NodeErrorKind.PROTOCOL, "unknown recycle kind")
 
@@ -420,14 +427,35 @@ def _iis_pools(appcmd: str) -> list[str]:  # pragma: no cover - Windows only
     return [line.strip() for line in out.stdout.decode(errors="replace").splitlines() if line]
 
 
-def _run_recycle(argv: list[str], what: str) -> None:
+def _run_recycle(argv: list[str], what: str, timeout: float | None) -> None:
     # The command's own output is diagnostics: stderr, never the JSON channel on stdout.
     try:
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=sys.stderr, check=False)
+        # Its own session, so a timeout can stop everything it started, not just the shell.
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=sys.stderr, start_new_session=True
+        )
     except OSError as exc:
         raise os_error(exc, f"run {what}", argv[0]) from None
-    if done.returncode != 0:
-        raise AgentError(NodeErrorKind.REMOTE, f"{what} exited with status {done.returncode}")
+    try:
+        returncode = proc.wait(timeout)
+    except BaseException as exc:
+        _kill_tree(proc)
+        if isinstance(exc, subprocess.TimeoutExpired):
+            raise AgentError(
+                NodeErrorKind.TIMEOUT, f"{what} did not finish within {timeout:g}s"
+            ) from None
+        raise
+    if returncode != 0:
+        raise AgentError(NodeErrorKind.REMOTE, f"{what} exited with status {returncode}")
+
+
+def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
+    if os.name == "nt":  # pragma: no cover - no process groups there
+        proc.kill()
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 # --- the stdin protocol ---------------------------------------------------------------------

@@ -117,6 +117,6 @@ class LocalNode(NodeOperations):
         self.round_trips += 1
         spec = self.host.recycle
         try:
-            agent.recycle(spec.kind.value, spec.command, spec.app_pools)
+            agent.recycle(spec.kind.value, spec.command, spec.app_pools, self.host.timeout)
         except agent.AgentError as err:
             raise self._call_failed("recycle", err) from None
