@@ -166,3 +166,38 @@ def test_winrm_connection_dropped_mid_commit_rolls_back(
     assert result.host("iis2").status == "failed"
     assert result.host("iis2").error_kind == "connection-lost"
     assert_back_on_old_keys(farm, result)
+
+
+def test_vault_save_failing_after_the_commit_leaves_the_run_for_recover(
+    make_farm: Callable[..., TestFarm],
+) -> None:
+    """The journal never calls a run finished while the vault is behind it: else `sync` would
+    put the replaced key back on a farm that holds the new one."""
+    farm = make_farm(ssh=2, ssh_windows=0, winrm=0)
+    vault_file = farm.context().state.vault
+    parked = vault_file.with_name("parked.fsv")
+
+    def break_vault() -> None:  # the vault holds the new key by now; its next save fails
+        vault_file.rename(parked)
+        vault_file.mkdir()
+        (vault_file / "in-the-way").write_bytes(b"")
+
+    factory = hooked_factory({"web2": {"released": break_vault}})
+    result = Farm(farm.context(factory=factory)).rotate()
+
+    assert set(farm.fingerprints().values()) == {result.target_fingerprint}
+    assert result.outcome is Outcome.INCONSISTENT and result.exit_code == 1
+    assert any("farmsync recover" in m and "vault" in m for m in result.messages)
+    state = farm.context().state
+    assert [r.run_id for r in Journal(state.journal).unfinished_runs()] == [result.run_id]
+
+    (vault_file / "in-the-way").unlink()
+    vault_file.rmdir()
+    parked.rename(vault_file)
+    recovered = Farm(farm.context()).recover()
+
+    assert recovered.exit_code == 0, recovered.to_dict()
+    vault = KeyVault.open(state.vault, VaultSecret.from_passphrase(PASSPHRASE))
+    current = vault.current()
+    assert current is not None and current.fingerprint == result.target_fingerprint
+    assert Journal(state.journal).unfinished_runs() == []

@@ -69,7 +69,7 @@ class Farm:
                     return self._with_recovered(result, recovered)
             key = generate_key(ctx.policy(), force=force)
             if vault is None or check:
-                result, _plan = self._roll_out(journal, run_id, "rotate", key)
+                result = self._roll_out(journal, run_id, "rotate", key)
                 return self._with_recovered(result, recovered)
 
             def store(plan: Plan) -> None:
@@ -77,15 +77,16 @@ class Farm:
                 # always in the vault.
                 vault.add(key, run_id)
 
-            result, plan = self._roll_out(journal, run_id, "rotate", key, before_change=store)
-            stored = vault.find(key.fingerprint()) is not None
-            if result.outcome in (Outcome.CHANGED, Outcome.RECYCLE_FAILED):
-                replaced = plan.single_old_key() if plan is not None else None
+            def settle(outcome: Outcome, plan: Plan) -> None:
+                if outcome is not Outcome.CHANGED:
+                    vault.mark_abandoned(key.fingerprint())
+                    return
+                replaced = plan.single_old_key()
                 if replaced is not None:
                     vault.import_retired(replaced, run_id)  # so `rollback` can go back to it
                 vault.mark_active(key.fingerprint(), run_id)
-            elif stored and result.outcome is not Outcome.INCONSISTENT:
-                vault.mark_abandoned(key.fingerprint())
+
+            result = self._roll_out(journal, run_id, "rotate", key, store, settle)
             return self._with_recovered(result, recovered)
 
     def sync(self) -> RunResult:
@@ -110,10 +111,13 @@ class Farm:
             entry = pick(vault) if vault is not None else None
             if entry is None:
                 raise InputError(none_left, source=str(ctx.state.vault))
-            result, _plan = self._roll_out(journal, run_id, kind, entry.key)
-            deployed = result.outcome in (Outcome.CHANGED, Outcome.RECYCLE_FAILED)
-            if vault is not None and deployed and entry.status is not KeyStatus.ACTIVE:
-                vault.mark_active(entry.fingerprint, run_id)
+            assert vault is not None  # an entry came from it
+
+            def settle(outcome: Outcome, _plan: Plan) -> None:
+                if outcome is Outcome.CHANGED and entry.status is not KeyStatus.ACTIVE:
+                    vault.mark_active(entry.fingerprint, run_id)
+
+            result = self._roll_out(journal, run_id, kind, entry.key, settle=settle)
             return self._with_recovered(result, recovered)
 
     def recover(self) -> RunResult:
@@ -224,7 +228,8 @@ class Farm:
         kind: str,
         key: MachineKey,
         before_change: Callable[[Plan], None] | None = None,
-    ) -> tuple[RunResult, Plan | None]:
+        settle: Callable[[Outcome, Plan], None] | None = None,
+    ) -> RunResult:
         ctx = self.ctx
         result = RunResult(run_id, kind, ctx.farm, Outcome.UNCHANGED)
         # Belt and braces: the journal refuses any record that contains this run's key.
@@ -234,14 +239,14 @@ class Farm:
             ctx.hosts, forks=ctx.options.forks, reporter=ctx.reporter, factory=ctx.factory
         ) as session:
             rollout = Rollout(session, result, recorder, ctx.reporter, ctx.options)
-            rollout.run(key, ctx.hosts, before_change)
+            rollout.run(key, ctx.hosts, before_change, settle)
         left_out = len(ctx.inventory.hosts) - len(ctx.hosts)
         if left_out and kind in ("rotate", "rollback") and result.outcome is Outcome.CHANGED:
             result.messages.append(
                 f"--limit left {left_out} host(s) out: they keep their old key until "
                 "`farmsync sync` puts this one on them"
             )
-        return result, rollout.plan
+        return result
 
     def _vault(self, *, create: bool) -> KeyVault | None:
         """The farm's vault; with ``create`` made on first use, else None when there is none."""

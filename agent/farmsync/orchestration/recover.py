@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from farmsync.errors import ExitCode, FarmsyncError, InputError, NodeError, NodeErrorKind
 from farmsync.inventory.model import RecycleKind
-from farmsync.keys.vault import KeyVault
+from farmsync.keys.vault import KeyStatus, KeyVault
 from farmsync.orchestration.context import FarmContext
 from farmsync.orchestration.events import Event, Phase, Status
 from farmsync.orchestration.journal import Journal, RunState, Step, StepResult
@@ -65,6 +65,7 @@ def recover_run(state: RunState, journal: Journal, ctx: FarmContext) -> RunResul
                 ),
                 ctx.options.forks,
             )
+            _settle_vault(state, Outcome.ABORTED, ctx)
             recorder.end(Outcome.ABORTED)
             return result
         if session.failures:
@@ -158,13 +159,17 @@ def _hashes(state: RunState, host: str, path: str) -> FileHashes:
 
 
 def _settle_vault(state: RunState, outcome: Outcome, ctx: FarmContext) -> None:
-    """A finished rotate or rollback makes its key the active one; an undone rotate abandons it."""
+    """A finished rotate or rollback makes its key the active one; an undone rotate abandons it
+    (unless the vault already made it active: then it is the key `sync` should deploy)."""
     if state.kind not in ("rotate", "rollback") or not state.target_fp:
         return
+    if not ctx.state.vault.exists():
+        return  # a run that never got to store its key
     vault = KeyVault.open(ctx.state.vault, ctx.vault_secret())
-    if vault.find(state.target_fp) is None:
+    entry = vault.find(state.target_fp)
+    if entry is None:
         return
     if outcome is Outcome.CHANGED:
         vault.mark_active(state.target_fp, state.run_id)
-    elif state.kind == "rotate":
+    elif state.kind == "rotate" and entry.status is not KeyStatus.ACTIVE:
         vault.mark_abandoned(state.target_fp)

@@ -59,7 +59,6 @@ class Rollout:
         self.options = options
         self.clock = clock
         self.run_id = result.run_id
-        self.plan: Plan | None = None
 
     # --- the whole run -------------------------------------------------------------------
     def run(
@@ -67,9 +66,12 @@ class Rollout:
         key: MachineKey,
         hosts: Sequence[Host],
         before_change: Callable[[Plan], None] | None = None,
+        settle: Callable[[Outcome, Plan], None] | None = None,
     ) -> RunResult:
         """Roll ``key`` out; ``before_change`` runs after planning, just before the first node
-        is touched (the rotation stores its new key in the vault there)."""
+        is touched (the rotation stores its new key in the vault there). ``settle`` runs once
+        the farm is on one key again (CHANGED, ROLLED_BACK or ABORTED) and before the run's
+        end is journaled, so the vault is never behind a run the journal calls finished."""
         result = self.result
         result.target_fingerprint = key.fingerprint()
         if self.session.failures:
@@ -80,7 +82,7 @@ class Rollout:
         if unreachable:
             return self._not_started(unreachable)
 
-        plan = self.plan = self._timed(
+        plan = self._timed(
             Phase.PLAN,
             lambda: make_plan(
                 key, hosts, reports, result, check=self.options.check, diff=self.options.diff
@@ -102,7 +104,7 @@ class Rollout:
         self.recorder.start(
             result.target_fingerprint, {h: plan.hashes(h) for h in plan.changes}, previous
         )
-        return self._finish(self._apply(key, plan), plan)
+        return self._finish(self._apply(key, plan), plan, settle)
 
     def _apply(self, key: MachineKey, plan: Plan) -> Outcome:
         if not self._timed(Phase.STAGE, lambda: self._stage(plan)):
@@ -118,7 +120,9 @@ class Rollout:
             return Outcome.ROLLED_BACK
         return Outcome.INCONSISTENT
 
-    def _finish(self, outcome: Outcome, plan: Plan) -> RunResult:
+    def _finish(
+        self, outcome: Outcome, plan: Plan, settle: Callable[[Outcome, Plan], None] | None
+    ) -> RunResult:
         result = self.result
         if outcome is Outcome.INCONSISTENT:
             # Leave staging files and the open journal run for `farmsync recover`.
@@ -128,6 +132,18 @@ class Rollout:
                 "run `farmsync recover` once they are reachable"
             )
             return result
+        vault_settled = True
+        if settle is not None:
+            try:
+                settle(outcome, plan)
+            except FarmsyncError as exc:
+                # The nodes are consistent but the vault is not up to date: keep the run open
+                # so that `recover` settles the vault from the journal.
+                vault_settled = False
+                result.messages.append(
+                    f"run {self.run_id}: {describe_error(exc)}; "
+                    "run `farmsync recover` to bring the vault up to date"
+                )
         settled = {
             Outcome.CHANGED: "changed",
             Outcome.ROLLED_BACK: "rolled-back",
@@ -143,6 +159,9 @@ class Rollout:
         if not recycled and outcome is Outcome.CHANGED:
             outcome = Outcome.RECYCLE_FAILED
         self._timed(Phase.CLEANUP, lambda: self._cleanup(plan))
+        if not vault_settled:
+            result.outcome = Outcome.INCONSISTENT
+            return result
         result.outcome = outcome
         self.recorder.end(outcome, int(sum(result.phase_ms.values())))
         return result
