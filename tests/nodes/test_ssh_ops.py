@@ -171,6 +171,18 @@ def test_recycle_command_runs_and_reports_failure(sshd_node: SshdTestNode, tmp_p
         assert node.round_trips == 0 and node.sent_commands == []
 
 
+def test_recycle_that_times_out_closes_its_channel(sshd_node: SshdTestNode) -> None:
+    hang = RecycleSpec(RecycleKind.COMMAND, "exec sleep 3")
+    with SshNode(sshd_node.host(recycle=hang, timeout=0.5)) as node:
+        with pytest.raises(NodeError) as err:
+            node.recycle()
+        assert err.value.kind is NodeErrorKind.TIMEOUT
+        transport = node._conn.client.get_transport() if node._conn else None
+        assert transport is not None and transport.is_active()
+        open_channels = [c for c in transport._channels.values() if not c.closed]
+        assert open_channels == []
+
+
 def test_stage_refuses_a_symlinked_target_instead_of_replacing_the_link(
     sshd_node: SshdTestNode,
 ) -> None:

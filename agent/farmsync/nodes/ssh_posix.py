@@ -228,7 +228,8 @@ class ShellArmedCommit(ArmedCommit):
                 self.host, NodeErrorKind.CHANGED,
                 "staging file missing or changed; nothing committed", phase="commit", path=path,
             )
-        self.lines.exit_status(10.0)  # stderr is complete once the process has exited
+        with contextlib.suppress(NodeError):  # a slow exit must not hide the failure itself
+            self.lines.exit_status(10.0)  # stderr is complete once the process has exited
         message = self.lines.stderr().splitlines()
         detail = message[0][:300] if message else f"{step} failed"
         return NodeError(
@@ -463,12 +464,14 @@ class PosixOps:
         if spec.kind is not RecycleKind.COMMAND or not spec.command:
             return
         lines = LineChannel(self.host, self.conn.exec(spec.command), "recycle")
-        with node_errors(self.host, "recycle"):
-            lines.channel.shutdown_write()
-        while lines.readline(self.timeout) is not None:
-            pass
-        status = lines.exit_status(self.timeout)
-        lines.channel.close()
+        try:
+            with node_errors(self.host, "recycle"):
+                lines.channel.shutdown_write()
+            while lines.readline(self.timeout) is not None:
+                pass
+            status = lines.exit_status(self.timeout)
+        finally:
+            lines.channel.close()  # also on a timeout: the channel must not outlive the phase
         if status != 0:
             raise NodeError(
                 self.host, NodeErrorKind.REMOTE, f"recycle command exited with status {status}",
