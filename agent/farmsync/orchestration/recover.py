@@ -9,7 +9,7 @@ rolled back to the backups, so the farm ends on the old key.
 
 from __future__ import annotations
 
-from farmsync.errors import ExitCode, FarmsyncError, InputError, NodeError, NodeErrorKind
+from farmsync.errors import ExitCode, FarmsyncError, InputError
 from farmsync.inventory.model import RecycleKind
 from farmsync.keys.vault import KeyStatus, KeyVault
 from farmsync.orchestration.context import FarmContext
@@ -18,6 +18,7 @@ from farmsync.orchestration.journal import Journal, RunState, Step, StepResult
 from farmsync.orchestration.pool import run_each
 from farmsync.orchestration.recorder import FileHashes, RunRecorder
 from farmsync.orchestration.result import Outcome, RunResult
+from farmsync.orchestration.rollout import restore_originals
 from farmsync.orchestration.session import FarmSession
 from farmsync.orchestration.survey import describe_error
 
@@ -102,17 +103,7 @@ def recover_run(state: RunState, journal: Journal, ctx: FarmContext) -> RunResul
             def work(name: str, files: list[FileHashes]) -> None:
                 node = session.nodes[name]
                 recorder.files(Step.ROLLBACK, name, files, StepResult.STARTED)
-                node.rollback([f.path for f in files], state.run_id)
-                states = node.read([f.path for f in files])
-                for f in files:
-                    if states[f.path].sha256 != f.old_sha256:
-                        raise NodeError(
-                            name,
-                            NodeErrorKind.VERIFY,
-                            "file differs from its original after rollback",
-                            phase="recover",
-                            path=f.path,
-                        )
+                restore_originals(node, files, state.run_id, "recover")
                 recorder.files(Step.ROLLBACK, name, files, StepResult.OK)
 
             failed = {

@@ -23,7 +23,7 @@ from farmsync.orchestration.journal import Step, StepResult
 from farmsync.orchestration.plan import Plan, make_plan
 from farmsync.orchestration.pool import Outcome as PoolOutcome
 from farmsync.orchestration.pool import run_each
-from farmsync.orchestration.recorder import RunRecorder
+from farmsync.orchestration.recorder import FileHashes, RunRecorder
 from farmsync.orchestration.result import Outcome, RunResult
 from farmsync.orchestration.session import FarmSession
 from farmsync.orchestration.survey import NodeReport, describe_error, survey
@@ -271,29 +271,19 @@ class Rollout:
             self.recorder.files(Step.ROLLBACK, name, plan.hashes(name), StepResult.STARTED)
 
         def work(name: str, changes: object) -> None:
-            paths = plan.paths(name)
+            files = plan.hashes(name)
             node = self.session.nodes.get(name)
             try:
                 if node is None:
                     raise _no_connection(name)
-                node.rollback(paths, self.run_id)
+                restore_originals(node, files, self.run_id, "rollback")
             except FarmsyncError:
                 # The connection may have died with the commit: rollback is idempotent, so
                 # one retry on a fresh connection is always safe.
                 node = self.session.reconnect(name)
                 if node is None:
                     raise
-                node.rollback(paths, self.run_id)
-            states = node.read(paths)
-            for change in plan.changes[name]:
-                if states[change.path].sha256 != change.old_sha256:
-                    raise NodeError(
-                        name,
-                        NodeErrorKind.VERIFY,
-                        "file differs from its original after rollback",
-                        phase="rollback",
-                        path=change.path,
-                    )
+                restore_originals(node, files, self.run_id, "rollback")
 
         outcomes = self._each(Phase.ROLLBACK, plan.changes, work)
         return self._record(Step.ROLLBACK, plan, outcomes, fail_host=False)
@@ -415,6 +405,24 @@ class Rollout:
             return step()
         finally:
             self.result.phase_ms[phase.value] = round((self.clock() - start) * 1000, 3)
+
+
+def restore_originals(
+    node: NodeOperations, files: Sequence[FileHashes], run_id: str, phase: str
+) -> None:
+    """Put ``run_id``'s backups back on one node, then check each file is its original again."""
+    paths = [f.path for f in files]
+    node.rollback(paths, run_id)
+    states = node.read(paths)
+    for f in files:
+        if states[f.path].sha256 != f.old_sha256:
+            raise NodeError(
+                node.host_name,
+                NodeErrorKind.VERIFY,
+                "file differs from its original after rollback",
+                phase=phase,
+                path=f.path,
+            )
 
 
 def _no_connection(name: str) -> NodeError:
