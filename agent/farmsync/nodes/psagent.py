@@ -18,12 +18,11 @@ from typing import Any
 
 from farmsync.errors import NodeError, NodeErrorKind
 from farmsync.inventory.model import RecycleSpec
+from farmsync.nodes.agent import OPS, PROTOCOL_VERSION
 from farmsync.nodes.contract import CommitItem, FileState, FileStatus, StageItem
 
-PROTOCOL_VERSION = 1
-OPS = ("read", "stage", "commit", "rollback", "cleanup", "list_backups", "recycle")
 CMD_EXE_LIMIT = 8191  # longest command line cmd.exe accepts
-MAX_CHUNK = 512 * 1024  # stdin payload per WinRM Send message
+MAX_CHUNK = 512 * 1024  # stdin bytes per SSH channel write (WinRM sends winrm_shell.SEND_CHUNK)
 COMMIT_WORD = b"COMMIT\r\n"
 ABORT_WORD = b"ABORT\r\n"
 POWERSHELL_ARGS = "powershell.exe -NoLogo -NoProfile -NonInteractive -ExecutionPolicy Bypass"

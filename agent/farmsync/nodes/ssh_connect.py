@@ -240,8 +240,12 @@ class SshConnection:
             if transport is None or not transport.is_active():
                 raise NodeError(self.host.name, NodeErrorKind.CONNECTION_LOST, "connection closed")
             channel = transport.open_session(timeout=self.host.timeout)
-            channel.settimeout(self.host.timeout)
-            channel.exec_command(command)
+            try:
+                channel.settimeout(self.host.timeout)
+                channel.exec_command(command)
+            except BaseException:
+                channel.close()  # refused or timed out: the channel must not linger
+                raise
         return channel
 
     def close(self) -> None:

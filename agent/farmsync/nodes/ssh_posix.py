@@ -33,7 +33,7 @@ import paramiko
 
 from farmsync.errors import NodeError, NodeErrorKind
 from farmsync.inventory.model import RecycleKind, RecycleSpec
-from farmsync.nodes.agent import AgentError, check_run_id
+from farmsync.nodes.agent import AgentError, check_run_id, error_kind
 from farmsync.nodes.contract import (
     ArmedCommit,
     CommitItem,
@@ -41,6 +41,7 @@ from farmsync.nodes.contract import (
     FileStatus,
     StageItem,
     backup_path,
+    raise_for_state,
     sha256_hex,
     staging_path,
 )
@@ -280,16 +281,12 @@ class PosixOps:
                     path, FileStatus.ERROR, error_kind=NodeErrorKind.IS_DIRECTORY,
                     error="is a directory",
                 )
-            content = read_all(sftp, path, attrs.st_size)
+            content = read_all(sftp, path)
         except OSError as exc:
             reraise_if_transport(sftp, exc)
-            if exc.errno == errno.ENOENT:
+            kind = error_kind(exc)  # the node agent's table, so every transport agrees
+            if kind is NodeErrorKind.NOT_FOUND:
                 return FileState(path, FileStatus.MISSING)
-            kind = (
-                NodeErrorKind.PERMISSION
-                if exc.errno in (errno.EACCES, errno.EPERM)
-                else NodeErrorKind.REMOTE
-            )
             return FileState(
                 path, FileStatus.ERROR, error_kind=kind, error=exc.strerror or "unreadable"
             )
@@ -312,11 +309,7 @@ class PosixOps:
             for item in items:  # every live hash first: refuse before writing anything
                 _check_path(self.host, item.path, "stage")
                 state = self.read_one(sftp, item.path)
-                if state.status is FileStatus.ERROR:
-                    raise NodeError(
-                        self.host, state.error_kind or NodeErrorKind.REMOTE,
-                        state.error or "unreadable", phase="stage", path=item.path,
-                    )
+                raise_for_state(self.host, state, "stage")
                 if state.status is FileStatus.MISSING:
                     raise NodeError(
                         self.host, NodeErrorKind.NOT_FOUND, "live file missing; nothing staged",
@@ -400,7 +393,7 @@ class PosixOps:
                 temp = path + ROLLBACK_SUFFIX.format(run_id=run_id)
                 remove_quietly(sftp, temp)
                 try:
-                    write_file(sftp, temp, read_all(sftp, backup, attrs.st_size), attrs)
+                    write_file(sftp, temp, read_all(sftp, backup), attrs)
                 except StagingFailure as exc:
                     remove_quietly(sftp, temp)
                     raise NodeError(

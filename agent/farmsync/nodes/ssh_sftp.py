@@ -69,7 +69,7 @@ def fsync(sftp: paramiko.SFTPClient, handle: paramiko.SFTPFile) -> None:
     _request(sftp)(CMD_EXTENDED, "fsync@openssh.com", handle.handle)
 
 
-def read_all(sftp: paramiko.SFTPClient, path: str, size: int | None = None) -> bytes:
+def read_all(sftp: paramiko.SFTPClient, path: str) -> bytes:
     # No prefetch(): for files this small its reader thread costs more than it saves.
     with sftp.open(path, "rb") as f:
         return f.read()
@@ -128,7 +128,7 @@ def write_file(
             raise StagingFailure(
                 kind, f"writing the staging file failed (disk full?): {exc.strerror or exc}"
             ) from None
-    back = read_all(sftp, path, len(content))
+    back = read_all(sftp, path)
     if hashlib.sha256(back).digest() != hashlib.sha256(content).digest():
         raise StagingFailure(NodeErrorKind.VERIFY, "staging file reads back different")
 
