@@ -4,6 +4,7 @@ event lines, free of escape codes, are checked in test_rotate)."""
 from __future__ import annotations
 
 import fcntl
+import io
 import os
 import pty
 import re
@@ -14,6 +15,10 @@ import termios
 import time
 from collections.abc import Mapping, Sequence
 
+from rich.console import Console
+
+from farmsync.cli.reporters import RichReporter
+from farmsync.orchestration.events import Event, Phase, Status
 from tests.cli.clikit import ANSI, CLI, LocalFarm
 
 
@@ -65,3 +70,16 @@ def test_rotate_on_a_terminal_shows_progress_per_phase(local_farm: LocalFarm) ->
     # The plain one-line-per-event log is for pipes, not terminals.
     assert "[commit] web1: ok" not in text
     assert len(set(local_farm.fingerprints().values())) == 1
+
+
+def test_failures_on_a_terminal_print_node_text_literally() -> None:
+    """Hosts, paths and node messages are data, not rich markup: a path like ``/srv/[/etc]``
+    used to raise MarkupError from inside the rollout's progress callback."""
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=160)
+    detail = "web[1] stage: permission-denied /srv/[/etc]/[bold]web.config: denied"
+    with RichReporter(console) as reporter:
+        reporter.event(Event(Phase.STAGE, Status.START, total=1))
+        reporter.event(Event(Phase.STAGE, Status.FAILED, "web[1]", detail))
+
+    assert f"stage web[1]: {detail}" in ANSI.sub("", out.getvalue())

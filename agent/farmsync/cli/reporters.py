@@ -7,6 +7,7 @@ from types import TracebackType
 from typing import TextIO
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -71,8 +72,11 @@ class RichReporter:
             self.tasks[phase] = self.progress.add_task(phase, total=event.total or 0)
             return
         if event.status is Status.FAILED:
+            # Host names, paths and node messages are data: never let rich read them as markup.
             self.progress.console.print(
-                f"[red]✗[/red] {phase} {event.host}: {event.detail}", markup=True, highlight=False
+                f"[red]✗[/red] {phase} {escape(event.host or '-')}: {escape(event.detail)}",
+                markup=True,
+                highlight=False,
             )
         if event.status in (Status.OK, Status.FAILED, Status.SKIPPED) and phase in self.tasks:
             self.progress.advance(self.tasks[phase])
