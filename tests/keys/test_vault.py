@@ -321,3 +321,19 @@ def test_scrypt_parameters_are_checked() -> None:
     for bad in ({"n": 3}, {"n": 1}, {"r": 0}, {"p": 0}, {"p": 17}, {"n": 2**22, "r": 8}):
         with pytest.raises(ValueError):
             ScryptParams(**bad)
+
+
+def test_a_change_that_cannot_be_saved_is_not_kept(vault: KeyVault, tmp_path: Path) -> None:
+    first, second, third = (generate_key(Policy()) for _ in range(3))
+    vault.add(first, "run1")
+    vault.mark_active(first.fingerprint(), "run1")
+    vault.add(second, "run2")
+    vault.path = tmp_path / "gone" / "vault.fsv"  # the directory does not exist: saves fail
+    with pytest.raises(VaultError):
+        vault.add(third, "run3")
+    with pytest.raises(VaultError):
+        vault.mark_active(second.fingerprint(), "run2")
+    assert vault.find(third.fingerprint()) is None
+    current = vault.current()
+    assert current is not None and current.fingerprint == first.fingerprint()
+    assert [e.status for e in vault.entries()] == [KeyStatus.GENERATED, KeyStatus.ACTIVE]

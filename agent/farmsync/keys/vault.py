@@ -376,8 +376,7 @@ class KeyVault:
             key=key,
             origin=origin,
         )
-        self._entries.append(entry)
-        self._save()
+        self._commit([*self._entries, entry])
         return entry
 
     def import_retired(self, key: MachineKey, run_id: str) -> VaultEntry:
@@ -396,8 +395,7 @@ class KeyVault:
             origin=KeyOrigin.IMPORTED,
             retired_at=now,
         )
-        self._entries.append(entry)
-        self._save()
+        self._commit([*self._entries, entry])
         return entry
 
     def mark_active(self, fingerprint: str, run_id: str) -> VaultEntry:
@@ -406,15 +404,16 @@ class KeyVault:
         if target.status is KeyStatus.ACTIVE:
             return target
         now = _utc_now()
-        for i, entry in enumerate(self._entries):
-            if entry.status is KeyStatus.ACTIVE:
-                self._entries[i] = replace(entry, status=KeyStatus.RETIRED, retired_at=now)
+        retired = [
+            replace(e, status=KeyStatus.RETIRED, retired_at=now)
+            if e.status is KeyStatus.ACTIVE else e
+            for e in self._entries
+        ]
         activated = replace(
             target, status=KeyStatus.ACTIVE, activated_at=now, activated_run=run_id,
             retired_at=None,
         )
-        self._replace(activated)
-        self._save()
+        self._commit(_replaced(retired, activated))
         return activated
 
     def mark_abandoned(self, fingerprint: str) -> VaultEntry:
@@ -425,8 +424,7 @@ class KeyVault:
         if target.status is KeyStatus.ABANDONED:
             return target
         abandoned = replace(target, status=KeyStatus.ABANDONED)
-        self._replace(abandoned)
-        self._save()
+        self._commit(_replaced(self._entries, abandoned))
         return abandoned
 
     def change_secret(self, secret: VaultSecret) -> None:
@@ -444,11 +442,14 @@ class KeyVault:
             raise VaultError(f"no key with fingerprint {fingerprint} in vault {self.path}")
         return entry
 
-    def _replace(self, new: VaultEntry) -> None:
-        for i, entry in enumerate(self._entries):
-            if entry.fingerprint == new.fingerprint:
-                self._entries[i] = new
-                return
+    def _commit(self, entries: list[VaultEntry]) -> None:
+        """Save ``entries`` as the vault's history; on failure memory keeps what disk has."""
+        old, self._entries = self._entries, entries
+        try:
+            self._save()
+        except BaseException:
+            self._entries = old
+            raise
 
     # -- the file -------------------------------------------------------------------------
     def _document(self) -> bytes:
@@ -495,6 +496,11 @@ class KeyVault:
             # Authenticated yet unreadable: written by a broken or newer farmsync.
             raise damaged from None
         return cls(path, secret, doc["farm"], params, created_at, entries)
+
+
+def _replaced(entries: list[VaultEntry], new: VaultEntry) -> list[VaultEntry]:
+    """A copy of ``entries`` with the one of ``new``'s fingerprint swapped for ``new``."""
+    return [new if e.fingerprint == new.fingerprint else e for e in entries]
 
 
 def atomic_write_private(path: Path, data: bytes) -> None:
