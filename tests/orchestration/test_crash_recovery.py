@@ -112,3 +112,25 @@ def test_a_second_rotation_while_one_runs_is_refused(make_farm: Callable[..., Te
         assert "locked by" in second.stderr and str(proc.pid) in second.stderr
     finally:
         kill(proc)
+
+
+def test_recover_leaves_a_file_someone_else_changed_and_says_so(
+    make_farm: Callable[..., TestFarm],
+) -> None:
+    farm = make_farm(ssh=3, ssh_windows=0, winrm=0)
+    proc = run_until_stalled(farm, "web3", "before")
+    for _ in range(100):
+        if farm.configs["web1"].read_bytes() != farm.originals["web1"]:
+            break
+        time.sleep(0.05)
+    kill(proc)
+    hand_edit = farm.originals["web1"].replace(b"<configuration>", b"<configuration><!-- ops -->")
+    farm.configs["web1"].write_bytes(hand_edit)
+
+    recovered = farm.cli("recover", "--json")
+
+    assert recovered.returncode == 0, recovered.stderr
+    messages = json.loads(recovered.stdout)["messages"]
+    assert any("web1" in m and "neither the run's old nor its new content" in m for m in messages)
+    assert farm.configs["web1"].read_bytes() == hand_edit  # not farmsync's to undo
+    assert farm.configs["web2"].read_bytes() == farm.originals["web2"]

@@ -212,9 +212,10 @@ class Farm:
             host_result = result.host(host.name)
             host_result.recycled = recycled
             host_result.status = "changed"
-            for old, new in zip(before.files, after.files, strict=True):
+            now = {f.path: f.fingerprint for f in after.files}  # empty if the read-back failed
+            for old in before.files:
                 host_result.files.append(
-                    FileResult(old.path, "changed", old.fingerprint, new.fingerprint)
+                    FileResult(old.path, "changed", old.fingerprint, now.get(old.path))
                 )
             result.outcome = Outcome.CHANGED
             result.messages.append(f"{host.name} is back on its files from run {backup_run}")
@@ -261,12 +262,14 @@ class Farm:
         return _LockedRun(self, run_id, kind)
 
     def _with_recovered(self, result: RunResult, recovered: Sequence[RunResult]) -> RunResult:
+        earlier_lines: list[str] = []
         for earlier in recovered:
             if earlier.outcome is Outcome.CHECKED:
                 text = f"unfinished run {earlier.run_id} would be settled first (not in --check)"
             else:
                 text = f"recovered unfinished run {earlier.run_id}: {earlier.outcome.value}"
-            result.messages.insert(0, text)
+            earlier_lines += [text, *earlier.messages]
+        result.messages[:0] = earlier_lines
         return result
 
 

@@ -52,6 +52,14 @@ def recover_run(state: RunState, journal: Journal, ctx: FarmContext) -> RunResul
     result = RunResult(
         state.run_id, state.kind, ctx.farm, Outcome.ABORTED, target_fingerprint=state.target_fp
     )
+    if state.kind == "restore":
+        # A restore puts one node's own backups back, file by file, each atomically: there is
+        # no farm-wide commit to finish or undo. Close it and say how to finish the job.
+        recorder.end(Outcome.ABORTED)
+        result.messages.append(
+            f"restore {state.run_id} was interrupted: run the same `farmsync restore` again"
+        )
+        return result
     hashes = {h: [_hashes(state, h, p) for p in paths] for h, paths in state.hosts.items()}
 
     with FarmSession(
@@ -90,6 +98,14 @@ def recover_run(state: RunState, journal: Journal, ctx: FarmContext) -> RunResul
             name: [f for f in hashes[name] if (o.value or {})[f.path].sha256 == f.new_sha256]
             for name, o in live.items()
         }
+        for name, o in live.items():
+            for f in hashes[name]:
+                if (o.value or {})[f.path].sha256 not in (f.old_sha256, f.new_sha256):
+                    # Changed by someone else since the run: not farmsync's to undo.
+                    result.messages.append(
+                        f"{name}:{f.path} holds neither the run's old nor its new content; "
+                        "left as it is"
+                    )
         everywhere = all(len(on_new[n]) == len(hashes[n]) for n in hashes)
 
         if everywhere:

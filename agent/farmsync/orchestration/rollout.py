@@ -229,6 +229,11 @@ class Rollout:
                 self.reporter.event(
                     Event(Phase.COMMIT, Status.FAILED, name, describe_error(outcome.error))
                 )
+        for name, outcome in outcomes.items():
+            if not outcome.ok:
+                # Withdraw a commit that never acknowledged (its release failed or its wait
+                # timed out), so it cannot land behind the rollback that follows.
+                _quietly(armed[name].abort)
         self.result.release_span_ms = round((last_sent - first) * 1000, 3)
         if acked:
             self.result.commit_window_ms = round((max(acked) - first) * 1000, 3)
