@@ -12,6 +12,13 @@ function Invoke-FarmsyncOp {
     foreach ($item in $items) {
         $path = [string]$item.path
         $target = Resolve-FarmsyncPath -Path $path
+        if (Test-Path -LiteralPath $target) {
+            $attributes = [System.IO.File]::GetAttributes($target)
+            if ($attributes -band [System.IO.FileAttributes]::ReparsePoint) {
+                # File.Replace would act on the link, not on the file it points to: refuse.
+                throw (New-FarmsyncError 'protocol' 'is a symbolic link or junction; list the real file' $path)
+            }
+        }
         $live = Read-FarmsyncBytes -Target $target -Shown $path
         if ((Get-FarmsyncSha256 -Bytes $live) -ne ([string]$item.expected_sha256).ToLowerInvariant()) {
             throw (New-FarmsyncError 'changed-since-read' 'live file changed since it was read' $path)
