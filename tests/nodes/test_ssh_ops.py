@@ -183,6 +183,27 @@ def test_recycle_that_times_out_closes_its_channel(sshd_node: SshdTestNode) -> N
         assert open_channels == []
 
 
+def test_recycle_timeout_bounds_the_whole_command_not_each_line(
+    sshd_node: SshdTestNode,
+) -> None:
+    # A line every 0.2 s for 10 s: each line is inside the timeout, the whole is not.
+    chatty = RecycleSpec(
+        RecycleKind.COMMAND, "for i in $(seq 50); do echo tick; sleep 0.2; done"
+    )
+    with SshNode(sshd_node.host(recycle=chatty, timeout=1.5)) as node, pytest.raises(
+        NodeError
+    ) as err:
+        node.recycle()
+    assert err.value.kind is NodeErrorKind.TIMEOUT
+
+
+def test_recycle_output_on_stderr_cannot_stall_the_command(sshd_node: SshdTestNode) -> None:
+    # More stderr than an SSH channel window holds: unread, it would block the command.
+    noisy = RecycleSpec(RecycleKind.COMMAND, "head -c 4000000 /dev/zero >&2; echo done")
+    with SshNode(sshd_node.host(recycle=noisy, timeout=10)) as node:
+        node.recycle()
+
+
 def test_stage_refuses_a_symlinked_target_instead_of_replacing_the_link(
     sshd_node: SshdTestNode,
 ) -> None:

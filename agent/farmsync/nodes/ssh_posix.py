@@ -457,12 +457,16 @@ class PosixOps:
         if spec.kind is not RecycleKind.COMMAND or not spec.command:
             return
         lines = LineChannel(self.host, self.conn.exec(spec.command), "recycle")
+        # One deadline for the whole command, however much it prints; stderr is merged into
+        # stdout so a chatty command cannot stall on a full stderr window.
+        deadline = time.monotonic() + self.timeout
         try:
             with node_errors(self.host, "recycle"):
+                lines.channel.set_combine_stderr(True)
                 lines.channel.shutdown_write()
-            while lines.readline(self.timeout) is not None:
+            while lines.readline(max(deadline - time.monotonic(), 0.001)) is not None:
                 pass
-            status = lines.exit_status(self.timeout)
+            status = lines.exit_status(max(deadline - time.monotonic(), 0.001))
         finally:
             lines.channel.close()  # also on a timeout: the channel must not outlive the phase
         if status != 0:
