@@ -83,6 +83,7 @@ CODE_QUOTA_OPERATIONS = 2150859174  # MaxConcurrentOperationsPerUser exceeded
 CODE_INVALID_PARAMETER = 2150858882  # unknown command id, bad stream...
 
 CMD_LINE_LIMIT = 8191  # cmd.exe's limit on one command line
+MUTUAL_TLS_AUTH = "http://schemas.dmtf.org/wbem/wsman/1/wsman/secprofile/https/mutual"
 DEFAULT_MAX_ENVELOPE = 512000  # MaxEnvelopeSizekb = 500, the modern Windows default
 
 _PARSER = etree.XMLParser(
@@ -173,6 +174,7 @@ class WsmanEndpoint:
         max_operations_per_user: int = 15,
         max_envelope_size: int = DEFAULT_MAX_ENVELOPE,
         ntlm: bool = False,
+        client_ca: str | None = None,
     ):
         self.username = username
         self.password = password
@@ -185,6 +187,9 @@ class WsmanEndpoint:
         self.max_operations_per_user = max_operations_per_user
         self.max_envelope_size = max_envelope_size
         self.ntlm = ntlm
+        # Certificate auth: TLS client certificates signed by this CA, plus the WS-Man
+        # "https/mutual" Authorization header pywinrm sends with them.
+        self.client_ca = client_ca
         self._ntlm_dir: str | None = None
         self._saved_user_file: str | None = None
         self.machine = "farmsync-test-node"
@@ -213,6 +218,11 @@ class WsmanEndpoint:
         return f"{self.scheme}://{self.host}:{self.port}/wsman"
 
     def start(self) -> None:
+        if self.client_ca is not None:
+            if self.ssl_context is None:
+                raise ValueError("certificate auth needs TLS")
+            self.ssl_context.verify_mode = ssl.CERT_OPTIONAL
+            self.ssl_context.load_verify_locations(self.client_ca)
         if self.ntlm:
             # pyspnego's NTLM acceptor reads its accounts from the file NTLM_USER_FILE names.
             self._ntlm_dir = tempfile.mkdtemp(prefix="wsman-ntlm-")
@@ -720,6 +730,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _authenticate(self, endpoint: WsmanEndpoint) -> bool:
         header = self.headers.get("Authorization") or ""
+        if header == MUTUAL_TLS_AUTH and endpoint.client_ca is not None:
+            # The TLS layer verified the client's certificate against client_ca (or sent none).
+            getpeercert = getattr(self.connection, "getpeercert", None)
+            if getpeercert is not None and getpeercert():
+                return True
+            self._unauthorized(endpoint)
+            return False
         scheme, _, token = header.partition(" ")
         if endpoint.ntlm and scheme in ("Negotiate", "NTLM") and token:
             return self._ntlm_step(endpoint, scheme, token)

@@ -176,7 +176,7 @@ def wsman_host_for(server: WsmanEndpoint, ca_pem: Path | str, **overrides: Any) 
     ``allow_insecure_basic``, ``path``).
     """
     winrm_fields = {"transport", "scheme", "cert_validation", "ca_trust_path"}
-    winrm_fields |= {"allow_insecure_basic", "path"}
+    winrm_fields |= {"allow_insecure_basic", "path", "cert_pem", "cert_key_pem"}
     winrm_options: dict[str, Any] = {
         "transport": "basic",
         "scheme": server.scheme,
@@ -194,7 +194,7 @@ def wsman_host_for(server: WsmanEndpoint, ca_pem: Path | str, **overrides: Any) 
         "port": server.port,
         "shell": Shell.POWERSHELL,
         "user": server.username,
-        "password": Secret(password),
+        "password": Secret(password) if password is not None else None,
         "winrm": WinrmSettings(**winrm_options),
         "timeout": 10.0,
     }
