@@ -119,7 +119,17 @@ def write_file(
             ) from None
         try:
             f.write(content)
-            fsync(sftp, f)
+            try:
+                fsync(sftp, f)
+            except OSError as exc:
+                if "unsupported" not in str(exc).lower():
+                    raise
+                # Without a flush to disk, a crash could leave a staged file that is not
+                # there: refuse rather than stage without durability.
+                raise StagingFailure(
+                    NodeErrorKind.PROTOCOL,
+                    "the node's SFTP server cannot fsync (no fsync@openssh.com extension)",
+                ) from None
             f.close()
         except OSError as exc:
             reraise_if_transport(sftp, exc)
