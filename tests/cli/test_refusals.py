@@ -255,3 +255,19 @@ def test_wrong_vault_passphrase_is_one_clear_error_and_the_farm_is_untouched(
     assert wrong not in result.stdout + result.stderr
     assert local_farm.node_files() == files
     assert (local_farm.farm_dir / "vault.fsv").read_bytes() == vault
+
+
+def test_an_unforeseen_failure_is_one_line_without_a_traceback(local_farm: LocalFarm) -> None:
+    # The journal cannot be written (a directory stands where the file goes): not an error
+    # farmsync has a name for, yet it must still end in one short line and no traceback.
+    (local_farm.farm_dir / "journal.jsonl").mkdir(parents=True)
+    local_farm.remember()
+
+    result = local_farm.run("rotate")
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = error_lines(result)
+    assert lines and lines[-1].startswith("farmsync: internal error: unexpected")
+    assert "farmsync recover" in lines[-1]
+    assert local_farm.contents() == local_farm.originals  # nothing was committed

@@ -17,10 +17,11 @@ from rich.console import Console
 from farmsync import __version__
 from farmsync.cli.render import print_json, render_run
 from farmsync.cli.reporters import PlainReporter, QuietReporter, RichReporter
-from farmsync.errors import FarmsyncError, InputError
+from farmsync.errors import ExitCode, FarmsyncError, InputError
 from farmsync.orchestration.events import Reporter
 from farmsync.orchestration.result import RunResult
 from farmsync.orchestration.rollout import RolloutOptions
+from farmsync.orchestration.survey import describe_error
 
 INVENTORY_ENV = "FARMSYNC_INVENTORY"
 
@@ -34,6 +35,17 @@ class FarmsyncGroup(click.Group):
         except FarmsyncError as exc:
             click.echo(f"farmsync: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            # A bug or an unforeseen failure (a full disk under the journal, say). Its text
+            # and traceback could quote file contents: name its type and place only.
+            click.echo(
+                f"farmsync: internal error: {describe_error(exc)}; if a run was under way, "
+                "`farmsync recover` settles it",
+                err=True,
+            )
+            ctx.exit(ExitCode.NODE_FAILURE)
 
 
 def stdout_console() -> Console:
