@@ -352,3 +352,26 @@ def test_unexpected_group_key_is_a_warning(load: Loader) -> None:
     assert [(w.line, "unexpected key 'host'" in w.message) for w in inventory.warnings] == [
         (2, True)
     ]
+
+
+def test_older_ansible_ssh_spellings_are_read_with_a_warning(load: Loader) -> None:
+    inv = load(
+        """
+        all:
+          hosts:
+            web1:
+              ansible_ssh_host: 10.0.0.5
+              ansible_ssh_port: 2222
+              ansible_ssh_user: deploy
+              farmsync_root_configs: [/etc/mono/4.5/web.config]
+            web2:
+              ansible_ssh_host: 10.0.0.6
+              ansible_host: 10.0.0.7
+              farmsync_root_configs: [/etc/mono/4.5/web.config]
+        """
+    )
+    web1, web2 = inv.hosts["web1"], inv.hosts["web2"]
+    assert (web1.address, web1.port, web1.user) == ("10.0.0.5", 2222, "deploy")
+    assert web2.address == "10.0.0.7"  # the current name wins over the old one
+    warned = [w for w in inv.warnings if "older name" in w.message]
+    assert [w.line for w in warned][:3] == [4, 5, 6]

@@ -59,6 +59,14 @@ _INI_HINT = "INI inventories are not read; convert one with 'ansible-inventory -
 _WINRM_PASSWORD_TRANSPORTS = ("ntlm", "credssp", "basic", "plaintext", "ssl")
 _GROUP_KEYS = ("hosts", "children", "vars")
 
+# Older Ansible spellings the ssh connection plugin still reads.
+LEGACY_ALIASES = {
+    "ansible_ssh_host": "ansible_host",
+    "ansible_ssh_port": "ansible_port",
+    "ansible_ssh_user": "ansible_user",
+    "ansible_ssh_pass": "ansible_password",
+}
+
 
 def resolve_inventory_path(option: str | None, environ: Mapping[str, str] | None = None) -> str:
     """The inventory to use: the -i/--inventory value, else $FARMSYNC_INVENTORY."""
@@ -317,7 +325,7 @@ class _Builder:
                     self.add_host(host_key, host_vars, entries.key_lines[host_key], name)
             elif key == "vars":
                 for var, var_value in entries.items():
-                    group.vars[var] = self.variable(var, var_value, entries.key_lines[var])
+                    self.set_variable(group.vars, var, var_value, entries.key_lines[var])
             elif key == "children":
                 for child, child_body in entries.items():
                     self.walk_group(child, child_body, entries.key_lines[child], parent=name)
@@ -353,7 +361,7 @@ class _Builder:
                     f"host {name!r} must be followed by a mapping of variables or nothing", line
                 )
             for var, value in host_vars.items():
-                decl.vars[var] = self.variable(var, value, host_vars.key_lines[var])
+                self.set_variable(decl.vars, var, value, host_vars.key_lines[var])
 
     def expand(self, pattern: str, line: int) -> Iterator[str]:
         """Ansible host ranges: web[01:04], db[a:c], x[0:10:2]; several ranges multiply."""
@@ -387,6 +395,17 @@ class _Builder:
         for item in items:
             for rest in self.expand(tail, line):
                 yield head + item + rest
+
+    def set_variable(self, target: dict[str, _Var], name: str, value: Any, line: int) -> None:
+        """Store one variable; Ansible's older spellings count as the current name, which
+        wins when both are given at the same level."""
+        current = LEGACY_ALIASES.get(name)
+        if current is None:
+            target[name] = self.variable(name, value, line)
+            return
+        self.warn(f"{name} is Ansible's older name for {current}; read as {current}", line)
+        if current not in target:
+            target[current] = self.variable(current, value, line)
 
     def variable(self, name: str, value: Any, line: int) -> _Var:
         var = _Var(value, line)
