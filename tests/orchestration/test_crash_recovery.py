@@ -134,3 +134,28 @@ def test_recover_leaves_a_file_someone_else_changed_and_says_so(
     assert any("web1" in m and "neither the run's old nor its new content" in m for m in messages)
     assert farm.configs["web1"].read_bytes() == hand_edit  # not farmsync's to undo
     assert farm.configs["web2"].read_bytes() == farm.originals["web2"]
+
+
+def test_a_first_rotation_finished_by_recovery_can_still_be_rolled_back(
+    make_farm: Callable[..., TestFarm],
+) -> None:
+    farm = make_farm(ssh=2, ssh_windows=0, winrm=0)
+    shared = farm.originals["web1"]
+    for path in farm.configs.values():  # a farm on one hand-made key before farmsync
+        path.write_bytes(shared)
+    before = farm.fingerprints()["web1"]
+    proc = run_until_stalled(farm, "web2", "after")
+    for _ in range(100):
+        if len(set(farm.fingerprints().values()) - {before}) == 1 and before not in set(
+            farm.fingerprints().values()
+        ):
+            break
+        time.sleep(0.05)
+    kill(proc)
+
+    assert farm.cli("recover").returncode == 0
+    back = farm.cli("rollback", "--json")
+
+    assert back.returncode == 0, back.stderr
+    assert set(farm.fingerprints().values()) == {before}
+    assert all(p.read_bytes() == shared for p in farm.configs.values())

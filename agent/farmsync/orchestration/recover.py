@@ -9,9 +9,13 @@ rolled back to the backups, so the farm ends on the old key.
 
 from __future__ import annotations
 
-from farmsync.errors import ExitCode, FarmsyncError, InputError
+from collections.abc import Mapping
+
+from farmsync.errors import ConfigFileError, ExitCode, FarmsyncError, InputError
 from farmsync.inventory.model import RecycleKind
+from farmsync.keys.machinekey import MachineKey
 from farmsync.keys.vault import KeyStatus, KeyVault
+from farmsync.nodes.contract import NodeOperations, backup_path
 from farmsync.orchestration.context import FarmContext
 from farmsync.orchestration.events import Event, Phase, Status
 from farmsync.orchestration.journal import Journal, RunState, Step, StepResult
@@ -21,6 +25,7 @@ from farmsync.orchestration.result import Outcome, RunResult
 from farmsync.orchestration.rollout import restore_originals
 from farmsync.orchestration.session import FarmSession
 from farmsync.orchestration.survey import describe_error
+from farmsync.webconfig.parser import inspect_config
 
 
 class RecoveryError(FarmsyncError):
@@ -108,10 +113,12 @@ def recover_run(state: RunState, journal: Journal, ctx: FarmContext) -> RunResul
                     )
         everywhere = all(len(on_new[n]) == len(hashes[n]) for n in hashes)
 
+        replaced: MachineKey | None = None
         if everywhere:
             outcome = Outcome.CHANGED
             for name in hashes:
                 recorder.files(Step.VERIFY, name, hashes[name], StepResult.OK)
+            replaced = _replaced_key(state, session.nodes)
         else:
             outcome = Outcome.ROLLED_BACK
             undo = {n: files for n, files in on_new.items() if files}
@@ -152,7 +159,7 @@ def recover_run(state: RunState, journal: Journal, ctx: FarmContext) -> RunResul
             ctx.options.forks,
         )
 
-    _settle_vault(state, outcome, ctx)
+    _settle_vault(state, outcome, ctx, replaced)
     recorder.end(outcome)
     result.outcome = outcome
     for name in hashes:
@@ -165,7 +172,34 @@ def _hashes(state: RunState, host: str, path: str) -> FileHashes:
     return FileHashes(path, progress.old_sha256 or "", progress.new_sha256 or "")
 
 
-def _settle_vault(state: RunState, outcome: Outcome, ctx: FarmContext) -> None:
+def _replaced_key(state: RunState, nodes: Mapping[str, NodeOperations]) -> MachineKey | None:
+    """The one key every file held before a finished rotation, read back from a backup.
+
+    A first rotation records that (hand-made) key in the vault so `rollback` can return to
+    it; a run finished by recovery does the same.
+    """
+    if state.kind != "rotate" or not state.previous_fp:
+        return None
+    for host, paths in state.hosts.items():
+        node = nodes.get(host)
+        if node is None or not paths:
+            continue
+        backup = backup_path(paths[0], state.run_id)
+        content = node.read([backup])[backup].content
+        if content is None:
+            continue
+        try:
+            found = inspect_config(content, f"{host}:{backup}").root_key
+        except ConfigFileError:
+            continue
+        if found is not None and found.key.fingerprint() == state.previous_fp:
+            return found.key
+    return None
+
+
+def _settle_vault(
+    state: RunState, outcome: Outcome, ctx: FarmContext, replaced: MachineKey | None = None
+) -> None:
     """A finished rotate or rollback makes its key the active one; an undone rotate abandons it
     (unless the vault already made it active: then it is the key `sync` should deploy)."""
     if state.kind not in ("rotate", "rollback") or not state.target_fp:
@@ -177,6 +211,8 @@ def _settle_vault(state: RunState, outcome: Outcome, ctx: FarmContext) -> None:
     if entry is None:
         return
     if outcome is Outcome.CHANGED:
+        if replaced is not None and replaced.is_explicit:
+            vault.import_retired(replaced, state.run_id)
         vault.mark_active(state.target_fp, state.run_id)
     elif state.kind == "rotate" and entry.status is not KeyStatus.ACTIVE:
         vault.mark_abandoned(state.target_fp)
