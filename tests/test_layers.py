@@ -1,6 +1,6 @@
 """The package's layers, checked from the source: a lower layer never imports a higher one.
 
-errors, algorithms -> inventory -> keys, webconfig -> nodes -> orchestration -> cli, lab
+errors, algorithms, fsutil -> inventory -> keys, webconfig -> nodes -> orchestration -> cli, lab
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "agent" / "farmsync"
 LAYERS = {
     "errors": 0,
     "algorithms": 0,
+    "fsutil": 0,
     "inventory": 1,
     "keys": 2,
     "webconfig": 2,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from farmsync.keys.vault import atomic_write_private
+from farmsync.fsutil import atomic_write_private
 from farmsync.lab import probe
 from farmsync.lab.aspnet import AspNetNode
 from farmsync.nodes.connect import node_for

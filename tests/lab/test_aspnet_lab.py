@@ -12,10 +12,10 @@ from pathlib import Path
 import paramiko
 import pytest
 
+from farmsync.fsutil import atomic_write_private
 from farmsync.inventory.loader import load_inventory
 from farmsync.inventory.model import Policy
 from farmsync.keys.generate import generate_key
-from farmsync.keys.vault import atomic_write_private
 from farmsync.lab.aspnet import (
     MONO_MISSING,
     AspNetNode,

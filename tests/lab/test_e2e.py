@@ -22,9 +22,10 @@ from pathlib import Path
 
 import pytest
 
+from farmsync.fsutil import atomic_write_private
 from farmsync.inventory.patterns import select_hosts
 from farmsync.keys.generate import generate_key
-from farmsync.keys.vault import VaultSecret, atomic_write_private
+from farmsync.keys.vault import VaultSecret
 from farmsync.lab.proof import Credentials, check, cross_check, issue
 from farmsync.orchestration.context import FarmContext
 from farmsync.orchestration.farm import Farm

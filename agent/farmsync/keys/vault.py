@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import stat
 import struct
 from collections.abc import Mapping
@@ -37,6 +36,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from farmsync.errors import InputError, VaultError
+from farmsync.fsutil import atomic_write_private
 from farmsync.keys.machinekey import MachineKey
 
 PASSPHRASE_ENV = "FARMSYNC_VAULT_PASSPHRASE"  # noqa: S105 (a variable name, not a secret)
@@ -501,30 +501,3 @@ class KeyVault:
 def _replaced(entries: list[VaultEntry], new: VaultEntry) -> list[VaultEntry]:
     """A copy of ``entries`` with the one of ``new``'s fingerprint swapped for ``new``."""
     return [new if e.fingerprint == new.fingerprint else e for e in entries]
-
-
-def atomic_write_private(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``: a 0600 temp file in the same directory, fsynced, renamed
-    over the target, then the directory fsynced. On failure the old file is untouched and the
-    temp file removed."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
-    fd = os.open(tmp, flags, 0o600)
-    try:
-        try:
-            os.fchmod(fd, 0o600)  # exactly 0600 whatever the umask
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

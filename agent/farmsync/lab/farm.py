@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from farmsync.errors import FarmsyncError
+from farmsync.fsutil import atomic_write_private
 from farmsync.keys.generate import generate_key
-from farmsync.keys.vault import atomic_write_private
 from farmsync.lab.aspnet import (
     DEFAULT_READY_TIMEOUT,
     AspNetNode,

@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 from farmsync.errors import NodeErrorKind
+from farmsync.fsutil import fsync_directory
 from farmsync.nodes.contract import (
     CommitItem,
     FileState,
@@ -138,13 +139,6 @@ def _remove_file(path: str) -> bool:
     return True
 
 
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
 
 def _copy_permissions(fd: int, like_path: str, like: os.stat_result) -> None:
     """Give an open new file the owner, mode and POSIX ACL of ``like_path``."""
@@ -248,7 +242,7 @@ def stage_files(items: Sequence[StageItem], run_id: str) -> list[str]:
                 raise AgentError(NodeErrorKind.VERIFY, "staging file read back differs", spath)
         for directory in {os.path.dirname(t) for t in targets}:
             try:
-                _fsync_dir(directory)
+                fsync_directory(directory)
             except OSError as exc:
                 raise os_error(exc, "flush directory", directory) from None
     except BaseException:
@@ -294,7 +288,7 @@ def _restore(bpath: str, target: str, run_id: str) -> None:
         if back != data:
             raise AgentError(NodeErrorKind.VERIFY, "restored copy read back differs", tmp)
         os.replace(tmp, target)
-        _fsync_dir(os.path.dirname(target))
+        fsync_directory(os.path.dirname(target))
     except OSError as exc:
         _remove_file(tmp)
         raise os_error(exc, "restore backup", target) from None
@@ -316,7 +310,7 @@ def commit_files(items: Sequence[CommitItem], run_id: str) -> list[str]:
             _make_backup(target, bpath, run_id)
             os.replace(staging_path(target, run_id), target)
             done.append((target, bpath))
-            _fsync_dir(os.path.dirname(target))
+            fsync_directory(os.path.dirname(target))
     except BaseException as exc:
         for target, bpath in reversed(done):
             try:

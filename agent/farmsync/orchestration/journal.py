@@ -35,6 +35,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
+from farmsync.fsutil import fsync_directory
+
 
 class RunKind(StrEnum):
     ROTATE = "rotate"
@@ -431,7 +433,7 @@ class Journal:
         finally:
             os.close(fd)
         if created:
-            _fsync_dir(self.path.parent)
+            fsync_directory(self.path.parent)
 
     @staticmethod
     def _repair_torn_tail(fd: int) -> None:
@@ -516,11 +518,3 @@ def _parse(raw: bytes) -> dict[str, object] | None:
     if not isinstance(rec, dict) or "run_id" not in rec or "event" not in rec:
         return None
     return rec
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
