@@ -381,6 +381,16 @@ def history(
 
 
 # --- lab ------------------------------------------------------------------------------------
+lab_dir_option = click.option(
+    "--dir",
+    "lab_dir",
+    default=".lab",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The lab's state directory (processes, node files, keys).",
+)
+
+
 @cli.group()
 def lab() -> None:
     """A local farm of real sshd + Mono ASP.NET nodes on loopback."""
@@ -395,14 +405,7 @@ def lab() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Where to write the lab's inventory.",
 )
-@click.option(
-    "--dir",
-    "lab_dir",
-    default=".lab",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="The lab's state directory (processes, node files, keys).",
-)
+@lab_dir_option
 def lab_up(nodes: int, inventory_out: Path, lab_dir: Path) -> None:
     """Start N lab nodes, each on its own key, and write their inventory."""
     from farmsync.cli.lab_view import lab_up as run
@@ -411,14 +414,7 @@ def lab_up(nodes: int, inventory_out: Path, lab_dir: Path) -> None:
 
 
 @lab.command("down")
-@click.option(
-    "--dir",
-    "lab_dir",
-    default=".lab",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="The lab's state directory (processes, node files, keys).",
-)
+@lab_dir_option
 def lab_down(lab_dir: Path) -> None:
     """Stop every process the lab started."""
     from farmsync.cli.lab_view import lab_down as run
@@ -427,14 +423,7 @@ def lab_down(lab_dir: Path) -> None:
 
 
 @lab.command("status")
-@click.option(
-    "--dir",
-    "lab_dir",
-    default=".lab",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="The lab's state directory (processes, node files, keys).",
-)
+@lab_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 def lab_status(lab_dir: Path, as_json: bool) -> None:
     """Show the lab's nodes and whether they are up."""
