@@ -113,6 +113,22 @@ class RunArgs:
         )
 
 
+state_dir_option = click.option(
+    "--state-dir",
+    envvar="FARMSYNC_STATE_DIR",
+    default=None,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where vault, journal and lock live (or $FARMSYNC_STATE_DIR).",
+)
+vault_key_file_option = click.option(
+    "--vault-key-file",
+    envvar="FARMSYNC_VAULT_KEY_FILE",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Vault key file instead of $FARMSYNC_VAULT_PASSPHRASE.",
+)
+
+
 def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """Add the shared options; the command receives them as one ``RunArgs``."""
 
@@ -149,20 +165,8 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
             type=click.IntRange(1, 1000),
             help="Backups kept per file on each node.",
         ),
-        click.option(
-            "--state-dir",
-            envvar="FARMSYNC_STATE_DIR",
-            default=None,
-            type=click.Path(file_okay=False, path_type=Path),
-            help="Where vault, journal and lock live (or $FARMSYNC_STATE_DIR).",
-        ),
-        click.option(
-            "--vault-key-file",
-            envvar="FARMSYNC_VAULT_KEY_FILE",
-            default=None,
-            type=click.Path(dir_okay=False, path_type=Path),
-            help="Vault key file instead of $FARMSYNC_VAULT_PASSPHRASE.",
-        ),
+        state_dir_option,
+        vault_key_file_option,
         inventory_option,
     ]
     wrapped: Callable[..., Any] = command
@@ -304,13 +308,7 @@ def recover(run: RunArgs) -> None:
 @click.option("-C", "--check", is_flag=True, help="Show what would be restored; change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
 @click.option("--no-recycle", is_flag=True, help="Do not recycle the node afterwards.")
-@click.option(
-    "--state-dir",
-    envvar="FARMSYNC_STATE_DIR",
-    default=None,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where vault, journal and lock live (or $FARMSYNC_STATE_DIR).",
-)
+@state_dir_option
 def restore(
     inventory_path: Path,
     host_name: str,
@@ -340,20 +338,8 @@ def restore(
 @cli.command()
 @inventory_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
-@click.option(
-    "--state-dir",
-    envvar="FARMSYNC_STATE_DIR",
-    default=None,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where vault, journal and lock live (or $FARMSYNC_STATE_DIR).",
-)
-@click.option(
-    "--vault-key-file",
-    envvar="FARMSYNC_VAULT_KEY_FILE",
-    default=None,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Vault key file instead of $FARMSYNC_VAULT_PASSPHRASE.",
-)
+@state_dir_option
+@vault_key_file_option
 @click.option(
     "--show-keys",
     is_flag=True,
