@@ -15,7 +15,7 @@ from farmsync.inventory.durations import format_duration
 from farmsync.inventory.model import RecycleKind
 from farmsync.keys.generate import generate_key
 from farmsync.keys.machinekey import MachineKey
-from farmsync.keys.vault import KeyStatus, KeyVault, VaultEntry
+from farmsync.keys.vault import KeyVault, VaultEntry
 from farmsync.orchestration.context import FarmContext
 from farmsync.orchestration.journal import Journal, Step, StepResult, new_run_id
 from farmsync.orchestration.lock import FarmLock
@@ -26,6 +26,7 @@ from farmsync.orchestration.result import FileResult, Outcome, RunResult
 from farmsync.orchestration.rollout import Rollout
 from farmsync.orchestration.session import FarmSession
 from farmsync.orchestration.survey import survey
+from farmsync.orchestration.vaultstate import settle_key
 
 
 class Farm:
@@ -78,13 +79,9 @@ class Farm:
                 vault.add(key, run_id)
 
             def settle(outcome: Outcome, plan: Plan) -> None:
-                if outcome is not Outcome.CHANGED:
-                    vault.mark_abandoned(key.fingerprint())
-                    return
-                replaced = plan.single_old_key()
-                if replaced is not None:
-                    vault.import_retired(replaced, run_id)  # so `rollback` can go back to it
-                vault.mark_active(key.fingerprint(), run_id)
+                settle_key(
+                    vault, "rotate", key.fingerprint(), outcome, run_id, plan.single_old_key()
+                )
 
             result = self._roll_out(journal, run_id, "rotate", key, store, settle)
             return self._with_recovered(result, recovered)
@@ -114,8 +111,7 @@ class Farm:
             assert vault is not None  # an entry came from it
 
             def settle(outcome: Outcome, _plan: Plan) -> None:
-                if outcome is Outcome.CHANGED and entry.status is not KeyStatus.ACTIVE:
-                    vault.mark_active(entry.fingerprint, run_id)
+                settle_key(vault, kind, entry.fingerprint, outcome, run_id)
 
             result = self._roll_out(journal, run_id, kind, entry.key, settle=settle)
             return self._with_recovered(result, recovered)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from farmsync.errors import ConfigFileError, ExitCode, FarmsyncError, InputError
 from farmsync.inventory.model import RecycleKind
 from farmsync.keys.machinekey import MachineKey
-from farmsync.keys.vault import KeyStatus, KeyVault
+from farmsync.keys.vault import KeyVault
 from farmsync.nodes.contract import NodeOperations, backup_path
 from farmsync.orchestration.context import FarmContext
 from farmsync.orchestration.events import Event, Phase, Status
@@ -25,6 +25,7 @@ from farmsync.orchestration.result import Outcome, RunResult
 from farmsync.orchestration.rollout import restore_originals
 from farmsync.orchestration.session import FarmSession
 from farmsync.orchestration.survey import describe_error
+from farmsync.orchestration.vaultstate import settle_key
 from farmsync.webconfig.parser import inspect_config
 
 
@@ -207,12 +208,4 @@ def _settle_vault(
     if not ctx.state.vault.exists():
         return  # a run that never got to store its key
     vault = KeyVault.open(ctx.state.vault, ctx.vault_secret())
-    entry = vault.find(state.target_fp)
-    if entry is None:
-        return
-    if outcome is Outcome.CHANGED:
-        if replaced is not None and replaced.is_explicit:
-            vault.import_retired(replaced, state.run_id)
-        vault.mark_active(state.target_fp, state.run_id)
-    elif state.kind == "rotate" and entry.status is not KeyStatus.ACTIVE:
-        vault.mark_abandoned(state.target_fp)
+    settle_key(vault, state.kind, state.target_fp, outcome, state.run_id, replaced)
