@@ -7,7 +7,9 @@ fingerprints only.
 
 from __future__ import annotations
 
+import traceback
 from enum import StrEnum
+from pathlib import Path
 
 
 class ExitCode:
@@ -126,3 +128,22 @@ class NodeError(FarmsyncError):
         head = " ".join(parts)
         where = f" {self.path}" if self.path else ""
         return f"{head}: {self.kind.value}{where}: {self.detail}"
+
+
+def describe_error(exc: BaseException | None) -> str:
+    """A safe one-line description of an error.
+
+    farmsync's own errors are written to be shown. Anything else is a bug or a library
+    surprise: name its type and where it was raised, never its text, which might quote file
+    contents.
+    """
+    if exc is None:
+        return ""
+    if isinstance(exc, FarmsyncError):
+        return str(exc)
+    where = ""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames:
+        last = frames[-1]
+        where = f" at {Path(last.filename).name}:{last.lineno}"
+    return f"unexpected {type(exc).__name__}{where}"

@@ -17,11 +17,10 @@ from rich.console import Console
 from farmsync import __version__
 from farmsync.cli.render import print_json, render_run
 from farmsync.cli.reporters import PlainReporter, QuietReporter, RichReporter
-from farmsync.errors import ExitCode, FarmsyncError, InputError
+from farmsync.errors import ExitCode, FarmsyncError, InputError, describe_error
 from farmsync.orchestration.events import Reporter
 from farmsync.orchestration.result import RunResult
 from farmsync.orchestration.rollout import RolloutOptions
-from farmsync.orchestration.survey import describe_error
 
 INVENTORY_ENV = "FARMSYNC_INVENTORY"
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from farmsync.errors import NodeError
+from farmsync.errors import NodeError, describe_error
 from farmsync.orchestration.journal import Journal, Step, StepResult
 from farmsync.orchestration.result import Outcome
-from farmsync.orchestration.survey import describe_error
 
 
 @dataclass(frozen=True)

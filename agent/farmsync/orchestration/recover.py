@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from farmsync.errors import ConfigFileError, ExitCode, FarmsyncError, InputError
+from farmsync.errors import ConfigFileError, ExitCode, FarmsyncError, InputError, describe_error
 from farmsync.inventory.model import RecycleKind
 from farmsync.keys.machinekey import MachineKey
 from farmsync.keys.vault import KeyVault
@@ -24,7 +24,6 @@ from farmsync.orchestration.recorder import FileHashes, RunRecorder
 from farmsync.orchestration.result import Outcome, RunResult
 from farmsync.orchestration.rollout import restore_originals
 from farmsync.orchestration.session import FarmSession
-from farmsync.orchestration.survey import describe_error
 from farmsync.orchestration.vaultstate import settle_key
 from farmsync.webconfig.parser import inspect_config
 

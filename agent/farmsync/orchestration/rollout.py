@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from farmsync.errors import FarmsyncError, NodeError, NodeErrorKind
+from farmsync.errors import FarmsyncError, NodeError, NodeErrorKind, describe_error
 from farmsync.inventory.model import Host, RecycleKind
 from farmsync.keys.machinekey import MachineKey
 from farmsync.nodes.contract import ArmedCommit, NodeOperations
@@ -26,7 +26,7 @@ from farmsync.orchestration.pool import run_each
 from farmsync.orchestration.recorder import FileHashes, RunRecorder
 from farmsync.orchestration.result import Outcome, RunResult
 from farmsync.orchestration.session import FarmSession
-from farmsync.orchestration.survey import NodeReport, describe_error, survey
+from farmsync.orchestration.survey import NodeReport, survey
 
 T = TypeVar("T")
 V = TypeVar("V")

@@ -6,13 +6,13 @@ import contextlib
 from collections.abc import Callable, Sequence
 from types import TracebackType
 
-from farmsync.errors import FarmsyncError
+from farmsync.errors import FarmsyncError, describe_error
 from farmsync.inventory.model import Host
 from farmsync.nodes.connect import node_for
 from farmsync.nodes.contract import NodeOperations
 from farmsync.orchestration.events import Event, Phase, Reporter, Status
 from farmsync.orchestration.pool import Outcome, run_each
-from farmsync.orchestration.survey import as_farmsync_error, describe_error
+from farmsync.orchestration.survey import as_farmsync_error
 
 NodeFactory = Callable[[Host], NodeOperations]
 

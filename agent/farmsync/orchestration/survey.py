@@ -6,13 +6,17 @@ Rotation, sync, rollback, recovery and the drift audit all stand on this one sur
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from pathlib import Path
 
-from farmsync.errors import ConfigFileError, FarmsyncError, NodeError, NodeErrorKind
+from farmsync.errors import (
+    ConfigFileError,
+    FarmsyncError,
+    NodeError,
+    NodeErrorKind,
+    describe_error,
+)
 from farmsync.inventory.model import Host
 from farmsync.keys.machinekey import MachineKey
 from farmsync.nodes.contract import FileStatus, NodeOperations, sha256_hex
@@ -189,22 +193,3 @@ def as_farmsync_error(host: str, exc: BaseException | None, phase: Phase) -> Far
     if isinstance(exc, FarmsyncError):
         return exc
     return NodeError(host, NodeErrorKind.REMOTE, describe_error(exc), phase=phase.value)
-
-
-def describe_error(exc: BaseException | None) -> str:
-    """A safe one-line description of an error.
-
-    farmsync's own errors are written to be shown. Anything else is a bug or a library
-    surprise: name its type and where it was raised, never its text, which might quote file
-    contents.
-    """
-    if exc is None:
-        return ""
-    if isinstance(exc, FarmsyncError):
-        return str(exc)
-    where = ""
-    frames = traceback.extract_tb(exc.__traceback__)
-    if frames:
-        last = frames[-1]
-        where = f" at {Path(last.filename).name}:{last.lineno}"
-    return f"unexpected {type(exc).__name__}{where}"
