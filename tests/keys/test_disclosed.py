@@ -12,8 +12,7 @@ from farmsync.keys.disclosed import DisclosedKeys
 from farmsync.keys.generate import generate_key
 from farmsync.keys.machinekey import MachineKey
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-MS_LIST = REPO_ROOT.parent / "shared" / "data" / "ms-disclosed-machinekeys-sha256.csv"
+DATA_DIR = Path(__file__).resolve().parents[2] / "agent" / "farmsync" / "keys" / "data"
 
 # The sample pair from Microsoft's "How To: Configure MachineKey in ASP.NET 2.0": published,
 # copied into production by many sites, and therefore on the disclosed list.
@@ -29,12 +28,12 @@ def sha(value: str) -> str:
 
 @pytest.fixture(scope="module")
 def ms_list() -> DisclosedKeys:
-    assert MS_LIST.is_file(), f"test data missing: {MS_LIST} (shared/ must sit beside the repo)"
-    return DisclosedKeys.load(MS_LIST)
+    return DisclosedKeys.bundled()
 
 
 def test_microsofts_list_loads(ms_list: DisclosedKeys) -> None:
     assert len(ms_list) == 3713
+    assert ms_list == DisclosedKeys.load(DATA_DIR / "ms-disclosed-machinekeys-sha256.csv")
     assert EMPTY not in ms_list.validation_hashes | ms_list.decryption_hashes
 
 
@@ -83,3 +82,11 @@ def test_malformed_lists_name_file_and_line(tmp_path: Path, content: str, line: 
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="cannot read"):
         DisclosedKeys.load(tmp_path / "absent.csv")
+
+
+def test_bundled_list_carries_its_cc_by_attribution() -> None:
+    notice = (DATA_DIR / "NOTICE.md").read_text()
+    for required in ("Microsoft Threat Intelligence", "microsoft/mstic",
+                     "RapidReleaseTI/MachineKeys.csv",
+                     "creativecommons.org/licenses/by/4.0", "unchanged"):
+        assert required in notice

@@ -2,7 +2,8 @@
 
 The list (microsoft/mstic RapidReleaseTI/MachineKeys.csv) holds, per disclosed pair, the
 lower-case hex SHA-256 of each key's upper-case hex string; an undisclosed half is the hash
-of the empty string. Users download the current list and point farmsync at it.
+of the empty string. A copy ships as package data (``keys/data``, CC BY 4.0, attribution in
+``keys/data/NOTICE.md``) so the audit works offline; newer lists can be added beside it.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Literal
 
@@ -21,6 +23,7 @@ Disclosure = Literal["validation", "decryption", "both"]
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _EMPTY = hashlib.sha256(b"").hexdigest()
 _HEADER = ["validationkey", "decryptionkey"]
+BUNDLED_LIST_NAME = "ms-disclosed-machinekeys-sha256.csv"
 
 
 def key_hash(value: str) -> str:
@@ -33,6 +36,12 @@ class DisclosedKeys:
     validation_hashes: frozenset[str]
     decryption_hashes: frozenset[str]
     rows: int
+
+    @classmethod
+    def bundled(cls) -> DisclosedKeys:
+        """Microsoft's list as shipped with farmsync (see ``keys/data/NOTICE.md``)."""
+        data = resources.files("farmsync.keys").joinpath("data", BUNDLED_LIST_NAME)
+        return cls.parse(data.read_text(encoding="utf-8-sig"), f"farmsync:{BUNDLED_LIST_NAME}")
 
     @classmethod
     def load(cls, path: str | Path) -> DisclosedKeys:
