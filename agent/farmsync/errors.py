@@ -22,9 +22,13 @@ class ExitCode:
 
 
 class FarmsyncError(Exception):
-    """Base of every error farmsync raises on purpose."""
+    """Base of every error farmsync raises on purpose.
+
+    ``details`` are further lines (one fact each) that the CLI prints below the message.
+    """
 
     exit_code: int = ExitCode.NODE_FAILURE
+    details: tuple[str, ...] = ()
 
 
 class InputError(FarmsyncError):

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
+from farmsync.cli.printable import markup
 from farmsync.cli.render import print_json
 from farmsync.inventory.describe import describe_inventory
 from farmsync.inventory.loader import load_inventory
@@ -34,18 +34,18 @@ def show_inventory(path: Path, as_json: bool, out: Console, err: Console) -> Non
         )
         return
     for warning in warnings:
-        err.print(f"[yellow]{escape(warning)}[/]")
-    table = Table(title=f"farm {escape(inventory.farm)}: {len(summaries)} host(s)")
+        err.print(f"[yellow]{markup(warning)}[/]")
+    table = Table(title=f"farm {markup(inventory.farm)}: {len(summaries)} host(s)")
     for column in ("host", "groups", "transport", "address", "password", "root web.config files"):
         table.add_column(column)
     for s in summaries:
         table.add_row(
-            escape(s.name),
-            escape(",".join(s.groups)),
+            markup(s.name),
+            markup(",".join(s.groups)),
             f"{s.transport}/{s.shell}",
-            escape(s.address),
-            escape(s.password_source),
-            escape("\n".join(s.root_configs)),
+            markup(s.address),
+            markup(s.password_source),
+            markup("\n".join(s.root_configs)),
         )
     out.print(table)
-    out.print(f"[green]ok[/]: {escape(str(path))} is valid")
+    out.print(f"[green]ok[/]: {markup(str(path))} is valid")

@@ -15,6 +15,7 @@ import click
 from rich.console import Console
 
 from farmsync import __version__
+from farmsync.cli.printable import printable
 from farmsync.cli.render import print_json, render_run
 from farmsync.cli.reporters import PlainReporter, QuietReporter, RichReporter
 from farmsync.errors import ExitCode, FarmsyncError, InputError, describe_error
@@ -32,7 +33,9 @@ class FarmsyncGroup(click.Group):
         try:
             return super().invoke(ctx)
         except FarmsyncError as exc:
-            click.echo(f"farmsync: error: {exc}", err=True)
+            click.echo(f"farmsync: error: {printable(exc)}", err=True)
+            for line in exc.details:
+                click.echo(f"farmsync:   {printable(line)}", err=True)
             ctx.exit(exc.exit_code)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
@@ -45,6 +48,17 @@ class FarmsyncGroup(click.Group):
                 err=True,
             )
             ctx.exit(ExitCode.NODE_FAILURE)
+
+
+class PrintableFormatter(logging.Formatter):
+    """Log lines quote host names and node text: show their control characters as escapes."""
+
+    def __init__(self, inner: logging.Formatter | None):
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(self.inner.format(record))
 
 
 def stdout_console() -> Console:
@@ -253,7 +267,7 @@ def _run_farm(run: RunArgs, call: Callable[[Any], RunResult], *, limit: str | No
         if result.exit_code != 0:
             # The why, also where scripts look for it.
             for message in result.messages:
-                click.echo(f"farmsync: {message}", err=True)
+                click.echo(f"farmsync: {printable(message)}", err=True)
     sys.exit(result.exit_code)
 
 
@@ -421,6 +435,8 @@ def main() -> None:
     # Warnings from farmsync (insecure settings) reach stderr; paramiko's transport thread
     # logs tracebacks for connections farmsync already reports as node errors.
     logging.basicConfig(level=logging.WARNING, format="farmsync: %(levelname)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(PrintableFormatter(handler.formatter))
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
     cli(prog_name="farmsync")
 

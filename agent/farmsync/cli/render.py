@@ -6,10 +6,10 @@ import json
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from farmsync.cli.printable import markup, printable, printable_lines
 from farmsync.orchestration.result import Outcome, RunResult
 
 _STYLE = {
@@ -28,7 +28,8 @@ def print_json(data: Any, console: Console) -> None:
 
 
 def render_run(result: RunResult, console: Console) -> None:
-    table = Table(title=f"{result.kind} {result.farm} (run {result.run_id})", expand=False)
+    title = f"{result.kind} {result.farm} (run {result.run_id})"
+    table = Table(title=markup(title), expand=False)
     table.add_column("host")
     table.add_column("status")
     table.add_column("file", overflow="fold")
@@ -36,29 +37,36 @@ def render_run(result: RunResult, console: Console) -> None:
     table.add_column("new key")
     for host in result.hosts:
         status = Text(host.status, style=_STYLE.get(host.status, ""))
-        rows = [(f.path, f.old_fingerprint or "", f.new_fingerprint or "") for f in host.files]
+        rows = [
+            tuple(printable(t or "") for t in (f.path, f.old_fingerprint, f.new_fingerprint))
+            for f in host.files
+        ]
         for index, (path, old, new) in enumerate(rows or [("", "", "")]):
             first = index == 0
             table.add_row(
-                Text(host.host) if first else "", status if first else "", Text(path), old, new
+                Text(printable(host.host)) if first else "",
+                status if first else "",
+                Text(path),
+                Text(old),
+                Text(new),
             )
         if host.error:
-            table.add_row("", "", Text(host.error, style="red"), "", "")
+            table.add_row("", "", Text(printable(host.error), style="red"), "", "")
     if result.hosts:
         console.print(table)
     for host in result.hosts:
         for file in host.files:
             if file.diff:
-                console.print(escape(file.diff), highlight=False)
+                console.print(Text(printable_lines(file.diff)), highlight=False)
     if result.commit_window_ms is not None:
         console.print(
             f"commit window (first release to last ack): {result.commit_window_ms:.1f} ms; "
             f"release span {result.release_span_ms:.1f} ms"
         )
     for message in result.messages:
-        console.print(escape(message), highlight=False)
+        console.print(markup(message), highlight=False)
     colour = "green" if result.exit_code == 0 else "red"
-    target = f" ({result.target_fingerprint})" if result.target_fingerprint else ""
+    target = f" ({markup(result.target_fingerprint)})" if result.target_fingerprint else ""
     console.print(f"[{colour}]{_headline(result)}[/]{target}")
 
 

@@ -7,7 +7,6 @@ from types import TracebackType
 from typing import TextIO
 
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -17,6 +16,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from farmsync.cli.printable import markup, printable
 from farmsync.orchestration.events import Event, Status
 
 
@@ -30,8 +30,8 @@ class PlainReporter:
         if event.status is Status.START:
             print(f"[{event.phase.value}] {event.total} host(s)", file=self.stream, flush=True)
             return
-        host = event.host or "-"
-        detail = f" {event.detail}" if event.detail else ""
+        host = printable(event.host or "-")
+        detail = f" {printable(event.detail)}" if event.detail else ""
         print(
             f"[{event.phase.value}] {host}: {event.status.value}{detail}",
             file=self.stream,
@@ -72,9 +72,9 @@ class RichReporter:
             self.tasks[phase] = self.progress.add_task(phase, total=event.total or 0)
             return
         if event.status is Status.FAILED:
-            # Host names, paths and node messages are data: never let rich read them as markup.
+            # Host names, paths and node messages are data: neither markup nor terminal controls.
             self.progress.console.print(
-                f"[red]✗[/red] {phase} {escape(event.host or '-')}: {escape(event.detail)}",
+                f"[red]✗[/red] {phase} {markup(event.host or '-')}: {markup(event.detail)}",
                 markup=True,
                 highlight=False,
             )
