@@ -8,9 +8,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from farmsync.cli.printable import markup
 from farmsync.cli.render import print_json
 from farmsync.inventory.loader import load_inventory
 from farmsync.keys.vault import KeyVault, VaultSecret
+from farmsync.orchestration.journal import Journal
 from farmsync.orchestration.state import StateDir, default_state_root
 
 
@@ -28,6 +30,8 @@ def show_history(
     state = StateDir(state_dir or default_state_root(), inventory.farm)
     secret = VaultSecret.from_env(os.environ, str(key_file) if key_file else None)
     vault = KeyVault.open(state.vault, secret)
+    journal = Journal(state.journal)
+    journal.records()  # only to find the lines it cannot use
     entries: list[dict[str, str | None]] = []
     for entry in vault.entries():
         summary = entry.summary()
@@ -39,8 +43,16 @@ def show_history(
     if show_keys and err is not None:
         err.print("[yellow]warning: --show-keys prints key material; keep this output secret[/]")
     if as_json:
-        print_json({"farm": inventory.farm, "keys": entries}, out)
+        damage = {
+            "damaged_lines": [
+                {"line": d.line, "problem": d.problem, "run_id": d.run_id} for d in journal.damage
+            ],
+            "torn_last_line": journal.torn_tail,
+        }
+        print_json({"farm": inventory.farm, "keys": entries, "journal": damage}, out)
         return
+    for note in journal.damage_report():
+        (err or out).print(f"[yellow]warning: {markup(note)}[/]", soft_wrap=True)
     table = Table(title=f"key history of farm {inventory.farm}")
     for column in (
         "fingerprint",

@@ -309,9 +309,16 @@ def rollback(run: RunArgs) -> None:
 
 @cli.command()
 @run_options
-def recover(run: RunArgs) -> None:
+@click.option(
+    "--accept-current",
+    "accept_current",
+    multiple=True,
+    metavar="HOST",
+    help="Take HOST's files as they are now as the unfinished run's outcome (repeatable).",
+)
+def recover(run: RunArgs, accept_current: tuple[str, ...]) -> None:
     """Finish or roll back an interrupted run; exit 0 when no run is left half done."""
-    _run_farm(run, lambda farm: farm.recover())
+    _run_farm(run, lambda farm: farm.recover(accept_current))
 
 
 @cli.command()

@@ -32,6 +32,7 @@ from farmsync.orchestration.vaultstate import settle_key
 class Farm:
     def __init__(self, ctx: FarmContext):
         self.ctx = ctx
+        self.journal_notes: list[str] = []  # what the journal's last read could not use
 
     # --- the commands --------------------------------------------------------------------
     def rotate(
@@ -116,15 +117,17 @@ class Farm:
             result = self._roll_out(journal, run_id, kind, entry.key, settle=settle)
             return self._with_recovered(result, recovered)
 
-    def recover(self) -> RunResult:
+    def recover(self, accept_current: Sequence[str] = ()) -> RunResult:
         """Finish or undo unfinished runs, then report the keys the farm holds.
 
         Exit 0 means no run is left half done: every node is on its run's old key or all on
-        its new one. Recovery raises (exit 3) while a node it needs is unreachable.
+        its new one. Recovery raises (exit 3) while a node it needs is unreachable, or while a
+        file on the new content has no backup proven to be its original: ``accept_current``
+        names hosts whose files, as they are now, are then taken as the run's outcome.
         """
         ctx = self.ctx
         run_id = new_run_id()
-        with self._locked(run_id, "recover") as (_journal, recovered):
+        with self._locked(run_id, "recover", accept_current) as (_journal, recovered):
             result = RunResult(run_id, "recover", ctx.farm, Outcome.UNCHANGED)
             with FarmSession(
                 ctx.hosts, forks=ctx.options.forks, reporter=ctx.reporter, factory=ctx.factory
@@ -254,8 +257,8 @@ class Farm:
             return None
         return KeyVault.open(ctx.state.vault, ctx.vault_secret())
 
-    def _locked(self, run_id: str, kind: str) -> _LockedRun:
-        return _LockedRun(self, run_id, kind)
+    def _locked(self, run_id: str, kind: str, accept: Sequence[str] = ()) -> _LockedRun:
+        return _LockedRun(self, run_id, kind, accept)
 
     def _with_recovered(self, result: RunResult, recovered: Sequence[RunResult]) -> RunResult:
         earlier_lines: list[str] = []
@@ -265,17 +268,18 @@ class Farm:
             else:
                 text = f"recovered unfinished run {earlier.run_id}: {earlier.outcome.value}"
             earlier_lines += [text, *earlier.messages]
-        result.messages[:0] = earlier_lines
+        result.messages[:0] = [*self.journal_notes, *earlier_lines]
         return result
 
 
 class _LockedRun:
     """Lock the farm, recover what a dead controller left, hand over the journal."""
 
-    def __init__(self, farm: Farm, run_id: str, kind: str):
+    def __init__(self, farm: Farm, run_id: str, kind: str, accept: Sequence[str] = ()):
         self.farm = farm
         self.run_id = run_id
         self.kind = kind
+        self.accept = accept
         self.lock: FarmLock | None = None
 
     def __enter__(self) -> tuple[Journal, list[RunResult]]:
@@ -293,7 +297,8 @@ class _LockedRun:
                     for state in journal.unfinished_runs()
                 ]
             else:
-                recovered = recover_runs(journal, ctx, self.run_id)
+                recovered = recover_runs(journal, ctx, self.run_id, self.accept)
+            self.farm.journal_notes = _journal_notes(journal, self.kind)
         except BaseException:
             self.lock.release()
             raise
@@ -302,6 +307,19 @@ class _LockedRun:
     def __exit__(self, *exc: object) -> None:
         if self.lock is not None:
             self.lock.release()
+
+
+def _journal_notes(journal: Journal, kind: str) -> list[str]:
+    """Damaged journal lines block nothing, but are never silent: `recover` lists them and
+    says what to do; the other commands mention them in one line."""
+    if kind == "recover":
+        return journal.damage_report()
+    if journal.damage:
+        return [
+            f"journal {journal.path} has {len(journal.damage)} damaged line(s), ignored: "
+            "`farmsync recover` lists them"
+        ]
+    return []
 
 
 def _parse_time(text: str) -> datetime:

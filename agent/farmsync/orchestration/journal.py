@@ -56,6 +56,7 @@ class Step(StrEnum):
     ROLLBACK = "rollback"
     CLEANUP = "cleanup"
     RECYCLE = "recycle"
+    ACCEPT = "accept"  # the operator took a file as it is as the run's outcome (recover)
     RUN_END = "run-end"
 
 
@@ -137,6 +138,7 @@ _FIELDS: dict[str, Callable[[object], bool]] = {
     "new_fp": _is_str,
     "old_sha256": _is_sha256,
     "new_sha256": _is_sha256,
+    "live_sha256": _is_sha256,  # what a file held when the operator accepted it
     "error_kind": _is_str,
     "detail": _is_str,
     "elapsed_ms": _is_count,
@@ -148,7 +150,7 @@ _FIELDS: dict[str, Callable[[object], bool]] = {
     "pid": _is_count,
 }
 _REQUIRED = ("ts", "run_id", "kind", "event")
-_HASH_FIELDS = frozenset({"old_sha256", "new_sha256"})
+_HASH_FIELDS = frozenset({"old_sha256", "new_sha256", "live_sha256"})
 _FREE_TEXT = frozenset({"detail"})
 
 
@@ -175,6 +177,7 @@ class FileProgress:
     path: str
     old_sha256: str | None = None  # the live file when read / when staged against
     new_sha256: str | None = None  # the staged content, what a finished commit leaves
+    old_fp: str | None = None  # the key the file held when the run read it
     last: dict[str, str] = field(default_factory=dict)  # step -> its latest result
 
     @property
@@ -221,13 +224,25 @@ class RunState:
     result: str | None = None  # the run-end result; None while unfinished
     end_detail: str | None = None
     failed_hosts: list[str] = field(default_factory=list)
+    damaged_lines: list[int] = field(default_factory=list)  # unreadable lines naming this run
+    start_missing: bool = False  # rebuilt from later records: its run-start line is unreadable
+    superseded_by: str | None = None  # a later run started while this one had no end
 
     @property
     def finished(self) -> bool:
         return self.ended_at is not None
 
     @property
+    def complete(self) -> bool:
+        """The journal tells this run whole: no line of it is damaged or missing."""
+        return not self.damaged_lines and not self.start_missing
+
+    @property
     def commit_attempted(self) -> bool:
+        # A run the journal does not tell whole may have released its commit: assume it did,
+        # so recovery reads its nodes instead of trusting the lines that are left.
+        if not self.complete:
+            return True
         return any(f.commit_attempted for f in self.files.values())
 
     @property
@@ -271,6 +286,19 @@ class RunState:
                 progress.old_sha256 = old
             if isinstance(new, str) and event == Step.STAGE:
                 progress.new_sha256 = new
+            old_fp = rec.get("old_fp")
+            if isinstance(old_fp, str) and event == Step.READ:
+                progress.old_fp = old_fp
+
+    @classmethod
+    def from_orphan(cls, rec: Mapping[str, object]) -> RunState:
+        """A run whose run-start line is unreadable, rebuilt from its first readable record."""
+        return cls(
+            run_id=str(rec["run_id"]),
+            kind=str(rec.get("kind")),
+            started_at=str(rec.get("ts")),
+            start_missing=True,
+        )
 
     @classmethod
     def from_start(cls, rec: Mapping[str, object]) -> RunState:
@@ -298,6 +326,15 @@ class RunState:
         return state
 
 
+@dataclass(frozen=True)
+class DamagedLine:
+    """A journal line that is not a valid record; ``problem`` names a field, never a value."""
+
+    line: int  # 1-based
+    problem: str
+    run_id: str | None = None  # the run it names, when that much can be read
+
+
 # --- the journal -------------------------------------------------------------------------
 
 
@@ -307,7 +344,13 @@ class Journal:
     def __init__(self, path: Path | str):
         self.path = Path(path)
         self._forbidden: set[str] = set()
-        self.damaged_lines: list[int] = []  # 1-based lines skipped by the last read
+        self.damage: list[DamagedLine] = []  # lines skipped by the last read
+        self.torn_tail = False  # the last read ignored a last line cut short by a crash
+
+    @property
+    def damaged_lines(self) -> list[int]:
+        """1-based numbers of the lines the last read skipped (a torn last line aside)."""
+        return [d.line for d in self.damage]
 
     def __repr__(self) -> str:
         return f"Journal({str(self.path)!r})"
@@ -464,9 +507,11 @@ class Journal:
 
     # -- reading --------------------------------------------------------------------------
     def records(self) -> list[dict[str, object]]:
-        """Every readable record, in order. A torn last line is ignored silently; any other
-        unreadable line is skipped and its number kept in :attr:`damaged_lines`."""
-        self.damaged_lines = []
+        """Every valid record, in order. A line that is not one (not JSON, or a record the
+        whitelist refuses, such as a run-start without ``kind``) is skipped and described in
+        :attr:`damage`; a last line cut short by a crash sets :attr:`torn_tail`."""
+        self.damage = []
+        self.torn_tail = False
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
@@ -475,28 +520,75 @@ class Journal:
         torn_tail = lines.pop()  # b"" when the file ends with a newline
         out: list[dict[str, object]] = []
         for number, raw in enumerate(lines, start=1):
-            rec = _parse(raw)
-            if rec is None:
-                if raw.strip():
-                    self.damaged_lines.append(number)
+            if not raw.strip():
                 continue
-            out.append(rec)
-        last = _parse(torn_tail) if torn_tail else None
-        if last is not None:  # complete record that only lacks its newline
-            out.append(last)
+            rec = self._checked(number, raw)
+            if rec is not None:
+                out.append(rec)
+        if torn_tail.strip():
+            if _parse(torn_tail) is None:
+                self.torn_tail = True
+            else:  # a complete record that only lacks its newline
+                rec = self._checked(len(lines) + 1, torn_tail)
+                if rec is not None:
+                    out.append(rec)
         return out
 
+    def _checked(self, number: int, raw: bytes) -> dict[str, object] | None:
+        rec = _parse(raw)
+        if rec is None:
+            self.damage.append(DamagedLine(number, "not a JSON record with run_id and event"))
+            return None
+        try:
+            return self.validate(rec)
+        except JournalRecordError as exc:
+            run_id = rec.get("run_id")
+            named = run_id if isinstance(run_id, str) and _is_run_id(run_id) else None
+            self.damage.append(DamagedLine(number, str(exc), named))
+            return None
+
+    def damage_report(self) -> list[str]:
+        """What the last read skipped, line by line, and what the operator should do."""
+        notes = [
+            f"journal {self.path} line {d.line} is damaged and was ignored: {d.problem}"
+            + (f" (run {d.run_id})" if d.run_id else "")
+            for d in self.damage
+        ]
+        if self.torn_tail:
+            notes.append(
+                f"journal {self.path}: its last line was cut short by a crash and was ignored "
+                "(the next write removes it)"
+            )
+        if self.damage:
+            notes.append(
+                "farmsync relies on no damaged line: a run they belong to is settled by reading "
+                "its nodes, not from the journal; keep the journal as evidence, or move those "
+                "lines into a file of your own to silence this notice"
+            )
+        return notes
+
     def runs(self) -> list[RunState]:
-        """Every run in the journal, oldest first (records of unknown runs are ignored)."""
+        """Every run in the journal, oldest first.
+
+        A run whose run-start line is damaged is rebuilt from its other records; damaged lines
+        that name a run are attached to it (:attr:`RunState.complete` turns false); a run left
+        without an end when a later run started is marked :attr:`RunState.superseded_by`.
+        """
         runs: dict[str, RunState] = {}
         for rec in self.records():
-            run_id = rec.get("run_id")
-            if not isinstance(run_id, str):
-                continue
+            run_id = str(rec["run_id"])
             if rec.get("event") == Step.RUN_START:
+                for earlier in runs.values():
+                    if not earlier.finished and earlier.superseded_by is None:
+                        earlier.superseded_by = run_id
                 runs[run_id] = RunState.from_start(rec)
-            elif run_id in runs:
-                runs[run_id].apply(rec)
+                continue
+            if run_id not in runs:
+                runs[run_id] = RunState.from_orphan(rec)
+            runs[run_id].apply(rec)
+        for damaged in self.damage:
+            if damaged.run_id in runs:
+                runs[damaged.run_id].damaged_lines.append(damaged.line)
         return list(runs.values())
 
     def unfinished_runs(self) -> list[RunState]:
