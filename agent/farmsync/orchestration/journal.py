@@ -79,6 +79,7 @@ _HEX_RUN = re.compile(rf"[0-9A-Fa-f]{{{KEY_MATERIAL_HEX_RUN},}}")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _DETAIL_MAX = 2000
+_RAW_RUN_ID = re.compile(rb'"run_id"\s*:\s*"([A-Za-z0-9][A-Za-z0-9._-]{0,63})"')
 REDACTED = "<redacted>"
 # Other processes are kept out by the farm lock; threads of this one (the orchestrator works
 # on nodes in parallel) by this lock, so one never "repairs" a line another is writing.
@@ -510,6 +511,9 @@ class Journal:
         """Every valid record, in order. A line that is not one (not JSON, or a record the
         whitelist refuses, such as a run-start without ``kind``) is skipped and described in
         :attr:`damage`; a last line cut short by a crash sets :attr:`torn_tail`."""
+        return [rec for _, rec in self._numbered_records()]
+
+    def _numbered_records(self) -> list[tuple[int, dict[str, object]]]:
         self.damage = []
         self.torn_tail = False
         try:
@@ -518,26 +522,33 @@ class Journal:
             return []
         lines = data.split(b"\n")
         torn_tail = lines.pop()  # b"" when the file ends with a newline
-        out: list[dict[str, object]] = []
+        out: list[tuple[int, dict[str, object]]] = []
         for number, raw in enumerate(lines, start=1):
             if not raw.strip():
                 continue
             rec = self._checked(number, raw)
             if rec is not None:
-                out.append(rec)
+                out.append((number, rec))
         if torn_tail.strip():
             if _parse(torn_tail) is None:
                 self.torn_tail = True
             else:  # a complete record that only lacks its newline
                 rec = self._checked(len(lines) + 1, torn_tail)
                 if rec is not None:
-                    out.append(rec)
+                    out.append((len(lines) + 1, rec))
         return out
 
     def _checked(self, number: int, raw: bytes) -> dict[str, object] | None:
         rec = _parse(raw)
         if rec is None:
-            self.damage.append(DamagedLine(number, "not a JSON record with run_id and event"))
+            found = _RAW_RUN_ID.search(raw)
+            self.damage.append(
+                DamagedLine(
+                    number,
+                    "not a JSON record with run_id and event",
+                    found.group(1).decode() if found else None,
+                )
+            )
             return None
         try:
             return self.validate(rec)
@@ -575,20 +586,30 @@ class Journal:
         without an end when a later run started is marked :attr:`RunState.superseded_by`.
         """
         runs: dict[str, RunState] = {}
-        for rec in self.records():
+        spans: dict[str, list[int]] = {}  # run -> [first line, end line or 0 while open]
+        for number, rec in self._numbered_records():
             run_id = str(rec["run_id"])
             if rec.get("event") == Step.RUN_START:
                 for earlier in runs.values():
                     if not earlier.finished and earlier.superseded_by is None:
                         earlier.superseded_by = run_id
                 runs[run_id] = RunState.from_start(rec)
+                spans[run_id] = [number, 0]
                 continue
             if run_id not in runs:
                 runs[run_id] = RunState.from_orphan(rec)
+                spans[run_id] = [number, 0]
             runs[run_id].apply(rec)
+            if rec.get("event") == Step.RUN_END:
+                spans[run_id][1] = number
         for damaged in self.damage:
-            if damaged.run_id in runs:
-                runs[damaged.run_id].damaged_lines.append(damaged.line)
+            if damaged.run_id is not None:
+                named = [damaged.run_id] if damaged.run_id in runs else []
+            else:  # no run named: it may belong to any run open at that line
+                named = [r for r, (first, end) in spans.items() if first < damaged.line]
+                named = [r for r in named if not spans[r][1] or damaged.line < spans[r][1]]
+            for run_id in named:
+                runs[run_id].damaged_lines.append(damaged.line)
         return list(runs.values())
 
     def unfinished_runs(self) -> list[RunState]:
