@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from farmsync.errors import InputError
 from farmsync.inventory.durations import format_duration
@@ -234,7 +235,7 @@ class Farm:
         result = RunResult(run_id, kind, ctx.farm, Outcome.UNCHANGED)
         # Belt and braces: the journal refuses any record that contains this run's key.
         journal.forbid(key.validation_key, key.decryption_key)
-        recorder = RunRecorder(journal, run_id, kind)
+        recorder = RunRecorder(journal, run_id, kind, settle_bytes=_vault_saves(ctx.state.vault))
         with FarmSession(
             ctx.hosts, forks=ctx.options.forks, reporter=ctx.reporter, factory=ctx.factory
         ) as session:
@@ -307,6 +308,16 @@ class _LockedRun:
     def __exit__(self, *exc: object) -> None:
         if self.lock is not None:
             self.lock.release()
+
+
+def _vault_saves(vault: Path) -> int:
+    """Room for settling a run: up to two vault saves (a first rotation also records the key
+    it replaced), each a whole new copy beside the old one, plus the entry it adds."""
+    try:
+        size = vault.stat().st_size
+    except FileNotFoundError:
+        size = 0
+    return 2 * (size + 4096) + 8192
 
 
 def _journal_notes(journal: Journal, kind: str) -> list[str]:

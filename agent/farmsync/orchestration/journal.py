@@ -23,6 +23,7 @@ refused in every field, hash fields included.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -35,6 +36,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
+from farmsync.errors import state_writes
 from farmsync.fsutil import fsync_directory
 
 
@@ -79,6 +81,8 @@ _HEX_RUN = re.compile(rf"[0-9A-Fa-f]{{{KEY_MATERIAL_HEX_RUN},}}")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _DETAIL_MAX = 2000
+DETAIL_MAX_BYTES = 2048  # a detail's size in the journal, escapes included (see reserve)
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 _RAW_RUN_ID = re.compile(rb'"run_id"\s*:\s*"([A-Za-z0-9][A-Za-z0-9._-]{0,63})"')
 REDACTED = "<redacted>"
 # Other processes are kept out by the farm lock; threads of this one (the orchestrator works
@@ -373,6 +377,9 @@ class Journal:
             text = re.sub(re.escape(secret), REDACTED, text, flags=re.IGNORECASE)
         if len(text) > _DETAIL_MAX:
             text = text[: _DETAIL_MAX - 3] + "..."
+        # Characters outside ASCII, and escaped controls, take more than one byte each.
+        while len(json.dumps(text, ensure_ascii=False).encode()) > DETAIL_MAX_BYTES:
+            text = text[: len(text) * 3 // 4] + "..."
         return text
 
     def validate(self, record: Mapping[str, object]) -> dict[str, object]:
@@ -422,8 +429,7 @@ class Journal:
                 **fields,
             }
         )
-        line = (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
-        self._write_line(line)
+        self._write_line(_encode(record))
         return record
 
     def start_run(
@@ -460,8 +466,48 @@ class Journal:
     ) -> dict[str, object]:
         return self.append(run_id, kind, Step.RUN_END, result, detail=detail, elapsed_ms=elapsed_ms)
 
+    # -- space for the records of a run in progress ---------------------------------------
+    @property
+    def reserve_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".reserve")
+
+    def reserve(self, nbytes: int) -> None:
+        """Set ``nbytes`` of the state file system aside for the records a run will write.
+
+        A run that changes live files must be able to journal every step to the end: a
+        journal that fills up between a commit and its record leaves a run that only
+        ``recover`` can settle. So, before the first node is touched, the run writes (and
+        fsyncs) a reserve file as large as its remaining records can be; an append that
+        meets a full file system or quota drops the reserve and writes again into the space
+        it freed. Random bytes, because a compressing file system would store zeros in
+        nothing; a plain file rather than ``fallocate`` beyond the journal's end, because it
+        works on every file system and quota and the journal's format stays untouched. A
+        state directory too full to hold the reserve refuses the run before it starts.
+        """
+        with _APPEND_LOCK, state_writes(self.path.parent, "reserve space for the journal"):
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(self.reserve_path, flags, 0o600)
+            try:
+                chunk = os.urandom(min(max(nbytes, 1), 1 << 20))
+                left = nbytes
+                while left > 0:
+                    left -= os.write(fd, chunk[:left])
+                os.fsync(fd)
+            except BaseException:
+                os.close(fd)
+                self.reserve_path.unlink(missing_ok=True)
+                raise
+            os.close(fd)
+
+    def release_reserve(self) -> None:
+        self.reserve_path.unlink(missing_ok=True)
+
+    def line_size(self, **fields: object) -> int:
+        """Bytes one record of these fields takes in the journal (for :meth:`reserve`)."""
+        return len(_encode(fields))
+
     def _write_line(self, line: bytes) -> None:
-        with _APPEND_LOCK:
+        with _APPEND_LOCK, state_writes(self.path.parent, "write the journal"):
             self._write_line_locked(line)
 
     def _write_line_locked(self, line: bytes) -> None:
@@ -469,11 +515,17 @@ class Journal:
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             self._repair_torn_tail(fd)
-            view = memoryview(line)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
+            start = os.fstat(fd).st_size
+            try:
+                _write_all(fd, line)
+            except OSError as exc:
+                if exc.errno not in _NO_SPACE or not self.reserve_path.exists():
+                    raise
+                # The space set aside for this run: free it, cut off what part of the line
+                # got written, and write the line again.
+                self.release_reserve()
+                os.ftruncate(fd, start)
+                _write_all(fd, line)
         finally:
             os.close(fd)
         if created:
@@ -621,6 +673,17 @@ class Journal:
             if r.run_id == run_id:
                 return r
         return None
+
+
+def _encode(record: Mapping[str, object]) -> bytes:
+    return (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    os.fsync(fd)
 
 
 def _parse(raw: bytes) -> dict[str, object] | None:

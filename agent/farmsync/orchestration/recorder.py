@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from farmsync.errors import NodeError, describe_error
-from farmsync.orchestration.journal import Journal, Step, StepResult
+from farmsync.orchestration.journal import DETAIL_MAX_BYTES, Journal, Step, StepResult
 from farmsync.orchestration.result import Outcome
 
 
@@ -23,6 +23,10 @@ class FileHashes:
     new_sha256: str
     old_fp: str | None = None
 
+
+_TS = "2000-01-01T00:00:00.000000+00:00"
+_FILE_RECORDS = 7  # read, stage, commit intent and result, verify, rollback intent and result
+_HOST_RECORDS = 2  # arm, recycle
 
 # Outcomes after which the farm is consistent and the run needs no recovery.
 _CONSISTENT = {
@@ -35,10 +39,11 @@ _CONSISTENT = {
 
 
 class RunRecorder:
-    def __init__(self, journal: Journal, run_id: str, kind: str):
+    def __init__(self, journal: Journal, run_id: str, kind: str, *, settle_bytes: int = 0):
         self.journal = journal
         self.run_id = run_id
         self.kind = kind
+        self.settle_bytes = settle_bytes  # what settling the run writes besides the journal
 
     def start(
         self, target_fp: str, files: Mapping[str, Sequence[FileHashes]], previous_fp: str | None
@@ -63,6 +68,40 @@ class RunRecorder:
                     old_fp=item.old_fp,
                     new_fp=target_fp,
                 )
+
+    def reserve(self, files: Mapping[str, Sequence[str]]) -> None:
+        """Set aside journal space for every record this run may still write (the read and
+        stage records, commit intent and result, verify, rollback intent and result per file;
+        arm and recycle per host; the start and the end), each with a full-size detail, and
+        the :attr:`settle_bytes` of the vault's saves; the rollout frees it just before it
+        settles the vault."""
+        journal, run, kind = self.journal, self.run_id, self.kind
+        fp = "mk-" + "0" * 16
+        sha = "0" * 64
+        detail = DETAIL_MAX_BYTES + len(',"detail":')
+        total = journal.line_size(
+            ts=_TS, run_id=run, kind=kind, event=Step.RUN_START, result=StepResult.STARTED,
+            hosts={h: list(ps) for h, ps in files.items()}, target_fp=fp, previous_fp=fp,
+            controller="x" * 64, pid=2**31,
+        )
+        total += journal.line_size(
+            ts=_TS, run_id=run, kind=kind, event=Step.RUN_END, result=StepResult.FAILED,
+            detail="inconsistent", elapsed_ms=2**40,
+        )
+        for host, paths in files.items():
+            for path in paths:
+                per_file = journal.line_size(
+                    ts=_TS, run_id=run, kind=kind, event=Step.ROLLBACK, result=StepResult.STARTED,
+                    host=host, path=path, old_sha256=sha, new_sha256=sha, old_fp=fp, new_fp=fp,
+                    error_kind="connection-lost",
+                )
+                total += _FILE_RECORDS * (per_file + detail)
+            per_host = journal.line_size(
+                ts=_TS, run_id=run, kind=kind, event=Step.RECYCLE, result=StepResult.FAILED,
+                host=host, error_kind="connection-lost",
+            )
+            total += _HOST_RECORDS * (per_host + detail)
+        journal.reserve(total + self.settle_bytes)
 
     def files(
         self,
@@ -97,6 +136,7 @@ class RunRecorder:
             self.journal.end_run(
                 self.run_id, self.kind, result, detail=outcome.value, elapsed_ms=elapsed_ms
             )
+            self.journal.release_reserve()
 
 
 def _error_fields(exc: BaseException | None) -> dict[str, object]:

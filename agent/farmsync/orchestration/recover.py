@@ -370,6 +370,7 @@ def recover_run(
             outcome = Outcome.RECYCLE_FAILED
         _clean_up(session, managed, state.run_id, ctx, result)
 
+    journal.release_reserve()  # what the dead run set aside, for the vault's save
     _settle_vault(state, outcome, ctx, replaced)
     recorder.end(outcome)
     result.outcome = outcome

@@ -98,12 +98,20 @@ class Rollout:
             result.outcome = Outcome.CHECKED if self.options.check else Outcome.UNCHANGED
             return result
 
-        if before_change is not None:
-            before_change(plan)
-        previous = next(iter(plan.old_fingerprints)) if len(plan.old_fingerprints) == 1 else None
-        self.recorder.start(
-            result.target_fingerprint, {h: plan.hashes(h) for h in plan.changes}, previous
-        )
+        # Room in the journal for every record of the run, before anything is stored or staged.
+        self.recorder.reserve({h: plan.paths(h) for h in plan.changes})
+        try:
+            if before_change is not None:
+                before_change(plan)
+            previous = (
+                next(iter(plan.old_fingerprints)) if len(plan.old_fingerprints) == 1 else None
+            )
+            self.recorder.start(
+                result.target_fingerprint, {h: plan.hashes(h) for h in plan.changes}, previous
+            )
+        except BaseException:
+            self.recorder.journal.release_reserve()  # no node touched: nothing to journal
+            raise
         return self._finish(self._apply(key, plan), plan, settle)
 
     def _apply(self, key: MachineKey, plan: Plan) -> Outcome:
@@ -134,6 +142,8 @@ class Rollout:
             return result
         vault_settled = True
         if settle is not None:
+            # The vault's save is what the journal's reserve was partly set aside for.
+            self.recorder.journal.release_reserve()
             try:
                 settle(outcome, plan)
             except FarmsyncError as exc:
