@@ -22,6 +22,7 @@ from farmsync.lab.sshd import SshdNode, descendants
 from farmsync.nodes.contract import backup_path
 from farmsync.orchestration.farm import Farm
 from farmsync.orchestration.journal import Journal
+from farmsync.orchestration.result import Outcome
 from tests.orchestration.farmkit import PASSPHRASE, TestFarm, hooked_factory
 from tests.orchestration.test_crash_recovery import kill, run_until_stalled
 
@@ -224,3 +225,45 @@ def test_an_interrupted_restore_is_closed_with_advice(make_farm: Callable[..., T
     assert again.returncode == 0, again.stderr
     assert farm.configs["web1"].read_bytes() == farm.originals["web1"]
     assert f"web1 is back on its files from run {earlier}" in again.stdout
+
+
+def test_a_rollback_whose_backup_is_not_the_original_leaves_the_file_and_the_run_open(
+    make_farm: Callable[..., TestFarm],
+) -> None:
+    farm = make_farm(ssh=3, ssh_windows=0, winrm=0)
+    holder: dict[str, str] = {}
+
+    def spoil_web1_backup_then_fail_web3() -> None:
+        # web1 and web2 were released before web3: once web1's commit has landed, its backup
+        # loses the original (what an overwritten backup looks like), and web3's commit fails.
+        wait_until(lambda: bool(farm.backups("web1")), "web1 committed")
+        [backup] = farm.backups("web1")
+        wait_until(
+            lambda: farm.configs["web1"].read_bytes() != farm.originals["web1"], "web1 replaced"
+        )
+        backup.write_bytes(b"<configuration><!-- not the original --></configuration>\n")
+        holder["new"] = farm.configs["web1"].read_bytes().decode()
+        for staged in farm.configs["web3"].parent.glob("*.farmsync-*.new"):
+            staged.unlink()
+
+    factory = hooked_factory({"web3": {"release": spoil_web1_backup_then_fail_web3}})
+    result = Farm(farm.context(factory=factory)).rotate()
+
+    assert result.outcome is Outcome.INCONSISTENT, result.to_dict()
+    assert farm.configs["web1"].read_bytes().decode() == holder["new"]  # left as it was
+    for host in ("web2", "web3"):
+        assert farm.configs[host].read_bytes() == farm.originals[host]
+    assert unfinished(farm) == [result.run_id]
+
+    refused = farm.cli("recover")
+
+    assert refused.returncode == 3, refused.stderr
+    assert "web1 hold(s) the run's new content" in refused.stderr
+    assert "--accept-current web1" in refused.stderr
+
+    accepted = farm.cli("recover", "--accept-current", "web1")
+
+    assert accepted.returncode == 0, accepted.stderr + accepted.stdout
+    assert unfinished(farm) == []
+    assert farm.cli("rotate").returncode == 0
+    assert len(set(farm.fingerprints().values())) == 1

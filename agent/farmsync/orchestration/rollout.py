@@ -17,7 +17,7 @@ from typing import TypeVar
 from farmsync.errors import FarmsyncError, NodeError, NodeErrorKind, describe_error
 from farmsync.inventory.model import Host, RecycleKind
 from farmsync.keys.machinekey import MachineKey
-from farmsync.nodes.contract import ArmedCommit, NodeOperations
+from farmsync.nodes.contract import ArmedCommit, NodeOperations, backup_path
 from farmsync.orchestration.events import Event, Phase, Reporter, Status
 from farmsync.orchestration.journal import Step, StepResult
 from farmsync.orchestration.plan import Plan, make_plan
@@ -425,8 +425,24 @@ class Rollout:
 def restore_originals(
     node: NodeOperations, files: Sequence[FileHashes], run_id: str, phase: str
 ) -> None:
-    """Put ``run_id``'s backups back on one node, then check each file is its original again."""
+    """Put ``run_id``'s backups back on one node, then check each file is its original again.
+
+    A file that is no longer its original is restored only from a backup proven to be that
+    original (by its hash): otherwise nothing on the node is touched, and the run stays open
+    for `recover` to say which file holds what.
+    """
     paths = [f.path for f in files]
+    backups = {f.path: backup_path(f.path, run_id) for f in files}
+    found = node.read([*paths, *backups.values()])
+    for f in files:
+        if found[f.path].sha256 != f.old_sha256 and found[backups[f.path]].sha256 != f.old_sha256:
+            raise NodeError(
+                node.host_name,
+                NodeErrorKind.VERIFY,
+                f"backup {backups[f.path]} is not the original; nothing was restored",
+                phase=phase,
+                path=f.path,
+            )
     node.rollback(paths, run_id)
     states = node.read(paths)
     for f in files:
