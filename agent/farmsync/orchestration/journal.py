@@ -9,16 +9,8 @@ Durability: every record is one ``write`` of a whole line followed by ``fsync`` 
 action. A SIGKILL during the write can leave a torn last line; readers ignore it and the
 next writer cuts it off before appending.
 
-Secrecy: records are checked against a whitelist of fields and types, and no string in a
-structured field may contain a run of 32 or more hex digits (key material looks like that:
-validationKey is 64-128 hex, decryptionKey 16-64). Structured fields that break the rule are
-refused (:class:`JournalRecordError`); free text (``detail``) has such runs replaced by
-``<redacted>`` instead, because error messages from nodes are not under our control and a
-journal write must not fail in the middle of a commit. File hashes are 64 hex digits, so
-they go in the two dedicated fields ``old_sha256``/``new_sha256``, which accept exactly a
-lowercase SHA-256 and nothing else. An AES-256 decryptionKey has the same shape as a hash,
-so callers also register the run's keys with :meth:`Journal.forbid`: a registered value is
-refused in every field, hash fields included.
+The journal file is this module; what a record may hold is :mod:`journal_guard`'s, and what
+a run's records add up to is :mod:`runstate`'s (both re-exported here).
 """
 
 from __future__ import annotations
@@ -30,61 +22,42 @@ import re
 import secrets
 import socket
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 
 from farmsync.errors import state_writes
 from farmsync.fsutil import fsync_directory
+from farmsync.orchestration.journal_guard import (
+    DETAIL_MAX_BYTES,
+    KEY_MATERIAL_HEX_RUN,
+    REDACTED,
+    JournalRecordError,
+    RecordGuard,
+    RunKind,
+    Step,
+    StepResult,
+    is_run_id,
+)
+from farmsync.orchestration.runstate import DamagedLine, FileProgress, RunState, rebuild_runs
 
+__all__ = [
+    "DETAIL_MAX_BYTES",
+    "KEY_MATERIAL_HEX_RUN",
+    "REDACTED",
+    "DamagedLine",
+    "FileProgress",
+    "Journal",
+    "JournalRecordError",
+    "RunKind",
+    "RunState",
+    "Step",
+    "StepResult",
+    "new_run_id",
+]
 
-class RunKind(StrEnum):
-    ROTATE = "rotate"
-    SYNC = "sync"
-    ROLLBACK = "rollback"
-    RESTORE = "restore"
-    RECOVER = "recover"
-
-
-class Step(StrEnum):
-    RUN_START = "run-start"
-    READ = "read"
-    STAGE = "stage"
-    ARM = "arm"
-    COMMIT = "commit"
-    VERIFY = "verify"
-    ROLLBACK = "rollback"
-    CLEANUP = "cleanup"
-    RECYCLE = "recycle"
-    ACCEPT = "accept"  # the operator took a file as it is as the run's outcome (recover)
-    RUN_END = "run-end"
-
-
-class StepResult(StrEnum):
-    STARTED = "started"  # intent, written before the action (commit, rollback)
-    OK = "ok"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-
-
-class JournalRecordError(ValueError):
-    """A record that may not be journaled (unknown field, wrong type, looks like key material).
-
-    The message names the field, never the value.
-    """
-
-
-KEY_MATERIAL_HEX_RUN = 32
-_HEX_RUN = re.compile(rf"[0-9A-Fa-f]{{{KEY_MATERIAL_HEX_RUN},}}")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_DETAIL_MAX = 2000
-DETAIL_MAX_BYTES = 2048  # a detail's size in the journal, escapes included (see reserve)
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 _RAW_RUN_ID = re.compile(rb'"run_id"\s*:\s*"([A-Za-z0-9][A-Za-z0-9._-]{0,63})"')
-REDACTED = "<redacted>"
 # Other processes are kept out by the farm lock; threads of this one (the orchestrator works
 # on nodes in parallel) by this lock, so one never "repairs" a line another is writing.
 _APPEND_LOCK = threading.Lock()
@@ -100,246 +73,6 @@ def _utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
-# --- the whitelist -----------------------------------------------------------------------
-
-
-def _is_str(v: object) -> bool:
-    return isinstance(v, str)
-
-
-def _is_count(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-
-def _one_of(enum: type[StrEnum]) -> Callable[[object], bool]:
-    values = {e.value for e in enum}
-    return lambda v: isinstance(v, str) and v in values
-
-
-def _is_sha256(v: object) -> bool:
-    return isinstance(v, str) and bool(_SHA256.match(v))
-
-
-def _is_run_id(v: object) -> bool:
-    return isinstance(v, str) and bool(_RUN_ID.match(v))
-
-
-def _is_host_map(v: object) -> bool:
-    return isinstance(v, dict) and all(
-        isinstance(h, str) and isinstance(ps, list) and all(isinstance(p, str) for p in ps)
-        for h, ps in v.items()
-    )
-
-
-_FIELDS: dict[str, Callable[[object], bool]] = {
-    "ts": _is_str,
-    "run_id": _is_run_id,
-    "kind": _one_of(RunKind),
-    "event": _one_of(Step),
-    "result": _one_of(StepResult),
-    "host": _is_str,
-    "path": _is_str,
-    "old_fp": _is_str,
-    "new_fp": _is_str,
-    "old_sha256": _is_sha256,
-    "new_sha256": _is_sha256,
-    "live_sha256": _is_sha256,  # what a file held when the operator accepted it
-    "error_kind": _is_str,
-    "detail": _is_str,
-    "elapsed_ms": _is_count,
-    # run-start only
-    "target_fp": _is_str,
-    "previous_fp": _is_str,
-    "hosts": _is_host_map,  # host -> the paths this run manages on it
-    "controller": _is_str,
-    "pid": _is_count,
-}
-_REQUIRED = ("ts", "run_id", "kind", "event")
-_HASH_FIELDS = frozenset({"old_sha256", "new_sha256", "live_sha256"})
-_FREE_TEXT = frozenset({"detail"})
-
-
-def _strings(value: object) -> Iterable[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield from _strings(k)
-            yield from _strings(v)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
-
-
-# --- records as read back ----------------------------------------------------------------
-
-
-@dataclass
-class FileProgress:
-    """How far one run got with one file on one host, rebuilt from the journal."""
-
-    host: str
-    path: str
-    old_sha256: str | None = None  # the live file when read / when staged against
-    new_sha256: str | None = None  # the staged content, what a finished commit leaves
-    old_fp: str | None = None  # the key the file held when the run read it
-    last: dict[str, str] = field(default_factory=dict)  # step -> its latest result
-
-    @property
-    def staged(self) -> bool:
-        return self.last.get(Step.STAGE) == StepResult.OK
-
-    @property
-    def commit_attempted(self) -> bool:
-        """A commit was released (or may have been): the live file may be the new one."""
-        return Step.COMMIT in self.last
-
-    @property
-    def committed(self) -> bool:
-        return self.last.get(Step.COMMIT) == StepResult.OK
-
-    @property
-    def verified(self) -> bool:
-        return self.last.get(Step.VERIFY) == StepResult.OK
-
-    @property
-    def rolled_back(self) -> bool:
-        return self.last.get(Step.ROLLBACK) == StepResult.OK
-
-    @property
-    def cleaned(self) -> bool:
-        return self.last.get(Step.CLEANUP) == StepResult.OK
-
-
-@dataclass
-class RunState:
-    """A run as the journal tells it; for unfinished runs, what recovery must finish or undo."""
-
-    run_id: str
-    kind: str
-    started_at: str
-    target_fp: str | None = None
-    previous_fp: str | None = None
-    hosts: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    files: dict[tuple[str, str], FileProgress] = field(default_factory=dict)
-    controller: str | None = None
-    pid: int | None = None
-    last_event: str | None = None
-    ended_at: str | None = None
-    result: str | None = None  # the run-end result; None while unfinished
-    end_detail: str | None = None
-    failed_hosts: list[str] = field(default_factory=list)
-    damaged_lines: list[int] = field(default_factory=list)  # unreadable lines naming this run
-    start_missing: bool = False  # rebuilt from later records: its run-start line is unreadable
-    superseded_by: str | None = None  # a later run started while this one had no end
-
-    @property
-    def finished(self) -> bool:
-        return self.ended_at is not None
-
-    @property
-    def complete(self) -> bool:
-        """The journal tells this run whole: no line of it is damaged or missing."""
-        return not self.damaged_lines and not self.start_missing
-
-    @property
-    def commit_attempted(self) -> bool:
-        # A run the journal does not tell whole may have released its commit: assume it did,
-        # so recovery reads its nodes instead of trusting the lines that are left.
-        if not self.complete:
-            return True
-        return any(f.commit_attempted for f in self.files.values())
-
-    @property
-    def all_committed(self) -> bool:
-        return bool(self.files) and all(f.committed for f in self.files.values())
-
-    def file(self, host: str, path: str) -> FileProgress:
-        key = (host, path)
-        if key not in self.files:
-            self.files[key] = FileProgress(host, path)
-            if path not in self.hosts.get(host, ()):
-                self.hosts[host] = (*self.hosts.get(host, ()), path)
-        return self.files[key]
-
-    def _targets(self, host: str | None, path: str | None) -> list[FileProgress]:
-        if host is not None and path is not None:
-            return [self.file(host, path)]
-        return [f for (h, _), f in self.files.items() if host is None or h == host]
-
-    def apply(self, rec: Mapping[str, object]) -> None:
-        event = str(rec.get("event"))
-        self.last_event = event
-        result = rec.get("result")
-        raw_host, raw_path = rec.get("host"), rec.get("path")
-        host = raw_host if isinstance(raw_host, str) else None
-        path = raw_path if isinstance(raw_path, str) else None
-        if event == Step.RUN_END:
-            self.ended_at = str(rec.get("ts"))
-            self.result = str(result) if result is not None else None
-            detail = rec.get("detail")
-            self.end_detail = detail if isinstance(detail, str) else None
-            return
-        if result == StepResult.FAILED and host is not None and host not in self.failed_hosts:
-            self.failed_hosts.append(host)
-        if result is None:
-            return
-        for progress in self._targets(host, path):
-            progress.last[event] = str(result)
-            old, new = rec.get("old_sha256"), rec.get("new_sha256")
-            if isinstance(old, str) and event in (Step.READ, Step.STAGE):
-                progress.old_sha256 = old
-            if isinstance(new, str) and event == Step.STAGE:
-                progress.new_sha256 = new
-            old_fp = rec.get("old_fp")
-            if isinstance(old_fp, str) and event == Step.READ:
-                progress.old_fp = old_fp
-
-    @classmethod
-    def from_orphan(cls, rec: Mapping[str, object]) -> RunState:
-        """A run whose run-start line is unreadable, rebuilt from its first readable record."""
-        return cls(
-            run_id=str(rec["run_id"]),
-            kind=str(rec.get("kind")),
-            started_at=str(rec.get("ts")),
-            start_missing=True,
-        )
-
-    @classmethod
-    def from_start(cls, rec: Mapping[str, object]) -> RunState:
-        def opt_str(name: str) -> str | None:
-            v = rec.get(name)
-            return v if isinstance(v, str) else None
-
-        pid = rec.get("pid")
-        state = cls(
-            run_id=str(rec["run_id"]),
-            kind=str(rec.get("kind")),
-            started_at=str(rec.get("ts")),
-            target_fp=opt_str("target_fp"),
-            previous_fp=opt_str("previous_fp"),
-            controller=opt_str("controller"),
-            pid=pid if isinstance(pid, int) else None,
-            last_event=Step.RUN_START,
-        )
-        hosts = rec.get("hosts")
-        if isinstance(hosts, dict):
-            for host, paths in hosts.items():
-                state.hosts[str(host)] = ()
-                for p in paths if isinstance(paths, list) else ():
-                    state.file(str(host), str(p))
-        return state
-
-
-@dataclass(frozen=True)
-class DamagedLine:
-    """A journal line that is not a valid record; ``problem`` names a field, never a value."""
-
-    line: int  # 1-based
-    problem: str
-    run_id: str | None = None  # the run it names, when that much can be read
-
-
 # --- the journal -------------------------------------------------------------------------
 
 
@@ -348,7 +81,7 @@ class Journal:
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
-        self._forbidden: set[str] = set()
+        self.guard = RecordGuard()
         self.damage: list[DamagedLine] = []  # lines skipped by the last read
         self.torn_tail = False  # the last read ignored a last line cut short by a crash
 
@@ -363,51 +96,11 @@ class Journal:
     # -- guarding -------------------------------------------------------------------------
     def forbid(self, *values: str) -> None:
         """Refuse any record containing one of ``values`` (the run's key material)."""
-        for v in values:
-            if v:
-                self._forbidden.add(v.lower())
-
-    def _contains_forbidden(self, text: str) -> bool:
-        low = text.lower()
-        return any(secret in low for secret in self._forbidden)
-
-    def _redact(self, text: str) -> str:
-        text = _HEX_RUN.sub(REDACTED, text)
-        for secret in self._forbidden:
-            text = re.sub(re.escape(secret), REDACTED, text, flags=re.IGNORECASE)
-        if len(text) > _DETAIL_MAX:
-            text = text[: _DETAIL_MAX - 3] + "..."
-        # Characters outside ASCII, and escaped controls, take more than one byte each.
-        while len(json.dumps(text, ensure_ascii=False).encode()) > DETAIL_MAX_BYTES:
-            text = text[: len(text) * 3 // 4] + "..."
-        return text
+        self.guard.forbid(*values)
 
     def validate(self, record: Mapping[str, object]) -> dict[str, object]:
         """The record as it will be written; raises JournalRecordError if it may not be."""
-        clean: dict[str, object] = {}
-        for name, value in record.items():
-            if value is None or (value == "" and name in _HASH_FIELDS):
-                continue  # absent, None and "no hash" mean the same; keep lines short
-            check = _FIELDS.get(name)
-            if check is None:
-                raise JournalRecordError(f"journal field {name!r} is not allowed")
-            if name in _FREE_TEXT and isinstance(value, str):
-                value = self._redact(value)
-            if not check(value):
-                raise JournalRecordError(f"journal field {name!r} has a wrong type or format")
-            for text in _strings(value):
-                if self._contains_forbidden(text):
-                    raise JournalRecordError(f"journal field {name!r} contains key material")
-                if name not in _HASH_FIELDS and _HEX_RUN.search(text):
-                    raise JournalRecordError(
-                        f"journal field {name!r} looks like key material "
-                        f"({KEY_MATERIAL_HEX_RUN}+ hex digits)"
-                    )
-            clean[name] = value
-        for name in _REQUIRED:
-            if name not in clean:
-                raise JournalRecordError(f"journal record lacks {name!r}")
-        return clean
+        return self.guard.validate(record)
 
     # -- writing --------------------------------------------------------------------------
     def append(
@@ -606,7 +299,7 @@ class Journal:
             return self.validate(rec)
         except JournalRecordError as exc:
             run_id = rec.get("run_id")
-            named = run_id if isinstance(run_id, str) and _is_run_id(run_id) else None
+            named = run_id if isinstance(run_id, str) and is_run_id(run_id) else None
             self.damage.append(DamagedLine(number, str(exc), named))
             return None
 
@@ -631,38 +324,8 @@ class Journal:
         return notes
 
     def runs(self) -> list[RunState]:
-        """Every run in the journal, oldest first.
-
-        A run whose run-start line is damaged is rebuilt from its other records; damaged lines
-        that name a run are attached to it (:attr:`RunState.complete` turns false); a run left
-        without an end when a later run started is marked :attr:`RunState.superseded_by`.
-        """
-        runs: dict[str, RunState] = {}
-        spans: dict[str, list[int]] = {}  # run -> [first line, end line or 0 while open]
-        for number, rec in self._numbered_records():
-            run_id = str(rec["run_id"])
-            if rec.get("event") == Step.RUN_START:
-                for earlier in runs.values():
-                    if not earlier.finished and earlier.superseded_by is None:
-                        earlier.superseded_by = run_id
-                runs[run_id] = RunState.from_start(rec)
-                spans[run_id] = [number, 0]
-                continue
-            if run_id not in runs:
-                runs[run_id] = RunState.from_orphan(rec)
-                spans[run_id] = [number, 0]
-            runs[run_id].apply(rec)
-            if rec.get("event") == Step.RUN_END:
-                spans[run_id][1] = number
-        for damaged in self.damage:
-            if damaged.run_id is not None:
-                named = [damaged.run_id] if damaged.run_id in runs else []
-            else:  # no run named: it may belong to any run open at that line
-                named = [r for r, (first, end) in spans.items() if first < damaged.line]
-                named = [r for r in named if not spans[r][1] or damaged.line < spans[r][1]]
-            for run_id in named:
-                runs[run_id].damaged_lines.append(damaged.line)
-        return list(runs.values())
+        """Every run in the journal, oldest first (see :func:`rebuild_runs`)."""
+        return rebuild_runs(self._numbered_records(), self.damage)
 
     def unfinished_runs(self) -> list[RunState]:
         """Runs with a run-start and no run-end, oldest first."""
