@@ -255,129 +255,187 @@ def _unproven(state: RunState, files: Mapping[str, list[LiveFile]]) -> RecoveryE
 # --- the recovery of one run -----------------------------------------------------------------
 
 
+@dataclass
+class _Recovery:
+    """What every step of recovering one run works with."""
+
+    state: RunState
+    journal: Journal
+    ctx: FarmContext
+    accept: Collection[str]
+    recorder: RunRecorder
+    result: RunResult
+
+
 def recover_run(
     state: RunState, journal: Journal, ctx: FarmContext, accept: Collection[str] = ()
 ) -> RunResult:
     ctx.reporter.event(Event(Phase.RECOVER, Status.INFO, None, f"unfinished run {state.run_id}"))
-    recorder = RunRecorder(journal, state.run_id, state.kind)
-    result = RunResult(
-        state.run_id, state.kind, ctx.farm, Outcome.ABORTED, target_fingerprint=state.target_fp
+    run = _Recovery(
+        state,
+        journal,
+        ctx,
+        accept,
+        RunRecorder(journal, state.run_id, state.kind),
+        RunResult(
+            state.run_id, state.kind, ctx.farm, Outcome.ABORTED, target_fingerprint=state.target_fp
+        ),
     )
     if state.superseded_by is not None:
-        # Every run settles the unfinished ones before it starts: this one's end was lost
-        # (a damaged line), and its nodes now hold what later runs wrote. Touch nothing.
-        journal.end_run(
-            state.run_id, state.kind, StepResult.SKIPPED, detail="superseded by a later run"
-        )
-        result.outcome = Outcome.UNCHANGED
-        result.messages.append(
-            f"run {state.run_id} has no readable end, but run {state.superseded_by} started "
-            "after it: closed without touching its nodes or the vault"
-        )
-        return result
-    result.messages.extend(_unmanaged_notes(state, ctx.inventory))
-    managed = {h: ps for h, ps in _managed(state, ctx.inventory).items() if ps}
+        return close_superseded_run(run)
+    run.result.messages.extend(_unmanaged_notes(state, ctx.inventory))
     if state.kind == "restore":
-        # A restore puts one node's own backups back, file by file, each atomically: there is
-        # no farm-wide commit to finish or undo. Close it and say how to finish the job.
-        recorder.end(Outcome.ABORTED)
-        result.messages.append(
-            f"restore {state.run_id} was interrupted: run the same `farmsync restore` again"
-        )
-        return result
+        return close_interrupted_restore(run)
+    managed = {h: ps for h, ps in _managed(state, ctx.inventory).items() if ps}
     if not managed:
-        recorder.end(Outcome.ABORTED)
-        result.messages.append(
+        run.recorder.end(Outcome.ABORTED)
+        run.result.messages.append(
             f"run {state.run_id} names no file the inventory manages: closed, nothing touched"
         )
-        return result
+        return run.result
     hosts = [ctx.inventory.hosts[h] for h in managed]
-
     with FarmSession(
         hosts, forks=ctx.options.forks, reporter=ctx.reporter, factory=ctx.factory
     ) as session:
         if not state.commit_attempted:
-            # No live file was touched: only staging files may be left, and they are harmless.
-            _clean_up(session, managed, state.run_id, ctx, result)
-            _settle_vault(state, Outcome.ABORTED, ctx)
-            recorder.end(Outcome.ABORTED)
-            return result
+            return settle_unstarted_run(run, session, managed)
         if session.failures:
             raise RecoveryError(
                 f"cannot settle unfinished run {state.run_id} yet: "
                 + "; ".join(str(e) for e in session.failures.values())
             )
+        files = classify_live_files(run, session, managed)
+        outcome, replaced = finish_or_roll_back(run, session, files)
+        outcome = recycle_and_clean_up(run, session, managed, files, outcome)
+    return close_run(run, files, outcome, replaced)
 
-        files = _classify(state, managed, session.nodes, accept, ctx.options.forks)
-        for live_files in files.values():
-            for f in live_files:
-                if not (f.original or f.new or f.accepted):
-                    # Changed by someone else since the run: not farmsync's to undo.
-                    result.messages.append(
-                        f"{f.host}:{f.path} holds neither the run's old nor its new content; "
-                        "left as it is"
-                    )
-        everything = [f for fs in files.values() for f in fs]
-        # Finished when every file holds the new key: the run's content, or accepted with it.
-        everywhere = all(f.key_fp == state.target_fp if f.accepted else f.new for f in everything)
-        undo = {n: [f for f in fs if f.new and not f.accepted] for n, fs in files.items()}
-        undo = {n: fs for n, fs in undo.items() if fs}
-        if not everywhere and any(not f.backup_proven for fs in undo.values() for f in fs):
-            raise _unproven(state, files)
 
-        for live_files in files.values():
-            for f in live_files:
-                if f.accepted:
-                    _record_accept(journal, state, f)
-                    result.messages.append(
-                        f"{f.describe(backup=False)}: accepted as the run's outcome"
-                    )
+def close_superseded_run(run: _Recovery) -> RunResult:
+    """Every run settles the unfinished ones before it starts: a run left without an end when
+    a later one started lost its end (a damaged line), and its nodes now hold what later runs
+    wrote. Close it, touching nothing."""
+    state = run.state
+    run.journal.end_run(
+        state.run_id, state.kind, StepResult.SKIPPED, detail="superseded by a later run"
+    )
+    run.result.outcome = Outcome.UNCHANGED
+    run.result.messages.append(
+        f"run {state.run_id} has no readable end, but run {state.superseded_by} started "
+        "after it: closed without touching its nodes or the vault"
+    )
+    return run.result
 
-        replaced: MachineKey | None = None
-        if everywhere:
-            outcome = Outcome.CHANGED
-            for name, live_files in files.items():
-                recorder.files(
-                    Step.VERIFY,
-                    name,
-                    [f.hashes for f in live_files if not f.accepted],
-                    StepResult.OK,
+
+def close_interrupted_restore(run: _Recovery) -> RunResult:
+    """A restore puts one node's own backups back, file by file, each atomically: there is no
+    farm-wide commit to finish or undo. Close it and say how to finish the job."""
+    run.recorder.end(Outcome.ABORTED)
+    run.result.messages.append(
+        f"restore {run.state.run_id} was interrupted: run the same `farmsync restore` again"
+    )
+    return run.result
+
+
+def settle_unstarted_run(
+    run: _Recovery, session: FarmSession, managed: Mapping[str, list[str]]
+) -> RunResult:
+    """No commit was released, so no live file was touched: only harmless staging files may
+    be left. Clean them up, abandon the run's key, close the run."""
+    _clean_up(session, managed, run.state.run_id, run.ctx, run.result)
+    _settle_vault(run.state, Outcome.ABORTED, run.ctx)
+    run.recorder.end(Outcome.ABORTED)
+    return run.result
+
+
+def classify_live_files(
+    run: _Recovery, session: FarmSession, managed: Mapping[str, list[str]]
+) -> dict[str, list[LiveFile]]:
+    """What every managed file holds now (the original, the run's new content or someone
+    else's), and whether the backup of each file on the new content is the original."""
+    files = _classify(run.state, managed, session.nodes, run.accept, run.ctx.options.forks)
+    for live_files in files.values():
+        for f in live_files:
+            if not (f.original or f.new or f.accepted):
+                # Changed by someone else since the run: not farmsync's to undo.
+                run.result.messages.append(
+                    f"{f.host}:{f.path} holds neither the run's old nor its new content; "
+                    "left as it is"
                 )
-            replaced = _replaced_key(state, files)
-        else:
-            outcome = Outcome.ROLLED_BACK
+    return files
 
-            def work(name: str, undone: list[LiveFile]) -> None:
-                node = session.nodes[name]
-                hashes = [f.hashes for f in undone]
-                recorder.files(Step.ROLLBACK, name, hashes, StepResult.STARTED)
-                restore_originals(node, hashes, state.run_id, "recover")
-                recorder.files(Step.ROLLBACK, name, hashes, StepResult.OK)
 
-            failed = {
-                n: o.error
-                for n, o in run_each(undo.items(), work, ctx.options.forks).items()
-                if not o.ok
-            }
-            if failed:
-                raise RecoveryError(
-                    f"could not roll back run {state.run_id}: "
-                    + "; ".join(describe_error(e) for e in failed.values())
-                )
+def finish_or_roll_back(
+    run: _Recovery, session: FarmSession, files: Mapping[str, list[LiveFile]]
+) -> tuple[Outcome, MachineKey | None]:
+    """Finish the run when every file holds its new key, else roll the files on the new content
+    back to their proven backups; refuse, touching nothing, if one has no such backup."""
+    state, recorder = run.state, run.recorder
+    everything = [f for fs in files.values() for f in fs]
+    # Finished when every file holds the new key: the run's content, or accepted with it.
+    everywhere = all(f.key_fp == state.target_fp if f.accepted else f.new for f in everything)
+    undo = {n: [f for f in fs if f.new and not f.accepted] for n, fs in files.items()}
+    undo = {n: fs for n, fs in undo.items() if fs}
+    if not everywhere and any(not f.backup_proven for fs in undo.values() for f in fs):
+        raise _unproven(state, files)
 
-        touched = [n for n, fs in files.items() if any(f.new for f in fs)]
-        if not _recycle(session, touched, recorder, ctx, result) and outcome is Outcome.CHANGED:
-            outcome = Outcome.RECYCLE_FAILED
-        _clean_up(session, managed, state.run_id, ctx, result)
+    for f in everything:
+        if f.accepted:
+            _record_accept(run.journal, state, f)
+            run.result.messages.append(f"{f.describe(backup=False)}: accepted as the run's outcome")
+    if everywhere:
+        for name, live_files in files.items():
+            hashes = [f.hashes for f in live_files if not f.accepted]
+            recorder.files(Step.VERIFY, name, hashes, StepResult.OK)
+        return Outcome.CHANGED, _replaced_key(state, files)
 
-    journal.release_reserve()  # what the dead run set aside, for the vault's save
-    _settle_vault(state, outcome, ctx, replaced)
-    recorder.end(outcome)
-    result.outcome = outcome
+    def work(name: str, undone: list[LiveFile]) -> None:
+        hashes = [f.hashes for f in undone]
+        recorder.files(Step.ROLLBACK, name, hashes, StepResult.STARTED)
+        restore_originals(session.nodes[name], hashes, state.run_id, "recover")
+        recorder.files(Step.ROLLBACK, name, hashes, StepResult.OK)
+
+    outcomes = run_each(undo.items(), work, run.ctx.options.forks)
+    failed = {n: o.error for n, o in outcomes.items() if not o.ok}
+    if failed:
+        raise RecoveryError(
+            f"could not roll back run {state.run_id}: "
+            + "; ".join(describe_error(e) for e in failed.values())
+        )
+    return Outcome.ROLLED_BACK, None
+
+
+def recycle_and_clean_up(
+    run: _Recovery,
+    session: FarmSession,
+    managed: Mapping[str, list[str]],
+    files: Mapping[str, list[LiveFile]],
+    outcome: Outcome,
+) -> Outcome:
+    """Recycle the nodes the run changed (their processes must read the files as they now
+    are), then remove staging files; failures are reported, not fatal."""
+    touched = [n for n, fs in files.items() if any(f.new for f in fs)]
+    recycled = _recycle(session, touched, run.recorder, run.ctx, run.result)
+    _clean_up(session, managed, run.state.run_id, run.ctx, run.result)
+    if not recycled and outcome is Outcome.CHANGED:
+        return Outcome.RECYCLE_FAILED
+    return outcome
+
+
+def close_run(
+    run: _Recovery,
+    files: Mapping[str, list[LiveFile]],
+    outcome: Outcome,
+    replaced: MachineKey | None,
+) -> RunResult:
+    """Settle the run's key in the vault, then journal the run's end."""
+    run.journal.release_reserve()  # what the dead run set aside, for the vault's save
+    _settle_vault(run.state, outcome, run.ctx, replaced)
+    run.recorder.end(outcome)
+    run.result.outcome = outcome
     for name, live_files in files.items():
         status = "changed" if outcome is Outcome.CHANGED else "rolled-back"
-        result.host(name).status = "accepted" if live_files[0].accepted else status
-    return result
+        run.result.host(name).status = "accepted" if live_files[0].accepted else status
+    return run.result
 
 
 def _record_accept(journal: Journal, state: RunState, file: LiveFile) -> None:
