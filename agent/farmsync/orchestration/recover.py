@@ -11,7 +11,8 @@ manages for a host (a journal record naming any other file is reported, never ac
 and puts a backup back only when the backup's hash is the original's hash the journal
 recorded. When a file on the new content has no such backup, nothing is touched: the run
 stays open and the error says which file holds what, until the operator accepts that host's
-files as they are (``farmsync recover --accept-current HOST``).
+files as they are (``farmsync recover --accept-current HOST``). What each file holds, and
+what recovery may touch, is :mod:`livefiles`'s; this module is the steps.
 """
 
 from __future__ import annotations
@@ -23,16 +24,22 @@ from farmsync.errors import ConfigFileError, ExitCode, FarmsyncError, InputError
 from farmsync.inventory.model import Inventory, RecycleKind
 from farmsync.keys.machinekey import MachineKey
 from farmsync.keys.vault import KeyVault
-from farmsync.nodes.contract import FileState, FileStatus, NodeOperations, backup_path
+from farmsync.nodes.contract import backup_path
 from farmsync.orchestration.context import FarmContext
 from farmsync.orchestration.events import Event, Phase, Status
 from farmsync.orchestration.journal import Journal, RunState, Step, StepResult
+from farmsync.orchestration.livefiles import (
+    LiveFile,
+    managed_paths,
+    read_live_files,
+    unmanaged_notes,
+    unproven_report,
+)
 from farmsync.orchestration.pool import run_each
-from farmsync.orchestration.recorder import FileHashes, RunRecorder
+from farmsync.orchestration.recorder import RunRecorder
 from farmsync.orchestration.result import Outcome, RunResult
 from farmsync.orchestration.rollout import restore_originals
 from farmsync.orchestration.session import FarmSession
-from farmsync.orchestration.survey import inspect_file
 from farmsync.orchestration.vaultstate import settle_key
 from farmsync.webconfig.parser import inspect_config
 
@@ -66,190 +73,11 @@ def _check_accepted(
     for host in accept:
         if host not in inventory.hosts:
             raise InputError(f"no host {host!r} in the inventory", source="--accept-current")
-        if not any(_managed(state, inventory).get(host) for state in unfinished):
+        if not any(managed_paths(state, inventory).get(host) for state in unfinished):
             raise InputError(
                 f"{host} has no file in an unfinished run: there is nothing to accept",
                 source="--accept-current",
             )
-
-
-def _managed(state: RunState, inventory: Inventory) -> dict[str, list[str]]:
-    """The run's paths that the current inventory manages, per host still in it."""
-    managed: dict[str, list[str]] = {}
-    for host, paths in state.hosts.items():
-        entry = inventory.hosts.get(host)
-        if entry is not None:
-            managed[host] = [p for p in paths if p in entry.root_configs]
-    return managed
-
-
-def _unmanaged_notes(state: RunState, inventory: Inventory) -> list[str]:
-    notes: list[str] = []
-    for host, paths in state.hosts.items():
-        entry = inventory.hosts.get(host)
-        if entry is None:
-            notes.append(
-                f"run {state.run_id}: {host} is no longer in the inventory: its files were "
-                "left as they are"
-            )
-            continue
-        for path in paths:
-            if path not in entry.root_configs:
-                notes.append(
-                    f"run {state.run_id} names {host}:{path}, which the inventory does not "
-                    "manage: not touched"
-                )
-    return notes
-
-
-# --- what each managed file holds ------------------------------------------------------------
-
-
-@dataclass
-class LiveFile:
-    """One managed file of the run as recovery found it, judged by hash against the journal."""
-
-    host: str
-    run_id: str
-    hashes: FileHashes
-    old_fp: str | None  # the key it held when the run read it
-    live: FileState
-    backup: FileState | None = None  # read for files on the new content
-    accepted: bool = False
-
-    @property
-    def path(self) -> str:
-        return self.hashes.path
-
-    @property
-    def original(self) -> bool:
-        return bool(self.hashes.old_sha256) and self.live.sha256 == self.hashes.old_sha256
-
-    @property
-    def new(self) -> bool:
-        return bool(self.hashes.new_sha256) and self.live.sha256 == self.hashes.new_sha256
-
-    @property
-    def backup_proven(self) -> bool:
-        """The run's backup holds exactly the original the journal recorded."""
-        return (
-            self.backup is not None
-            and bool(self.hashes.old_sha256)
-            and self.backup.sha256 == self.hashes.old_sha256
-        )
-
-    @property
-    def key_fp(self) -> str | None:
-        """The fingerprint of the key the file holds now (None: missing or unreadable)."""
-        return _key_fp(self.host, self.path, self.live)
-
-    def describe(self, *, backup: bool = True) -> str:
-        """Which content the file holds, and its backup, for an operator deciding what to do."""
-        if self.original:
-            what = "the original"
-        elif self.new:
-            what = "the run's new content"
-        elif self.live.status is FileStatus.MISSING:
-            what = "nothing: the file is missing"
-        else:
-            what = "unknown content"
-        text = f"{self.host} {self.path}: holds {what}{_key_text(self.key_fp, self.live)}"
-        if not backup or self.backup is None:
-            return text
-        bpath = backup_path(self.path, self.run_id)
-        if self.backup.status is FileStatus.MISSING:
-            return text + f"; its backup {bpath} is missing"
-        shown = _key_text(_key_fp(self.host, bpath, self.backup), self.backup)
-        if self.backup_proven:
-            return text + f"; its backup {bpath} is the original{shown}"
-        original = f"sha256 {_short(self.hashes.old_sha256)}"
-        if self.old_fp:
-            original += f", key {self.old_fp}"
-        return (
-            text
-            + f"; its backup {bpath} holds unknown content{shown}, not the original ({original})"
-        )
-
-
-def _key_fp(host: str, path: str, state: FileState) -> str | None:
-    if state.content is None:
-        return None
-    return inspect_file(host, path, state.content).fingerprint
-
-
-def _key_text(fingerprint: str | None, state: FileState) -> str:
-    if state.status is FileStatus.MISSING:
-        return ""
-    if fingerprint is not None:
-        return f" (key {fingerprint})"
-    return f" (sha256 {_short(state.sha256)}, no readable key)"
-
-
-def _short(digest: str | None) -> str:
-    return f"{digest[:16]}…" if digest else "none"
-
-
-def _classify(
-    state: RunState,
-    managed: Mapping[str, list[str]],
-    nodes: Mapping[str, NodeOperations],
-    accept: Collection[str],
-    forks: int,
-) -> dict[str, list[LiveFile]]:
-    """Read every managed file, and the backup of each file on the new content."""
-
-    def work(name: str, node: NodeOperations) -> list[LiveFile]:
-        paths = managed[name]
-        live = node.read(paths)
-        files = [
-            LiveFile(
-                name,
-                state.run_id,
-                _hashes(state, name, p),
-                state.file(name, p).old_fp or state.previous_fp,
-                live[p],
-                accepted=name in accept,
-            )
-            for p in paths
-        ]
-        unreadable = [f for f in files if f.live.status is FileStatus.ERROR]
-        if unreadable:
-            raise RecoveryError(
-                f"cannot read {name}:{unreadable[0].path}: {unreadable[0].live.error}"
-            )
-        on_new = [f for f in files if f.new]
-        if on_new:
-            backups = node.read([backup_path(f.path, state.run_id) for f in on_new])
-            for f in on_new:
-                f.backup = backups[backup_path(f.path, state.run_id)]
-        return files
-
-    outcomes = run_each(((n, nodes[n]) for n in managed), work, forks)
-    unread = {n: o.error for n, o in outcomes.items() if not o.ok}
-    if unread:
-        raise RecoveryError(
-            f"cannot settle unfinished run {state.run_id} yet: "
-            + "; ".join(describe_error(e) for e in unread.values())
-        )
-    return {n: o.value or [] for n, o in outcomes.items()}
-
-
-def _unproven(state: RunState, files: Mapping[str, list[LiveFile]]) -> RecoveryError:
-    everything = [f for fs in files.values() for f in fs]
-    stuck = sorted({f.host for f in everything if f.new and not f.accepted and not f.backup_proven})
-    return RecoveryError(
-        f"run {state.run_id} cannot be rolled back: "
-        + ", ".join(stuck)
-        + " hold(s) the run's new content and no backup proven to be the original; "
-        "nothing was changed, the run stays open",
-        [
-            *(f.describe() for f in everything),
-            "to finish: put the original back on those files and run `farmsync recover`, "
-            "or take their current files as the run's outcome with `farmsync recover "
-            + " ".join(f"--accept-current {h}" for h in stuck)
-            + "` (then `farmsync sync` or `farmsync rotate` puts one key everywhere)",
-        ],
-    )
 
 
 # --- the recovery of one run -----------------------------------------------------------------
@@ -283,10 +111,10 @@ def recover_run(
     )
     if state.superseded_by is not None:
         return close_superseded_run(run)
-    run.result.messages.extend(_unmanaged_notes(state, ctx.inventory))
+    run.result.messages.extend(unmanaged_notes(state, ctx.inventory))
     if state.kind == "restore":
         return close_interrupted_restore(run)
-    managed = {h: ps for h, ps in _managed(state, ctx.inventory).items() if ps}
+    managed = {h: ps for h, ps in managed_paths(state, ctx.inventory).items() if ps}
     if not managed:
         run.recorder.end(Outcome.ABORTED)
         run.result.messages.append(
@@ -352,7 +180,14 @@ def classify_live_files(
 ) -> dict[str, list[LiveFile]]:
     """What every managed file holds now (the original, the run's new content or someone
     else's), and whether the backup of each file on the new content is the original."""
-    files = _classify(run.state, managed, session.nodes, run.accept, run.ctx.options.forks)
+    outcomes = read_live_files(run.state, managed, session.nodes, run.accept, run.ctx.options.forks)
+    unread = {n: o.error for n, o in outcomes.items() if not o.ok}
+    if unread:
+        raise RecoveryError(
+            f"cannot settle unfinished run {run.state.run_id} yet: "
+            + "; ".join(describe_error(e) for e in unread.values())
+        )
+    files = {n: o.value or [] for n, o in outcomes.items()}
     for live_files in files.values():
         for f in live_files:
             if not (f.original or f.new or f.accepted):
@@ -376,7 +211,7 @@ def finish_or_roll_back(
     undo = {n: [f for f in fs if f.new and not f.accepted] for n, fs in files.items()}
     undo = {n: fs for n, fs in undo.items() if fs}
     if not everywhere and any(not f.backup_proven for fs in undo.values() for f in fs):
-        raise _unproven(state, files)
+        raise RecoveryError(*unproven_report(state, files))
 
     for f in everything:
         if f.accepted:
@@ -494,11 +329,6 @@ def _clean_up(
         if not outcome.ok:
             # Leftover staging files are harmless; say so rather than fail the recovery.
             result.messages.append(f"{name}: cleanup failed: {describe_error(outcome.error)}")
-
-
-def _hashes(state: RunState, host: str, path: str) -> FileHashes:
-    progress = state.file(host, path)
-    return FileHashes(path, progress.old_sha256 or "", progress.new_sha256 or "")
 
 
 def _replaced_key(state: RunState, files: Mapping[str, list[LiveFile]]) -> MachineKey | None:
