@@ -101,6 +101,8 @@ def config_facts(data: bytes, source: str) -> ConfigFacts:
     parsed = parse_config(data, source)
     root = parsed.document
     assert root is not None
+    # The scanner's line is where the start tag begins (lxml gives where a long tag ends).
+    start_line = {id(loc.element): loc.found.line for loc in parsed.located}
     keys: list[KeyElement] = []
     mac_off: list[Finding] = []
     insecure: list[Finding] = []
@@ -121,7 +123,7 @@ def config_facts(data: bytes, source: str) -> ConfigFacts:
                 keys.append(
                     KeyElement(
                         source,
-                        line_of(element),
+                        start_line.get(id(element), line_of(element)),
                         normalise_location(path) if location is not None else "",
                         path if location is not None else None,
                         attrs,
