@@ -30,7 +30,10 @@ def colour_of(identity: str) -> str:
 
 
 def column_of(scope: Scope) -> str:
-    return scope.path if scope.kind is ScopeKind.ROOT else scope.name
+    """The matrix column of a scope. A root config whose path names its own node (a lab's
+    ``/srv/node1/...``) shares a column with its peers: ``/srv/{host}/...``."""
+    label = scope.path if scope.kind is ScopeKind.ROOT else scope.name
+    return label.replace(scope.host, "{host}")
 
 
 def _columns(report: AuditReport) -> list[str]:
