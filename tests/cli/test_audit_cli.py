@@ -14,7 +14,8 @@ from typing import Any
 from lxml import html as lxml_html
 
 from farmsync.webconfig.parser import inspect_config
-from tests.cli.clikit import LocalFarm, make_local_farm, output_of
+from tests.cli.clikit import ANSI, CLI, LocalFarm, make_local_farm, output_of
+from tests.cli.test_terminal import run_in_pty
 from tests.orchestration.farmkit import node_config
 
 TOP_LEVEL = {
@@ -210,3 +211,16 @@ def test_an_application_override_is_found_in_farmsync_app_configs(tmp_path: Path
         ("web1", str(app), str(app))
     ]
     assert report["summary"]["applications"] == 1
+
+
+def test_colour_on_a_terminal_only(local_farm: LocalFarm) -> None:
+    local_farm.configs["web2"].write_bytes(node_config("web2"))
+    env = local_farm.env(TERM="xterm-256color")
+    code, screen = run_in_pty([*CLI, "audit", "-i", str(local_farm.inventory)], env)
+    assert code == 1, screen
+    assert ANSI.search(screen), "no colour on a terminal"
+    assert "key-drift" in ANSI.sub("", screen)
+    no_colour = run_in_pty(
+        [*CLI, "audit", "-i", str(local_farm.inventory)], {**env, "NO_COLOR": "1"}
+    )
+    assert "\x1b[1;31m" not in no_colour[1] and "HIGH" in no_colour[1]

@@ -14,6 +14,7 @@ from farmsync.inventory.durations import format_duration
 from farmsync.keys.machinekey import DEFAULT_COMPATIBILITY_MODE, MachineKey, is_auto_generate
 from farmsync.orchestration.audit.model import (
     AuditModel,
+    FileRole,
     Finding,
     KeyStatus,
     Scope,
@@ -190,7 +191,7 @@ def application_override(model: AuditModel) -> Iterator[Finding]:
                     _application(scope),
                 )
         for config in node.files.values():  # locations that target no known application
-            if config.facts is None or config.role.value != "root web.config":
+            if config.facts is None or config.role is not FileRole.ROOT:
                 continue
             for element in config.facts.keys:
                 if element.scope and (node.host, config.path, element.line) not in seen:
