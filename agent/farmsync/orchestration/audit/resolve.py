@@ -7,6 +7,7 @@ from __future__ import annotations
 import ntpath
 import posixpath
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from farmsync.algorithms import FRAMEWORK_V4
 from farmsync.errors import ConfigFileError
@@ -140,137 +141,161 @@ def chain_state(
 
 
 def resolve_node(host: Host, read: AuditRead, round_trips: int = 0) -> NodeModel:
-    windows = is_windows(host)
-    norm: Callable[[str], str] = str.lower if windows else str
+    """The node's model: every file with its role and facts, then its scopes."""
     node = NodeModel(
         host.name,
-        windows,
+        is_windows(host),
         registry=read.registry,
         rsa=read.rsa,
         facts_error=read.facts_error,
         env=dict(read.env),
         round_trips=round_trips,
     )
-    managed_roots = list(host.root_configs)
-    all_roots = {norm(p) for p in managed_roots}
-    if windows:
-        all_roots |= {norm(p) for p in windows_root_configs(ALL_FRAMEWORKS, (32, 64))}
-    machines = {norm(machine_config_for(r)) for r in all_roots}
-    iis_paths = {norm(read.iis.redirection), norm(read.iis.application_host)} if read.iis else set()
-    pending: dict[str, ConfigFile] = {}
-    iis = _parse_iis(host.name, read, pending)
-    applications: list[Application] = list(iis.applications) if iis is not None else []
-    app_configs = {norm(a.web_config) for a in applications} | {norm(p) for p in host.app_configs}
-    found_below = {norm(p) for paths in read.subfolder_configs.values() for p in paths}
-    vdir_configs = {
+    chains = _Chains(host, node)
+    node.iis = _parse_iis(host.name, read, node.files)
+    applications = list(node.iis.applications) if node.iis is not None else []
+    _classify_files(host, read, node, applications, chains.norm)
+    chains.index()
+    node.scopes += chains.root_scopes()
+    node.scopes += chains.iis_scopes(applications)
+    node.scopes += chains.listed_app_scopes({chains.norm(s.path) for s in node.scopes})
+    return node
+
+
+def _classify_files(
+    host: Host,
+    read: AuditRead,
+    node: NodeModel,
+    applications: Sequence[Application],
+    norm: Callable[[str], str],
+) -> None:
+    """Each file read, by what it is to ASP.NET: root, machine, application, sub-folder."""
+    roots = {norm(p) for p in host.root_configs}
+    if node.windows:
+        roots |= {norm(p) for p in windows_root_configs(ALL_FRAMEWORKS, (32, 64))}
+    machines = {norm(machine_config_for(r)) for r in roots}
+    iis_files = {norm(read.iis.redirection), norm(read.iis.application_host)} if read.iis else set()
+    apps = {norm(a.web_config) for a in applications} | {norm(p) for p in host.app_configs}
+    below = {norm(p) for paths in read.subfolder_configs.values() for p in paths}
+    below |= {
         norm(join_windows(physical, "web.config"))
         for app in applications
-        for _v, physical in app.virtual_dirs
+        for _virtual, physical in app.virtual_dirs
     }
     hidden = _hidden_by_subdir_rule(applications, read, norm)
     for path, state in read.files.items():
         key = norm(path)
-        if key in iis_paths:
+        if key in hidden:
+            continue  # IIS does not read it (allowSubDirConfig="false")
+        if key in iis_files:
             role = FileRole.IIS
-        elif key in all_roots:
+        elif key in roots:
             role = FileRole.ROOT
         elif key in machines:
             role = FileRole.MACHINE
-        elif key in app_configs:
-            role = FileRole.APPLICATION
-        elif key in found_below or key in vdir_configs:
-            if key in hidden:
-                continue  # IIS does not read it (allowSubDirConfig="false")
+        elif key in below and key not in apps:
             role = FileRole.SUBFOLDER
         else:
             role = FileRole.APPLICATION
-        node.files[path] = _file(host.name, path, state, role, read.leftovers.get(path, ()))
-    node.files.update(pending)
-    node.iis = iis
-    by_norm = {norm(p): f for p, f in node.files.items()}
+        if path not in node.files:  # a malformed applicationHost.config is already there
+            node.files[path] = _file(host.name, path, state, role, read.leftovers.get(path, ()))
 
-    def level(path: str) -> ConfigFile | None:
-        return by_norm.get(norm(path))
 
-    for root in managed_roots:
-        config = level(root)
-        if config is None or config.status == "missing":
-            continue
-        key_state = chain_state(
-            host.name, None, [(level(machine_config_for(root)), ()), (config, ())]
-        )
-        node.scopes.append(
-            Scope(
-                host.name,
-                ScopeKind.ROOT,
-                root,
-                root,
-                root,
-                key_state,
-                framework=framework_of_path(root),
-                bitness=bitness_of(root),
+class _Chains:
+    """Builds scopes from a node's classified files (Windows paths compare case-insensitively)."""
+
+    def __init__(self, host: Host, node: NodeModel):
+        self.host = host
+        self.node = node
+        self.norm: Callable[[str], str] = str.lower if node.windows else str
+        self._by_norm: dict[str, ConfigFile] = {}
+
+    def index(self) -> None:
+        self._by_norm = {self.norm(p): f for p, f in self.node.files.items()}
+
+    def level(self, path: str) -> ConfigFile | None:
+        return self._by_norm.get(self.norm(path))
+
+    def _scope(
+        self, kind: ScopeKind, name: str, path: str, root: str, targets: Sequence[str], **kw: Any
+    ) -> Scope:
+        levels: list[tuple[ConfigFile | None, Sequence[str]]] = [
+            (self.level(machine_config_for(root)), ()),
+            (self.level(root), targets),
+        ]
+        if kind is ScopeKind.APPLICATION:
+            levels.append((self.level(path), ()))
+        application = name if kind is ScopeKind.APPLICATION else None
+        state = chain_state(self.host.name, application, levels)
+        return Scope(self.host.name, kind, name, path, root, state, **kw)
+
+    def root_scopes(self) -> list[Scope]:
+        """Each managed root config that exists, over the machine.config beside it."""
+        found = []
+        for root in self.host.root_configs:
+            config = self.level(root)
+            if config is None or config.status == "missing":
+                continue  # e.g. no Framework64 on a 32-bit server
+            found.append(
+                self._scope(
+                    ScopeKind.ROOT,
+                    root,
+                    root,
+                    root,
+                    (),
+                    framework=framework_of_path(root),
+                    bitness=bitness_of(root),
+                )
             )
-        )
-    seen: set[str] = set()
-    if iis is not None:
-        for app in applications:
+        return found
+
+    def iis_scopes(self, applications: Sequence[Application]) -> list[Scope]:
+        """Each IIS application with managed code, on the root config its pool inherits."""
+        iis = self.node.iis
+        found = []
+        for app in applications if iis is not None else ():
+            assert iis is not None
             pool = iis.pool_of(app)
             if pool.framework is None:
                 continue  # "No Managed Code": ASP.NET never runs there
             root = root_config_for(pool.framework, pool.bitness)
-            seen.add(norm(app.web_config))
-            key_state = chain_state(
-                host.name,
-                app.name,
-                [
-                    (level(machine_config_for(root)), ()),
-                    (level(root), (app.name,)),
-                    (level(app.web_config), ()),
-                ],
-            )
-            node.scopes.append(
-                Scope(
-                    host.name,
+            found.append(
+                self._scope(
                     ScopeKind.APPLICATION,
                     app.name,
                     app.web_config,
                     root,
-                    key_state,
+                    (app.name,),
                     framework=pool.framework,
                     bitness=pool.bitness,
                     pool=pool.name,
                     physical_path=app.physical_path,
                 )
             )
-    default_root = (
-        root_config_for(FRAMEWORK_V4, 64) if windows or not managed_roots else managed_roots[0]
-    )
-    for path in host.app_configs:
-        if norm(path) in seen:
-            continue
-        seen.add(norm(path))
-        key_state = chain_state(
-            host.name,
-            path,
-            [
-                (level(machine_config_for(default_root)), ()),
-                (level(default_root), ()),
-                (level(path), ()),
-            ],
-        )
-        node.scopes.append(
-            Scope(
-                host.name,
-                ScopeKind.APPLICATION,
-                path,
-                path,
-                default_root,
-                key_state,
-                framework=framework_of_path(default_root),
-                bitness=bitness_of(default_root),
+        return found
+
+    def listed_app_scopes(self, known: set[str]) -> list[Scope]:
+        """farmsync_app_configs not found through IIS: on the host's first root config
+        (POSIX) or Framework64 v4 (Windows)."""
+        roots = self.host.root_configs
+        default = root_config_for(FRAMEWORK_V4, 64) if self.node.windows or not roots else roots[0]
+        found = []
+        for path in self.host.app_configs:
+            if self.norm(path) in known:
+                continue
+            known.add(self.norm(path))
+            found.append(
+                self._scope(
+                    ScopeKind.APPLICATION,
+                    path,
+                    path,
+                    default,
+                    (),
+                    framework=framework_of_path(default),
+                    bitness=bitness_of(default),
+                )
             )
-        )
-    return node
+        return found
 
 
 def _hidden_by_subdir_rule(
