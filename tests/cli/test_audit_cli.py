@@ -186,13 +186,16 @@ def test_an_unreachable_node_exits_3(tmp_path: Path) -> None:
             }
         },
     )
-    prom = tmp_path / "m.prom"
-    result = audit(farm, "--json", "--prometheus", str(prom))
+    prom, page = tmp_path / "m.prom", tmp_path / "m.html"
+    result = audit(farm, "--json", "--prometheus", str(prom), "--html", str(page))
     assert result.returncode == 3, output_of(result)
     report = json.loads(result.stdout)
     down = [n for n in report["nodes"] if not n["reachable"]]
     assert [(n["host"], n["error_kind"]) for n in down] == [("web3", "unreachable")]
     assert 'farmsync_audit_success{farm="clifarm"} 0' in prom.read_text()
+    rows = lxml_html.fromstring(page.read_text()).xpath('//tr[@class="unreachable"]')
+    assert [r.get("data-host") for r in rows] == ["web3"]
+    assert "not read: web3" in rows[0].text_content()
 
 
 def test_an_application_override_is_found_in_farmsync_app_configs(tmp_path: Path) -> None:
