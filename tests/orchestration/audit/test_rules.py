@@ -265,3 +265,11 @@ def test_findings_are_worst_first() -> None:
     n = node(host("a"), {ROOT.format(host="a"): config()}, registry={"64": 0, "32": None})
     severities = [f.severity.rank for f in evaluate(model(n, *clean("b")))]
     assert severities == sorted(severities) and severities[0] == 0
+
+
+def test_an_application_restating_the_farm_key_is_not_an_override() -> None:
+    app = APP.format(host="a")
+    n = node(
+        host("a", apps=(app,)), {ROOT.format(host="a"): config(key=GOOD), app: config(key=GOOD)}
+    )
+    assert findings("application-override", model(n)) == []

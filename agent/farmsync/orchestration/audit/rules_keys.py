@@ -20,6 +20,7 @@ from farmsync.orchestration.audit.model import (
     Scope,
     ScopeKind,
     Severity,
+    key_identity,
 )
 from farmsync.webconfig.effective import KeyElement
 
@@ -160,7 +161,13 @@ def _overrides(scope: Scope) -> list[KeyElement]:
     effective = scope.state.effective
     if effective is None or scope.kind is not ScopeKind.APPLICATION:
         return []
-    return [e for e in effective.elements if (e.scope or e.source == scope.path) and e.attributes]
+    found = [e for e in effective.elements if (e.scope or e.source == scope.path) and e.attributes]
+    inherited: dict[str, str] = {}
+    for element in effective.elements:
+        if element not in found:
+            inherited.update(element.attributes)
+    same = key_identity(MachineKey.from_attributes(inherited), scope.host, scope.name)
+    return found if same != scope.state.identity else []  # restating the farm key is harmless
 
 
 def application_override(model: AuditModel) -> Iterator[Finding]:
