@@ -21,6 +21,8 @@ SEVERITY_STYLE = {
 def _scope_text(scope: Scope) -> str:
     if scope.kind is ScopeKind.ROOT:
         return f"{scope.host}: root {scope.path}"
+    if scope.name == scope.path:
+        return f"{scope.host}: app {scope.path}"
     return f"{scope.host}: app {scope.name} ({scope.path})"
 
 
@@ -57,7 +59,8 @@ def render_audit(report: AuditReport, console: Console) -> None:
     if unknown:
         console.print(f"[bold]unknown[/]: {len(unknown)} place(s)")
         for scope in unknown:
-            console.print(f"  {escape(_scope_text(scope))}: {escape(scope.state.reason or '')}")
+            reason = (scope.state.reason or scope.state.status.value).removeprefix(scope.path + ": ")
+            console.print(f"  {escape(_scope_text(scope))}: {escape(reason)}")
     if report.findings:
         console.print("findings:")
     for finding in report.findings:
