@@ -59,7 +59,8 @@ def render_audit(report: AuditReport, console: Console) -> None:
     if unknown:
         console.print(f"[bold]unknown[/]: {len(unknown)} place(s)")
         for scope in unknown:
-            reason = (scope.state.reason or scope.state.status.value).removeprefix(scope.path + ": ")
+            reason = scope.state.reason or scope.state.status.value
+            reason = reason.removeprefix(scope.path + ": ")
             console.print(f"  {escape(_scope_text(scope))}: {escape(reason)}")
     if report.findings:
         console.print("findings:")
