@@ -227,3 +227,12 @@ def test_colour_on_a_terminal_only(local_farm: LocalFarm) -> None:
         [*CLI, "audit", "-i", str(local_farm.inventory)], {**env, "NO_COLOR": "1"}
     )
     assert "\x1b[1;31m" not in no_colour[1] and "HIGH" in no_colour[1]
+
+
+def test_an_output_file_in_a_missing_folder_is_bad_input(
+    local_farm: LocalFarm, tmp_path: Path
+) -> None:
+    result = audit(local_farm, "--prometheus", str(tmp_path / "no" / "such" / "x.prom"))
+    assert result.returncode == 2, output_of(result)
+    assert result.stderr.startswith("farmsync: error: --prometheus: folder ")
+    assert "[connect]" not in result.stderr  # nothing was contacted

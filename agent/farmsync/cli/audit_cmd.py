@@ -19,6 +19,7 @@ from farmsync.cli.audit_html import render_html
 from farmsync.cli.audit_prometheus import write_prometheus
 from farmsync.cli.audit_terminal import render_audit
 from farmsync.cli.render import print_json
+from farmsync.errors import InputError
 from farmsync.fsutil import atomic_write_private
 from farmsync.orchestration.audit import AuditOptions, AuditReport, Severity, run_audit
 from farmsync.orchestration.events import Reporter
@@ -38,6 +39,21 @@ def _disclosed(known_keys: tuple[Path, ...]) -> Any:
 def _write_html(report: AuditReport, path: Path) -> None:
     atomic_write_private(path, render_html(report).encode("utf-8"))
     os.chmod(path, 0o644)  # fingerprints and paths only, meant to be looked at
+
+
+def _check_output(path: Path | None, option: str) -> None:
+    """An output file's folder must exist: bad input, found before any node is contacted."""
+    if path is not None and not path.parent.is_dir():
+        raise InputError(f"folder {path.parent} does not exist", source=option)
+
+
+def _write(path: Path, option: str, write: Callable[[], None]) -> None:
+    try:
+        write()
+    except OSError as exc:
+        raise InputError(
+            f"cannot write {path}: {exc.strerror or type(exc).__name__}", source=option
+        ) from None
 
 
 def audit_command(
@@ -121,6 +137,8 @@ def audit_command(
         inventory = load_inventory(inventory_path)
         hosts = select_hosts(inventory, limit)
         disclosed = _disclosed(known_keys)  # bad input (exit 2) before anything is contacted
+        _check_output(prometheus, "--prometheus")
+        _check_output(html, "--html")
         state = StateDir(state_dir or default_state_root(), inventory.farm)
         options = AuditOptions(forks=forks, timeout=timeout, fail_on=Severity(fail_on))
         with reporter_for(as_json) as reporter:
@@ -128,9 +146,9 @@ def audit_command(
                 inventory.farm, hosts, state.journal, options, reporter, disclosed=disclosed
             )
         if prometheus is not None:
-            write_prometheus(report, prometheus)
+            _write(prometheus, "--prometheus", lambda: write_prometheus(report, prometheus))
         if html is not None:
-            _write_html(report, html)
+            _write(html, "--html", lambda: _write_html(report, html))
         if as_json:
             print_json(report.to_dict(), stdout_console())
         else:
