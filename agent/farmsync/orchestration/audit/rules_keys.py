@@ -129,7 +129,7 @@ def key_drift(model: AuditModel) -> Iterator[Finding]:
                 f"holds {shown}, not the expected {expected} ({basis})",
                 "Run `farmsync sync` to put the farm's key back on this node.",
                 node.host,
-                path if scope.kind is ScopeKind.ROOT else scope.path,
+                path,  # where the key in effect is set (for an application: what it inherits)
                 line,
                 _application(scope),
             )
