@@ -307,14 +307,18 @@ def rsa_container_mismatch(model: AuditModel) -> Iterator[Finding]:
         if len(counts) < 2:
             continue
         majority = counts.most_common(1)[0][0]
+        in_use = {n.host for n in holders if n.iis is not None and n.iis.rsa_in_use()}
         for host, value in values.items():
             if value == majority:
                 continue
+            using = (
+                "; this node's applicationHost.config uses RSA providers" if host in in_use else ""
+            )
             yield Finding(
                 "rsa-container-mismatch",
                 Severity.HIGH,
                 f"RSA key container {name} is {value or 'missing'}, most nodes have "
-                f"{majority or 'none'}",
+                f"{majority or 'none'}{using}",
                 f"Export {name} from a reference node and import it here "
                 "(aspnet_regiis -px / -pi) so shared or encrypted configuration decrypts.",
                 host,
