@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from farmsync.orchestration.audit import rules_files, rules_keys
+from farmsync.orchestration.audit import rules_consistency, rules_files, rules_keys, rules_policy
 from farmsync.orchestration.audit.model import AuditModel, Finding
 
 Rule = Callable[[AuditModel], Iterator[Finding]]
@@ -15,13 +15,13 @@ RULES: dict[str, Rule] = {
     "key-drift": rules_keys.key_drift,
     "application-override": rules_keys.application_override,
     "autogenerate-in-farm": rules_keys.autogenerate_in_farm,
-    "attribute-mismatch": rules_keys.attribute_mismatch,
-    "bitness-mismatch": rules_keys.bitness_mismatch,
-    "rsa-container-mismatch": rules_keys.rsa_container_mismatch,
+    "attribute-mismatch": rules_consistency.attribute_mismatch,
+    "bitness-mismatch": rules_consistency.bitness_mismatch,
+    "rsa-container-mismatch": rules_consistency.rsa_container_mismatch,
     "unreadable-config": rules_files.unreadable_config,
-    "weak-algorithm": rules_keys.weak_algorithm,
-    "key-too-old": rules_keys.key_too_old,
-    "root-key-unlocked": rules_keys.root_key_unlocked,
+    "weak-algorithm": rules_policy.weak_algorithm,
+    "key-too-old": rules_policy.key_too_old,
+    "root-key-unlocked": rules_policy.root_key_unlocked,
     "old-keys-in-backups": rules_files.old_keys_in_backups,
     "stale-staging-file": rules_files.stale_staging_file,
     "subfolder-machinekey": rules_files.subfolder_machinekey,

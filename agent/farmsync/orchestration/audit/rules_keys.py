@@ -1,17 +1,14 @@
-"""Audit rules about keys: each a small pure function over the model, with one stable id.
+"""Audit rules about the key itself: disclosed, ViewState MAC off, drift, overrides,
+AutoGenerate. Each a small pure function over the model, with one stable id.
 
-Key values are read here (to check them against the disclosed list, to measure them) and
-never put into a finding: findings name fingerprints, files and lines."""
+Key values are read here (to check them against the disclosed list) and never put into a
+finding: findings name fingerprints, files and lines."""
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
-from datetime import timedelta
+from collections.abc import Iterator
 
-from farmsync.algorithms import FRAMEWORK_V2, VALIDATION_ALGORITHMS, canonical_validation
-from farmsync.inventory.durations import format_duration
-from farmsync.keys.machinekey import DEFAULT_COMPATIBILITY_MODE, MachineKey, is_auto_generate
+from farmsync.keys.machinekey import MachineKey
 from farmsync.orchestration.audit.model import (
     AuditModel,
     FileRole,
@@ -22,28 +19,8 @@ from farmsync.orchestration.audit.model import (
     Severity,
     key_identity,
 )
+from farmsync.orchestration.audit.rules_support import application_of, ok_scopes, where_set
 from farmsync.webconfig.effective import KeyElement
-
-CIS_V2 = "CIS IIS 10 3.8"
-CIS_V4 = "CIS IIS 10 3.9"
-STIG = "DISA STIG V-218807"
-
-
-def _ok_scopes(model: AuditModel) -> list[Scope]:
-    return [s for s in model.scopes() if s.state.status is KeyStatus.OK]
-
-
-def _where(scope: Scope, attribute: str) -> tuple[str, int | None]:
-    """The file and line an effective attribute came from (the scope's file if defaulted)."""
-    effective = scope.state.effective
-    source = effective.source_of(attribute) if effective is not None else None
-    if source is None:
-        return scope.path, None
-    return source.path, source.line
-
-
-def _application(scope: Scope) -> str | None:
-    return scope.name if scope.kind is ScopeKind.APPLICATION else None
 
 
 def disclosed_key(model: AuditModel) -> Iterator[Finding]:
@@ -122,7 +99,7 @@ def key_drift(model: AuditModel) -> Iterator[Finding]:
             ):
                 continue
             shown = scope.state.fingerprint or "an AutoGenerate key of this node"
-            path, line = _where(scope, "validationKey")
+            path, line = where_set(scope, "validationKey")
             yield Finding(
                 "key-drift",
                 Severity.HIGH,
@@ -131,18 +108,18 @@ def key_drift(model: AuditModel) -> Iterator[Finding]:
                 node.host,
                 path,  # where the key in effect is set (for an application: what it inherits)
                 line,
-                _application(scope),
+                application_of(scope),
             )
 
 
 def _drift_without_expected(model: AuditModel) -> Iterator[Finding]:
     """No journal and no majority: several keys with none ahead is drift everywhere."""
-    roots = [s for s in _ok_scopes(model) if s.kind is ScopeKind.ROOT]
+    roots = [s for s in ok_scopes(model) if s.kind is ScopeKind.ROOT]
     identities = sorted({s.state.identity for s in roots if s.state.identity})
     if len(identities) < 2:
         return
     for scope in roots:
-        path, line = _where(scope, "validationKey")
+        path, line = where_set(scope, "validationKey")
         yield Finding(
             "key-drift",
             Severity.HIGH,
@@ -195,7 +172,7 @@ def application_override(model: AuditModel) -> Iterator[Finding]:
                     node.host,
                     path,
                     element.line,
-                    _application(scope),
+                    application_of(scope),
                 )
         for config in node.files.values():  # locations that target no known application
             if config.facts is None or config.role is not FileRole.ROOT:
@@ -226,7 +203,7 @@ def autogenerate_in_farm(model: AuditModel) -> Iterator[Finding]:
             inherited = roots.get(scope.root_config)
             if scope.kind is ScopeKind.APPLICATION and inherited and inherited.state.autogenerate:
                 continue  # reported at the root it inherits from
-            path, line = _where(scope, "validationKey")
+            path, line = where_set(scope, "validationKey")
             isolate = " with IsolateApps" if scope.state.isolated else ""
             yield Finding(
                 "autogenerate-in-farm",
@@ -236,182 +213,5 @@ def autogenerate_in_farm(model: AuditModel) -> Iterator[Finding]:
                 node.host,
                 path,
                 line,
-                _application(scope),
-            )
-
-
-_TICKET_ATTRIBUTES: dict[str, Callable[[MachineKey], str]] = {
-    "validation": lambda k: k.validation,
-    "decryption": lambda k: k.decryption,
-    "compatibilityMode": lambda k: k.compatibility_mode or DEFAULT_COMPATIBILITY_MODE,
-    "applicationName": lambda k: k.application_name or "",
-    "dataProtectorType": lambda k: k.data_protector_type or "",
-}
-
-
-def attribute_mismatch(model: AuditModel) -> Iterator[Finding]:
-    """Attributes that break tickets even with equal keys differ across the farm's roots."""
-    roots = [s for s in _ok_scopes(model) if s.kind is ScopeKind.ROOT and s.state.key]
-    for attribute, get in _TICKET_ATTRIBUTES.items():
-        values = {id(s): get(s.state.key) for s in roots if s.state.key is not None}
-        counts = Counter(values.values())
-        if len(counts) < 2:
-            continue
-        majority = counts.most_common(1)[0][0]
-        for scope in roots:
-            value = values[id(scope)]
-            if value == majority:
-                continue
-            path, line = _where(scope, attribute)
-            yield Finding(
-                "attribute-mismatch",
-                Severity.HIGH,
-                f"{attribute}={value or '(unset)'} while most of the farm has "
-                f"{attribute}={majority or '(unset)'}",
-                f"Make {attribute} the same on every node (`farmsync sync` writes the policy's).",
-                scope.host,
-                path,
-                line,
-            )
-
-
-def bitness_mismatch(model: AuditModel) -> Iterator[Finding]:
-    """Framework and Framework64 root configs of one version differ on a node."""
-    for node in model.reachable():
-        pairs: dict[str, dict[int, Scope]] = defaultdict(dict)
-        for scope in node.root_scopes():
-            if scope.state.status is KeyStatus.OK and scope.framework and scope.bitness:
-                pairs[scope.framework][scope.bitness] = scope
-        for framework, by_bits in sorted(pairs.items()):
-            if len(by_bits) == 2 and by_bits[32].state.identity != by_bits[64].state.identity:
-                yield Finding(
-                    "bitness-mismatch",
-                    Severity.HIGH,
-                    f"Framework ({by_bits[32].state.fingerprint or 'AutoGenerate'}) and "
-                    f"Framework64 ({by_bits[64].state.fingerprint or 'AutoGenerate'}) root "
-                    f"configs of {framework} differ: 32-bit and 64-bit pools use different keys",
-                    "Run `farmsync sync` so both bitnesses hold the farm key.",
-                    node.host,
-                    by_bits[32].path,
-                )
-
-
-def rsa_container_mismatch(model: AuditModel) -> Iterator[Finding]:
-    """IIS's RSA key containers differ across the Windows nodes."""
-    holders = [n for n in model.reachable() if n.rsa is not None]
-    names = sorted({name for n in holders for name in (n.rsa or {})})
-    for name in names:
-        seen = {n.host: (n.rsa or {}).get(name) for n in holders}
-        values = {h: (c.fingerprint if c is not None else None) for h, c in seen.items()}
-        counts = Counter(values.values())
-        if len(counts) < 2:
-            continue
-        majority = counts.most_common(1)[0][0]
-        in_use = {n.host for n in holders if n.iis is not None and n.iis.rsa_in_use()}
-        for host, value in values.items():
-            if value == majority:
-                continue
-            using = (
-                "; this node's applicationHost.config uses RSA providers" if host in in_use else ""
-            )
-            yield Finding(
-                "rsa-container-mismatch",
-                Severity.HIGH,
-                f"RSA key container {name} is {value or 'missing'}, most nodes have "
-                f"{majority or 'none'}{using}",
-                f"Export {name} from a reference node and import it here "
-                "(aspnet_regiis -px / -pi) so shared or encrypted configuration decrypts.",
-                host,
-                name,
-            )
-
-
-def _weak_reasons(key: MachineKey, framework: str | None) -> list[tuple[str, str, tuple[str, ...]]]:
-    v2 = framework == FRAMEWORK_V2
-    controls = (CIS_V2,) if v2 else (CIS_V4, STIG)
-    reasons: list[tuple[str, str, tuple[str, ...]]] = []
-    validation = canonical_validation(key.validation) or key.validation
-    if validation == "MD5" or (validation in ("SHA1", "3DES", "AES") and not v2):
-        reasons.append(("validation", f"validation={validation} is weak or legacy", controls))
-    if key.decryption in ("DES", "3DES"):
-        reasons.append(("decryption", f"decryption={key.decryption} is weak", controls))
-    algorithm = VALIDATION_ALGORITHMS.get(validation)
-    if not is_auto_generate(key.validation_key) and algorithm is not None:
-        size = len(key.validation_key.strip()) // 2
-        if size < 32:
-            reasons.append(("validationKey", f"validationKey has only {size} bytes", controls))
-    if not is_auto_generate(key.decryption_key) and key.decryption in ("AES", "Auto"):
-        size = len(key.decryption_key.strip()) // 2
-        if size < 16:
-            reasons.append(("decryptionKey", f"decryptionKey has only {size} bytes", controls))
-    if not v2 and key.compatibility_mode in ("Framework20SP1", "Framework20SP2"):
-        reasons.append(
-            (
-                "compatibilityMode",
-                f"compatibilityMode={key.compatibility_mode} is legacy",
-                (CIS_V4,),
-            )
-        )
-    return reasons
-
-
-def weak_algorithm(model: AuditModel) -> Iterator[Finding]:
-    """Weak or legacy algorithms, short keys, legacy compatibilityMode (reported where set)."""
-    seen: set[tuple[str, str, int | None, str]] = set()
-    for scope in _ok_scopes(model):
-        key = scope.state.key
-        if key is None:
-            continue
-        for attribute, text, controls in _weak_reasons(key, scope.framework):
-            path, line = _where(scope, attribute)
-            if (scope.host, path, line, attribute) in seen:
-                continue
-            seen.add((scope.host, path, line, attribute))
-            yield Finding(
-                "weak-algorithm",
-                Severity.MEDIUM,
-                text,
-                "Rotate to HMACSHA256 (or stronger) validation with AES decryption "
-                "(`farmsync rotate` with the policy's defaults).",
-                scope.host,
-                path,
-                line,
-                _application(scope),
-                controls,
-            )
-
-
-def key_too_old(model: AuditModel) -> Iterator[Finding]:
-    """The farm key is older than the policy's max_key_age (from the journal's run times)."""
-    since, max_days = model.expected.since, model.max_key_age_days
-    if since is None or max_days is None:
-        return
-    age, limit = model.now - since, timedelta(days=max_days)
-    if age > limit:
-        yield Finding(
-            "key-too-old",
-            Severity.MEDIUM,
-            f"the farm key {model.expected.identity} is {format_duration(age)} old, "
-            f"older than the policy's max_key_age of {format_duration(limit)}",
-            "Run `farmsync rotate` (or schedule `farmsync rotate --if-due`).",
-        )
-
-
-def root_key_unlocked(model: AuditModel) -> Iterator[Finding]:
-    """The root key is not locked, so any application may override it."""
-    for node in model.reachable():
-        for scope in node.root_scopes():
-            config = node.files.get(scope.path)
-            own = config.facts.root_key() if config is not None and config.facts else None
-            if own is None or own.locked or not own.sets_keys:
-                continue
-            yield Finding(
-                "root-key-unlocked",
-                Severity.MEDIUM,
-                'the root machineKey is not locked (no allowOverride="false" or lockAttributes)',
-                'Wrap it in <location allowOverride="false"> or add lockAttributes so '
-                "applications cannot override the farm key.",
-                node.host,
-                scope.path,
-                own.line,
+                application_of(scope),
             )
