@@ -57,7 +57,12 @@ def test_a_hostile_host_name_is_escaped_in_inventory_check_and_rotate(tmp_path: 
     checked = farm.run("inventory", "check")
     rotated = farm.run("rotate")
     as_json = farm.run("sync", "--json")
+    farm.configs["web1"].write_bytes(farm.originals["web1"])  # drift, for the audit to report
+    audited = farm.run("audit")
 
+    assert audited.returncode != 0, output_of(audited)  # key-drift: a finding
+    assert_no_controls(audited.stdout + audited.stderr)
+    assert shown in audited.stdout, output_of(audited)
     for result in (checked, rotated):
         assert result.returncode == 0, output_of(result)
         assert_no_controls(result.stdout + result.stderr)
