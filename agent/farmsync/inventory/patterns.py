@@ -21,6 +21,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -88,6 +89,12 @@ def _regex_matches(expression: str, names: Sequence[str]) -> set[str]:
             source=SOURCE,
         )
     _matcher(expression)  # a syntax error is reported here, with the re module's words
+    over_budget = InputError(
+        f"regex host pattern {expression!r} needs more than {REGEX_CPU_SECONDS} s of CPU "
+        "to match the inventory's names (it backtracks too much, as nested or ambiguous "
+        "repetitions like '(a|aa)+' do); simplify it or use a wildcard",
+        source=SOURCE,
+    )
     try:
         child = subprocess.run(
             [sys.executable, "-I", "-S", "-c", _REGEX_CHILD.format(cpu=REGEX_CPU_SECONDS)],
@@ -97,14 +104,24 @@ def _regex_matches(expression: str, names: Sequence[str]) -> set[str]:
             timeout=60 * REGEX_CPU_SECONDS,  # a wall-clock backstop; the CPU limit comes first
             check=False,
         )
+    except subprocess.TimeoutExpired:
+        raise over_budget from None
+    except OSError as exc:
+        raise InputError(
+            f"cannot match regex host pattern {expression!r}: no Python to run the matcher "
+            f"({exc.strerror or exc})",
+            source=SOURCE,
+        ) from None
+    if child.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
+        raise over_budget
+    try:
         found = json.loads(child.stdout) if child.returncode == 0 else None
-    except (OSError, ValueError, subprocess.TimeoutExpired):
+    except ValueError:
         found = None
     if not isinstance(found, list):
         raise InputError(
-            f"regex host pattern {expression!r} needs more than {REGEX_CPU_SECONDS} s of CPU "
-            "to match the inventory's names (it backtracks too much, as nested or ambiguous "
-            "repetitions like '(a|aa)+' do); simplify it or use a wildcard",
+            f"cannot match regex host pattern {expression!r}: the matcher failed "
+            f"(exit {child.returncode})",
             source=SOURCE,
         )
     return {name for name in found if isinstance(name, str)}
