@@ -27,7 +27,7 @@ from farmsync.keys.vault import KeyVault
 from farmsync.nodes.contract import backup_path
 from farmsync.orchestration.context import FarmContext
 from farmsync.orchestration.events import Event, Phase, Status
-from farmsync.orchestration.journal import Journal, RunState, Step, StepResult
+from farmsync.orchestration.journal import Journal, RunKind, RunState, Step, StepResult
 from farmsync.orchestration.livefiles import (
     LiveFile,
     managed_paths,
@@ -112,7 +112,7 @@ def recover_run(
     if state.superseded_by is not None:
         return close_superseded_run(run)
     run.result.messages.extend(unmanaged_notes(state, ctx.inventory))
-    if state.kind == "restore":
+    if state.kind == RunKind.RESTORE:
         return close_interrupted_restore(run)
     managed = {h: ps for h, ps in managed_paths(state, ctx.inventory).items() if ps}
     if not managed:
@@ -338,7 +338,7 @@ def _replaced_key(state: RunState, files: Mapping[str, list[LiveFile]]) -> Machi
     it; a run finished by recovery does the same. Only a backup proven to be the original
     counts.
     """
-    if state.kind != "rotate" or not state.previous_fp:
+    if state.kind != RunKind.ROTATE or not state.previous_fp:
         return None
     for host, live_files in files.items():
         for file in live_files:
@@ -359,7 +359,7 @@ def _settle_vault(
 ) -> None:
     """A finished rotate or rollback makes its key the active one; an undone rotate abandons it
     (unless the vault already made it active: then it is the key `sync` should deploy)."""
-    if state.kind not in ("rotate", "rollback") or not state.target_fp:
+    if state.kind not in (RunKind.ROTATE, RunKind.ROLLBACK) or not state.target_fp:
         return
     if not ctx.state.vault.exists():
         return  # a run that never got to store its key
