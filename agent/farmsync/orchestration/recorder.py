@@ -75,33 +75,39 @@ class RunRecorder:
         arm and recycle per host; the start and the end), each with a full-size detail, and
         the :attr:`settle_bytes` of the vault's saves; the rollout frees it just before it
         settles the vault."""
-        journal, run, kind = self.journal, self.run_id, self.kind
-        fp = "mk-" + "0" * 16
-        sha = "0" * 64
-        detail = DETAIL_MAX_BYTES + len(',"detail":')
-        total = journal.line_size(
-            ts=_TS, run_id=run, kind=kind, event=Step.RUN_START, result=StepResult.STARTED,
-            hosts={h: list(ps) for h, ps in files.items()}, target_fp=fp, previous_fp=fp,
-            controller="x" * 64, pid=2**31,
-        )
-        total += journal.line_size(
-            ts=_TS, run_id=run, kind=kind, event=Step.RUN_END, result=StepResult.FAILED,
-            detail="inconsistent", elapsed_ms=2**40,
-        )
+        fp, sha, error_kind = "mk-" + "0" * 16, "0" * 64, "connection-lost"
+
+        def size(event: Step, **fields: object) -> int:
+            """One record's bytes, with the longest result and a full-size detail."""
+            return self.journal.line_size(
+                ts=_TS,
+                run_id=self.run_id,
+                kind=self.kind,
+                event=event,
+                result=StepResult.STARTED,
+                detail="",
+                **fields,
+            ) + DETAIL_MAX_BYTES
+
+        hosts = {h: list(ps) for h, ps in files.items()}
+        start = {"target_fp": fp, "previous_fp": fp, "controller": "x" * 64, "pid": 2**31}
+        total = size(Step.RUN_START, hosts=hosts, **start)
+        total += size(Step.RUN_END, elapsed_ms=2**40)
         for host, paths in files.items():
             for path in paths:
-                per_file = journal.line_size(
-                    ts=_TS, run_id=run, kind=kind, event=Step.ROLLBACK, result=StepResult.STARTED,
-                    host=host, path=path, old_sha256=sha, new_sha256=sha, old_fp=fp, new_fp=fp,
-                    error_kind="connection-lost",
+                record = size(
+                    Step.ROLLBACK,
+                    host=host,
+                    path=path,
+                    old_sha256=sha,
+                    new_sha256=sha,
+                    old_fp=fp,
+                    new_fp=fp,
+                    error_kind=error_kind,
                 )
-                total += _FILE_RECORDS * (per_file + detail)
-            per_host = journal.line_size(
-                ts=_TS, run_id=run, kind=kind, event=Step.RECYCLE, result=StepResult.FAILED,
-                host=host, error_kind="connection-lost",
-            )
-            total += _HOST_RECORDS * (per_host + detail)
-        journal.reserve(total + self.settle_bytes)
+                total += _FILE_RECORDS * record
+            total += _HOST_RECORDS * size(Step.RECYCLE, host=host, error_kind=error_kind)
+        self.journal.reserve(total + self.settle_bytes)
 
     def files(
         self,
