@@ -20,6 +20,7 @@ _STYLE = {
     "unreachable": "red",
     "rolled-back": "yellow",
     "missing": "dim",
+    "accepted": "yellow",  # recover --accept-current: taken as it is
 }
 
 
