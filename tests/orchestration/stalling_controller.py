@@ -43,10 +43,10 @@ def main() -> None:
         options=RolloutOptions(forks=1, timeout=30),
         factory=hooked_factory({host: {hook: stall}}),
     )
-    if restore_run:
-        Farm(ctx).restore(host, restore_run)
-    else:
-        Farm(ctx).rotate()
+    farm = Farm(ctx)
+    result = farm.restore(host, restore_run) if restore_run else farm.rotate()
+    # Never stalled: say why, for the test that waits for "STALLED".
+    print(f"FINISHED {result.outcome.value}: {'; '.join(result.messages)}", flush=True)
 
 
 if __name__ == "__main__":
