@@ -32,6 +32,11 @@ class RunKind(StrEnum):
 
 
 class Step(StrEnum):
+    """What a journal record is about. Not :class:`~farmsync.orchestration.events.Phase`: the
+    journal is a file format that old journals must still be read in, so its values never
+    change, and it has steps no progress display shows (run-start, accept, run-end), while
+    phases are for people and have no record (connect, plan)."""
+
     RUN_START = "run-start"
     READ = "read"
     STAGE = "stage"
