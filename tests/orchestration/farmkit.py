@@ -11,7 +11,7 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,9 +183,14 @@ class HookedNode(NodeOperations):
 
         return Armed()
 
-    def rollback(self, paths: Sequence[str], run_id: str) -> None:
+    def identity(self) -> Any:
+        return self.inner.identity()
+
+    def rollback(
+        self, paths: Sequence[str], run_id: str, expected: Mapping[str, str] | None = None
+    ) -> None:
         self._hook("rollback")
-        self.inner.rollback(paths, run_id)
+        self.inner.rollback(paths, run_id, expected)
 
     def cleanup(self, paths: Sequence[str], run_id: str, keep_backups: int = 10) -> None:
         self.inner.cleanup(paths, run_id, keep_backups)
