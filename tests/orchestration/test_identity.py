@@ -17,8 +17,8 @@ import yaml
 
 from farmsync.keys.vault import KeyVault, VaultSecret
 from farmsync.lab.sshd import SshdNode
-from farmsync.orchestration.journal import Journal
 from farmsync.orchestration.farm import Farm
+from farmsync.orchestration.journal import Journal
 from farmsync.orchestration.result import Outcome
 from tests.orchestration.farmkit import PASSPHRASE, TestFarm, node_config
 
