@@ -1,0 +1,96 @@
+"""A commit that timed out must not land after the rollback (issue 14, High #2).
+
+Reproduction: on one node the armed shell finds first on its PATH an ``mv`` that sleeps
+before doing the rename, and the rotation's commit timeout is shorter than the sleep. The
+controller gives up on that node and rolls every node back; the recycle that follows (a
+command that takes its time, as app-pool recycling does) keeps the run open while the late
+``mv`` wakes up. Without a fence, that rename lands after the rollback was verified and the
+node ends on the new key under a journal that says "rolled back".
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from farmsync.keys.vault import KeyStatus, KeyVault, VaultSecret
+from farmsync.lab.sshd import SshdNode
+from farmsync.orchestration.farm import Farm
+from farmsync.orchestration.journal import Journal
+from farmsync.orchestration.result import Outcome
+from farmsync.orchestration.rollout import RolloutOptions
+from tests.orchestration.farmkit import PASSPHRASE, TestFarm
+
+MV_DELAY = 3.0
+COMMIT_TIMEOUT = 1.5
+
+SLOW_MV = """#!/bin/sh
+# An mv that takes its time: the commit it serves lands after the controller gave up.
+sleep {delay}
+/bin/mv "$@"
+status=$?
+echo "$status" > {marker}.tmp && /bin/mv {marker}.tmp {marker}
+exit $status
+"""
+
+
+def _slow_mv_on_path(farm: TestFarm, name: str, request: pytest.FixtureRequest) -> Path:
+    """Restart ``name``'s sshd with the slow mv first on its PATH; the file it writes when
+    the late mv has run (its exit status)."""
+    bin_dir = farm.root / f"{name}-slow-bin"
+    bin_dir.mkdir()
+    marker = farm.root / f"{name}-late-mv-status"
+    mv = bin_dir / "mv"
+    mv.write_text(SLOW_MV.format(delay=MV_DELAY, marker=marker))
+    mv.chmod(0o755)
+    old: SshdNode = farm.handles[name]
+    port = old.port
+    old.stop()
+    node = SshdNode(old.directory, keys=old.keys, path_prefix=(bin_dir,))
+    request.addfinalizer(node.stop)
+    node.start(port=port)
+    farm.handles[name] = node
+    return marker
+
+
+def _recycle_slowly(farm: TestFarm) -> None:
+    document = yaml.safe_load(farm.inventory_path.read_text())
+    document["all"]["vars"]["farmsync_recycle"] = {"command": f"sleep {MV_DELAY + 1.5}"}
+    farm.inventory_path.write_text(yaml.safe_dump(document, sort_keys=False))
+
+
+def _wait_for(path: Path, limit: float = 30.0) -> str:
+    deadline = time.monotonic() + limit
+    while not path.exists():
+        assert time.monotonic() < deadline, "the late mv never ran"
+        time.sleep(0.1)
+    return path.read_text().strip()
+
+
+@pytest.mark.slow
+def test_a_commit_that_timed_out_cannot_land_after_the_rollback(
+    make_farm: Callable[..., TestFarm], request: pytest.FixtureRequest
+) -> None:
+    farm = make_farm(ssh=2, ssh_windows=0, winrm=0)
+    marker = _slow_mv_on_path(farm, "web1", request)
+    _recycle_slowly(farm)
+    options = RolloutOptions(forks=8, timeout=COMMIT_TIMEOUT)
+
+    result = Farm(farm.context(options)).rotate()
+
+    assert result.outcome is Outcome.ROLLED_BACK, result.messages
+    assert result.host("web1").error_kind == "timeout"
+    status = _wait_for(marker)
+    assert status != "0", "the late rename found a staging file to put in place"
+    # The farm is on one key, the old one, and stays there: the journal tells the truth.
+    assert farm.files_unchanged()
+    assert not farm.leftovers()
+    state = farm.context().state
+    assert Journal(state.journal).unfinished_runs() == []
+    vault = KeyVault.open(state.vault, VaultSecret.from_passphrase(PASSPHRASE))
+    entry = vault.find(str(result.target_fingerprint))
+    assert entry is not None and entry.status is KeyStatus.ABANDONED
