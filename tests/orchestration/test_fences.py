@@ -23,7 +23,7 @@ from farmsync.orchestration.farm import Farm
 from farmsync.orchestration.journal import Journal
 from farmsync.orchestration.result import Outcome
 from farmsync.orchestration.rollout import RolloutOptions
-from tests.orchestration.farmkit import PASSPHRASE, TestFarm
+from tests.orchestration.farmkit import PASSPHRASE, TestFarm, file_key, hooked_factory
 
 MV_DELAY = 3.0
 COMMIT_TIMEOUT = 1.5
@@ -94,3 +94,32 @@ def test_a_commit_that_timed_out_cannot_land_after_the_rollback(
     vault = KeyVault.open(state.vault, VaultSecret.from_passphrase(PASSPHRASE))
     entry = vault.find(str(result.target_fingerprint))
     assert entry is not None and entry.status is KeyStatus.ABANDONED
+
+
+@pytest.mark.parametrize("broken", ["web1", "win3", "iis1"])
+def test_a_rollback_that_cannot_verify_overwrites_nothing_and_keeps_the_run_open(
+    make_farm: Callable[..., TestFarm], broken: str
+) -> None:
+    """A backup that does not hold the original (as when two entries reached one file before
+    backups were exclusive) is never restored: every file stays as it is, the run stays open
+    for `recover`, and no backup is pruned."""
+    farm = make_farm(ssh=2, ssh_windows=1, winrm=1)
+
+    def fail_commit() -> None:  # web2's commit fails: the farm must roll back
+        for path in farm.configs["web2"].parent.glob("*.farmsync-*.new"):
+            path.unlink()
+
+    def spoil_backup() -> None:
+        for backup in farm.backups(broken):
+            backup.write_bytes(b"<configuration/>")
+
+    hooks = {"web2": {"release": fail_commit}, broken: {"rollback": spoil_backup}}
+    result = Farm(farm.context(factory=hooked_factory(hooks))).rotate()
+
+    assert result.outcome is Outcome.INCONSISTENT, result.messages
+    assert result.host(broken).error_kind == "verify-mismatch"
+    # Left as found: on the run's new key, not overwritten by the spoiled backup.
+    assert file_key(farm.configs[broken]).fingerprint() == result.target_fingerprint
+    assert [b.read_bytes() for b in farm.backups(broken)] == [b"<configuration/>"]
+    state = farm.context().state
+    assert [r.run_id for r in Journal(state.journal).unfinished_runs()] == [result.run_id]
