@@ -126,8 +126,9 @@ def classify_stderr(text: str) -> NodeErrorKind:
         ("Operation not permitted", NodeErrorKind.PERMISSION),
         ("Read-only file system", NodeErrorKind.PERMISSION),
         ("No space left", NodeErrorKind.DISK_FULL),
-        ("Disk quota", NodeErrorKind.QUOTA),
+        ("Disk quota", NodeErrorKind.DISK_FULL),  # EDQUOT: disk-full on every transport
         ("Is a directory", NodeErrorKind.IS_DIRECTORY),
+        ("File exists", NodeErrorKind.BACKUP_EXISTS),  # the backup, created under noclobber
     ):
         if needle in text:
             return kind
