@@ -93,9 +93,12 @@ printf '%s' "$items" | {
     # Exclusive: ln never replaces an existing name, and without hard links the copy is
     # made under noclobber (O_EXCL), so an existing backup is never overwritten.
     if ! { ln -- "$live" "$bak" 2>/dev/null \
-        || { [ ! -e "$bak" ] && (set -C; cat -- "$live" > "$bak") \
-             && chmod --reference="$live" -- "$bak" \
-             && touch -r "$live" -- "$bak"; }; }; then
+        || if [ -e "$bak" ] || [ -L "$bak" ]; then
+             printf '%s: File exists\n' "$bak" >&2; false
+           else
+             (set -C; cat -- "$live" > "$bak") \
+               && chmod --reference="$live" -- "$bak" && touch -r "$live" -- "$bak"
+           fi; }; then
       step=backup
     elif ! mv -f -- "$new" "$live"; then
       step=replace
