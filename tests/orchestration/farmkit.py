@@ -199,6 +199,7 @@ class HookedNode(NodeOperations):
         return self.inner.list_backups(paths)
 
     def recycle(self) -> None:
+        self._hook("recycle")
         self.inner.recycle()
 
 

@@ -2,10 +2,10 @@
 
 Reproduction: on one node the armed shell finds first on its PATH an ``mv`` that sleeps
 before doing the rename, and the rotation's commit timeout is shorter than the sleep. The
-controller gives up on that node and rolls every node back; the recycle that follows (a
-command that takes its time, as app-pool recycling does) keeps the run open while the late
-``mv`` wakes up. Without a fence, that rename lands after the rollback was verified and the
-node ends on the new key under a journal that says "rolled back".
+controller gives up on that node and rolls every node back; the recycle that follows (as
+app-pool recycling would) waits until the late ``mv`` has run, before cleanup. Without a
+fence, that rename lands after the rollback was verified and the node ends on the new key
+under a journal that says "rolled back".
 """
 
 from __future__ import annotations
@@ -57,9 +57,9 @@ def _slow_mv_on_path(farm: TestFarm, name: str, request: pytest.FixtureRequest) 
     return marker
 
 
-def _recycle_slowly(farm: TestFarm) -> None:
+def _recycle(farm: TestFarm) -> None:
     document = yaml.safe_load(farm.inventory_path.read_text())
-    document["all"]["vars"]["farmsync_recycle"] = {"command": f"sleep {MV_DELAY + 1.5}"}
+    document["all"]["vars"]["farmsync_recycle"] = {"command": "true"}
     farm.inventory_path.write_text(yaml.safe_dump(document, sort_keys=False))
 
 
@@ -71,19 +71,22 @@ def _wait_for(path: Path, limit: float = 30.0) -> str:
     return path.read_text().strip()
 
 
-@pytest.mark.slow
 def test_a_commit_that_timed_out_cannot_land_after_the_rollback(
     make_farm: Callable[..., TestFarm], request: pytest.FixtureRequest
 ) -> None:
     farm = make_farm(ssh=2, ssh_windows=0, winrm=0)
     marker = _slow_mv_on_path(farm, "web1", request)
-    _recycle_slowly(farm)
+    _recycle(farm)
     options = RolloutOptions(forks=8, timeout=COMMIT_TIMEOUT)
+    seen: list[str] = []
+    # The recycle comes after the rollback and before cleanup: hold it until the late mv ran.
+    hooks = {"web1": {"recycle": lambda: seen.append(_wait_for(marker))}}
 
-    result = Farm(farm.context(options)).rotate()
+    result = Farm(farm.context(options, factory=hooked_factory(hooks))).rotate()
 
     assert result.outcome is Outcome.ROLLED_BACK, result.messages
     assert result.host("web1").error_kind == "timeout"
+    assert seen, "the recycle did not wait for the late mv"
     status = _wait_for(marker)
     assert status != "0", "the late rename found a staging file to put in place"
     # The farm is on one key, the old one, and stays there: the journal tells the truth.
