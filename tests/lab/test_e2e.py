@@ -29,6 +29,7 @@ from farmsync.inventory.patterns import select_hosts
 from farmsync.keys.generate import generate_key
 from farmsync.keys.vault import VaultSecret
 from farmsync.lab.proof import Credentials, check, cross_check, issue
+from farmsync.lab.sshd import SshdKeys, SshdNode
 from farmsync.nodes.contract import backup_path
 from farmsync.orchestration.context import FarmContext
 from farmsync.orchestration.farm import Farm
@@ -37,7 +38,7 @@ from farmsync.orchestration.rollout import RolloutOptions
 from farmsync.orchestration.state import StateDir
 from farmsync.webconfig.editor import apply_machine_key
 from farmsync.webconfig.parser import inspect_config
-from tests.orchestration.farmkit import hooked_factory
+from tests.orchestration.farmkit import hooked_factory, slow_mv, wait_for_file
 from tests.servers.lab_fixtures import LabFarm
 
 LAB_NODES = 3
@@ -61,14 +62,16 @@ class Driver:
             env=self.env, capture_output=True, text=True, timeout=120, check=False,
         )
 
-    def farm(self, hooks: dict[str, dict[str, Callable[[], None]]]) -> Farm:
+    def farm(
+        self, hooks: dict[str, dict[str, Callable[[], None]]], timeout: float = 20
+    ) -> Farm:
         inventory = self.lab.inventory()
         return Farm(FarmContext(
             inventory=inventory,
             hosts=select_hosts(inventory, None),
             state=StateDir(Path(self.env["FARMSYNC_STATE_DIR"]), inventory.farm),
             vault_secret=lambda: VaultSecret.from_passphrase(self.env["FARMSYNC_VAULT_PASSPHRASE"]),
-            options=RolloutOptions(forks=4, timeout=20),
+            options=RolloutOptions(forks=4, timeout=timeout),
             factory=hooked_factory(hooks),
         ))
 
@@ -365,5 +368,40 @@ def test_a_device_at_a_managed_path_is_refused_before_anything_changes(driver: D
     assert result.returncode == 3, result.stderr
     node3 = next(h for h in json.loads(result.stdout)["hosts"] if h["host"] == "node3")
     assert node3["error_kind"] == "not-a-regular-file"
+    assert driver.snapshot() == files
+    driver.assert_consistent(before=earlier)
+
+
+@pytest.mark.slow
+def test_a_commit_that_timed_out_cannot_land_after_the_rollback(
+    driver: Driver, tmp_path: Path
+) -> None:
+    """node1's armed shell finds an mv that sleeps 3 s; the commit timeout is 1.5 s. The
+    rollback fences the late commit; the recycle (a Mono restart) waits until the late mv
+    ran; the farm must end on its old key, with the run closed as rolled back."""
+    driver.ensure_one_key()
+    earlier, files = issue(driver.urls), driver.snapshot()
+    lab = driver.lab.lab
+    bin_dir, marker = slow_mv(tmp_path, 3.0)
+    port = next(n.ssh_port for n in lab.status().nodes if n.name == "node1")
+    lab.stop_sshd("node1")
+    slow = SshdNode(
+        driver.lab.aspnet("node1").node_dir / "sshd",
+        keys=SshdKeys.load(lab.state_dir / "ssh"),
+        honour_file_modes=False,
+        path_prefix=(bin_dir,),
+    )
+    slow.start(port=port)
+    seen: list[str] = []
+    try:
+        hooks = {"node1": {"recycle": lambda: seen.append(wait_for_file(marker))}}
+        result = driver.farm(hooks, timeout=1.5).rotate()
+    finally:
+        slow.stop()
+        lab.start_sshd("node1")
+
+    assert result.outcome is Outcome.ROLLED_BACK, result.messages
+    assert seen, "the recycle did not wait for the late mv"
+    assert wait_for_file(marker) != "0", "the late rename found a staging file"
     assert driver.snapshot() == files
     driver.assert_consistent(before=earlier)

@@ -11,6 +11,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,6 +120,37 @@ class TestFarm:
             stderr=subprocess.PIPE,
             text=True,
         )
+
+
+SLOW_MV = """#!/bin/sh
+# An mv that takes its time: the commit it serves lands after the controller gave up.
+sleep {delay}
+/bin/mv "$@"
+status=$?
+echo "$status" > {marker}.tmp && /bin/mv {marker}.tmp {marker}
+exit $status
+"""
+
+
+def slow_mv(directory: Path, delay: float) -> tuple[Path, Path]:
+    """A bin directory holding an ``mv`` that sleeps ``delay`` s first (put it first on a
+    node's PATH), and the file it writes its exit status to once it ran."""
+    bin_dir = directory / "slow-bin"
+    bin_dir.mkdir()
+    marker = directory / "late-mv-status"
+    mv = bin_dir / "mv"
+    mv.write_text(SLOW_MV.format(delay=delay, marker=marker))
+    mv.chmod(0o755)
+    return bin_dir, marker
+
+
+def wait_for_file(path: Path, limit: float = 30.0) -> str:
+    """The text of ``path`` once it exists (fails after ``limit`` seconds)."""
+    deadline = time.monotonic() + limit
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.1)
+    return path.read_text().strip()
 
 
 def write_inventory(path: Path, farm: str, hosts: dict[str, dict[str, Any]]) -> None:

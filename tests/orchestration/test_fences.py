@@ -10,7 +10,6 @@ under a journal that says "rolled back".
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,30 +22,23 @@ from farmsync.orchestration.farm import Farm
 from farmsync.orchestration.journal import Journal
 from farmsync.orchestration.result import Outcome
 from farmsync.orchestration.rollout import RolloutOptions
-from tests.orchestration.farmkit import PASSPHRASE, TestFarm, file_key, hooked_factory
+from tests.orchestration.farmkit import (
+    PASSPHRASE,
+    TestFarm,
+    file_key,
+    hooked_factory,
+    slow_mv,
+    wait_for_file,
+)
 
 MV_DELAY = 3.0
 COMMIT_TIMEOUT = 1.5
-
-SLOW_MV = """#!/bin/sh
-# An mv that takes its time: the commit it serves lands after the controller gave up.
-sleep {delay}
-/bin/mv "$@"
-status=$?
-echo "$status" > {marker}.tmp && /bin/mv {marker}.tmp {marker}
-exit $status
-"""
 
 
 def _slow_mv_on_path(farm: TestFarm, name: str, request: pytest.FixtureRequest) -> Path:
     """Restart ``name``'s sshd with the slow mv first on its PATH; the file it writes when
     the late mv has run (its exit status)."""
-    bin_dir = farm.root / f"{name}-slow-bin"
-    bin_dir.mkdir()
-    marker = farm.root / f"{name}-late-mv-status"
-    mv = bin_dir / "mv"
-    mv.write_text(SLOW_MV.format(delay=MV_DELAY, marker=marker))
-    mv.chmod(0o755)
+    bin_dir, marker = slow_mv(farm.root / name, MV_DELAY)
     old: SshdNode = farm.handles[name]
     port = old.port
     old.stop()
@@ -63,14 +55,6 @@ def _recycle(farm: TestFarm) -> None:
     farm.inventory_path.write_text(yaml.safe_dump(document, sort_keys=False))
 
 
-def _wait_for(path: Path, limit: float = 30.0) -> str:
-    deadline = time.monotonic() + limit
-    while not path.exists():
-        assert time.monotonic() < deadline, "the late mv never ran"
-        time.sleep(0.1)
-    return path.read_text().strip()
-
-
 def test_a_commit_that_timed_out_cannot_land_after_the_rollback(
     make_farm: Callable[..., TestFarm], request: pytest.FixtureRequest
 ) -> None:
@@ -80,14 +64,14 @@ def test_a_commit_that_timed_out_cannot_land_after_the_rollback(
     options = RolloutOptions(forks=8, timeout=COMMIT_TIMEOUT)
     seen: list[str] = []
     # The recycle comes after the rollback and before cleanup: hold it until the late mv ran.
-    hooks = {"web1": {"recycle": lambda: seen.append(_wait_for(marker))}}
+    hooks = {"web1": {"recycle": lambda: seen.append(wait_for_file(marker))}}
 
     result = Farm(farm.context(options, factory=hooked_factory(hooks))).rotate()
 
     assert result.outcome is Outcome.ROLLED_BACK, result.messages
     assert result.host("web1").error_kind == "timeout"
     assert seen, "the recycle did not wait for the late mv"
-    status = _wait_for(marker)
+    status = wait_for_file(marker)
     assert status != "0", "the late rename found a staging file to put in place"
     # The farm is on one key, the old one, and stays there: the journal tells the truth.
     assert farm.files_unchanged()
