@@ -17,6 +17,7 @@ import yaml
 
 from farmsync.keys.vault import KeyVault, VaultSecret
 from farmsync.lab.sshd import SshdNode
+from farmsync.nodes import agent
 from farmsync.orchestration.farm import Farm
 from farmsync.orchestration.journal import Journal
 from farmsync.orchestration.result import Outcome
@@ -93,7 +94,10 @@ def test_a_winrm_endpoint_listed_twice_is_refused(make_farm: Callable[..., TestF
     assert result.outcome is Outcome.BAD_INPUT
     message = "\n".join(result.messages)
     assert "'iis1'" in message and "'iis1-by-name'" in message
-    assert "winrm certificate sha256:" in message and "machine " in message
+    # The certificate it showed, and the machine id its agent reported (the twin's: this
+    # machine's /etc/machine-id, as MachineGuid on Windows).
+    assert "winrm certificate sha256:" in message
+    assert f"machine {agent.machine_id()}" in message and agent.machine_id()
     assert "'iis2'" not in message, "its own certificate: another node"
     _nothing_touched(farm)
 
