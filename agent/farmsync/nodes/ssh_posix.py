@@ -450,14 +450,12 @@ class PosixOps:
                 if want is not None and self._hash_or_none(sftp, path) == want.lower():
                     continue  # already the original: nothing to put back
                 backup = backup_path(path, run_id)
-                try:
-                    attrs = sftp.stat(backup)
-                except OSError as exc:
-                    reraise_if_transport(sftp, exc)
-                    if exc.errno != errno.ENOENT:
-                        raise
+                found = self.read_one(sftp, backup)  # a regular file, bounded like any read
+                if found.status is FileStatus.MISSING:
                     continue
-                content = read_all(sftp, backup)
+                raise_for_state(self.host, found, "rollback")
+                content = found.content or b""
+                attrs = sftp.stat(backup)  # its mode and owner, for the restored file
                 if want is not None and sha256_hex(content) != want.lower():
                     raise NodeError(
                         self.host, NodeErrorKind.VERIFY,

@@ -82,8 +82,13 @@ def fsync(sftp: paramiko.SFTPClient, handle: paramiko.SFTPFile) -> None:
     _request(sftp)(CMD_EXTENDED, "fsync@openssh.com", handle.handle)
 
 
-class TooLarge(Exception):
-    """The file grew past MAX_FILE_BYTES while it was read."""
+class StagingFailure(Exception):
+    """Writing a staging file failed at a known step; ``detail`` never holds contents."""
+
+    def __init__(self, kind: NodeErrorKind, detail: str):
+        super().__init__(detail)
+        self.kind = kind
+        self.detail = detail
 
 
 def read_all(sftp: paramiko.SFTPClient, path: str, limit: int = MAX_FILE_BYTES) -> bytes:
@@ -101,6 +106,15 @@ def read_all(sftp: paramiko.SFTPClient, path: str, limit: int = MAX_FILE_BYTES) 
     if left <= 0:
         raise TooLarge(path)
     return b"".join(chunks)
+
+
+class TooLarge(StagingFailure):
+    """The file is past the limit (it grew while it was read)."""
+
+    def __init__(self, path: str):
+        limit = MAX_FILE_BYTES // (1024 * 1024)
+        name = posixpath.basename(path)
+        super().__init__(NodeErrorKind.TOO_LARGE, f"{name} is larger than {limit} MiB")
 
 
 @dataclass(frozen=True)
@@ -140,15 +154,6 @@ def failure(
         return NodeErrorKind.DISK_FULL, "the write failed (disk full or quota exceeded?)"
     text = " ".join(str(exc).split())[:200] or "failure"
     return NodeErrorKind.REMOTE, f"the SFTP server reported: {text}"
-
-
-class StagingFailure(Exception):
-    """Writing a staging file failed at a known step; ``detail`` never holds contents."""
-
-    def __init__(self, kind: NodeErrorKind, detail: str):
-        super().__init__(detail)
-        self.kind = kind
-        self.detail = detail
 
 
 def write_file(
