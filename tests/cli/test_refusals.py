@@ -127,7 +127,8 @@ def test_encrypted_config_message_names_the_line(refused_runs: Callable[..., Ref
 
 def test_bad_config_message_names_its_source_once(refused_runs: Callable[..., Refused]) -> None:
     run = refused_runs("malformed", "--json")
-    (message,) = json_of(run.result)["messages"]
+    messages = json_of(run.result)["messages"]
+    (message,) = [m for m in messages if not m.startswith("created vault ")]
     assert message.count(run.source) == 1, message
 
 

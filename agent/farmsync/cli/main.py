@@ -271,12 +271,20 @@ def _run_farm(run: RunArgs, call: Callable[[Any], RunResult], *, limit: str | No
     help="Only rotate when the current key is older than the policy's max_key_age.",
 )
 @click.option("--force", is_flag=True, help="Allow weak algorithms (MD5, DES) in the policy.")
-def rotate(run: RunArgs, if_older_than: str | None, if_due: bool, force: bool) -> None:
+@click.option(
+    "--adopt",
+    is_flag=True,
+    help="Take over a farm whose key another vault wrote (rotates to a fresh key).",
+)
+def rotate(run: RunArgs, if_older_than: str | None, if_due: bool, force: bool, adopt: bool) -> None:
     """Generate a new key and put it on every node, two-phase."""
     from farmsync.inventory.durations import parse_duration
 
     age = parse_duration(if_older_than, source="--if-older-than") if if_older_than else None
-    _run_farm(run, lambda farm: farm.rotate(if_older_than=age, if_due=if_due, force=force))
+    _run_farm(
+        run,
+        lambda farm: farm.rotate(if_older_than=age, if_due=if_due, force=force, adopt=adopt),
+    )
 
 
 @cli.command()

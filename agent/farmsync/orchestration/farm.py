@@ -19,6 +19,7 @@ from farmsync.keys.vault import KeyVault, VaultEntry
 from farmsync.orchestration.context import FarmContext
 from farmsync.orchestration.journal import Journal, Step, StepResult, new_run_id
 from farmsync.orchestration.lock import FarmLock
+from farmsync.orchestration.ownership import Ownership
 from farmsync.orchestration.plan import Plan
 from farmsync.orchestration.recorder import RunRecorder
 from farmsync.orchestration.recover import recover_runs
@@ -32,13 +33,20 @@ from farmsync.orchestration.vaultstate import settle_key
 class Farm:
     def __init__(self, ctx: FarmContext):
         self.ctx = ctx
+        self.notes: list[str] = []  # said once at the top of the result (a vault created)
 
     # --- the commands --------------------------------------------------------------------
     def rotate(
-        self, *, if_older_than: timedelta | None = None, if_due: bool = False, force: bool = False
+        self,
+        *,
+        if_older_than: timedelta | None = None,
+        if_due: bool = False,
+        force: bool = False,
+        adopt: bool = False,
     ) -> RunResult:
         """Rotate; with ``if_older_than`` (or ``if_due``: the policy's max_key_age) only when
-        the current key is at least that old, which is what a scheduler runs."""
+        the current key is at least that old, which is what a scheduler runs. ``adopt`` takes
+        over a farm whose markers name another vault (or a newer generation)."""
         ctx = self.ctx
         run_id = new_run_id()
         if if_due:
@@ -69,21 +77,23 @@ class Farm:
                     )
                     return self._with_recovered(result, recovered)
             key = generate_key(ctx.policy(), force=force)
+            owner = self._ownership(vault, run_id, "rotate", key.fingerprint(), adopt=adopt)
             if vault is None or check:
-                result = self._roll_out(journal, run_id, "rotate", key)
+                result = self._roll_out(journal, run_id, "rotate", key, owner=owner)
                 return self._with_recovered(result, recovered)
 
             def store(plan: Plan) -> None:
                 # The last moment before a node is touched: from here on, a key on a node is
-                # always in the vault.
+                # always in the vault, and so is the marker generation that goes with it.
                 vault.add(key, run_id)
+                owner.record()
 
             def settle(outcome: Outcome, plan: Plan) -> None:
                 settle_key(
                     vault, "rotate", key.fingerprint(), outcome, run_id, plan.single_old_key()
                 )
 
-            result = self._roll_out(journal, run_id, "rotate", key, store, settle)
+            result = self._roll_out(journal, run_id, "rotate", key, store, settle, owner=owner)
             return self._with_recovered(result, recovered)
 
     def sync(self) -> RunResult:
@@ -109,11 +119,18 @@ class Farm:
             if entry is None:
                 raise InputError(none_left, source=str(ctx.state.vault))
             assert vault is not None  # an entry came from it
+            owner = self._ownership(vault, run_id, kind, entry.fingerprint)
+
+            def store(_plan: Plan) -> None:
+                if not ctx.options.check:
+                    owner.record()
 
             def settle(outcome: Outcome, _plan: Plan) -> None:
                 settle_key(vault, kind, entry.fingerprint, outcome, run_id)
 
-            result = self._roll_out(journal, run_id, kind, entry.key, settle=settle)
+            result = self._roll_out(
+                journal, run_id, kind, entry.key, store, settle=settle, owner=owner
+            )
             return self._with_recovered(result, recovered)
 
     def recover(self) -> RunResult:
@@ -226,9 +243,12 @@ class Farm:
         key: MachineKey,
         before_change: Callable[[Plan], None] | None = None,
         settle: Callable[[Outcome, Plan], None] | None = None,
+        *,
+        owner: Ownership | None = None,
     ) -> RunResult:
         ctx = self.ctx
         result = RunResult(run_id, kind, ctx.farm, Outcome.UNCHANGED)
+        result.messages.extend(self.notes)
         # Belt and braces: the journal refuses any record that contains this run's key.
         journal.forbid(key.validation_key, key.decryption_key)
         recorder = RunRecorder(journal, run_id, kind)
@@ -236,7 +256,9 @@ class Farm:
             ctx.hosts, forks=ctx.options.forks, reporter=ctx.reporter, factory=ctx.factory
         ) as session:
             rollout = Rollout(session, result, recorder, ctx.reporter, ctx.options)
-            rollout.run(key, ctx.hosts, before_change, settle)
+            rollout.run(key, ctx.hosts, before_change, settle, owner)
+        if owner is not None and (taken := owner.message()) is not None:
+            result.messages.append(taken)
         left_out = len(ctx.inventory.hosts) - len(ctx.hosts)
         if left_out and kind in ("rotate", "rollback") and result.outcome is Outcome.CHANGED:
             result.messages.append(
@@ -245,11 +267,24 @@ class Farm:
             )
         return result
 
+    def _ownership(
+        self, vault: KeyVault | None, run_id: str, kind: str, target: str, *, adopt: bool = False
+    ) -> Ownership:
+        ctx = self.ctx
+        return Ownership(
+            vault, str(ctx.state.vault.absolute()), ctx.farm, run_id, kind, target, adopt=adopt
+        )
+
     def _vault(self, *, create: bool) -> KeyVault | None:
         """The farm's vault; with ``create`` made on first use, else None when there is none."""
         ctx = self.ctx
         if create:
-            return KeyVault.open_or_create(ctx.state.vault, ctx.vault_secret(), ctx.farm)
+            existed = ctx.state.vault.exists()
+            vault = KeyVault.open_or_create(ctx.state.vault, ctx.vault_secret(), ctx.farm)
+            if not existed:
+                # A second state directory silently made a second vault: say so, and where.
+                self.notes.append(f"created vault {ctx.state.vault} for farm {ctx.farm}")
+            return vault
         if not ctx.state.vault.exists():
             return None
         return KeyVault.open(ctx.state.vault, ctx.vault_secret())

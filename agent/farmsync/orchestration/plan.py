@@ -14,6 +14,7 @@ from farmsync.errors import ConfigFileError, FarmsyncError, InputError, NodeErro
 from farmsync.inventory.model import Host
 from farmsync.keys.machinekey import MachineKey, framework_of_path, validate_key
 from farmsync.nodes.contract import CommitItem, StageItem, sha256_hex
+from farmsync.orchestration.marker import Marker, with_marker
 from farmsync.orchestration.recorder import FileHashes
 from farmsync.orchestration.result import FileResult, HostResult, RunResult
 from farmsync.orchestration.survey import FileCondition, NodeReport
@@ -70,8 +71,11 @@ def make_plan(
     *,
     check: bool,
     diff: bool,
+    marker: Marker | None = None,
 ) -> Plan:
-    """Work out every file's new content; record per-file expectations in ``result``."""
+    """Work out every file's new content; record per-file expectations in ``result``.
+
+    A file whose key changes also gets ``marker`` (the farm marker), in the same bytes."""
     plan = Plan()
     target = key.fingerprint()
     pending = "would-change" if check else "pending"
@@ -138,6 +142,8 @@ def make_plan(
                     FileResult(file.path, "unchanged", file.fingerprint, target)
                 )
                 continue
+            if marker is not None:
+                new = with_marker(new, marker, source)
             changes.append(
                 FileChange(file.path, file.sha256, file.fingerprint, new, sha256_hex(new))
             )

@@ -20,6 +20,7 @@ from farmsync.keys.machinekey import MachineKey
 from farmsync.nodes.contract import ArmedCommit, NodeOperations
 from farmsync.orchestration.events import Event, Phase, Reporter, Status
 from farmsync.orchestration.journal import Step, StepResult
+from farmsync.orchestration.marker import Marker
 from farmsync.orchestration.plan import Plan, make_plan
 from farmsync.orchestration.pool import Outcome as PoolOutcome
 from farmsync.orchestration.pool import run_each
@@ -67,10 +68,13 @@ class Rollout:
         hosts: Sequence[Host],
         before_change: Callable[[Plan], None] | None = None,
         settle: Callable[[Outcome, Plan], None] | None = None,
+        marker_for: Callable[[Mapping[str, NodeReport]], Marker | None] | None = None,
     ) -> RunResult:
-        """Roll ``key`` out; ``before_change`` runs after planning, just before the first node
-        is touched (the rotation stores its new key in the vault there). ``settle`` runs once
-        the farm is on one key again (CHANGED, ROLLED_BACK or ABORTED) and before the run's
+        """Roll ``key`` out; ``marker_for`` sees what every node holds before anything is
+        planned: it refuses a farm this vault is behind and gives the farm marker to write.
+        ``before_change`` runs after planning, just before the first node is touched (the
+        rotation stores its new key in the vault there). ``settle`` runs once the farm is on
+        one key again (CHANGED, ROLLED_BACK or ABORTED) and before the run's
         end is journaled, so the vault is never behind a run the journal calls finished."""
         result = self.result
         result.target_fingerprint = key.fingerprint()
@@ -81,11 +85,18 @@ class Rollout:
         unreachable = {n: r.error for n, r in reports.items() if r.error is not None}
         if unreachable:
             return self._not_started(unreachable)
+        marker = marker_for(reports) if marker_for is not None else None
 
         plan = self._timed(
             Phase.PLAN,
             lambda: make_plan(
-                key, hosts, reports, result, check=self.options.check, diff=self.options.diff
+                key,
+                hosts,
+                reports,
+                result,
+                check=self.options.check,
+                diff=self.options.diff,
+                marker=marker,
             ),
         )
         if plan.problems:
