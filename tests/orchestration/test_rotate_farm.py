@@ -174,7 +174,8 @@ def test_a_limited_rotation_says_which_hosts_it_left_out(
     result = Farm(farm.context(limit="iis")).rotate()
 
     assert result.outcome is Outcome.CHANGED
-    assert any("left 2 host(s) out" in m for m in result.messages)
+    assert result.left_out == sorted(set(farm.hosts) - {h.host for h in result.hosts})
+    assert len(result.left_out) == 2
 
 
 def test_a_rotation_costs_one_connection_and_one_round_trip_per_phase_per_node(

@@ -249,7 +249,8 @@ def _run_farm(run: RunArgs, call: Callable[[Any], RunResult], *, limit: str | No
     if run.as_json:
         print_json(result.to_dict(), stdout_console())
     else:
-        render_run(result, stdout_console())
+        # Messages once: with the result when all went well, else on stderr only.
+        render_run(result, stdout_console(), messages=result.exit_code == 0)
         if result.exit_code != 0:
             # The why, also where scripts look for it.
             for message in result.messages:

@@ -19,8 +19,10 @@ Nothing here prints: every method returns data for the CLI to render.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -46,9 +48,17 @@ from farmsync.webconfig.parser import inspect_config
 
 STATE_FILE = "lab.json"
 STATE_FORMAT = 1
-LAB_FARM = "lab"
 LAB_GROUP = "lab"
 MAX_NODES = 32  # as the CLI allows
+
+
+def lab_farm_name(state_dir: Path) -> str:
+    """Each lab its own farm (own vault, journal and lock): ``lab-<dir name>-<hash of path>``.
+
+    Two ``lab up --dir X`` used to share one farm called ``lab``, hence one vault and lock."""
+    base = re.sub(r"[^A-Za-z0-9_-]+", "-", state_dir.name).strip("-_")[:40] or "dir"
+    digest = hashlib.sha256(str(state_dir.absolute()).encode()).hexdigest()[:6]
+    return f"lab-{base}-{digest}"
 
 
 @dataclass(frozen=True)
@@ -238,7 +248,7 @@ class Lab:
             "  children:",
             f"    {LAB_GROUP}:",
             "      vars:",
-            f"        farmsync_farm: {LAB_FARM}",
+            f"        farmsync_farm: {lab_farm_name(self.state_dir)}",
             "        # No compatibility_mode: Mono's System.Web rejects that machineKey attribute.",
             "        farmsync_policy:",
             "          validation: HMACSHA256",

@@ -17,12 +17,19 @@ from farmsync.keys.generate import generate_key
 from farmsync.keys.machinekey import MachineKey
 from farmsync.keys.vault import KeyVault, VaultEntry
 from farmsync.orchestration.context import FarmContext
-from farmsync.orchestration.journal import Journal, Step, StepResult, new_run_id
+from farmsync.orchestration.journal import Journal, RunState, Step, StepResult, new_run_id
 from farmsync.orchestration.lock import FarmLock
 from farmsync.orchestration.ownership import Ownership
 from farmsync.orchestration.plan import Plan
 from farmsync.orchestration.recorder import RunRecorder
 from farmsync.orchestration.recover import recover_runs
+from farmsync.orchestration.recovery_report import (
+    farm_keys,
+    host_rows,
+    keys_message,
+    what_recovery_did,
+    what_recovery_would_do,
+)
 from farmsync.orchestration.result import FileResult, Outcome, RunResult
 from farmsync.orchestration.rollout import Rollout
 from farmsync.orchestration.session import FarmSession
@@ -34,6 +41,7 @@ class Farm:
     def __init__(self, ctx: FarmContext):
         self.ctx = ctx
         self.notes: list[str] = []  # said once at the top of the result (a vault created)
+        self.unfinished: list[RunState] = []  # with --check: the runs a real run would settle
 
     # --- the commands --------------------------------------------------------------------
     def rotate(
@@ -80,7 +88,7 @@ class Farm:
             owner = self._ownership(vault, run_id, "rotate", key.fingerprint(), adopt=adopt)
             if vault is None or check:
                 result = self._roll_out(journal, run_id, "rotate", key, owner=owner)
-                return self._with_recovered(result, recovered)
+                return self._with_recovered(_unstored_key(result), recovered)
 
             def store(plan: Plan) -> None:
                 # The last moment before a node is touched: from here on, a key on a node is
@@ -94,7 +102,7 @@ class Farm:
                 )
 
             result = self._roll_out(journal, run_id, "rotate", key, store, settle, owner=owner)
-            return self._with_recovered(result, recovered)
+            return self._with_recovered(_unstored_key(result), recovered)
 
     def sync(self) -> RunResult:
         """Put the vault's active key on every node that lacks it (no new key)."""
@@ -157,24 +165,28 @@ class Farm:
                     forks=ctx.options.forks,
                     reporter=ctx.reporter,
                 )
-            fingerprints: set[str] = set()
-            for name, report in reports.items():
-                host_result = result.host(name)
-                if report.error is not None:
-                    host_result.status, host_result.error = "unreachable", str(report.error)
-                    result.outcome = Outcome.NOT_STARTED
-                    continue
-                fingerprints |= report.fingerprints()
-            if len(fingerprints) > 1:
+            host_rows(result, reports)
+            what_recovery_did(result, recovered)
+            if any(r.error is not None for r in reports.values()):
+                result.outcome = Outcome.NOT_STARTED
+            elif ctx.options.check:
+                result.outcome = Outcome.CHECKED
+                recovered = []  # worded below from the live files, not "would be settled"
+                result.messages.extend(
+                    what_recovery_would_do(state, reports) for state in self.unfinished
+                )
+                if not self.unfinished:
+                    result.messages.append("no run is unfinished: recover has nothing to do")
+            elif any(r.outcome is not Outcome.CHECKED for r in recovered):
+                result.outcome = Outcome.CHANGED
+            explicit, autogenerate = farm_keys(reports)
+            drift = keys_message(explicit, autogenerate)
+            if drift is not None:
                 # No run is half done any more; keys that differ as they did before the run
                 # are drift, which `sync` fixes and the audit reports, not a failed recovery.
-                result.messages.append(
-                    "no unfinished run; the farm holds several keys: "
-                    + ", ".join(sorted(fingerprints))
-                    + " (run `farmsync sync` to put the vault's key everywhere)"
-                )
-            elif len(fingerprints) == 1:
-                result.target_fingerprint = next(iter(fingerprints))
+                result.messages.append(drift)
+            elif len(explicit) == 1:
+                result.target_fingerprint = next(iter(explicit))
             return self._with_recovered(result, recovered)
 
     def restore(self, host_name: str, backup_run: str) -> RunResult:
@@ -259,12 +271,8 @@ class Farm:
             rollout.run(key, ctx.hosts, before_change, settle, owner)
         if owner is not None and (taken := owner.message()) is not None:
             result.messages.append(taken)
-        left_out = len(ctx.inventory.hosts) - len(ctx.hosts)
-        if left_out and kind in ("rotate", "rollback") and result.outcome is Outcome.CHANGED:
-            result.messages.append(
-                f"--limit left {left_out} host(s) out: they keep their old key until "
-                "`farmsync sync` puts this one on them"
-            )
+        selected = {h.name for h in ctx.hosts}
+        result.left_out = sorted(h for h in ctx.inventory.hosts if h not in selected)
         return result
 
     def _ownership(
@@ -323,6 +331,7 @@ class _LockedRun:
             journal = Journal(ctx.state.journal)
             if ctx.options.check:
                 # --check changes nothing, not even to settle an earlier run: say so instead.
+                self.farm.unfinished = journal.unfinished_runs()
                 recovered = [
                     RunResult(state.run_id, state.kind, ctx.farm, Outcome.CHECKED)
                     for state in journal.unfinished_runs()
@@ -337,6 +346,17 @@ class _LockedRun:
     def __exit__(self, *exc: object) -> None:
         if self.lock is not None:
             self.lock.release()
+
+
+def _unstored_key(result: RunResult) -> RunResult:
+    """A rotation that stopped before its key was stored shows no fingerprint for it: that key
+    exists nowhere (and a --check's key is not the one the real run will generate)."""
+    if result.outcome in (Outcome.CHECKED, Outcome.NOT_STARTED, Outcome.BAD_INPUT):
+        result.target_fingerprint = None
+        for host in result.hosts:
+            for file in host.files:
+                file.new_fingerprint = None
+    return result
 
 
 def _parse_time(text: str) -> datetime:

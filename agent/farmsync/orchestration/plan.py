@@ -139,7 +139,13 @@ def make_plan(
                 continue
             if new == file.content:
                 host_result.files.append(
-                    FileResult(file.path, "unchanged", file.fingerprint, target)
+                    FileResult(
+                        file.path,
+                        "unchanged",
+                        _shown(file.fingerprint, file.explicit),
+                        target,
+                        old_autogenerate=not file.explicit,
+                    )
                 )
                 continue
             if marker is not None:
@@ -149,13 +155,26 @@ def make_plan(
             )
             shown = masked_diff(file.content, new, source) if diff else None
             host_result.files.append(
-                FileResult(file.path, pending, file.fingerprint, target, shown)
+                FileResult(
+                    file.path,
+                    pending,
+                    _shown(file.fingerprint, file.explicit),
+                    target,
+                    shown,
+                    old_autogenerate=not file.explicit,
+                )
             )
         if changes:
             plan.changes[host.name] = changes
             if host_result.status != "failed":
                 host_result.status = pending
     return plan
+
+
+def _shown(fingerprint: str | None, explicit: bool) -> str | None:
+    """The fingerprint to show: AutoGenerate keys differ per node (and per application with
+    IsolateApps), so they have no one fingerprint to show."""
+    return fingerprint if explicit else None
 
 
 def _blame(host_result: HostResult, plan: Plan, problem: FarmsyncError) -> None:

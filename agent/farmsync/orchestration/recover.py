@@ -81,6 +81,8 @@ def recover_run(state: RunState, journal: Journal, ctx: FarmContext) -> RunResul
             )
             _settle_vault(state, Outcome.ABORTED, ctx)
             recorder.end(Outcome.ABORTED)
+            for name in state.hosts:
+                result.host(name).status = "cleaned-up"  # staging files only
             return result
         if session.failures:
             raise RecoveryError(
@@ -141,8 +143,9 @@ def recover_run(state: RunState, journal: Journal, ctx: FarmContext) -> RunResul
                 )
 
         touched = {n: session.nodes[n] for n in hashes if on_new[n]}
+        recycled: set[str] = set()
         if ctx.options.recycle:
-            run_each(
+            recycling = run_each(
                 (
                     (n, node)
                     for n, node in touched.items()
@@ -151,6 +154,7 @@ def recover_run(state: RunState, journal: Journal, ctx: FarmContext) -> RunResul
                 lambda _n, node: node.recycle(),
                 ctx.options.forks,
             )
+            recycled = {n for n, o in recycling.items() if o.ok}
         run_each(
             session.nodes.items(),
             lambda name, node: node.cleanup(
@@ -163,7 +167,9 @@ def recover_run(state: RunState, journal: Journal, ctx: FarmContext) -> RunResul
     recorder.end(outcome)
     result.outcome = outcome
     for name in hashes:
-        result.host(name).status = "changed" if outcome is Outcome.CHANGED else "rolled-back"
+        done = "rolled-back" if on_new[name] else "unchanged"  # nothing of it had landed
+        result.host(name).status = "changed" if outcome is Outcome.CHANGED else done
+        result.host(name).recycled = name in recycled
     return result
 
 

@@ -41,15 +41,18 @@ EXIT_CODES = {
 class FileResult:
     path: str
     status: str  # changed | unchanged | missing | rolled-back | failed | would-change
-    old_fingerprint: str | None = None
-    new_fingerprint: str | None = None
+    old_fingerprint: str | None = None  # None for AutoGenerate: a key per node, not one key
+    new_fingerprint: str | None = None  # None in a rotation's --check: the key is not made yet
     diff: str | None = None  # masked, only with --diff
+    old_autogenerate: bool = False  # the file held no explicit key (AutoGenerate)
 
 
 @dataclass
 class HostResult:
     host: str
-    status: str  # changed | unchanged | failed | rolled-back | unreachable | would-change
+    # changed | unchanged | failed | rolled-back | would-change | not-started, or the error
+    # kind of a node that could not be reached or read (auth, host-key, tls, timeout, ...)
+    status: str
     files: list[FileResult] = field(default_factory=list)
     error: str | None = None
     error_kind: str | None = None
@@ -68,6 +71,7 @@ class RunResult:
     release_span_ms: float | None = None  # first release sent -> last release sent
     phase_ms: dict[str, float] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)  # inventory hosts --limit did not select
 
     @property
     def exit_code(self) -> int:

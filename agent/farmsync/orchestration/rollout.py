@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -102,8 +102,7 @@ class Rollout:
         if plan.problems:
             result.outcome = Outcome.BAD_INPUT if plan.bad_input else Outcome.NOT_STARTED
             result.messages.extend(str(p) for p in plan.problems)
-            for host in plan.changes:  # planned, never started
-                self._settle(host, "unchanged")
+            self._mark_not_started(hosts)
             return result
         if self.options.check or not plan.changes:
             result.outcome = Outcome.CHECKED if self.options.check else Outcome.UNCHANGED
@@ -408,12 +407,26 @@ class Rollout:
     def _not_started(self, errors: Mapping[str, FarmsyncError]) -> RunResult:
         for name, exc in errors.items():
             self._fail_host(name, exc)
-            self.result.host(name).status = "unreachable"
+            # The table names what went wrong (auth, host-key, tls, timeout, ...).
+            self.result.host(name).status = self.result.host(name).error_kind or "unreachable"
+        self._mark_not_started(self.session.hosts.values())
         self.result.outcome = Outcome.NOT_STARTED
         self.result.messages.append(
             "not started: " + ", ".join(sorted(errors)) + " could not be read; nothing was changed"
         )
         return self.result
+
+    def _mark_not_started(self, hosts: Iterable[Host]) -> None:
+        """Every host that did not fail itself: ``not-started``, with no new key shown, since
+        none was written."""
+        for host in hosts:
+            host_result = self.result.host(host.name)
+            if host_result.status != "failed" and host_result.error is None:
+                host_result.status = "not-started"
+            for file in host_result.files:
+                if file.status in ("pending", "unchanged"):
+                    file.status = "not-started"
+                    file.new_fingerprint = None
 
     def _timed(self, phase: Phase, step: Callable[[], T]) -> T:
         start = self.clock()
