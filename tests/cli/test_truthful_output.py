@@ -1,0 +1,147 @@
+"""Every line farmsync prints is true: closing lines, keys named for what they are, AutoGenerate
+per node, recover per host, tables that fit 80 columns. A farm of local hosts and real files."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import yaml
+from rich.console import Console
+
+from farmsync.cli.render import render_run, shorten_paths
+from farmsync.orchestration.result import FileResult, Outcome, RunResult
+from tests.cli.clikit import LocalFarm, json_of, output_of
+
+AUTOGENERATE_CONFIG = (
+    b'<?xml version="1.0" encoding="utf-8"?>\n<configuration>\n  <system.web>\n'
+    b"  </system.web>\n</configuration>\n"
+)
+
+
+def headline(result: subprocess.CompletedProcess[str]) -> str:
+    return result.stdout.splitlines()[-1]
+
+
+def test_a_limited_rotation_names_the_hosts_it_did_not_touch(local_farm: LocalFarm) -> None:
+    result = local_farm.run("rotate", "-l", "web1")
+
+    assert result.returncode == 0, output_of(result)
+    line = headline(result)
+    assert "every node" not in line
+    assert line.startswith("done: the selected nodes hold the new key mk-"), line
+    assert "not touched (--limit): web2, web3" in line and "farmsync sync" in line
+    doc = json_of(local_farm.run("rotate", "-l", "!web3", "--json"))
+    assert doc["left_out"] == ["web3"]
+
+
+def test_rollback_calls_its_key_the_previous_key(local_farm: LocalFarm) -> None:
+    first = json_of(local_farm.run("rotate", "--json"))["target_fingerprint"]
+    assert local_farm.run("rotate").returncode == 0
+
+    back = local_farm.run("rollback")
+
+    assert back.returncode == 0, output_of(back)
+    assert headline(back) == f"done: every node holds the previous key {first}"
+    assert "new key" not in headline(back)
+
+
+def test_check_does_not_show_a_key_the_real_run_will_not_use(local_farm: LocalFarm) -> None:
+    result = local_farm.run("rotate", "--check")
+
+    assert result.returncode == 0, output_of(result)
+    assert headline(result) == (
+        "check only: nothing was changed (a new key, generated when the run starts)"
+    )
+    fingerprints = set(re.findall(r"mk-[0-9a-f]{16}", result.stdout))
+    assert fingerprints == set(local_farm.fingerprints().values())  # only the keys on the nodes
+    doc = json_of(local_farm.run("rotate", "--check", "--json"))
+    assert doc["target_fingerprint"] is None
+    assert {f["new_fingerprint"] for h in doc["hosts"] for f in h["files"]} == {None}
+
+
+def test_autogenerate_nodes_are_not_shown_as_sharing_one_key(local_farm: LocalFarm) -> None:
+    for host in ("web1", "web2"):
+        local_farm.configs[host].write_bytes(AUTOGENERATE_CONFIG)
+
+    check = local_farm.run("rotate", "--check", "--json")
+    text = local_farm.run("rotate", "--check")
+    recover = local_farm.run("recover", "--json")
+
+    assert "auto-" not in check.stdout + text.stdout + recover.stdout
+    files = {h["host"]: h["files"][0] for h in json_of(check)["hosts"]}
+    assert files["web1"]["old_fingerprint"] is None and files["web1"]["old_autogenerate"]
+    assert files["web3"]["old_fingerprint"].startswith("mk-")
+    rows = [line for line in text.stdout.splitlines() if "web1" in line or "web2" in line]
+    assert rows and all("AutoGenerate" in row for row in rows), text.stdout
+    (drift,) = [m for m in json_of(recover)["messages"] if "several keys" in m]
+    assert "AutoGenerate (a key of its own per node) on web1, web2" in drift, drift
+
+
+def test_a_missing_managed_file_says_missing_in_the_table(local_farm: LocalFarm) -> None:
+    extra = local_farm.configs["web1"].parent / "Framework64" / "web.config"
+    document = yaml.safe_load(local_farm.inventory.read_text())
+    web1 = document["all"]["children"]["east"]["hosts"]["web1"]
+    web1["farmsync_root_configs"].append(str(extra))
+    local_farm.inventory.write_text(yaml.safe_dump(document, sort_keys=False))
+
+    result = local_farm.run("rotate", "--check")
+
+    assert result.returncode == 0, output_of(result)
+    (row,) = [line for line in result.stdout.splitlines() if "Framework64" in line]
+    assert "missing" in row, result.stdout
+
+
+def test_recover_check_says_what_it_would_do_and_recover_what_it_did(
+    local_farm: LocalFarm,
+) -> None:
+    rotated = local_farm.run("rotate", "--json")
+    assert rotated.returncode == 0
+    # A run whose controller died after staging: its journal has no end.
+    journal = local_farm.farm_dir / "journal.jsonl"
+    lines = journal.read_text().splitlines()
+    run_id = json_of(rotated)["run_id"]
+    cut = max(i for i, line in enumerate(lines) if '"stage"' in line and run_id in line)
+    journal.write_text("\n".join(lines[: cut + 1]) + "\n")
+
+    check = local_farm.run("recover", "--check")
+
+    assert check.returncode == 0, output_of(check)
+    assert "no run left unfinished" not in check.stdout
+    assert f"unfinished rotate run {run_id}: no commit was released" in check.stdout
+    assert "would remove its staging files only" in check.stdout
+
+    done = local_farm.run("recover", "--json")
+
+    assert done.returncode == 0, output_of(done)
+    doc = json_of(done)
+    assert doc["outcome"] == "changed"
+    assert {h["host"]: h["status"] for h in doc["hosts"]} == {
+        h: "cleaned-up" for h in local_farm.hosts
+    }
+
+
+def test_tables_fit_80_columns_without_cutting_fingerprints_or_run_ids() -> None:
+    result = RunResult(
+        "20261127T130734Z-9ef41a", "rotate", "contoso-web", Outcome.CHANGED, "mk-b183b69b77613352"
+    )
+    paths = [
+        r"%windir%\Microsoft.NET\Framework64\v4.0.30319\CONFIG\web.config",
+        r"%windir%\Microsoft.NET\Framework\v4.0.30319\CONFIG\web.config",
+    ]
+    for name in ("web01.contoso.example", "web02.contoso.example"):
+        host = result.host(name)
+        host.status = "changed"
+        for path in paths:
+            host.files.append(
+                FileResult(path, "changed", "mk-b7a06f1f257a0f3a", "mk-b183b69b77613352")
+            )
+    console = Console(width=80, force_terminal=True, no_color=True, record=True)
+    render_run(result, console)
+    text = console.export_text()
+
+    assert max(len(line) for line in text.splitlines()) <= 80, text
+    assert "20261127T130734Z-9ef41a" in text and "mk-b7a06f1f257a0f3a" in text
+    assert "Framework64" in text and "\\Framework\\" in text  # the part that tells them apart
+    short = shorten_paths(paths, 30)
+    assert all(len(s) <= 30 for s in short.values()) and len(set(short.values())) == 2
