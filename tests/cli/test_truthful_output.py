@@ -145,3 +145,39 @@ def test_tables_fit_80_columns_without_cutting_fingerprints_or_run_ids() -> None
     assert "Framework64" in text and "\\Framework\\" in text  # the part that tells them apart
     short = shorten_paths(paths, 30)
     assert all(len(s) <= 30 for s in short.values()) and len(set(short.values())) == 2
+
+
+def test_restore_check_shows_what_it_would_put_back_and_restore_says_whose(
+    local_farm: LocalFarm,
+) -> None:
+    before = local_farm.fingerprints()
+    rotated = json_of(local_farm.run("rotate", "--json"))
+    run_id, key = rotated["run_id"], rotated["target_fingerprint"]
+    files = local_farm.node_files()
+
+    check = local_farm.run("restore", "--host", "web2", "--run", run_id, "--check", "--json")
+
+    assert check.returncode == 0, output_of(check)
+    assert local_farm.node_files() == files
+    (host,) = json_of(check)["hosts"]
+    (file,) = host["files"]
+    assert host["host"] == "web2" and file["path"] == str(local_farm.configs["web2"])
+    assert file["old_fingerprint"] == key and file["new_fingerprint"] == before["web2"]
+
+    done = local_farm.run("restore", "--host", "web2", "--run", run_id)
+
+    assert done.returncode == 0, output_of(done)
+    assert headline(done) == (
+        f"done: web2 is back on its files from before run {run_id} (the backups that run made)"
+    )
+    (warning,) = [line for line in done.stdout.splitlines() if line.startswith("warning:")]
+    assert "mixed keys" in warning and "farmsync sync -l web2" in warning and key in warning
+
+
+def test_restore_host_errors_name_the_host_option(local_farm: LocalFarm) -> None:
+    result = local_farm.run("restore", "--host", "web9", "--run", "20261122T002101Z-6a223a")
+
+    assert result.returncode == 2, output_of(result)
+    (line,) = result.stderr.splitlines()
+    assert "--host" in line and "--limit" not in line and "'web9'" in line
+    assert "did you mean" in line

@@ -340,7 +340,8 @@ def restore(
         state_dir=state_dir,
         vault_key_file=None,
     )
-    _run_farm(run, lambda farm: farm.restore(host_name, run_id), limit=host_name)
+    # No --limit: the host is checked against the inventory by restore, under --host's name.
+    _run_farm(run, lambda farm: farm.restore(host_name, run_id))
 
 
 @cli.command()

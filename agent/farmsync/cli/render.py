@@ -232,11 +232,11 @@ def headline(result: RunResult) -> str:
         )
     if result.kind == "recover":
         return _recover_headline(result)
-    if result.kind == "restore":
+    if result.kind == "restore" and result.summary:
         if outcome is Outcome.CHANGED:
-            return "done: " + (result.messages[-1] if result.messages else "restored")
+            return f"done: {result.summary}"
         if outcome is Outcome.CHECKED:
-            return "check only: nothing was restored"
+            return f"check only: nothing was changed; {result.summary}"
     if outcome is Outcome.CHANGED:
         which = {
             "rotate": f"the new key {fp}",

@@ -7,15 +7,17 @@ the rollout and nowhere else.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
-from farmsync.errors import InputError
+from farmsync.errors import FarmsyncError, InputError
 from farmsync.inventory.durations import format_duration
 from farmsync.inventory.model import RecycleKind
 from farmsync.keys.generate import generate_key
 from farmsync.keys.machinekey import MachineKey
 from farmsync.keys.vault import KeyVault, VaultEntry
+from farmsync.nodes.contract import backup_path
 from farmsync.orchestration.context import FarmContext
 from farmsync.orchestration.journal import Journal, RunState, Step, StepResult, new_run_id
 from farmsync.orchestration.lock import FarmLock
@@ -33,7 +35,7 @@ from farmsync.orchestration.recovery_report import (
 from farmsync.orchestration.result import FileResult, Outcome, RunResult
 from farmsync.orchestration.rollout import Rollout
 from farmsync.orchestration.session import FarmSession
-from farmsync.orchestration.survey import survey
+from farmsync.orchestration.survey import NodeReport, survey
 from farmsync.orchestration.vaultstate import settle_key
 
 
@@ -196,7 +198,9 @@ class Farm:
         with self._locked(run_id, "restore") as (journal, recovered):
             host = ctx.inventory.hosts.get(host_name)
             if host is None:
-                raise InputError(f"no host {host_name!r} in the inventory", source="--host")
+                close = difflib.get_close_matches(host_name, list(ctx.inventory.hosts), n=3)
+                hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+                raise InputError(f"no host {host_name!r} in the inventory{hint}", source="--host")
             hosts = [host]
             result = RunResult(run_id, "restore", ctx.farm, Outcome.UNCHANGED)
             recorder = RunRecorder(journal, run_id, "restore")
@@ -216,7 +220,31 @@ class Farm:
                     session.nodes, session.hosts, {host.name: paths}, forks=1, reporter=ctx.reporter
                 )[host.name]
                 if ctx.options.check:
+                    # What would go back: each file's key now and in the run's backup.
+                    saved = survey(
+                        session.nodes,
+                        session.hosts,
+                        {host.name: [backup_path(p, backup_run) for p in paths]},
+                        forks=1,
+                        reporter=ctx.reporter,
+                    )[host.name]
+                    host_result = result.host(host.name)
+                    host_result.status = "would-change"
+                    for old, backup in zip(before.files, saved.files, strict=True):
+                        host_result.files.append(
+                            FileResult(
+                                old.path,
+                                "would-change",
+                                old.fingerprint if old.explicit else None,
+                                backup.fingerprint if backup.explicit else None,
+                                old_autogenerate=old.fingerprint is not None and not old.explicit,
+                            )
+                        )
                     result.outcome = Outcome.CHECKED
+                    result.summary = (
+                        f"would put back {host.name}'s files from before run {backup_run} "
+                        "(the backups that run made)"
+                    )
                     return self._with_recovered(result, recovered)
                 journal.start_run(
                     run_id,
@@ -243,8 +271,32 @@ class Farm:
                     FileResult(old.path, "changed", old.fingerprint, now.get(old.path))
                 )
             result.outcome = Outcome.CHANGED
-            result.messages.append(f"{host.name} is back on its files from run {backup_run}")
+            result.summary = (
+                f"{host.name} is back on its files from before run {backup_run} "
+                "(the backups that run made)"
+            )
+            warning = self._mixed_after_restore(host.name, after)
+            if warning is not None:
+                result.messages.append(warning)
             return self._with_recovered(result, recovered)
+
+    def _mixed_after_restore(self, host: str, after: NodeReport) -> str | None:
+        """A restore puts one node back: say so when that leaves it off the vault's key."""
+        try:
+            vault = self._vault(create=False)
+        except FarmsyncError:
+            return None  # no secret here: restore does not need the vault
+        current = vault.current() if vault is not None else None
+        if current is None:
+            return None
+        held = sorted({f.fingerprint or "" for f in after.files} - {current.fingerprint})
+        if not held:
+            return None
+        shown = ", ".join(h if h.startswith("mk-") else "AutoGenerate" for h in held)
+        return (
+            f"warning: {host} now holds {shown}, not the vault's key {current.fingerprint}: "
+            f"the farm is on mixed keys; `farmsync sync -l {host}` puts the vault's key back"
+        )
 
     # --- shared steps --------------------------------------------------------------------
     def _roll_out(

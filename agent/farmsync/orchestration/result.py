@@ -72,6 +72,7 @@ class RunResult:
     phase_ms: dict[str, float] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
     left_out: list[str] = field(default_factory=list)  # inventory hosts --limit did not select
+    summary: str | None = None  # what the run did, in words, when its kind says more (restore)
 
     @property
     def exit_code(self) -> int:
