@@ -4,14 +4,20 @@ per node, recover per host, tables that fit 80 columns. A farm of local hosts an
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
+from collections.abc import Callable
+from pathlib import Path
 
 import yaml
 from rich.console import Console
 
 from farmsync.cli.render import render_run, shorten_paths
 from farmsync.orchestration.result import FileResult, Outcome, RunResult
-from tests.cli.clikit import LocalFarm, json_of, output_of
+from tests.cli.clikit import LocalFarm, json_of, output_of, run_cli
+from tests.cli.test_sshd_farm import ssh_vars
+from tests.orchestration.farmkit import file_key
+from tests.servers.sshd_fixtures import SshdTestNode
 
 AUTOGENERATE_CONFIG = (
     b'<?xml version="1.0" encoding="utf-8"?>\n<configuration>\n  <system.web>\n'
@@ -181,3 +187,30 @@ def test_restore_host_errors_name_the_host_option(local_farm: LocalFarm) -> None
     (line,) = result.stderr.splitlines()
     assert "--host" in line and "--limit" not in line and "'web9'" in line
     assert "did you mean" in line
+
+
+def test_relative_key_paths_are_relative_to_the_inventory_file(
+    local_farm: LocalFarm, sshd_farm: Callable[..., list[SshdTestNode]]
+) -> None:
+    (node,) = sshd_farm(1)
+    keys = local_farm.inventory.parent / "keys"
+    keys.mkdir()
+    shutil.copy2(node.sshd.client_key_path, keys / "client_key")
+    shutil.copy2(node.sshd.known_hosts_path, keys / "known_hosts")
+    document = yaml.safe_load(local_farm.inventory.read_text())
+    document["all"]["children"]["ssh"] = {
+        "hosts": {
+            "lin1": ssh_vars(
+                node,
+                ansible_ssh_private_key_file="keys/client_key",
+                farmsync_known_hosts="keys/known_hosts",
+            )
+        }
+    }
+    local_farm.inventory.write_text(yaml.safe_dump(document, sort_keys=False))
+
+    # Started from / (as cron does), not from the inventory's folder.
+    result = run_cli("rotate", "-i", str(local_farm.inventory), env=local_farm.env(), cwd=Path("/"))
+
+    assert result.returncode == 0, output_of(result)
+    assert file_key(node.config).fingerprint().startswith("mk-")

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from farmsync.inventory.loader import load_inventory
+from farmsync.inventory.paths import require_controller_files
 from farmsync.inventory.patterns import select_hosts
 from farmsync.keys.vault import VaultSecret
 from farmsync.orchestration.context import FarmContext
@@ -23,6 +24,7 @@ def build_context(
     reporter: Reporter,
 ) -> FarmContext:
     inventory = load_inventory(inventory_path)
+    require_controller_files(inventory)  # a missing key file is bad input, named, exit 2
     hosts = select_hosts(inventory, limit)
     state = StateDir(state_dir or default_state_root(), inventory.farm)
     key_file = str(vault_key_file) if vault_key_file else None

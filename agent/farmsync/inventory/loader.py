@@ -41,6 +41,7 @@ from farmsync.inventory.model import (
     Transport,
     WinrmSettings,
 )
+from farmsync.inventory.paths import anchor_relative_paths
 from farmsync.inventory.variables import (
     VARIABLES,
     EnvPassword,
@@ -801,10 +802,11 @@ def load_inventory(
         for name in builder.groups
     }
     groups["all"] = tuple(order)
-    return Inventory(
+    inventory = Inventory(
         path=source,
         farm=hosts[0].farm,
         hosts={host.name: host for host in hosts},
         groups=groups,
         warnings=tuple(builder.warnings),
     )
+    return anchor_relative_paths(inventory)  # relative key/CA paths: beside the inventory
