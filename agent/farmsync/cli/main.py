@@ -34,6 +34,13 @@ class FarmsyncGroup(click.Group):
         except FarmsyncError as exc:
             click.echo(f"farmsync: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            # Outside a rollout (start-up, reading, a second Ctrl-C): no traceback, exit 130.
+            click.echo(
+                "farmsync: interrupted; if a run was under way, `farmsync recover` settles it",
+                err=True,
+            )
+            ctx.exit(ExitCode.INTERRUPTED)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as exc:
@@ -432,7 +439,14 @@ def main() -> None:
     # logs tracebacks for connections farmsync already reports as node errors.
     logging.basicConfig(level=logging.WARNING, format="farmsync: %(levelname)s: %(message)s")
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
-    cli(prog_name="farmsync")
+    from farmsync.orchestration import interrupt
+
+    interrupt.install()
+    try:
+        cli(prog_name="farmsync")
+    except KeyboardInterrupt:  # before click took over, or while it printed
+        print("farmsync: interrupted", file=sys.stderr)
+        sys.exit(ExitCode.INTERRUPTED)
 
 
 if __name__ == "__main__":

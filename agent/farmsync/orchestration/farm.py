@@ -18,7 +18,9 @@ from farmsync.keys.generate import generate_key
 from farmsync.keys.machinekey import MachineKey
 from farmsync.keys.vault import KeyVault, VaultEntry
 from farmsync.nodes.contract import backup_path
+from farmsync.orchestration import interrupt
 from farmsync.orchestration.context import FarmContext
+from farmsync.orchestration.interrupt_report import explain_interrupt
 from farmsync.orchestration.journal import Journal, RunState, Step, StepResult, new_run_id
 from farmsync.orchestration.lock import FarmLock
 from farmsync.orchestration.ownership import Ownership
@@ -316,11 +318,16 @@ class Farm:
         # Belt and braces: the journal refuses any record that contains this run's key.
         journal.forbid(key.validation_key, key.decryption_key)
         recorder = RunRecorder(journal, run_id, kind)
-        with FarmSession(
-            ctx.hosts, forks=ctx.options.forks, reporter=ctx.reporter, factory=ctx.factory
-        ) as session:
+        with (
+            interrupt.deferred(),
+            FarmSession(
+                ctx.hosts, forks=ctx.options.forks, reporter=ctx.reporter, factory=ctx.factory
+            ) as session,
+        ):
             rollout = Rollout(session, result, recorder, ctx.reporter, ctx.options)
             rollout.run(key, ctx.hosts, before_change, settle, owner)
+            if interrupt.REQUESTED:
+                explain_interrupt(result, interrupt.REQUESTED.signal_name or "SIGINT")
         if owner is not None and (taken := owner.message()) is not None:
             result.messages.append(taken)
         selected = {h.name for h in ctx.hosts}

@@ -73,9 +73,12 @@ class RunResult:
     messages: list[str] = field(default_factory=list)
     left_out: list[str] = field(default_factory=list)  # inventory hosts --limit did not select
     summary: str | None = None  # what the run did, in words, when its kind says more (restore)
+    interrupted: str | None = None  # SIGINT / SIGTERM, when the run stopped because of one
 
     @property
     def exit_code(self) -> int:
+        if self.interrupted:
+            return ExitCode.INTERRUPTED
         return EXIT_CODES[self.outcome]
 
     def host(self, name: str) -> HostResult:

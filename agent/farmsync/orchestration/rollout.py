@@ -18,6 +18,7 @@ from farmsync.errors import FarmsyncError, NodeError, NodeErrorKind, describe_er
 from farmsync.inventory.model import Host, RecycleKind
 from farmsync.keys.machinekey import MachineKey
 from farmsync.nodes.contract import ArmedCommit, NodeOperations
+from farmsync.orchestration import interrupt
 from farmsync.orchestration.events import Event, Phase, Reporter, Status
 from farmsync.orchestration.journal import Step, StepResult
 from farmsync.orchestration.marker import Marker
@@ -107,6 +108,10 @@ class Rollout:
         if self.options.check or not plan.changes:
             result.outcome = Outcome.CHECKED if self.options.check else Outcome.UNCHANGED
             return result
+        if interrupt.requested():  # nothing stored, nothing touched: stop here
+            self._mark_not_started(hosts)
+            result.outcome = Outcome.ABORTED
+            return result
 
         if before_change is not None:
             before_change(plan)
@@ -117,13 +122,19 @@ class Rollout:
         return self._finish(self._apply(key, plan), plan, settle)
 
     def _apply(self, key: MachineKey, plan: Plan) -> Outcome:
-        if not self._timed(Phase.STAGE, lambda: self._stage(plan)):
-            return Outcome.ABORTED
+        if not self._timed(Phase.STAGE, lambda: self._stage(plan)) or interrupt.requested():
+            return Outcome.ABORTED  # _finish removes the staging files
         armed = self._timed(Phase.ARM, lambda: self._arm(plan))
         if armed is None:
             return Outcome.ABORTED
-        if self._timed(Phase.COMMIT, lambda: self._release(armed, plan)) and self._timed(
-            Phase.VERIFY, lambda: self._verify(key, plan)
+        if interrupt.requested():  # armed, not released: withdraw
+            for commit in armed.values():
+                _quietly(commit.abort)
+            return Outcome.ABORTED
+        if (
+            self._timed(Phase.COMMIT, lambda: self._release(armed, plan))
+            and self._timed(Phase.VERIFY, lambda: self._verify(key, plan))
+            and not interrupt.requested()  # stopped during the barrier: roll back below
         ):
             return Outcome.CHANGED
         if self._timed(Phase.ROLLBACK, lambda: self._rollback(plan)):
