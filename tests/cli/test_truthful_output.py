@@ -214,3 +214,35 @@ def test_relative_key_paths_are_relative_to_the_inventory_file(
 
     assert result.returncode == 0, output_of(result)
     assert file_key(node.config).fingerprint().startswith("mk-")
+
+
+def test_history_says_where_each_key_is_beside_its_vault_status(local_farm: LocalFarm) -> None:
+    first = json_of(local_farm.run("rotate", "--json"))["target_fingerprint"]
+    second = json_of(local_farm.run("rotate", "-l", "web1", "--json"))["target_fingerprint"]
+
+    logged = json_of(local_farm.run("history", "--json"))
+    live = json_of(local_farm.run("history", "--live", "--json"))
+    text = local_farm.run("history")
+
+    for doc in (logged, live):
+        keys = {k["fingerprint"]: k for k in doc["keys"]}
+        # The vault's statuses stay; where each key is comes beside them.
+        assert keys[first]["status"] == "retired" and keys[second]["status"] == "active"
+        assert keys[first]["on_nodes"] == ["web2", "web3"]
+        assert keys[second]["on_nodes"] == ["web1"]
+    assert json_of(local_farm.run("history", "--json"))["holdings"]["as_of"].startswith("run ")
+    assert live["holdings"]["as_of"] == "now"
+    assert "on 2/3 nodes as of run" in text.stdout and "on 1/3 nodes as of run" in text.stdout
+
+
+def test_history_explains_an_imported_key(local_farm: LocalFarm) -> None:
+    shared = local_farm.originals["web1"]
+    for path in local_farm.configs.values():
+        path.write_bytes(shared)
+    assert local_farm.run("rotate").returncode == 0
+
+    text = local_farm.run("history")
+
+    rows = [line for line in text.stdout.splitlines() if "imported" in line and "│" in line]
+    assert len(rows) == 1, text.stdout
+    assert "its creation time is its import time" in text.stdout

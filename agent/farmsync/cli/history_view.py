@@ -6,12 +6,21 @@ import os
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from farmsync.cli.render import print_json
 from farmsync.inventory.loader import load_inventory
 from farmsync.keys.vault import KeyVault, VaultSecret
+from farmsync.nodes.connect import node_for
+from farmsync.orchestration import holdings
+from farmsync.orchestration.journal import Journal
 from farmsync.orchestration.state import StateDir, default_state_root
+
+IMPORTED_NOTE = (
+    "origin imported: a key found on the farm before farmsync managed it, recorded by the "
+    "first rotation so that `rollback` can return to it; its creation time is its import time"
+)
 
 
 def show_history(
@@ -23,14 +32,22 @@ def show_history(
     *,
     show_keys: bool = False,
     err: Console | None = None,
+    live: bool = False,
 ) -> None:
     inventory = load_inventory(inventory_path)
     state = StateDir(state_dir or default_state_root(), inventory.farm)
     secret = VaultSecret.from_env(os.environ, str(key_file) if key_file else None)
     vault = KeyVault.open(state.vault, secret)
-    entries: list[dict[str, str | None]] = []
+    names = list(inventory.hosts)
+    if live:
+        held = holdings.live(list(inventory.hosts.values()), node_for)
+    else:
+        held = holdings.from_journal(Journal(state.journal), names)
+    entries: list[dict[str, object]] = []
     for entry in vault.entries():
-        summary = entry.summary()
+        summary: dict[str, object] = dict(entry.summary())
+        summary["on_nodes"] = held.hosts.get(entry.fingerprint, [])
+        summary["farm"] = held.describe(entry.fingerprint)
         if show_keys:
             # The one deliberate way to get key material out of the vault (disaster recovery).
             summary["validationKey"] = entry.key.validation_key
@@ -39,28 +56,36 @@ def show_history(
     if show_keys and err is not None:
         err.print("[yellow]warning: --show-keys prints key material; keep this output secret[/]")
     if as_json:
-        print_json({"farm": inventory.farm, "keys": entries}, out)
+        print_json(
+            {
+                "farm": inventory.farm,
+                "keys": entries,
+                "holdings": {"as_of": held.as_of, "total": held.total, "unknown": held.unknown},
+            },
+            out,
+        )
         return
-    table = Table(title=f"key history of farm {inventory.farm}")
-    for column in (
-        "fingerprint",
-        "status",
-        "created",
-        "stored by run",
-        "activated by run",
-        "algorithms",
-    ):
-        table.add_column(column)
+    table = Table(title=f"key history of farm {escape(inventory.farm)}")
+    for column in ("fingerprint", "status", "origin", "on the farm", "created", "stored by run"):
+        table.add_column(column, no_wrap=column in ("fingerprint", "stored by run"))
     for e in entries:
         table.add_row(
-            e["fingerprint"],
-            e["status"],
-            e["created_at"],
-            e["run_id"],
-            e["activated_run"] or "",
-            f"{e['validation']}/{e['decryption']}",
+            str(e["fingerprint"]),
+            str(e["status"]),
+            str(e["origin"]),
+            str(e["farm"]),
+            str(e["created_at"])[:19],
+            str(e["run_id"]),
         )
     out.print(table)
+    source = (
+        "the nodes, read now" if live else "the journal's verified runs (--live reads the nodes)"
+    )
+    out.print(f"on the farm: from {source}")
+    if held.unknown:
+        out.print(f"key not known for: {', '.join(held.unknown)}")
+    if any(e["origin"] == "imported" for e in entries):
+        out.print(IMPORTED_NOTE)
     if show_keys:
         # Whole keys on lines of their own: a table would fold them.
         for e in entries:

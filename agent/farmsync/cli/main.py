@@ -361,14 +361,17 @@ def restore(
     is_flag=True,
     help="Also print the key material itself (for disaster recovery; keep it secret).",
 )
+@click.option("--live", is_flag=True, help="Read the nodes for which key each holds now.")
 def history(
     inventory_path: Path,
     as_json: bool,
     state_dir: Path | None,
     vault_key_file: Path | None,
     show_keys: bool,
+    live: bool,
 ) -> None:
-    """The vault's keys: fingerprint, creation time, the run that set them."""
+    """The vault's keys (status, origin, creation, the run that set them) and which nodes
+    hold each: from the journal's verified runs, or read now with --live."""
     from farmsync.cli.history_view import show_history
 
     show_history(
@@ -379,6 +382,7 @@ def history(
         stdout_console(),
         show_keys=show_keys,
         err=stderr_console(),
+        live=live,
     )
 
 
