@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from farmsync.inventory.loader import load_inventory
@@ -24,6 +25,9 @@ def build_context(
     reporter: Reporter,
 ) -> FarmContext:
     inventory = load_inventory(inventory_path)
+    for warning in inventory.warnings:  # a typo'd ansible_* name, a plain-text password, ...
+        where = f"{warning.source}:{warning.line}" if warning.line else warning.source
+        print(f"farmsync: warning: {where}: {warning.message}", file=sys.stderr, flush=True)
     require_controller_files(inventory)  # a missing key file is bad input, named, exit 2
     hosts = select_hosts(inventory, limit)
     state = StateDir(state_dir or default_state_root(), inventory.farm)

@@ -54,7 +54,7 @@ def show_inventory(path: Path, as_json: bool, out: Console, err: Console) -> Non
             raise SystemExit(ExitCode.BAD_INPUT)
         return
     for warning in warnings:
-        err.print(f"[yellow]{escape(warning)}[/]")
+        err.print(f"[yellow]{escape(warning)}[/]", soft_wrap=True)
     table = Table(title=f"farm {escape(inventory.farm)}: {len(summaries)} host(s)")
     columns = ["host", "groups", "transport", "address", "password", "root web.config files"]
     with_apps = any(s.app_configs for s in summaries)

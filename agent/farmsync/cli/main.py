@@ -15,6 +15,7 @@ import click
 from rich.console import Console
 
 from farmsync import __version__
+from farmsync.cli.output import SETTINGS, colour_wanted, output_options
 from farmsync.cli.render import print_json, render_run
 from farmsync.cli.reporters import PlainReporter, QuietReporter, RichReporter
 from farmsync.errors import ExitCode, FarmsyncError, InputError, describe_error
@@ -55,21 +56,23 @@ class FarmsyncGroup(click.Group):
 
 
 def stdout_console() -> Console:
-    console = Console(highlight=False, soft_wrap=True)
+    no_color = not colour_wanted()
+    console = Console(highlight=False, soft_wrap=True, no_color=no_color)
     if not console.is_terminal:
         # A log or a pipe has no width: never cut host names, paths or fingerprints.
-        console = Console(highlight=False, soft_wrap=True, width=400)
+        console = Console(highlight=False, soft_wrap=True, width=400, no_color=no_color)
     return console
 
 
 def stderr_console() -> Console:
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, no_color=not colour_wanted())
 
 
 @contextmanager
 def reporter_for(as_json: bool) -> Iterator[Reporter]:
-    """Rich progress on a terminal, one line per event elsewhere, nothing with --json."""
-    if as_json:
+    """Rich progress on a terminal, one timestamped line per event elsewhere, nothing with
+    --json or -q."""
+    if as_json or SETTINGS.verbosity < 0:
         yield QuietReporter()
         return
     console = stderr_console()
@@ -77,7 +80,23 @@ def reporter_for(as_json: bool) -> Iterator[Reporter]:
         with RichReporter(console) as rich_reporter:
             yield rich_reporter
     else:
-        yield PlainReporter()
+        yield PlainReporter(timestamps=True)
+
+
+def _one_inventory(ctx: click.Context, param: click.Parameter, value: tuple[Path, ...]) -> Path:
+    """Several -i are refused: one inventory is one farm, and Ansible's merge of several
+    files (later wins) would silently decide which hosts and keys a farm has."""
+    if not value:
+        raise click.MissingParameter(ctx=ctx, param=param)
+    if len(value) > 1:
+        raise InputError(
+            "one inventory per run: "
+            + ", ".join(str(v) for v in value)
+            + " were given; farmsync does not merge inventories (one file is one farm): "
+            "put the hosts in one file, or run once per farm",
+            source="-i",
+        )
+    return value[0]
 
 
 def inventory_option(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -86,9 +105,10 @@ def inventory_option(f: Callable[..., Any]) -> Callable[..., Any]:
         "--inventory",
         "inventory_path",
         envvar=INVENTORY_ENV,
-        required=True,
+        multiple=True,
+        callback=_one_inventory,
         type=click.Path(dir_okay=False, path_type=Path),
-        help=f"Ansible-style YAML inventory (or ${INVENTORY_ENV}).",
+        help=f"Ansible-style YAML inventory, one (or ${INVENTORY_ENV}).",
     )(f)
 
 
@@ -107,6 +127,7 @@ class RunArgs:
     keep_backups: int
     state_dir: Path | None
     vault_key_file: Path | None
+    wait: float = 0.0
 
     def options(self) -> RolloutOptions:
         return RolloutOptions(
@@ -124,7 +145,21 @@ state_dir_option = click.option(
     envvar="FARMSYNC_STATE_DIR",
     default=None,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Where vault, journal and lock live (or $FARMSYNC_STATE_DIR).",
+    help=(
+        "Where vault, journal and lock live (or $FARMSYNC_STATE_DIR; default "
+        "$XDG_STATE_HOME/farmsync, else ~/.local/state/farmsync)."
+    ),
+)
+# Every environment variable a farm command reads, for the end of its --help.
+ENVIRONMENT_EPILOG = (
+    "\b\nEnvironment:\n"
+    "  FARMSYNC_INVENTORY         the inventory when -i is not given\n"
+    "  FARMSYNC_STATE_DIR         the state directory (default $XDG_STATE_HOME/farmsync,\n"
+    "                             else ~/.local/state/farmsync)\n"
+    "  FARMSYNC_VAULT_PASSPHRASE  the vault passphrase\n"
+    "  FARMSYNC_VAULT_KEY_FILE    a vault key file instead (0600)\n"
+    "  NO_COLOR                   no colour in the output\n"
+    "  and the variables the inventory names (farmsync_password_env)"
 )
 vault_key_file_option = click.option(
     "--vault-key-file",
@@ -171,9 +206,17 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
             type=click.IntRange(1, 1000),
             help="Backups kept per file on each node.",
         ),
+        click.option(
+            "--wait",
+            default=0.0,
+            metavar="SECONDS",
+            type=click.FloatRange(0, 86400),
+            help="Wait this long for a farm lock another run holds (default: refuse at once).",
+        ),
         state_dir_option,
         vault_key_file_option,
         inventory_option,
+        output_options,
     ]
     wrapped: Callable[..., Any] = command
     for option in reversed(options):
@@ -183,6 +226,7 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 @click.group(cls=FarmsyncGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="farmsync")
+@output_options
 def cli() -> None:
     """Keep the ASP.NET <machineKey> identical on every node of an IIS web farm."""
 
@@ -207,7 +251,8 @@ def cli() -> None:
 def keygen(
     validation: str, decryption: str, compatibility_mode: str | None, fmt: str, force: bool
 ) -> None:
-    """Print a new random machineKey (the only command that prints key material)."""
+    """Print a new random machineKey (key material: with `history --show-keys`, the only
+    output that holds keys)."""
     from farmsync.inventory.model import Policy
     from farmsync.keys.formats import render_key
     from farmsync.keys.generate import generate_key
@@ -252,12 +297,19 @@ def _run_farm(run: RunArgs, call: Callable[[Any], RunResult], *, limit: str | No
             run.vault_key_file,
             reporter,
         )
+        ctx.lock_wait = run.wait
         result = call(Farm(ctx))
     if run.as_json:
         print_json(result.to_dict(), stdout_console())
     else:
         # Messages once: with the result when all went well, else on stderr only.
-        render_run(result, stdout_console(), messages=result.exit_code == 0)
+        render_run(
+            result,
+            stdout_console(),
+            messages=result.exit_code == 0 and SETTINGS.verbosity >= 0,
+            table=SETTINGS.verbosity >= 0,
+            timings=SETTINGS.verbosity > 0,
+        )
         if result.exit_code != 0:
             # The why, also where scripts look for it.
             for message in result.messages:
@@ -265,7 +317,7 @@ def _run_farm(run: RunArgs, call: Callable[[Any], RunResult], *, limit: str | No
     sys.exit(result.exit_code)
 
 
-@cli.command()
+@cli.command(epilog=ENVIRONMENT_EPILOG)
 @run_options
 @click.option(
     "--if-older-than",
@@ -295,28 +347,28 @@ def rotate(run: RunArgs, if_older_than: str | None, if_due: bool, force: bool, a
     )
 
 
-@cli.command()
+@cli.command(epilog=ENVIRONMENT_EPILOG)
 @run_options
 def sync(run: RunArgs) -> None:
     """Put the vault's current key on nodes that lack it, without rotating."""
     _run_farm(run, lambda farm: farm.sync())
 
 
-@cli.command()
+@cli.command(epilog=ENVIRONMENT_EPILOG)
 @run_options
 def rollback(run: RunArgs) -> None:
     """Go back to the previous key in the vault, two-phase."""
     _run_farm(run, lambda farm: farm.rollback())
 
 
-@cli.command()
+@cli.command(epilog=ENVIRONMENT_EPILOG)
 @run_options
 def recover(run: RunArgs) -> None:
     """Finish or roll back an interrupted run; exit 0 when no run is left half done."""
     _run_farm(run, lambda farm: farm.recover())
 
 
-@cli.command()
+@cli.command(epilog=ENVIRONMENT_EPILOG)
 @inventory_option
 @click.option("--host", "host_name", required=True, help="The host to restore.")
 @click.option("--run", "run_id", required=True, help="The run whose backup to put back.")
@@ -346,12 +398,13 @@ def restore(
         keep_backups=10,
         state_dir=state_dir,
         vault_key_file=None,
+        wait=0.0,
     )
     # No --limit: the host is checked against the inventory by restore, under --host's name.
     _run_farm(run, lambda farm: farm.restore(host_name, run_id))
 
 
-@cli.command()
+@cli.command(epilog=ENVIRONMENT_EPILOG)
 @inventory_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 @state_dir_option
@@ -447,10 +500,19 @@ def main() -> None:
 
     interrupt.install()
     try:
-        cli(prog_name="farmsync")
-    except KeyboardInterrupt:  # before click took over, or while it printed
+        code = cli(prog_name="farmsync", standalone_mode=False)
+    except click.UsageError as exc:
+        # One line, as every other error: what is wrong and where to read more.
+        where = exc.ctx.command_path if exc.ctx is not None else "farmsync"
+        click.echo(f"farmsync: error: {exc.format_message()} (see `{where} --help`)", err=True)
+        sys.exit(ExitCode.BAD_INPUT)
+    except click.ClickException as exc:
+        click.echo(f"farmsync: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except (KeyboardInterrupt, click.exceptions.Abort):  # before click took over
         print("farmsync: interrupted", file=sys.stderr)
         sys.exit(ExitCode.INTERRUPTED)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -198,20 +198,31 @@ def _own_error(error: str | None, result: RunResult) -> bool:
     return error is not None and not any(error in message for message in result.messages)
 
 
-def render_run(result: RunResult, console: Console, *, messages: bool = True) -> None:
-    """The table, diffs, timings, ``messages`` (when the caller does not print them
-    elsewhere) and one closing line."""
-    if result.hosts:
+def render_run(
+    result: RunResult,
+    console: Console,
+    *,
+    messages: bool = True,
+    table: bool = True,
+    timings: bool = False,
+) -> None:
+    """The ``table``, diffs, the commit window, per-phase ``timings``, ``messages`` (when
+    the caller does not print them elsewhere) and one closing line."""
+    if result.hosts and table:
         width = console.width if console.is_terminal else None
         console.print(run_table(result, width))
     for host in result.hosts:
         for file in host.files:
             if file.diff:
                 console.print(escape(file.diff), highlight=False)
-    if result.commit_window_ms is not None:
+    if result.commit_window_ms is not None and table:
         console.print(
             f"commit window (files differ across nodes): {result.commit_window_ms:.1f} ms; "
             f"release span {result.release_span_ms:.1f} ms"
+        )
+    if timings and result.phase_ms:
+        console.print(
+            "phases: " + ", ".join(f"{phase} {ms:.1f} ms" for phase, ms in result.phase_ms.items())
         )
     if messages:
         for message in result.messages:

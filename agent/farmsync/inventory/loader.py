@@ -48,6 +48,7 @@ from farmsync.inventory.variables import (
     LineDict,
     LineList,
     VariableError,
+    ansible_typo_message,
     convert,
     is_secret_name,
     unknown_name_message,
@@ -413,6 +414,9 @@ class _Builder:
         problem = unknown_name_message(name)
         if problem is not None:
             raise self.error(problem, line)
+        typo = ansible_typo_message(name)
+        if typo is not None:
+            self.warn(typo, line)
         if name in VARIABLES:
             try:
                 var.typed = convert(name, value)

@@ -11,6 +11,7 @@ from typing import Protocol
 
 
 class Phase(StrEnum):
+    LOCK = "lock"
     RECOVER = "recover"
     CONNECT = "connect"
     READ = "read"

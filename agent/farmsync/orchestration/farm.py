@@ -23,6 +23,7 @@ from farmsync.orchestration.context import FarmContext
 from farmsync.orchestration.interrupt_report import explain_interrupt
 from farmsync.orchestration.journal import Journal, RunState, Step, StepResult, new_run_id
 from farmsync.orchestration.lock import FarmLock
+from farmsync.orchestration.lockwait import acquire_waiting
 from farmsync.orchestration.ownership import Ownership
 from farmsync.orchestration.plan import Plan
 from farmsync.orchestration.recorder import RunRecorder
@@ -384,7 +385,7 @@ class _LockedRun:
         ctx = self.farm.ctx
         ctx.state.ensure()
         self.lock = FarmLock(ctx.state.lock, ctx.farm, command=f"{ctx.command} {self.kind}")
-        self.lock.acquire()
+        acquire_waiting(self.lock, ctx.lock_wait, ctx.reporter)
         try:
             self.lock.set_run_id(self.run_id)
             journal = Journal(ctx.state.journal)

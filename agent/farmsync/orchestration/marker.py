@@ -162,7 +162,14 @@ def check_farm(
             f"{farm!r}: a farm named after its inventory file changes name when the file is "
             f"renamed; set farmsync_farm: {newest.farm} to keep its state."
         )
-    if foreign:
+    if foreign and newest.vault.endswith(":" + vault_path):
+        what = (
+            f"the farm's current key {newest.fingerprint} (generation {newest.generation}, "
+            f"run {newest.run_id}) was written by vault {newest.vault_id}, which lived where "
+            f"this vault ({vault_id}) is now, {vault_path}: the vault there was deleted or "
+            "replaced by a new one"
+        )
+    elif foreign:
         what = (
             f"the farm's current key {newest.fingerprint} (generation {newest.generation}, "
             f"run {newest.run_id}) was written by another vault, {newest.vault_id} at "
@@ -176,10 +183,21 @@ def check_farm(
         )
     raise FarmBehindError(
         f"refusing to {command}: {what}; changing keys from here would move the farm "
-        "backwards. Point --state-dir (or FARMSYNC_STATE_DIR) at the state directory of the "
-        "vault that wrote the farm's key, or take the farm over on purpose with "
+        f"backwards. {_point_at(newest)}, or take the farm over on purpose with "
         f"`farmsync rotate --adopt` (a fresh key).{renamed}"
     )
+
+
+def _point_at(newest: Marker) -> str:
+    """The option (and value, when the marker says where its vault lives) to use instead."""
+    controller, _, path = newest.vault.partition(":")
+    parts = path.rsplit("/", 2)  # <state root>/<farm>/vault.fsv
+    if len(parts) == 3 and parts[2] == "vault.fsv" and parts[0]:
+        return (
+            f"Use that vault: run on {controller} with --state-dir {parts[0]} "
+            f"(or FARMSYNC_STATE_DIR={parts[0]})"
+        )
+    return "Point --state-dir (or FARMSYNC_STATE_DIR) at the state directory of that vault"
 
 
 def markers_of(reports: Mapping[str, NodeReport]) -> FarmMarkers:
