@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from rich.console import Console
@@ -10,8 +9,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from farmsync.cli.render import print_json
+from farmsync.cli.secret import vault_secret_source
 from farmsync.inventory.loader import load_inventory
-from farmsync.keys.vault import KeyVault, VaultSecret
+from farmsync.keys.vault import KeyVault
 from farmsync.nodes.connect import node_for
 from farmsync.orchestration import holdings
 from farmsync.orchestration.journal import Journal
@@ -36,8 +36,7 @@ def show_history(
 ) -> None:
     inventory = load_inventory(inventory_path)
     state = StateDir(state_dir or default_state_root(), inventory.farm)
-    secret = VaultSecret.from_env(os.environ, str(key_file) if key_file else None)
-    vault = KeyVault.open(state.vault, secret)
+    vault = KeyVault.open(state.vault, vault_secret_source(key_file)())
     names = list(inventory.hosts)
     if live:
         held = holdings.live(list(inventory.hosts.values()), node_for)

@@ -18,6 +18,7 @@ from farmsync import __version__
 from farmsync.cli.output import SETTINGS, colour_wanted, output_options
 from farmsync.cli.render import print_json, render_run
 from farmsync.cli.reporters import PlainReporter, QuietReporter, RichReporter
+from farmsync.cli.secret import will_prompt
 from farmsync.errors import ExitCode, FarmsyncError, InputError, describe_error
 from farmsync.orchestration.events import Reporter
 from farmsync.orchestration.result import RunResult
@@ -288,16 +289,19 @@ def _run_farm(run: RunArgs, call: Callable[[Any], RunResult], *, limit: str | No
     from farmsync.cli.context import build_context
     from farmsync.orchestration.farm import Farm
 
+    ctx = build_context(
+        run.inventory_path,
+        limit if limit is not None else run.limit,
+        run.options(),
+        run.state_dir,
+        run.vault_key_file,
+        QuietReporter(),
+    )
+    ctx.lock_wait = run.wait
+    if will_prompt(run.vault_key_file) and (not run.check or ctx.state.vault.exists()):
+        ctx.vault_secret()  # ask now, before progress bars take the terminal; kept for the run
     with reporter_for(run.as_json) as reporter:
-        ctx = build_context(
-            run.inventory_path,
-            limit if limit is not None else run.limit,
-            run.options(),
-            run.state_dir,
-            run.vault_key_file,
-            reporter,
-        )
-        ctx.lock_wait = run.wait
+        ctx.reporter = reporter
         result = call(Farm(ctx))
     if run.as_json:
         print_json(result.to_dict(), stdout_console())
@@ -437,6 +441,43 @@ def history(
         err=stderr_console(),
         live=live,
     )
+
+
+# --- vault ----------------------------------------------------------------------------------
+@cli.group()
+def vault() -> None:
+    """The farm's key vault."""
+
+
+@vault.command("rekey", epilog=ENVIRONMENT_EPILOG)
+@inventory_option
+@state_dir_option
+@vault_key_file_option
+@click.option(
+    "--new-key-file",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Seal the vault with this key file (0600) from now on.",
+)
+@click.option(
+    "--new-passphrase-env",
+    default=None,
+    metavar="NAME",
+    help="Seal the vault with the passphrase in environment variable NAME.",
+)
+def vault_rekey(
+    inventory_path: Path,
+    state_dir: Path | None,
+    vault_key_file: Path | None,
+    new_key_file: Path | None,
+    new_passphrase_env: str | None,
+) -> None:
+    """Change the vault's passphrase or key file (asks for the new passphrase, twice, on a
+    terminal when neither --new-key-file nor --new-passphrase-env is given)."""
+    from farmsync.cli.vault_view import rekey
+
+    out = stdout_console()
+    rekey(inventory_path, state_dir, vault_key_file, new_key_file, new_passphrase_env, out)
 
 
 # --- lab ------------------------------------------------------------------------------------
