@@ -484,10 +484,12 @@ def vault_rekey(
 lab_dir_option = click.option(
     "--dir",
     "lab_dir",
-    default=".lab",
-    show_default=True,
+    default=None,
     type=click.Path(file_okay=False, path_type=Path),
-    help="The lab's state directory (processes, node files, keys).",
+    help=(
+        "The lab's state directory (processes, node files, keys). Default: ./.lab for up; "
+        "for status and down, the lab `lab up` last started, from any directory."
+    ),
 )
 
 
@@ -506,7 +508,7 @@ def lab() -> None:
     help="Where to write the lab's inventory.",
 )
 @lab_dir_option
-def lab_up(nodes: int, inventory_out: Path, lab_dir: Path) -> None:
+def lab_up(nodes: int, inventory_out: Path, lab_dir: Path | None) -> None:
     """Start N lab nodes, each on its own key, and write their inventory."""
     from farmsync.cli.lab_view import lab_up as run
 
@@ -515,7 +517,7 @@ def lab_up(nodes: int, inventory_out: Path, lab_dir: Path) -> None:
 
 @lab.command("down")
 @lab_dir_option
-def lab_down(lab_dir: Path) -> None:
+def lab_down(lab_dir: Path | None) -> None:
     """Stop every process the lab started."""
     from farmsync.cli.lab_view import lab_down as run
 
@@ -525,7 +527,7 @@ def lab_down(lab_dir: Path) -> None:
 @lab.command("status")
 @lab_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
-def lab_status(lab_dir: Path, as_json: bool) -> None:
+def lab_status(lab_dir: Path | None, as_json: bool) -> None:
     """Show the lab's nodes and whether they are up."""
     from farmsync.cli.lab_view import lab_status as run
 

@@ -52,6 +52,31 @@ LAB_GROUP = "lab"
 MAX_NODES = 32  # as the CLI allows
 
 
+def _already_up(status: LabStatus, state_dir: Path) -> str:
+    """A lab that is (partly) running: which nodes are down, and the commands that fix it."""
+    fix = f"farmsync lab down --dir {state_dir} && farmsync lab up --dir {state_dir}"
+    down = [node for node in status.nodes if not node.up]
+    if not down:
+        return f"a lab is already running in {state_dir}; run farmsync lab down first"
+    reasons = []
+    for node in down:
+        why = [
+            what
+            for what, ok in (
+                ("sshd not running", node.sshd_alive),
+                ("ASP.NET not running", node.aspnet_alive),
+                ("HTTP not answering", node.http_reachable or not node.aspnet_alive),
+            )
+            if not ok
+        ]
+        reasons.append(f"{node.name} ({', '.join(why)})")
+    return (
+        f"the lab in {state_dir} is half up: {len(down)} of {len(status.nodes)} node(s) down: "
+        + "; ".join(reasons)
+        + f". To start it afresh: {fix}"
+    )
+
+
 def lab_farm_name(state_dir: Path) -> str:
     """Each lab its own farm (own vault, journal and lock): ``lab-<dir name>-<hash of path>``.
 
@@ -162,10 +187,9 @@ class Lab:
             raise LabError(f"a lab has 1 to {MAX_NODES} nodes, not {nodes}")
         require_mono()
         if self._load_state() is not None:
-            if self.status().any_alive:
-                raise LabError(
-                    f"a lab is already running in {self.state_dir}; run farmsync lab down first"
-                )
+            status = self.status()
+            if status.any_alive:
+                raise LabError(_already_up(status, self.state_dir))
             self.down()
         build = build_host(self.cache_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
