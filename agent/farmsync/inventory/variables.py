@@ -622,6 +622,11 @@ def variables_reference_markdown() -> str:
     rows.append("")
     rows.append(
         "Other `ansible_*` and custom variables are kept and ignored; an unknown `farmsync_*` "
-        "variable is an error."
+        "variable is an error, and an `ansible_*` name one typo away from one farmsync reads "
+        "(`ansible_conection`) is warned about, with the name it probably meant. Relative "
+        "paths of files on the controller (`ansible_ssh_private_key_file`, "
+        "`farmsync_known_hosts`, `ansible_winrm_ca_trust_path`, client certificates) are "
+        "relative to the inventory file, and `~` is the home directory; a file that does not "
+        "exist is an error naming file and line."
     )
     return "\n".join(rows) + "\n"

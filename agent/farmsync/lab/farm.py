@@ -83,7 +83,7 @@ def lab_farm_name(state_dir: Path) -> str:
     Two ``lab up --dir X`` used to share one farm called ``lab``, hence one vault and lock."""
     base = re.sub(r"[^A-Za-z0-9_-]+", "-", state_dir.name).strip("-_")[:40] or "dir"
     digest = hashlib.sha256(str(state_dir.absolute()).encode()).hexdigest()[:6]
-    return f"lab-{base}-{digest}"
+    return f"lab-{digest}" if base.lower() == "lab" else f"lab-{base}-{digest}"
 
 
 @dataclass(frozen=True)
