@@ -13,6 +13,7 @@ import yaml
 from farmsync.orchestration.marker import read_marker
 from tests.cli.clikit import LocalFarm, json_of, output_of
 from tests.cli.test_sshd_farm import ssh_vars
+from tests.orchestration.farmkit import file_key
 from tests.servers.sshd_fixtures import SshdTestNode
 
 
@@ -121,3 +122,36 @@ def test_a_renamed_inventory_is_caught_by_the_marker(local_farm: LocalFarm) -> N
     assert "managed as farm 'farm'" in result.stderr and "renamed" in result.stderr
     assert "farmsync_farm: farm" in result.stderr
     assert local_farm.contents() == before
+
+
+def test_another_controllers_staged_run_is_named_and_cleared_only_on_purpose(
+    local_farm: LocalFarm, sshd_farm: Callable[..., list[SshdTestNode]]
+) -> None:
+    configs = with_sshd_nodes(local_farm, sshd_farm(1))
+    other_run = "20261127T000000Z-0dead0"
+    planted = [
+        path.with_name(f"{path.name}.farmsync-{other_run}.new")
+        for path in (configs["lin1"], configs["web2"])
+    ]
+    for path in planted:  # what a controller that died after staging leaves behind
+        path.write_bytes(b"staged by another controller\n")
+    before = contents(configs)
+
+    refused = local_farm.run("rotate")
+
+    assert refused.returncode == 3, output_of(refused)
+    (line,) = refused.stderr.splitlines()[-1:]
+    assert f"run {other_run} on lin1, web2" in line and f"--clear-staged {other_run}" in line
+    assert contents(configs) == before and all(p.exists() for p in planted)
+
+    recover = local_farm.run("recover")
+    assert recover.returncode == 0, output_of(recover)
+    assert f"lin1: run {other_run} is staged here" in recover.stdout
+    assert all(p.exists() for p in planted)
+
+    cleared = local_farm.run("rotate", "--clear-staged", other_run)
+
+    assert cleared.returncode == 0, output_of(cleared)
+    assert not any(p.exists() for p in planted)
+    assert f"lin1: removed the staging files of run {other_run}" in cleared.stdout
+    assert len({file_key(p).fingerprint() for p in configs.values()}) == 1

@@ -129,6 +129,7 @@ class RunArgs:
     state_dir: Path | None
     vault_key_file: Path | None
     wait: float = 0.0
+    clear_staged: tuple[str, ...] = ()
 
     def options(self) -> RolloutOptions:
         return RolloutOptions(
@@ -138,6 +139,7 @@ class RunArgs:
             timeout=self.timeout,
             recycle=not self.no_recycle,
             keep_backups=self.keep_backups,
+            clear_staged=self.clear_staged,
         )
 
 
@@ -206,6 +208,12 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
             show_default=True,
             type=click.IntRange(1, 1000),
             help="Backups kept per file on each node.",
+        ),
+        click.option(
+            "--clear-staged",
+            multiple=True,
+            metavar="RUN",
+            help="Remove the staging files another (dead) controller's run RUN left on the nodes.",
         ),
         click.option(
             "--wait",

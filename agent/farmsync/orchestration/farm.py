@@ -38,6 +38,7 @@ from farmsync.orchestration.recovery_report import (
 from farmsync.orchestration.result import FileResult, Outcome, RunResult
 from farmsync.orchestration.rollout import Rollout
 from farmsync.orchestration.session import FarmSession
+from farmsync.orchestration.staged import clear_staged_runs
 from farmsync.orchestration.survey import NodeReport, survey
 from farmsync.orchestration.vaultstate import settle_key
 
@@ -154,7 +155,7 @@ class Farm:
         """
         ctx = self.ctx
         run_id = new_run_id()
-        with self._locked(run_id, "recover") as (_journal, recovered):
+        with self._locked(run_id, "recover") as (journal, recovered):
             result = RunResult(run_id, "recover", ctx.farm, Outcome.UNCHANGED)
             with FarmSession(
                 ctx.hosts, forks=ctx.options.forks, reporter=ctx.reporter, factory=ctx.factory
@@ -169,7 +170,25 @@ class Farm:
                     {h.name: list(h.root_configs) for h in ctx.hosts},
                     forks=ctx.options.forks,
                     reporter=ctx.reporter,
+                    staged=True,
                 )
+                own = {run.run_id for run in journal.runs()}
+                staged = {
+                    n: [r for r in report.staged_runs if r not in own]
+                    for n, report in reports.items()
+                    if report.staged_runs
+                }
+                if not ctx.options.check:
+                    result.messages.extend(
+                        clear_staged_runs(session, staged, ctx.options.clear_staged, ctx.options)
+                    )
+                for name, runs in sorted(staged.items()):
+                    for run in runs:
+                        if run not in ctx.options.clear_staged:
+                            result.messages.append(
+                                f"{name}: run {run} is staged here, not by this controller's "
+                                f"journal; if its controller is gone: --clear-staged {run}"
+                            )
             host_rows(result, reports)
             what_recovery_did(result, recovered)
             if any(r.error is not None for r in reports.values()):

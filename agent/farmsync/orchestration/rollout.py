@@ -28,6 +28,7 @@ from farmsync.orchestration.pool import run_each
 from farmsync.orchestration.recorder import FileHashes, RunRecorder
 from farmsync.orchestration.result import Outcome, RunResult
 from farmsync.orchestration.session import FarmSession
+from farmsync.orchestration.staged import check_staged, clear_staged_runs
 from farmsync.orchestration.survey import NodeReport, survey
 
 T = TypeVar("T")
@@ -42,6 +43,7 @@ class RolloutOptions:
     timeout: float = 60.0
     keep_backups: int = 10
     recycle: bool = True
+    clear_staged: tuple[str, ...] = ()  # other runs' staging files to remove (--clear-staged)
 
 
 class Rollout:
@@ -86,6 +88,14 @@ class Rollout:
         unreachable = {n: r.error for n, r in reports.items() if r.error is not None}
         if unreachable:
             return self._not_started(unreachable)
+        staged: dict[str, Sequence[str]] = {
+            n: r.staged_runs for n, r in reports.items() if r.staged_runs
+        }
+        if staged:  # this controller's own runs (a failed cleanup) are not another's
+            own = {run.run_id for run in self.recorder.journal.runs()}
+            staged = {n: [r for r in runs if r not in own] for n, runs in staged.items()}
+        check_staged(staged, self.run_id, self.options.clear_staged)
+        self._clear_staged(staged)
         marker = marker_for(reports) if marker_for is not None else None
 
         plan = self._timed(
@@ -195,6 +205,13 @@ class Rollout:
             {h.name: list(h.root_configs) for h in hosts},
             forks=self.options.forks,
             reporter=self.reporter,
+            staged=True,  # other runs' staging files, in the same round trip
+        )
+
+    def _clear_staged(self, staged: Mapping[str, Sequence[str]]) -> None:
+        """Remove the staging files of the runs named by --clear-staged (on purpose only)."""
+        self.result.messages.extend(
+            clear_staged_runs(self.session, staged, self.options.clear_staged, self.options)
         )
 
     def _stage(self, plan: Plan) -> bool:
