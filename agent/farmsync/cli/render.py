@@ -16,7 +16,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from farmsync.orchestration.result import FileResult, Outcome, RunResult
+from farmsync.orchestration.journal import RunKind
+from farmsync.orchestration.result import FileResult, FileStatus, HostStatus, Outcome, RunResult
 
 _STYLE = {
     "changed": "green",
@@ -85,7 +86,7 @@ def _join_elided(parts: list[str], elided: set[int], sep: str) -> str:
 
 
 def _old_key(file: FileResult) -> str:
-    if file.status == "missing":
+    if file.status is FileStatus.MISSING:
         return "missing"
     if file.old_autogenerate:
         return AUTOGENERATE
@@ -95,7 +96,7 @@ def _old_key(file: FileResult) -> str:
 def _new_key(file: FileResult, result: RunResult) -> str:
     if file.new_fingerprint:
         return file.new_fingerprint
-    if file.status == "would-change" and result.kind == "rotate":
+    if file.status is FileStatus.WOULD_CHANGE and result.kind is RunKind.ROTATE:
         return "(new key)"
     return ""
 
@@ -106,10 +107,11 @@ Row = tuple[str, str, str, str, str, bool]  # host, status, file, old key, new k
 def _rows(result: RunResult) -> list[Row]:
     rows: list[Row] = []
     for host in result.hosts:
-        files = host.files or [FileResult("", "")]
+        files = host.files or [FileResult("", FileStatus.UNCHANGED)]
         for index, file in enumerate(files):
             # A failed host's status is what went wrong: auth, host-key, is-directory, ...
-            status = host.error_kind if host.status == "failed" and host.error_kind else host.status
+            failed = host.status in (HostStatus.FAILED, HostStatus.UNREACHABLE)
+            status = host.error_kind if failed and host.error_kind else str(host.status)
             row = (host.host, status, file.path, _old_key(file), _new_key(file, result))
             rows.append((*row, index == 0))
     return rows
@@ -241,28 +243,28 @@ def headline(result: RunResult) -> str:
             f"; not touched (--limit): {', '.join(result.left_out)}: "
             "`farmsync sync` puts the vault's key on them"
         )
-    if result.kind == "recover":
+    if result.kind is RunKind.RECOVER:
         return _recover_headline(result)
-    if result.kind == "restore" and result.summary:
+    if result.kind is RunKind.RESTORE and result.summary:
         if outcome is Outcome.CHANGED:
             return f"done: {result.summary}"
         if outcome is Outcome.CHECKED:
             return f"check only: nothing was changed; {result.summary}"
     if outcome is Outcome.CHANGED:
         which = {
-            "rotate": f"the new key {fp}",
-            "rollback": f"the previous key {fp}",
-            "sync": f"the vault's key {fp}",
+            RunKind.ROTATE: f"the new key {fp}",
+            RunKind.ROLLBACK: f"the previous key {fp}",
+            RunKind.SYNC: f"the vault's key {fp}",
         }.get(result.kind, f"key {fp}")
         if result.left_out:
             return f"done: the selected nodes hold {which}{left}"
         return f"done: every node holds {which}"
     if outcome is Outcome.UNCHANGED:
-        if fp and result.kind in ("sync", "rollback"):
+        if fp and result.kind in (RunKind.SYNC, RunKind.ROLLBACK):
             return f"nothing to do: the selected nodes already hold {fp}{left}"
         return "nothing to do" + left
     if outcome is Outcome.CHECKED:
-        if result.kind == "rotate" and fp is None:
+        if result.kind is RunKind.ROTATE and fp is None:
             return "check only: nothing was changed (a new key, generated when the run starts)"
         return (
             f"check only: nothing was changed ({fp})" if fp else "check only: nothing was changed"

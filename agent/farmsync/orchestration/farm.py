@@ -21,7 +21,14 @@ from farmsync.nodes.contract import backup_path
 from farmsync.orchestration import interrupt
 from farmsync.orchestration.context import FarmContext
 from farmsync.orchestration.interrupt_report import explain_interrupt
-from farmsync.orchestration.journal import Journal, RunState, Step, StepResult, new_run_id
+from farmsync.orchestration.journal import (
+    Journal,
+    RunKind,
+    RunState,
+    Step,
+    StepResult,
+    new_run_id,
+)
 from farmsync.orchestration.lock import FarmLock
 from farmsync.orchestration.lockwait import acquire_waiting
 from farmsync.orchestration.ownership import Ownership
@@ -35,7 +42,13 @@ from farmsync.orchestration.recovery_report import (
     what_recovery_did,
     what_recovery_would_do,
 )
-from farmsync.orchestration.result import FileResult, Outcome, RunResult
+from farmsync.orchestration.result import (
+    FileResult,
+    FileStatus,
+    HostStatus,
+    Outcome,
+    RunResult,
+)
 from farmsync.orchestration.rollout import Rollout
 from farmsync.orchestration.session import FarmSession
 from farmsync.orchestration.staged import clear_staged_runs
@@ -71,7 +84,7 @@ class Farm:
                     source=ctx.inventory.path,
                 )
             if_older_than = timedelta(days=max_age)
-        with self._locked(run_id, "rotate") as (journal, recovered):
+        with self._locked(run_id, RunKind.ROTATE) as (journal, recovered):
             check = ctx.options.check
             vault = self._vault(create=not check)
             current = vault.current() if vault is not None else None
@@ -80,7 +93,7 @@ class Farm:
                 if age < if_older_than:
                     result = RunResult(
                         run_id,
-                        "rotate",
+                        RunKind.ROTATE,
                         ctx.farm,
                         Outcome.UNCHANGED,
                         target_fingerprint=current.fingerprint,
@@ -91,9 +104,9 @@ class Farm:
                     )
                     return self._with_recovered(result, recovered)
             key = generate_key(ctx.policy(), force=force)
-            owner = self._ownership(vault, run_id, "rotate", key.fingerprint(), adopt=adopt)
+            owner = self._ownership(vault, run_id, RunKind.ROTATE, key.fingerprint(), adopt=adopt)
             if vault is None or check:
-                result = self._roll_out(journal, run_id, "rotate", key, owner=owner)
+                result = self._roll_out(journal, run_id, RunKind.ROTATE, key, owner=owner)
                 return self._with_recovered(_unstored_key(result), recovered)
 
             def store(plan: Plan) -> None:
@@ -104,26 +117,30 @@ class Farm:
 
             def settle(outcome: Outcome, plan: Plan) -> None:
                 settle_key(
-                    vault, "rotate", key.fingerprint(), outcome, run_id, plan.single_old_key()
+                    vault, RunKind.ROTATE, key.fingerprint(), outcome, run_id, plan.single_old_key()
                 )
 
-            result = self._roll_out(journal, run_id, "rotate", key, store, settle, owner=owner)
+            result = self._roll_out(
+                journal, run_id, RunKind.ROTATE, key, store, settle, owner=owner
+            )
             return self._with_recovered(_unstored_key(result), recovered)
 
     def sync(self) -> RunResult:
         """Put the vault's active key on every node that lacks it (no new key)."""
         return self._deploy_stored(
-            "sync", KeyVault.current, "the vault holds no active key yet: run `farmsync rotate`"
+            RunKind.SYNC,
+            KeyVault.current,
+            "the vault holds no active key yet: run `farmsync rotate`",
         )
 
     def rollback(self) -> RunResult:
         """Go back to the key the farm held before the active one."""
         return self._deploy_stored(
-            "rollback", KeyVault.previous, "the vault holds no previous key to go back to"
+            RunKind.ROLLBACK, KeyVault.previous, "the vault holds no previous key to go back to"
         )
 
     def _deploy_stored(
-        self, kind: str, pick: Callable[[KeyVault], VaultEntry | None], none_left: str
+        self, kind: RunKind, pick: Callable[[KeyVault], VaultEntry | None], none_left: str
     ) -> RunResult:
         ctx = self.ctx
         run_id = new_run_id()
@@ -155,8 +172,8 @@ class Farm:
         """
         ctx = self.ctx
         run_id = new_run_id()
-        with self._locked(run_id, "recover") as (journal, recovered):
-            result = RunResult(run_id, "recover", ctx.farm, Outcome.UNCHANGED)
+        with self._locked(run_id, RunKind.RECOVER) as (journal, recovered):
+            result = RunResult(run_id, RunKind.RECOVER, ctx.farm, Outcome.UNCHANGED)
             with FarmSession(
                 ctx.hosts, forks=ctx.options.forks, reporter=ctx.reporter, factory=ctx.factory
             ) as session:
@@ -217,15 +234,15 @@ class Farm:
         """Put ``host_name``'s backups from ``backup_run`` back (one node, not the farm)."""
         ctx = self.ctx
         run_id = new_run_id()
-        with self._locked(run_id, "restore") as (journal, recovered):
+        with self._locked(run_id, RunKind.RESTORE) as (journal, recovered):
             host = ctx.inventory.hosts.get(host_name)
             if host is None:
                 close = difflib.get_close_matches(host_name, list(ctx.inventory.hosts), n=3)
                 hint = f" (did you mean {' or '.join(close)}?)" if close else ""
                 raise InputError(f"no host {host_name!r} in the inventory{hint}", source="--host")
             hosts = [host]
-            result = RunResult(run_id, "restore", ctx.farm, Outcome.UNCHANGED)
-            recorder = RunRecorder(journal, run_id, "restore")
+            result = RunResult(run_id, RunKind.RESTORE, ctx.farm, Outcome.UNCHANGED)
+            recorder = RunRecorder(journal, run_id, RunKind.RESTORE)
             with FarmSession(hosts, forks=1, reporter=ctx.reporter, factory=ctx.factory) as session:
                 if session.failures:
                     result.outcome = Outcome.NOT_STARTED
@@ -251,12 +268,12 @@ class Farm:
                         reporter=ctx.reporter,
                     )[host.name]
                     host_result = result.host(host.name)
-                    host_result.status = "would-change"
+                    host_result.status = HostStatus.WOULD_CHANGE
                     for old, backup in zip(before.files, saved.files, strict=True):
                         host_result.files.append(
                             FileResult(
                                 old.path,
-                                "would-change",
+                                FileStatus.WOULD_CHANGE,
                                 old.fingerprint if old.explicit else None,
                                 backup.fingerprint if backup.explicit else None,
                                 old_autogenerate=old.fingerprint is not None and not old.explicit,
@@ -270,7 +287,7 @@ class Farm:
                     return self._with_recovered(result, recovered)
                 journal.start_run(
                     run_id,
-                    "restore",
+                    RunKind.RESTORE,
                     hosts={host.name: paths},
                     detail=f"restore backups of run {backup_run}",
                 )
@@ -286,11 +303,11 @@ class Farm:
                 recorder.end(Outcome.CHANGED)
             host_result = result.host(host.name)
             host_result.recycled = recycled
-            host_result.status = "changed"
+            host_result.status = HostStatus.CHANGED
             now = {f.path: f.fingerprint for f in after.files}  # empty if the read-back failed
             for old in before.files:
                 host_result.files.append(
-                    FileResult(old.path, "changed", old.fingerprint, now.get(old.path))
+                    FileResult(old.path, FileStatus.CHANGED, old.fingerprint, now.get(old.path))
                 )
             result.outcome = Outcome.CHANGED
             result.summary = (
@@ -325,7 +342,7 @@ class Farm:
         self,
         journal: Journal,
         run_id: str,
-        kind: str,
+        kind: RunKind,
         key: MachineKey,
         before_change: Callable[[Plan], None] | None = None,
         settle: Callable[[Outcome, Plan], None] | None = None,
@@ -355,7 +372,13 @@ class Farm:
         return result
 
     def _ownership(
-        self, vault: KeyVault | None, run_id: str, kind: str, target: str, *, adopt: bool = False
+        self,
+        vault: KeyVault | None,
+        run_id: str,
+        kind: RunKind,
+        target: str,
+        *,
+        adopt: bool = False,
     ) -> Ownership:
         ctx = self.ctx
         return Ownership(
@@ -376,7 +399,7 @@ class Farm:
             return None
         return KeyVault.open(ctx.state.vault, ctx.vault_secret())
 
-    def _locked(self, run_id: str, kind: str) -> _LockedRun:
+    def _locked(self, run_id: str, kind: RunKind) -> _LockedRun:
         return _LockedRun(self, run_id, kind)
 
     def _with_recovered(self, result: RunResult, recovered: Sequence[RunResult]) -> RunResult:
@@ -394,7 +417,7 @@ class Farm:
 class _LockedRun:
     """Lock the farm, recover what a dead controller left, hand over the journal."""
 
-    def __init__(self, farm: Farm, run_id: str, kind: str):
+    def __init__(self, farm: Farm, run_id: str, kind: RunKind):
         self.farm = farm
         self.run_id = run_id
         self.kind = kind
@@ -412,7 +435,7 @@ class _LockedRun:
                 # --check changes nothing, not even to settle an earlier run: say so instead.
                 self.farm.unfinished = journal.unfinished_runs()
                 recovered = [
-                    RunResult(state.run_id, state.kind, ctx.farm, Outcome.CHECKED)
+                    RunResult(state.run_id, RunKind(state.kind), ctx.farm, Outcome.CHECKED)
                     for state in journal.unfinished_runs()
                 ]
             else:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from farmsync.inventory.model import Host
 from farmsync.orchestration.events import NullReporter
-from farmsync.orchestration.journal import Journal
+from farmsync.orchestration.journal import Journal, RunKind
 from farmsync.orchestration.session import FarmSession, NodeFactory
 from farmsync.orchestration.survey import FileCondition, survey
 
@@ -42,7 +42,7 @@ def from_journal(journal: Journal, hosts: Sequence[str]) -> Holdings:
     last_run = ""
     for run in journal.runs():
         if not run.finished or run.end_detail not in _DEPLOYED or not run.target_fp:
-            if run.kind == "restore" and run.finished:
+            if run.kind == RunKind.RESTORE and run.finished:
                 for host in run.hosts:  # a restore puts back a key the journal cannot name
                     held.pop(host, None)
                     last_run = run.run_id

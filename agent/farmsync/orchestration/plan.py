@@ -16,7 +16,13 @@ from farmsync.keys.machinekey import MachineKey, framework_of_path, validate_key
 from farmsync.nodes.contract import CommitItem, StageItem, sha256_hex
 from farmsync.orchestration.marker import Marker, with_marker
 from farmsync.orchestration.recorder import FileHashes
-from farmsync.orchestration.result import FileResult, HostResult, RunResult
+from farmsync.orchestration.result import (
+    FileResult,
+    FileStatus,
+    HostResult,
+    HostStatus,
+    RunResult,
+)
 from farmsync.orchestration.survey import FileCondition, NodeReport
 from farmsync.webconfig.diff import masked_diff
 from farmsync.webconfig.editor import apply_machine_key
@@ -78,11 +84,12 @@ def make_plan(
     A file whose key changes also gets ``marker`` (the farm marker), in the same bytes."""
     plan = Plan()
     target = key.fingerprint()
-    pending = "would-change" if check else "pending"
+    pending = HostStatus.WOULD_CHANGE if check else HostStatus.PENDING
+    file_pending = FileStatus(pending.value)
     for host in hosts:
         report = reports[host.name]
         host_result = result.host(host.name)
-        host_result.status = "unchanged"
+        host_result.status = HostStatus.UNCHANGED
         if not report.present():
             _blame(
                 host_result,
@@ -99,7 +106,7 @@ def make_plan(
         for file in report.files:
             source = f"{host.name}:{file.path}"
             if file.condition is FileCondition.MISSING:
-                host_result.files.append(FileResult(file.path, "missing"))
+                host_result.files.append(FileResult(file.path, FileStatus.MISSING))
                 continue
             if file.condition is FileCondition.UNREADABLE:
                 _blame(
@@ -141,7 +148,7 @@ def make_plan(
                 host_result.files.append(
                     FileResult(
                         file.path,
-                        "unchanged",
+                        FileStatus.UNCHANGED,
                         _shown(file.fingerprint, file.explicit),
                         target,
                         old_autogenerate=not file.explicit,
@@ -157,7 +164,7 @@ def make_plan(
             host_result.files.append(
                 FileResult(
                     file.path,
-                    pending,
+                    file_pending,
                     _shown(file.fingerprint, file.explicit),
                     target,
                     shown,
@@ -166,7 +173,7 @@ def make_plan(
             )
         if changes:
             plan.changes[host.name] = changes
-            if host_result.status != "failed":
+            if host_result.status is not HostStatus.FAILED:
                 host_result.status = pending
     return plan
 
@@ -180,7 +187,7 @@ def _shown(fingerprint: str | None, explicit: bool) -> str | None:
 def _blame(host_result: HostResult, plan: Plan, problem: FarmsyncError) -> None:
     """Record a problem that stops the run, and mark the host it is about."""
     plan.problems.append(problem)
-    host_result.status = "failed"
+    host_result.status = HostStatus.FAILED
     host_result.error = str(problem)
     if isinstance(problem, NodeError):
         host_result.error_kind = problem.kind.value

@@ -8,12 +8,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from farmsync.errors import NodeError
-from farmsync.orchestration.journal import RunState
-from farmsync.orchestration.result import FileResult, Outcome, RunResult
+from farmsync.orchestration.journal import RunKind, RunState
+from farmsync.orchestration.result import FileResult, FileStatus, HostStatus, Outcome, RunResult
 from farmsync.orchestration.survey import FileCondition, NodeReport
 
-# What a settled run's host status says in recover's table.
-_DID = {"changed": "finished", "rolled-back": "rolled-back", "cleaned-up": "cleaned-up"}
+# What a settled run's host status says in recover's table: a finished run is "finished".
+_DID = {HostStatus.CHANGED: HostStatus.FINISHED}
 
 
 def farm_keys(reports: Mapping[str, NodeReport]) -> tuple[set[str], list[str]]:
@@ -52,17 +52,19 @@ def host_rows(result: RunResult, reports: Mapping[str, NodeReport]) -> None:
         host = result.host(name)
         if report.error is not None:
             error = report.error
-            host.status = error.kind.value if isinstance(error, NodeError) else "unreachable"
+            host.status = HostStatus.UNREACHABLE
             host.error = str(error)
+            if isinstance(error, NodeError):
+                host.error_kind = error.kind.value
             continue
         for file in report.files:
             if file.condition is FileCondition.MISSING:
-                host.files.append(FileResult(file.path, "missing"))
+                host.files.append(FileResult(file.path, FileStatus.MISSING))
                 continue
             host.files.append(
                 FileResult(
                     file.path,
-                    host.status,
+                    FileStatus.UNCHANGED,
                     file.fingerprint if file.explicit else None,
                     old_autogenerate=file.fingerprint is not None and not file.explicit,
                 )
@@ -83,7 +85,7 @@ def what_recovery_did(result: RunResult, recovered: Sequence[RunResult]) -> None
 def what_recovery_would_do(state: RunState, reports: Mapping[str, NodeReport]) -> str:
     """``recover --check``: the decision recovery would take for one run, from the live files."""
     run = f"unfinished {state.kind} run {state.run_id}"
-    if state.kind == "restore":
+    if state.kind == RunKind.RESTORE:
         return f"{run}: would be closed; run the same `farmsync restore` again to finish it"
     if not state.commit_attempted:
         return f"{run}: no commit was released; would remove its staging files only"

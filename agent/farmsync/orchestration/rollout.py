@@ -23,10 +23,9 @@ from farmsync.orchestration.events import Event, Phase, Reporter, Status
 from farmsync.orchestration.journal import Step, StepResult
 from farmsync.orchestration.marker import Marker
 from farmsync.orchestration.plan import Plan, make_plan
-from farmsync.orchestration.pool import Outcome as PoolOutcome
-from farmsync.orchestration.pool import run_each
+from farmsync.orchestration.pool import TaskResult, run_each
 from farmsync.orchestration.recorder import FileHashes, RunRecorder
-from farmsync.orchestration.result import Outcome, RunResult
+from farmsync.orchestration.result import FileStatus, HostStatus, Outcome, RunResult
 from farmsync.orchestration.session import FarmSession
 from farmsync.orchestration.staged import check_staged, clear_staged_runs
 from farmsync.orchestration.survey import NodeReport, survey
@@ -176,9 +175,9 @@ class Rollout:
                     "run `farmsync recover` to bring the vault up to date"
                 )
         settled = {
-            Outcome.CHANGED: "changed",
-            Outcome.ROLLED_BACK: "rolled-back",
-            Outcome.ABORTED: "unchanged",
+            Outcome.CHANGED: HostStatus.CHANGED,
+            Outcome.ROLLED_BACK: HostStatus.ROLLED_BACK,
+            Outcome.ABORTED: HostStatus.UNCHANGED,
         }[outcome]
         for host in plan.changes:
             self._settle(host, settled)
@@ -249,8 +248,8 @@ class Rollout:
         first = self.clock()
         sending = run_each(armed.items(), send, self.options.forks)
         released = {name: armed[name] for name, outcome in sending.items() if outcome.ok}
-        outcomes: dict[str, PoolOutcome[None]] = {
-            name: PoolOutcome(error=outcome.error)
+        outcomes: dict[str, TaskResult[None]] = {
+            name: TaskResult(error=outcome.error)
             for name, outcome in sending.items()
             if not outcome.ok
         }
@@ -288,7 +287,7 @@ class Rollout:
             reporter=self.reporter,
             phase=Phase.VERIFY,
         )
-        outcomes: dict[str, PoolOutcome[None]] = {}
+        outcomes: dict[str, TaskResult[None]] = {}
         for name in plan.changes:
             report = reports.get(name)
             error: FarmsyncError | None = None
@@ -305,7 +304,7 @@ class Rollout:
                             phase="verify",
                             path=file.path,
                         )
-            outcomes[name] = PoolOutcome(error=error)
+            outcomes[name] = TaskResult(error=error)
         return self._record(Step.VERIFY, plan, outcomes)
 
     def _rollback(self, plan: Plan) -> bool:
@@ -380,10 +379,10 @@ class Rollout:
         items: Mapping[str, V],
         work: Callable[[str, V], T],
         total: int | None = None,
-    ) -> dict[str, PoolOutcome[T]]:
+    ) -> dict[str, TaskResult[T]]:
         self.reporter.event(Event(phase, Status.START, total=total or len(items)))
 
-        def done(name: str, outcome: PoolOutcome[T]) -> None:
+        def done(name: str, outcome: TaskResult[T]) -> None:
             status = Status.OK if outcome.ok else Status.FAILED
             self.reporter.event(Event(phase, status, name, describe_error(outcome.error)))
 
@@ -393,14 +392,14 @@ class Rollout:
         self,
         step: Step,
         plan: Plan,
-        outcomes: Mapping[str, PoolOutcome[T]],
+        outcomes: Mapping[str, TaskResult[T]],
         per_file: bool = True,
         fail_host: bool = True,
     ) -> bool:
         """Journal each host's outcome; mark failed hosts; True when every host succeeded."""
         ok = True
         for name in plan.changes:
-            outcome = outcomes.get(name) or PoolOutcome(error=_no_connection(name))
+            outcome = outcomes.get(name) or TaskResult(error=_no_connection(name))
             status = StepResult.OK if outcome.ok else StepResult.FAILED
             if per_file:
                 self.recorder.files(step, name, plan.hashes(name), status, outcome.error)
@@ -408,7 +407,7 @@ class Rollout:
                 self.recorder.host(step, name, status, outcome.error)
             if not outcome.ok:
                 ok = False
-                if fail_host or self.result.host(name).status != "failed":
+                if fail_host or self.result.host(name).status is not HostStatus.FAILED:
                     self._fail_host(name, outcome.error)
                 else:
                     self.result.messages.append(
@@ -416,18 +415,18 @@ class Rollout:
                     )
         return ok
 
-    def _settle(self, name: str, status: str) -> None:
+    def _settle(self, name: str, status: HostStatus) -> None:
         """Give a host's pending files (and the host, unless it failed) their final status."""
         host_result = self.result.host(name)
-        if host_result.status != "failed":
+        if host_result.status is not HostStatus.FAILED:
             host_result.status = status
         for file in host_result.files:
-            if file.status == "pending":
-                file.status = status
+            if file.status is FileStatus.PENDING:
+                file.status = FileStatus(status.value)
 
     def _fail_host(self, name: str, exc: BaseException | None) -> None:
         host_result = self.result.host(name)
-        host_result.status = "failed"
+        host_result.status = HostStatus.FAILED
         host_result.error = describe_error(exc)
         if isinstance(exc, NodeError):
             host_result.error_kind = exc.kind.value
@@ -435,8 +434,8 @@ class Rollout:
     def _not_started(self, errors: Mapping[str, FarmsyncError]) -> RunResult:
         for name, exc in errors.items():
             self._fail_host(name, exc)
-            # The table names what went wrong (auth, host-key, tls, timeout, ...).
-            self.result.host(name).status = self.result.host(name).error_kind or "unreachable"
+            # error_kind says what went wrong (auth, host-key, tls, timeout, ...).
+            self.result.host(name).status = HostStatus.UNREACHABLE
         self._mark_not_started(self.session.hosts.values())
         self.result.outcome = Outcome.NOT_STARTED
         self.result.messages.append(
@@ -449,11 +448,11 @@ class Rollout:
         none was written."""
         for host in hosts:
             host_result = self.result.host(host.name)
-            if host_result.status != "failed" and host_result.error is None:
-                host_result.status = "not-started"
+            if host_result.status is not HostStatus.FAILED and host_result.error is None:
+                host_result.status = HostStatus.NOT_STARTED
             for file in host_result.files:
-                if file.status in ("pending", "unchanged"):
-                    file.status = "not-started"
+                if file.status in (FileStatus.PENDING, FileStatus.UNCHANGED):
+                    file.status = FileStatus.NOT_STARTED
                     file.new_fingerprint = None
 
     def _timed(self, phase: Phase, step: Callable[[], T]) -> T:
