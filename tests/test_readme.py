@@ -52,3 +52,10 @@ def test_readme_names_every_option_of_the_farm_commands() -> None:
             if longest == "--help":
                 continue
             assert re.search(rf"(?<![\w-]){re.escape(longest)}(?![\w-])", README), (name, longest)
+
+
+def test_readme_quick_start_uses_the_paths_lab_up_writes() -> None:
+    lab_up = cli.commands["lab"].commands["up"]  # type: ignore[attr-defined]
+    default = next(p.default for p in lab_up.params if p.name == "inventory_out")
+    assert f"farmsync rotate -i {default} --check" in README
+    assert "/.lab/node1/etc/mono/4.5/web.config" in README

@@ -71,6 +71,9 @@ def test_a_second_state_directory_cannot_move_the_farm_backwards(
     b_key = json_of(adopted)["target_fingerprint"]
     assert b_key != a_key
     assert any("took the farm over from vault" in m for m in json_of(adopted)["messages"])
+    history = local_farm.run("history", "--json", env=second)
+    (taken,) = json_of(history)["takeovers"]
+    assert taken["run_id"] == json_of(adopted)["run_id"] and str(a_vault) in taken["from_vault"]
     markers = {h: read_marker(p.read_bytes(), h) for h, p in configs.items()}
     assert {m.generation for m in markers.values() if m} == {3} and None not in markers.values()
 

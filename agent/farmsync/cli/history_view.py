@@ -54,10 +54,14 @@ def show_history(
         entries.append(summary)
     if show_keys and err is not None:
         err.print("[yellow]warning: --show-keys prints key material; keep this output secret[/]")
+    takeovers = vault.identity.takeovers
     if as_json:
         print_json(
             {
                 "farm": inventory.farm,
+                "vault_id": vault.identity.vault_id,
+                "generation": vault.identity.generation,
+                "takeovers": takeovers,
                 "keys": entries,
                 "holdings": {"as_of": held.as_of, "total": held.total, "unknown": held.unknown},
             },
@@ -85,6 +89,12 @@ def show_history(
         out.print(f"key not known for: {', '.join(held.unknown)}")
     if any(e["origin"] == "imported" for e in entries):
         out.print(IMPORTED_NOTE)
+    for taken in takeovers:
+        out.print(
+            f"took the farm over at {taken.get('at')} (run {taken.get('run_id')}) from vault "
+            f"{taken.get('from_vault_id')} at {taken.get('from_vault')}, generation "
+            f"{taken.get('from_generation')}"
+        )
     if show_keys:
         # Whole keys on lines of their own: a table would fold them.
         for e in entries:
