@@ -361,7 +361,9 @@ class Farm:
                 ctx.hosts, forks=ctx.options.forks, reporter=ctx.reporter, factory=ctx.factory
             ) as session,
         ):
-            rollout = Rollout(session, result, recorder, ctx.reporter, ctx.options)
+            rollout = Rollout(
+                session, result, recorder, ctx.reporter, ctx.options, source=ctx.inventory.path
+            )
             rollout.run(key, ctx.hosts, before_change, settle, owner)
             if interrupt.REQUESTED:
                 explain_interrupt(result, interrupt.REQUESTED.signal_name or "SIGINT")

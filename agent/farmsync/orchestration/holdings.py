@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from farmsync.inventory.model import Host
 from farmsync.orchestration.events import NullReporter
 from farmsync.orchestration.journal import Journal, RunKind
+from farmsync.orchestration.result import Outcome
 from farmsync.orchestration.session import FarmSession, NodeFactory
 from farmsync.orchestration.survey import FileCondition, survey
 
 # Run-end details after which every host of the run holds the run's key.
-_DEPLOYED = {"changed", "recycle-failed"}
+_DEPLOYED = {Outcome.CHANGED.value, Outcome.RECYCLE_FAILED.value}
 
 
 @dataclass(frozen=True)
