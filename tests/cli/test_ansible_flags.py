@@ -187,3 +187,10 @@ def test_help_names_the_environment_and_the_default_state_directory() -> None:
         for name in ("FARMSYNC_STATE_DIR", "FARMSYNC_VAULT_PASSPHRASE", "FARMSYNC_VAULT_KEY_FILE"):
             assert name in text, (command, name)
         assert "~/.local/state/farmsync" in text, command
+
+
+def test_shell_completion_scripts_are_generated() -> None:
+    for shell in ("bash", "zsh", "fish"):
+        result = run_cli(env=base_env({"_FARMSYNC_COMPLETE": f"{shell}_source"}))
+        assert result.returncode == 0, output_of(result)
+        assert "_FARMSYNC_COMPLETE" in result.stdout, shell

@@ -246,3 +246,24 @@ def test_history_explains_an_imported_key(local_farm: LocalFarm) -> None:
     rows = [line for line in text.stdout.splitlines() if "imported" in line and "│" in line]
     assert len(rows) == 1, text.stdout
     assert "its creation time is its import time" in text.stdout
+
+
+def test_the_table_names_the_kind_of_connection_failure(
+    local_farm: LocalFarm, sshd_farm: Callable[..., list[SshdTestNode]], tmp_path: Path
+) -> None:
+    (node,) = sshd_farm(1)
+    empty = tmp_path / "known_hosts_without_the_node"
+    empty.write_text("")
+    document = yaml.safe_load(local_farm.inventory.read_text())
+    document["all"]["children"]["ssh"] = {
+        "hosts": {"lin1": ssh_vars(node, farmsync_known_hosts=str(empty))}
+    }
+    local_farm.inventory.write_text(yaml.safe_dump(document, sort_keys=False))
+
+    result = local_farm.run("rotate", env=local_farm.env(HOME=str(tmp_path)))
+
+    assert result.returncode == 3, output_of(result)
+    row = next(line for line in result.stdout.splitlines() if "│ lin1" in line)
+    assert "host-key" in row and "unreachable" not in row, result.stdout
+    others = [line for line in result.stdout.splitlines() if "web1" in line]
+    assert others and "not-started" in others[0]
