@@ -14,8 +14,9 @@ from rich.console import Console
 
 from farmsync.cli.render import render_run, shorten_paths
 from farmsync.orchestration.result import FileResult, Outcome, RunResult
-from tests.cli.clikit import LocalFarm, json_of, output_of, run_cli
+from tests.cli.clikit import ANSI, CLI, LocalFarm, json_of, output_of, run_cli
 from tests.cli.test_sshd_farm import ssh_vars
+from tests.cli.test_terminal import run_in_pty
 from tests.orchestration.farmkit import file_key
 from tests.servers.sshd_fixtures import SshdTestNode
 
@@ -232,7 +233,11 @@ def test_history_says_where_each_key_is_beside_its_vault_status(local_farm: Loca
         assert keys[second]["on_nodes"] == ["web1"]
     assert json_of(local_farm.run("history", "--json"))["holdings"]["as_of"].startswith("run ")
     assert live["holdings"]["as_of"] == "now"
-    assert "on 2/3 nodes as of run" in text.stdout and "on 1/3 nodes as of run" in text.stdout
+    rows = {
+        line.split("│")[1].strip(): line for line in text.stdout.splitlines() if "│ mk-" in line
+    }
+    assert "2/3 nodes" in rows[first] and "1/3 nodes" in rows[second], text.stdout
+    assert "on the farm: as of run " in text.stdout and "--live reads the nodes" in text.stdout
 
 
 def test_history_explains_an_imported_key(local_farm: LocalFarm) -> None:
@@ -267,3 +272,15 @@ def test_the_table_names_the_kind_of_connection_failure(
     assert "host-key" in row and "unreachable" not in row, result.stdout
     others = [line for line in result.stdout.splitlines() if "web1" in line]
     assert others and "not-started" in others[0]
+
+
+def test_history_fits_80_columns_on_a_terminal(local_farm: LocalFarm) -> None:
+    rotated = json_of(local_farm.run("rotate", "--json"))
+    env = local_farm.env(TERM="xterm-256color")
+
+    code, screen = run_in_pty([*CLI, "history", "-i", str(local_farm.inventory)], env, cols=80)
+
+    text = ANSI.sub("", screen)
+    assert code == 0, text
+    assert max(len(line) for line in text.splitlines()) <= 80, text
+    assert rotated["target_fingerprint"] in text and rotated["run_id"] in text

@@ -17,6 +17,15 @@ from farmsync.orchestration import holdings
 from farmsync.orchestration.journal import Journal
 from farmsync.orchestration.state import StateDir, default_state_root
 
+WIDE_HISTORY = 112  # columns the one-line-per-key table needs
+
+
+def _count(entry: dict[str, object], total: int) -> str:
+    held = entry["on_nodes"]
+    count = len(held) if isinstance(held, list) else 0
+    return f"{count}/{total} nodes" if count else "no node"
+
+
 IMPORTED_NOTE = (
     "origin imported: a key found on the farm before farmsync managed it, recorded by the "
     "first rotation so that `rollback` can return to it; its creation time is its import time"
@@ -46,7 +55,7 @@ def show_history(
     for entry in vault.entries():
         summary: dict[str, object] = dict(entry.summary())
         summary["on_nodes"] = held.hosts.get(entry.fingerprint, [])
-        summary["farm"] = held.describe(entry.fingerprint)
+        summary["on_farm"] = held.describe(entry.fingerprint)
         if show_keys:
             # The one deliberate way to get key material out of the vault (disaster recovery).
             summary["validationKey"] = entry.key.validation_key
@@ -68,32 +77,44 @@ def show_history(
             out,
         )
         return
-    table = Table(title=f"key history of farm {escape(inventory.farm)}")
-    for column in ("fingerprint", "status", "origin", "on the farm", "created", "stored by run"):
-        table.add_column(column, no_wrap=column in ("fingerprint", "stored by run"))
-    for e in entries:
-        table.add_row(
-            str(e["fingerprint"]),
-            str(e["status"]),
-            str(e["origin"]),
-            str(e["farm"]),
-            str(e["created_at"])[:19],
-            str(e["run_id"]),
-        )
-    out.print(table)
-    source = (
-        "the nodes, read now" if live else "the journal's verified runs (--live reads the nodes)"
-    )
-    out.print(f"on the farm: from {source}")
+    wide = not out.is_terminal or out.width >= WIDE_HISTORY
+    if wide:
+        table = Table(title=f"key history of farm {escape(inventory.farm)}")
+        columns = ("fingerprint", "status", "origin", "on the farm", "created", "stored by run")
+        for column in columns:
+            table.add_column(column, no_wrap=True)
+        for e in entries:
+            table.add_row(
+                str(e["fingerprint"]),
+                str(e["status"]),
+                str(e["origin"]),
+                _count(e, held.total),
+                str(e["created_at"])[:19].replace("T", " "),
+                str(e["run_id"]),
+            )
+        out.print(table)
+    else:
+        # A narrow terminal: two lines per key, nothing cut (fingerprints, run ids).
+        out.print(f"key history of farm {escape(inventory.farm)}")
+        for e in entries:
+            out.print(
+                f"{e['fingerprint']}  {e['status']:<9} {e['origin']:<9}  {_count(e, held.total)}"
+            )
+            created = str(e["created_at"])[:19].replace("T", " ")
+            out.print(f"    created {created}, stored by run {e['run_id']}")
+    source = "read from the nodes now" if live else "the journal's verified runs"
+    out.print(f"on the farm: as of {held.as_of}")
+    out.print(f"  ({source}{'' if live else '; --live reads the nodes'})")
     if held.unknown:
         out.print(f"key not known for: {', '.join(held.unknown)}")
     if any(e["origin"] == "imported" for e in entries):
-        out.print(IMPORTED_NOTE)
+        out.print(IMPORTED_NOTE, soft_wrap=False)  # prose: wrap it at words
     for taken in takeovers:
         out.print(
             f"took the farm over at {taken.get('at')} (run {taken.get('run_id')}) from vault "
             f"{taken.get('from_vault_id')} at {taken.get('from_vault')}, generation "
-            f"{taken.get('from_generation')}"
+            f"{taken.get('from_generation')}",
+            soft_wrap=False,
         )
     if show_keys:
         # Whole keys on lines of their own: a table would fold them.
