@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.clikit import PASSPHRASE, base_env, error_lines, output_of, run_cli
+from tests.cli.clikit import ANSI, CLI, PASSPHRASE, base_env, error_lines, output_of, run_cli
+from tests.cli.test_terminal import run_in_pty
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "inventory" / "example.yml"
 PASSWORD_ENV = "FARMSYNC_WINRM_PASSWORD"
@@ -200,3 +201,16 @@ def test_bad_inventory_is_one_error_naming_file_and_line_and_writes_nothing(
         Path("inventory"),
         inventory.relative_to(tmp_path),
     ]
+
+
+def test_on_an_80_column_terminal_nothing_is_cut() -> None:
+    env = base_env({PASSWORD_ENV: "x", "TERM": "xterm-256color"})
+
+    code, screen = run_in_pty([*CLI, "inventory", "check", "-i", str(EXAMPLE_COPY)], env, cols=80)
+
+    text = ANSI.sub("", screen)
+    assert code == 0, text
+    assert max(len(line) for line in text.splitlines()) <= 80, text
+    for host in ADDRESSES:
+        assert host in text
+    assert all(root in text for root in WINDOWS_ROOTS)

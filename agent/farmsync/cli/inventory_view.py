@@ -11,7 +11,7 @@ from rich.table import Table
 
 from farmsync.cli.render import print_json
 from farmsync.errors import ExitCode
-from farmsync.inventory.describe import describe_inventory
+from farmsync.inventory.describe import HostSummary, describe_inventory
 from farmsync.inventory.loader import load_inventory
 from farmsync.inventory.model import Policy
 from farmsync.inventory.paths import missing_controller_files
@@ -24,6 +24,19 @@ def _policy_text(policy: Policy) -> str:
     if policy.max_key_age_days is not None:
         parts.append(f"max_key_age={policy.max_key_age_days:g}d")
     return ", ".join(parts)
+
+
+def _print_narrow(farm: str, summaries: list[HostSummary], out: Console) -> None:
+    """The table's content as a few short lines per host, for a terminal too narrow for it."""
+    out.print(f"farm {escape(farm)}: {len(summaries)} host(s)")
+    for s in summaries:
+        out.print(f"{escape(s.name)} ({escape(', '.join(s.groups))})", soft_wrap=True)
+        out.print(f"    {s.transport}/{s.shell} {escape(s.address)}", soft_wrap=True)
+        out.print(f"    password: {escape(s.password_source)}", soft_wrap=True)
+        for root in s.root_configs:
+            out.print(f"    root: {escape(root)}", soft_wrap=True)
+        for app in s.app_configs:
+            out.print(f"    application: {escape(app)}", soft_wrap=True)
 
 
 def show_inventory(path: Path, as_json: bool, out: Console, err: Console) -> None:
@@ -74,9 +87,13 @@ def show_inventory(path: Path, as_json: bool, out: Console, err: Console) -> Non
         if with_apps:
             row.append(escape("\n".join(s.app_configs)))
         table.add_row(*row)
-    out.print(table)
+    natural = out.measure(table, options=out.options.update_width(100_000)).maximum
+    if out.is_terminal and natural > out.width:
+        _print_narrow(inventory.farm, summaries, out)  # never cut a host name or a path
+    else:
+        out.print(table)
     if policy is not None:
-        out.print(f"key policy: {escape(_policy_text(policy))}")
+        out.print(f"key policy: {escape(_policy_text(policy))}", soft_wrap=False)
     if missing:
         for problem in missing:
             err.print(f"farmsync: error: {escape(str(problem))}", soft_wrap=True)
