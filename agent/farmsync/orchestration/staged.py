@@ -53,9 +53,7 @@ def read_with_staged(
     return {p: found.files[p] for p in paths}, tuple(runs)
 
 
-def check_staged(
-    staged: Mapping[str, Sequence[str]], own_run: str, cleared: Sequence[str]
-) -> None:
+def check_staged(staged: Mapping[str, Sequence[str]], own_run: str, cleared: Sequence[str]) -> None:
     """Refuse (exit 3) when a host holds another run's staging files not ``cleared``."""
     foreign: dict[str, list[str]] = {}
     for host, runs in sorted(staged.items()):
