@@ -31,5 +31,7 @@ def explain_interrupt(result: RunResult, signal_name: str) -> None:
             "after the change was complete: every node holds the new key, a recycle failed. "
             "Next: recycle that node by hand"
         ),
-    }.get(result.outcome, "; the farm is as the table shows")
+        Outcome.CHECKED: "before anything changed (a check changes nothing). Next: run it again",
+        Outcome.UNCHANGED: "with nothing to change; the farm is as it was. Nothing to do",
+    }.get(result.outcome, "(the table shows where each node is)")
     result.messages.append(f"interrupted by {signal_name} {said}")
