@@ -3,6 +3,7 @@ logs, --help that names the environment, --wait on the lock, several -i, did-you
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.cli.clikit import CLI, FARM, LocalFarm, base_env, output_of, run_cli
+from tests.cli.clikit import CLI, FARM, LocalFarm, base_env, make_local_farm, output_of, run_cli
 from tests.cli.test_refusals import HOLDER
 from tests.cli.test_terminal import run_in_pty
 
@@ -194,3 +195,23 @@ def test_shell_completion_scripts_are_generated() -> None:
         result = run_cli(env=base_env({"_FARMSYNC_COMPLETE": f"{shell}_source"}))
         assert result.returncode == 0, output_of(result)
         assert "_FARMSYNC_COMPLETE" in result.stdout, shell
+
+
+def test_ctrl_c_mid_run_through_the_command_line_is_a_decision_not_aborted(
+    tmp_path: Path,
+) -> None:
+    # web1's recycle sends SIGINT to farmsync itself (its parent): a Ctrl-C that arrives after
+    # every node was committed and verified, at a known point, through the real entry point.
+    farm = make_local_farm(
+        tmp_path, host_vars={"web1": {"farmsync_recycle": {"command": "kill -INT $PPID"}}}
+    )
+
+    result = farm.run("rotate", "--json")
+
+    assert result.returncode == 130, output_of(result)
+    assert "Aborted" not in result.stderr and "Traceback" not in result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["interrupted"] == "SIGINT" and doc["exit_code"] == 130
+    (said,) = [m for m in doc["messages"] if m.startswith("interrupted by SIGINT")]
+    assert "after the change was complete" in said
+    assert len(set(farm.fingerprints().values())) == 1
