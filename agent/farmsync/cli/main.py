@@ -18,7 +18,7 @@ from farmsync import __version__
 from farmsync.cli.output import SETTINGS, colour_wanted, output_options
 from farmsync.cli.render import print_json, render_run
 from farmsync.cli.reporters import PlainReporter, QuietReporter, RichReporter
-from farmsync.cli.secret import will_prompt
+from farmsync.cli.secret import vault_secret_source, will_prompt
 from farmsync.errors import ExitCode, FarmsyncError, InputError, describe_error
 from farmsync.orchestration.events import Reporter
 from farmsync.orchestration.result import RunResult
@@ -293,7 +293,13 @@ def inventory_check(inventory_path: Path, as_json: bool) -> None:
 
 
 # --- farm commands --------------------------------------------------------------------------
-def _run_farm(run: RunArgs, call: Callable[[Any], RunResult], *, limit: str | None = None) -> None:
+def _run_farm(
+    run: RunArgs,
+    call: Callable[[Any], RunResult],
+    *,
+    limit: str | None = None,
+    prompt: bool = True,
+) -> None:
     from farmsync.cli.context import build_context
     from farmsync.orchestration.farm import Farm
 
@@ -306,7 +312,9 @@ def _run_farm(run: RunArgs, call: Callable[[Any], RunResult], *, limit: str | No
         QuietReporter(),
     )
     ctx.lock_wait = run.wait
-    if will_prompt(run.vault_key_file) and (not run.check or ctx.state.vault.exists()):
+    if not prompt:  # a command that does not need the vault never asks for its secret
+        ctx.vault_secret = vault_secret_source(run.vault_key_file, prompt=False)
+    elif will_prompt(run.vault_key_file) and (not run.check or ctx.state.vault.exists()):
         ctx.vault_secret()  # ask now, before progress bars take the terminal; kept for the run
     with reporter_for(run.as_json) as reporter:
         ctx.reporter = reporter
@@ -413,7 +421,7 @@ def restore(
         wait=0.0,
     )
     # No --limit: the host is checked against the inventory by restore, under --host's name.
-    _run_farm(run, lambda farm: farm.restore(host_name, run_id))
+    _run_farm(run, lambda farm: farm.restore(host_name, run_id), prompt=False)
 
 
 @cli.command(epilog=ENVIRONMENT_EPILOG)

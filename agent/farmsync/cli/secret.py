@@ -35,14 +35,15 @@ def prompt_secret(label: str, *, confirm: bool = False) -> VaultSecret:
     return VaultSecret.from_passphrase(text, "the passphrase typed at the prompt")
 
 
-def vault_secret_source(key_file: Path | None) -> Callable[[], VaultSecret]:
-    """A function that returns the vault secret, asking for it at most once."""
+def vault_secret_source(key_file: Path | None, *, prompt: bool = True) -> Callable[[], VaultSecret]:
+    """A function that returns the vault secret, asking for it at most once (never, without
+    ``prompt``)."""
     cached: list[VaultSecret] = []
 
     def secret() -> VaultSecret:
         if cached:
             return cached[0]
-        if will_prompt(key_file):
+        if prompt and will_prompt(key_file):
             found = prompt_secret("Vault passphrase")
         else:
             found = VaultSecret.from_env(os.environ, str(key_file) if key_file else None)
