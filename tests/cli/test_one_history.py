@@ -85,6 +85,11 @@ def test_a_second_state_directory_cannot_move_the_farm_backwards(
         assert again.returncode == 3, (command, output_of(again))
         assert "--state-dir" in again.stderr and str(other_state) in again.stderr, command
         assert contents(configs) == settled, command
+    # recover reads the markers too, and says why this controller's runs would refuse.
+    recovered = local_farm.run("recover", env=first)
+    assert recovered.returncode == 0, output_of(recovered)
+    assert "note: refusing to sync, rollback or rotate from here" in recovered.stdout
+    assert contents(configs) == settled
     # Nothing staged or backed up by the refused runs either.
     for path in configs.values():
         assert not sorted(path.parent.glob("*.farmsync-*.new"))

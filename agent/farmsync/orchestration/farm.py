@@ -8,7 +8,7 @@ the rollout and nowhere else.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from farmsync.errors import FarmsyncError, InputError
@@ -31,6 +31,7 @@ from farmsync.orchestration.journal import (
 )
 from farmsync.orchestration.lock import FarmLock
 from farmsync.orchestration.lockwait import acquire_waiting
+from farmsync.orchestration.marker import FarmBehindError, check_farm, markers_of
 from farmsync.orchestration.ownership import Ownership
 from farmsync.orchestration.plan import Plan
 from farmsync.orchestration.recorder import RunRecorder
@@ -208,6 +209,9 @@ class Farm:
                             )
             host_rows(result, reports)
             what_recovery_did(result, recovered)
+            owner_note = self._marker_note(reports)
+            if owner_note is not None:
+                result.messages.append(owner_note)
             if any(r.error is not None for r in reports.values()):
                 result.outcome = Outcome.NOT_STARTED
             elif ctx.options.check:
@@ -318,6 +322,28 @@ class Farm:
             if warning is not None:
                 result.messages.append(warning)
             return self._with_recovered(result, recovered)
+
+    def _marker_note(self, reports: Mapping[str, NodeReport]) -> str | None:
+        """recover reads the farm markers too: say when this vault is behind the farm, which
+        is why its sync, rollback and rotate would refuse."""
+        try:
+            vault = self._vault(create=False)
+        except FarmsyncError:
+            return None  # no secret here: recover reports without the vault
+        if vault is None:
+            return None
+        try:
+            check_farm(
+                markers_of(reports),
+                farm=self.ctx.farm,
+                vault_id=vault.identity.vault_id,
+                vault_generation=vault.identity.generation,
+                vault_path=str(self.ctx.state.vault.absolute()),
+                command="sync, rollback or rotate from here",
+            )
+        except FarmBehindError as behind:
+            return f"note: {behind}"
+        return None
 
     def _mixed_after_restore(self, host: str, after: NodeReport) -> str | None:
         """A restore puts one node back: say so when that leaves it off the vault's key."""
