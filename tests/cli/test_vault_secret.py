@@ -55,16 +55,22 @@ def test_on_a_terminal_with_no_secret_the_passphrase_is_asked_once_without_echo(
     local_farm: LocalFarm,
 ) -> None:
     env = {k: v for k, v in local_farm.env().items() if k != "FARMSYNC_VAULT_PASSPHRASE"}
+    argv = [*CLI, "rotate", "-i", str(local_farm.inventory)]
 
+    # The first run creates the vault: a typo would seal it for good, so it asks twice.
     code, screen = converse(
-        [*CLI, "rotate", "-i", str(local_farm.inventory)], env, [("Vault passphrase", TYPED)]
+        argv, env, [("New vault passphrase", TYPED), ("Repeat for confirmation", TYPED)]
     )
+    assert code == 0, screen
+    assert TYPED not in screen  # no echo
+
+    code, screen = converse(argv, env, [("Vault passphrase", TYPED)])
 
     assert code == 0, screen
-    assert screen.count("Vault passphrase") == 1, screen
-    assert TYPED not in screen  # no echo
+    assert screen.count("passphrase") == 1, screen  # asked once
+    assert TYPED not in screen
     vault = KeyVault.open(local_farm.farm_dir / "vault.fsv", VaultSecret.from_passphrase(TYPED))
-    assert vault.current() is not None
+    assert len(vault.entries()) == 2 and vault.current() is not None
 
 
 def test_without_a_terminal_no_secret_is_still_an_error(local_farm: LocalFarm) -> None:

@@ -18,7 +18,7 @@ from farmsync import __version__
 from farmsync.cli.output import SETTINGS, colour_wanted, output_options
 from farmsync.cli.render import print_json, render_run
 from farmsync.cli.reporters import PlainReporter, QuietReporter, RichReporter
-from farmsync.cli.secret import vault_secret_source, will_prompt
+from farmsync.cli.secret import prompt_secret, vault_secret_source, will_prompt
 from farmsync.errors import ExitCode, FarmsyncError, InputError, describe_error
 from farmsync.orchestration.events import Reporter
 from farmsync.orchestration.result import RunResult
@@ -314,8 +314,12 @@ def _run_farm(
     ctx.lock_wait = run.wait
     if not prompt:  # a command that does not need the vault never asks for its secret
         ctx.vault_secret = vault_secret_source(run.vault_key_file, prompt=False)
-    elif will_prompt(run.vault_key_file) and (not run.check or ctx.state.vault.exists()):
+    elif will_prompt(run.vault_key_file) and ctx.state.vault.exists():
         ctx.vault_secret()  # ask now, before progress bars take the terminal; kept for the run
+    elif will_prompt(run.vault_key_file) and not run.check:
+        # This run may create the vault: a typo here would seal it for good, so ask twice.
+        typed = prompt_secret("New vault passphrase", confirm=True)
+        ctx.vault_secret = lambda: typed
     with reporter_for(run.as_json) as reporter:
         ctx.reporter = reporter
         result = call(Farm(ctx))
