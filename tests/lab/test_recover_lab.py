@@ -32,7 +32,8 @@ def driver(lab_farm: LabFarm, tmp_path_factory: pytest.TempPathFactory) -> Drive
 
 
 def journal_of(driver: Driver) -> Path:
-    return Path(driver.env["FARMSYNC_STATE_DIR"]) / "lab" / "journal.jsonl"
+    farm = driver.lab.inventory().farm
+    return Path(driver.env["FARMSYNC_STATE_DIR"]) / farm / "journal.jsonl"
 
 
 def crash_mid_commit(driver: Driver) -> str:

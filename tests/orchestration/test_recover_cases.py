@@ -224,7 +224,7 @@ def test_an_interrupted_restore_is_closed_with_advice(make_farm: Callable[..., T
     again = farm.cli("restore", "--host", "web1", "--run", earlier)
     assert again.returncode == 0, again.stderr
     assert farm.configs["web1"].read_bytes() == farm.originals["web1"]
-    assert f"web1 is back on its files from run {earlier}" in again.stdout
+    assert f"web1 is back on its files from before run {earlier}" in again.stdout
 
 
 def test_a_rollback_whose_backup_is_not_the_original_leaves_the_file_and_the_run_open(

@@ -19,8 +19,7 @@ from farmsync.nodes.contract import (
     raise_for_state,
 )
 from farmsync.orchestration.journal import RunState
-from farmsync.orchestration.pool import Outcome as PoolOutcome
-from farmsync.orchestration.pool import run_each
+from farmsync.orchestration.pool import TaskResult, run_each
 from farmsync.orchestration.recorder import FileHashes
 from farmsync.orchestration.survey import inspect_file
 
@@ -144,7 +143,7 @@ def read_live_files(
     nodes: Mapping[str, NodeOperations],
     accept: Collection[str],
     forks: int,
-) -> dict[str, PoolOutcome[list[LiveFile]]]:
+) -> dict[str, TaskResult[list[LiveFile]]]:
     """Read every managed file, and the backup of each file on the new content; per host, its
     files or the error that kept them from being read."""
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from farmsync.errors import NodeError, describe_error
-from farmsync.orchestration.journal import DETAIL_MAX_BYTES, Journal, Step, StepResult
+from farmsync.orchestration.journal import DETAIL_MAX_BYTES, Journal, RunKind, Step, StepResult
 from farmsync.orchestration.result import Outcome
 
 
@@ -39,7 +39,7 @@ _CONSISTENT = {
 
 
 class RunRecorder:
-    def __init__(self, journal: Journal, run_id: str, kind: str, *, settle_bytes: int = 0):
+    def __init__(self, journal: Journal, run_id: str, kind: RunKind, *, settle_bytes: int = 0):
         self.journal = journal
         self.run_id = run_id
         self.kind = kind

@@ -37,7 +37,7 @@ from farmsync.orchestration.livefiles import (
 )
 from farmsync.orchestration.pool import run_each
 from farmsync.orchestration.recorder import RunRecorder
-from farmsync.orchestration.result import Outcome, RunResult
+from farmsync.orchestration.result import HostStatus, Outcome, RunResult
 from farmsync.orchestration.rollout import restore_originals
 from farmsync.orchestration.session import FarmSession
 from farmsync.orchestration.vaultstate import settle_key
@@ -104,9 +104,13 @@ def recover_run(
         journal,
         ctx,
         accept,
-        RunRecorder(journal, state.run_id, state.kind),
+        RunRecorder(journal, state.run_id, RunKind(state.kind)),
         RunResult(
-            state.run_id, state.kind, ctx.farm, Outcome.ABORTED, target_fingerprint=state.target_fp
+            state.run_id,
+            RunKind(state.kind),
+            ctx.farm,
+            Outcome.ABORTED,
+            target_fingerprint=state.target_fp,
         ),
     )
     if state.superseded_by is not None:
@@ -172,6 +176,8 @@ def settle_unstarted_run(
     _clean_up(session, managed, run.state.run_id, run.ctx, run.result)
     _settle_vault(run.state, Outcome.ABORTED, run.ctx)
     run.recorder.end(Outcome.ABORTED)
+    for name in managed:
+        run.result.host(name).status = HostStatus.CLEANED_UP  # staging files only
     return run.result
 
 
@@ -268,8 +274,10 @@ def close_run(
     run.recorder.end(outcome)
     run.result.outcome = outcome
     for name, live_files in files.items():
-        status = "changed" if outcome is Outcome.CHANGED else "rolled-back"
-        run.result.host(name).status = "accepted" if live_files[0].accepted else status
+        # A host none of whose files had the new content had nothing to undo.
+        done = HostStatus.ROLLED_BACK if any(f.new for f in live_files) else HostStatus.UNCHANGED
+        status = HostStatus.CHANGED if outcome is Outcome.CHANGED else done
+        run.result.host(name).status = HostStatus.ACCEPTED if live_files[0].accepted else status
     return run.result
 
 
@@ -364,4 +372,4 @@ def _settle_vault(
     if not ctx.state.vault.exists():
         return  # a run that never got to store its key
     vault = KeyVault.open(ctx.state.vault, ctx.vault_secret())
-    settle_key(vault, state.kind, state.target_fp, outcome, state.run_id, replaced)
+    settle_key(vault, RunKind(state.kind), state.target_fp, outcome, state.run_id, replaced)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from farmsync.keys.machinekey import MachineKey
 from farmsync.keys.vault import KeyStatus, KeyVault
-from farmsync.orchestration.journal_guard import RunKind
+from farmsync.orchestration.journal import RunKind
 from farmsync.orchestration.result import Outcome
 
 
 def settle_key(
     vault: KeyVault,
-    kind: str,
+    kind: RunKind,
     fingerprint: str,
     outcome: Outcome,
     run_id: str,
@@ -27,7 +27,7 @@ def settle_key(
         if replaced is not None and replaced.is_explicit:
             vault.import_retired(replaced, run_id)
         vault.mark_active(fingerprint, run_id)
-    elif kind == RunKind.ROTATE and entry.status is KeyStatus.GENERATED:
+    elif kind is RunKind.ROTATE and entry.status is KeyStatus.GENERATED:
         # Only a key that never went further: a retired key stays a rollback target even if
         # a journal record (damaged, forged) says its run failed.
         vault.mark_abandoned(fingerprint)
