@@ -117,14 +117,16 @@ def show_history(
     out.print(f"on the farm: as of {held.as_of}")
     out.print(f"  ({source}{'' if live else '; --live reads the nodes'})")
     if held.unknown:
-        out.print(f"key not known for: {', '.join(held.unknown)}")
+        out.print(f"key not known for: {markup(', '.join(held.unknown))}")
     if any(e["origin"] == "imported" for e in entries):
         out.print(IMPORTED_NOTE, soft_wrap=False)  # prose: wrap it at words
     for taken in takeovers:
         out.print(
-            f"took the farm over at {taken.get('at')} (run {taken.get('run_id')}) from vault "
-            f"{taken.get('from_vault_id')} at {taken.get('from_vault')}, generation "
-            f"{taken.get('from_generation')}",
+            markup(
+                f"took the farm over at {taken.get('at')} (run {taken.get('run_id')}) from vault "
+                f"{taken.get('from_vault_id')} at {taken.get('from_vault')}, generation "
+                f"{taken.get('from_generation')}"
+            ),
             soft_wrap=False,
         )
     if show_keys:
