@@ -55,6 +55,11 @@ def render_run(result: RunResult, console: Console) -> None:
             f"commit window (first release to last ack): {result.commit_window_ms:.1f} ms; "
             f"release span {result.release_span_ms:.1f} ms"
         )
+    if result.mtime_skew_ms is not None:
+        console.print(
+            f"file mtime skew {result.mtime_skew_ms:.0f} ms "
+            f"(mtimes read to {result.mtime_resolution_ms:g} ms)"
+        )
     for message in result.messages:
         console.print(escape(message), highlight=False)
     colour = "green" if result.exit_code == 0 else "red"

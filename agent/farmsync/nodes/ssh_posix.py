@@ -48,11 +48,19 @@ from farmsync.nodes.contract import (
     sha256_hex,
     staging_path,
 )
+from farmsync.nodes.sftp_commit import (
+    Seen,
+    SftpArmedCommit,
+    Unavailable,
+    probe,
+    stat_proves,
+)
 from farmsync.nodes.ssh_audit import sftp_audit
 from farmsync.nodes.ssh_connect import SshConnection, node_errors
 from farmsync.nodes.ssh_sftp import (
     StagingFailure,
     TooLarge,
+    exists,
     failure,
     read_all,
     remove_quietly,
@@ -306,10 +314,12 @@ def sftp_errors(host: str, phase: str, path: str | None = None) -> Iterator[None
 class PosixOps:
     """The phases for a POSIX node; SshNode counts round trips and owns the connection."""
 
-    def __init__(self, conn: SshConnection):
+    def __init__(self, conn: SshConnection, warnings: list[str] | None = None):
         self.conn = conn
         self.host = conn.host.name
         self.timeout = conn.host.timeout
+        self.warnings = warnings if warnings is not None else []
+        self._seen: dict[tuple[str, str], Seen] = {}  # (run id, path): the live file at stage
 
     # --- read ---------------------------------------------------------------------------
     def read_one(self, sftp: paramiko.SFTPClient, path: str) -> FileState:
@@ -359,9 +369,11 @@ class PosixOps:
         sftp = self.conn.sftp()
         with sftp_errors(self.host, "stage"):
             live_attrs: dict[str, paramiko.SFTPAttributes] = {}
+            states: dict[str, FileState] = {}
+            started = time.monotonic()
             for item in items:  # every live hash first: refuse before writing anything
                 _check_path(self.host, item.path, "stage")
-                state = self.read_one(sftp, item.path)
+                state = states[item.path] = self.read_one(sftp, item.path)
                 raise_for_state(self.host, state, "stage")
                 if state.status is FileStatus.MISSING:
                     raise NodeError(
@@ -394,6 +406,7 @@ class PosixOps:
                         raise NodeError(
                             self.host, exc.kind, exc.detail, phase="stage", path=item.path
                         ) from None
+                    self._remember(sftp, states[item.path], target, started, run_id)
             except BaseException:
                 for target in written:
                     # The first error is the one to report.
@@ -401,12 +414,81 @@ class PosixOps:
                         remove_quietly(sftp, target)
                 raise
 
+    def _remember(
+        self, sftp: paramiko.SFTPClient, state: FileState, staged: str, started: float,
+        run_id: str,
+    ) -> None:
+        """Keep what the armed check needs to tell, by stat alone, that the file is as read."""
+        staged_mtime = int(sftp.stat(staged).st_mtime or 0)
+        mtime = int(state.mtime or 0)
+        proves = stat_proves(mtime, staged_mtime, time.monotonic() - started)
+        self._seen[(run_id, state.path)] = Seen(mtime, len(state.content or b""), proves)
+
     # --- commit -------------------------------------------------------------------------
     def arm_commit(self, items: Sequence[CommitItem], run_id: str) -> ArmedCommit:
+        """The SFTP commit (sftp_commit.py); the armed shell where the node cannot do it."""
         _check_run_id(self.host, run_id, "commit")
-        lines_out = []
         for item in items:
             _check_path(self.host, item.path, "commit")
+        sftp = self.conn.sftp()
+        try:
+            with sftp_errors(self.host, "commit"):
+                probe(sftp, self.host, [staging_path(i.path, run_id) for i in items], run_id,
+                      self.timeout)
+        except Unavailable as why:
+            notice = f"SFTP commit unavailable ({why}); using the armed shell"
+            if notice not in self.warnings:  # said once per node
+                self.warnings.append(notice)
+            return self.arm_shell(items, run_id)
+        with sftp_errors(self.host, "commit"):
+            for item in items:
+                self._check_armed(sftp, item, run_id)
+        return SftpArmedCommit(
+            self.host, sftp, items, run_id,
+            undo=lambda done: self.rollback(
+                [i.path for i in done], run_id, {i.path: i.expected_sha256 for i in done}
+            ),
+            discard=self.conn.discard_sftp,
+        )
+
+    def _check_armed(self, sftp: paramiko.SFTPClient, item: CommitItem, run_id: str) -> None:
+        """The armed shell's checks, over SFTP: the live file is what was read, the staging
+        file what was staged, and this run has no backup yet."""
+        path = item.path
+        seen = self._seen.get((run_id, path))
+        attrs = sftp.stat(path)
+        unchanged = (
+            seen is not None and seen.stat_proves and stat.S_ISREG(attrs.st_mode or 0)
+            and (int(attrs.st_mtime or 0), attrs.st_size) == (seen.mtime, seen.size)
+        )
+        if not unchanged and self.read_one(sftp, path).sha256 != item.expected_sha256.lower():
+            raise NodeError(
+                self.host, NodeErrorKind.CHANGED,
+                "live file changed since staging; nothing committed", phase="commit", path=path,
+            )
+        staged = self.read_one(sftp, staging_path(path, run_id))
+        if staged.status is FileStatus.MISSING:
+            raise NodeError(
+                self.host, NodeErrorKind.NOT_FOUND,
+                "staging file missing (stage first); nothing committed", phase="commit",
+                path=path,
+            )
+        if staged.sha256 != item.staged_sha256.lower():
+            raise NodeError(
+                self.host, NodeErrorKind.CHANGED,
+                "staging file missing or changed; nothing committed", phase="commit", path=path,
+            )
+        if exists(sftp, backup_path(path, run_id)):
+            raise NodeError(
+                self.host, NodeErrorKind.BACKUP_EXISTS,
+                "this run's backup already exists (two paths reach one file?); "
+                "it was not replaced", phase="commit", path=backup_path(path, run_id),
+            )
+
+    def arm_shell(self, items: Sequence[CommitItem], run_id: str) -> ArmedCommit:
+        """The armed ``sh`` (COMMIT_SCRIPT): for a node whose SFTP server cannot commit."""
+        lines_out = []
+        for item in items:
             lines_out.append(
                 "\t".join(
                     (

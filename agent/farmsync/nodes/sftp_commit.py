@@ -1,0 +1,265 @@
+"""The POSIX commit over SFTP alone: no process is started on the node (issue 9).
+
+Armed: the connection's open SFTP channel, after a check made as late as the controller can
+before the barrier (every live file is still what was read, every staging file holds what
+was staged, no backup of this run exists yet, and the server really performs
+``hardlink@openssh.com`` and ``posix-rename@openssh.com`` in each directory). Release: per
+file, ``hardlink@openssh.com`` live -> backup (link(2): exclusive, it never replaces a name)
+then ``posix-rename@openssh.com`` staged -> live (rename(2)), all written to the channel
+back to back without waiting for an answer; :meth:`SftpArmedCommit.wait` collects them.
+
+The requests go through paramiko's request machinery (``_async_request`` to send,
+``_read_response`` to collect into an object registered for the answers), which has no
+public call for pipelined extended requests; this module is the only place that does it.
+
+Durability: SFTP cannot fsync a directory, so the renames are as durable as the node's
+filesystem makes them on its own (ext4 commits its journal every 5 s by default). A node
+that loses power right after the release may come back on the old key; the next run's read
+and ``farmsync audit`` see that. The staging files themselves were fsynced at stage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import posixpath
+import stat
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import paramiko
+from paramiko.sftp import CMD_EXTENDED, CMD_REMOVE, CMD_STATUS, SFTP_NO_SUCH_FILE, SFTP_OK
+
+from farmsync.errors import NodeError, NodeErrorKind
+from farmsync.nodes.contract import ArmedCommit, CommitItem, backup_path, staging_path
+from farmsync.nodes.ssh_connect import node_errors
+
+HARDLINK = "hardlink@openssh.com"
+POSIX_RENAME = "posix-rename@openssh.com"
+PROBE_SUFFIX = ".farmsync-{run_id}.probe"
+_SFTP_PERMISSION_DENIED = 3
+_SFTP_OP_UNSUPPORTED = 8
+
+
+class Unavailable(Exception):
+    """The node cannot do the SFTP commit here (an extension missing, denied, or no hard
+    links on that filesystem); the caller falls back to the armed shell."""
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What stage saw of a live file: its stat before the read, and whether that stat alone
+    proves later that the file is unchanged (see :func:`stat_proves`)."""
+
+    mtime: int
+    size: int
+    stat_proves: bool
+
+
+def stat_proves(mtime: int, staged_mtime: int, gap: float) -> bool:
+    """Whether an unchanged (mtime, size) proves an unchanged file.
+
+    SFTP v3 mtimes are whole seconds. Any write after the stat taken at time T lands with an
+    mtime >= floor(T). The staging file was written at most ``gap`` seconds (controller
+    clock, stat sent to staging written) after T, with mtime ``staged_mtime``, so
+    T > staged_mtime - 1 when gap < 1: an mtime <= staged_mtime - 2 is then strictly older
+    than any later write. Anything more recent is checked by hash."""
+    return gap < 1.0 and mtime <= staged_mtime - 2
+
+
+class _Answers:
+    """Collects the server's answers by request number (paramiko calls _async_response)."""
+
+    def __init__(self) -> None:
+        self.got: dict[int, tuple[int, int, str]] = {}
+
+    def _async_response(self, t: int, msg: paramiko.Message, num: int) -> None:
+        if t == CMD_STATUS:
+            code = msg.get_int()
+            self.got[num] = (t, code, msg.get_text())
+        else:
+            self.got[num] = (t, -1, "")
+
+
+class Pipeline:
+    """Extended requests sent back to back on one SFTP channel, answers collected later."""
+
+    def __init__(self, sftp: paramiko.SFTPClient):
+        self.sftp = sftp
+        self.answers = _Answers()
+
+    def send(self, t: int, *args: str) -> int:
+        num: int = self.sftp._async_request(self.answers, t, *args)  # type: ignore[attr-defined]
+        return num
+
+    def extended(self, name: str, *args: str) -> int:
+        return self.send(CMD_EXTENDED, name, *args)
+
+    def collect(self, nums: Sequence[int], deadline: float) -> dict[int, tuple[int, str]]:
+        """(status code, text) per request; raises TimeoutError at the deadline."""
+        channel = self.sftp.get_channel()
+        assert channel is not None
+        while any(n not in self.answers.got for n in nums):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("no answer from the SFTP server")
+            channel.settimeout(remaining)
+            self.sftp._read_response()  # type: ignore[attr-defined]
+        return {n: (self.answers.got[n][1], self.answers.got[n][2]) for n in nums}
+
+
+def probe(
+    sftp: paramiko.SFTPClient, host: str, staged: Sequence[str], run_id: str, timeout: float
+) -> None:
+    """Try both extensions for real in each staging file's directory, pipelined: link the
+    staging file to a probe name, rename that, remove both names. Raises Unavailable."""
+    pipe = Pipeline(sftp)
+    checks: list[tuple[int, int]] = []
+    cleanup: list[int] = []
+    for path in {posixpath.dirname(p): p for p in staged}.values():
+        first = path + PROBE_SUFFIX.format(run_id=run_id)
+        second = first + "2"
+        checks.append(
+            (pipe.extended(HARDLINK, path, first), pipe.extended(POSIX_RENAME, first, second))
+        )
+        cleanup += [pipe.send(CMD_REMOVE, second), pipe.send(CMD_REMOVE, first)]
+    with node_errors(host, "commit"):
+        got = pipe.collect(
+            [n for pair in checks for n in pair] + cleanup, time.monotonic() + timeout
+        )
+    for link, rename in checks:
+        for num, name in ((link, HARDLINK), (rename, POSIX_RENAME)):
+            code, _ = got[num]
+            if code != SFTP_OK:
+                raise Unavailable(f"{name} {_describe(code)}")
+
+
+def _describe(code: int) -> str:
+    if code == _SFTP_OP_UNSUPPORTED:
+        return "is not supported by the node's SFTP server"
+    if code == _SFTP_PERMISSION_DENIED:
+        return "is refused by the node's SFTP server"
+    return "failed on the node's filesystem"
+
+
+class SftpArmedCommit(ArmedCommit):
+    """An armed commit over the open SFTP channel; release writes 2 requests per file."""
+
+    def __init__(
+        self,
+        host: str,
+        sftp: paramiko.SFTPClient,
+        items: Sequence[CommitItem],
+        run_id: str,
+        undo: Callable[[Sequence[CommitItem]], None],
+        discard: Callable[[], None],
+    ):
+        self.host = host
+        self.sftp = sftp
+        self.items = list(items)
+        self.run_id = run_id
+        self._undo = undo  # the rollback of the files this commit did replace
+        self._discard = discard  # drop the SFTP channel from the connection
+        self._pipe = Pipeline(sftp)
+        self._sent: list[tuple[CommitItem, int, int]] = []
+        self._done = False
+
+    def release(self) -> None:
+        with node_errors(self.host, "commit"):
+            for item in self.items:
+                live = item.path
+                link = self._pipe.extended(HARDLINK, live, backup_path(live, self.run_id))
+                rename = self._pipe.extended(POSIX_RENAME, staging_path(live, self.run_id), live)
+                self._sent.append((item, link, rename))
+
+    def wait(self, timeout: float) -> None:
+        nums = [n for _, link, rename in self._sent for n in (link, rename)]
+        try:
+            with node_errors(self.host, "commit"):
+                got = self._pipe.collect(nums, time.monotonic() + timeout)
+        except NodeError:
+            self.abort()  # the channel's stream is unusable after a timeout or a drop
+            raise
+        self._done = True
+        committed: list[CommitItem] = []
+        failed: NodeError | None = None
+        for item, link, rename in self._sent:
+            (link_code, link_text), (rename_code, rename_text) = got[link], got[rename]
+            if rename_code == SFTP_OK:
+                committed.append(item)
+            if failed is None and (link_code != SFTP_OK or rename_code != SFTP_OK):
+                failed = self._failure(item, link_code, link_text, rename_code, rename_text)
+        if failed is None:
+            return
+        if committed:
+            # As the armed shell does: a failed file puts back those already replaced.
+            with contextlib.suppress(NodeError):
+                self._undo(committed)
+        raise failed
+
+    def abort(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        if self._sent:
+            # Released, never answered: answers may still be in flight on this channel, so
+            # nothing else may use it. The rollback's fence runs on a fresh channel.
+            self._discard()
+
+    def _failure(
+        self,
+        item: CommitItem,
+        link_code: int,
+        link_text: str,
+        rename_code: int,
+        rename_text: str,
+    ) -> NodeError:
+        path = item.path
+        if link_code != SFTP_OK:
+            backup = backup_path(path, self.run_id)
+            if _exists(self.sftp, backup):
+                return NodeError(
+                    self.host,
+                    NodeErrorKind.BACKUP_EXISTS,
+                    "this run's backup already exists (two paths reach one file?); "
+                    "it was not replaced",
+                    phase="commit",
+                    path=backup,
+                )
+            return NodeError(
+                self.host,
+                _kind(link_code),
+                f"backup: {link_text or 'failed'}",
+                phase="commit",
+                path=path,
+            )
+        if rename_code == SFTP_NO_SUCH_FILE:
+            return NodeError(
+                self.host,
+                NodeErrorKind.NOT_FOUND,
+                "staging file missing; not committed",
+                phase="commit",
+                path=path,
+            )
+        return NodeError(
+            self.host,
+            _kind(rename_code),
+            f"replace: {rename_text or 'failed'}",
+            phase="commit",
+            path=path,
+        )
+
+
+def _kind(code: int) -> NodeErrorKind:
+    if code == _SFTP_PERMISSION_DENIED:
+        return NodeErrorKind.PERMISSION
+    if code == SFTP_NO_SUCH_FILE:
+        return NodeErrorKind.NOT_FOUND
+    return NodeErrorKind.REMOTE
+
+
+def _exists(sftp: paramiko.SFTPClient, path: str) -> bool:
+    try:
+        return stat.S_IFMT(sftp.lstat(path).st_mode or 0) != 0
+    except OSError:
+        return False
