@@ -27,21 +27,11 @@ from farmsync.nodes.contract import (
 from farmsync.nodes.sftp_commit import stat_proves
 from farmsync.nodes.ssh import SshNode
 from tests.servers import sftp_proxy
-from tests.servers.sshd_fixtures import SAMPLE_WEB_CONFIG, SshdTestNode
+from tests.servers.sshd_fixtures import SAMPLE_WEB_CONFIG, SshdTestNode, sshd_sessions
 
 NEW = SAMPLE_WEB_CONFIG.replace(b"0F1E2D3C", b"AAAABBBB")
 # Denied by the request names `sftp-server -Q requests` lists (not the extension names).
 DENY_BOTH = "internal-sftp -P hardlink,posix-rename"
-
-
-def sessions(node: SshdTestNode) -> tuple[int, int, int]:
-    """(connections, SFTP sessions, exec sessions) in the node's sshd log."""
-    log = node.sshd.log_path.read_text()
-    return (
-        log.count("Accepted publickey"),
-        log.count("Starting session: subsystem 'sftp'"),
-        log.count("Starting session: command"),
-    )
 
 
 def _arm(node: SshNode, paths: list[Path], run_id: str = "r1") -> list[CommitItem]:
@@ -69,7 +59,7 @@ def test_a_commit_takes_one_session_and_no_exec(sshd_node: SshdTestNode) -> None
         node.read([str(p) for p in paths])  # verify, on the same channel
         node.cleanup([str(p) for p in paths], "r1")
         assert node.sent_commands == [] and node.warnings == []
-    assert sessions(sshd_node) == (1, 1, 0)
+    assert sshd_sessions(sshd_node.sshd) == (1, 1, 0)
     for path in paths:
         assert path.read_bytes() == NEW
         assert Path(backup_path(str(path), "r1")).read_bytes() != NEW  # the original
@@ -88,7 +78,7 @@ def test_without_the_extensions_the_armed_shell_commits_and_says_so_once(
         assert "armed shell" in node.warnings[0]
     assert farm_node.config.read_bytes() == NEW and farm_node.app_config.read_bytes() == NEW
     assert Path(backup_path(str(farm_node.config), "r1")).read_bytes() == SAMPLE_WEB_CONFIG
-    assert sessions(farm_node) == (1, 1, 2)  # one armed shell per commit
+    assert sshd_sessions(farm_node.sshd) == (1, 1, 2)  # one armed shell per commit
     assert not list(farm_node.web_root.glob("*.probe*"))
 
 

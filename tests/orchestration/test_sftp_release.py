@@ -1,0 +1,64 @@
+"""The POSIX release over SFTP at the farm level (issue 9): sessions counted in each sshd's
+own log, the files' mtime skew beside the commit window, and a controller killed between
+the release and its acknowledgement, then `recover`."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+from tests.orchestration.farmkit import TestFarm
+from tests.orchestration.test_crash_recovery import kill, run_until_stalled
+from tests.servers.sshd_fixtures import sshd_sessions
+
+
+def test_a_rotation_is_one_session_and_no_exec_per_posix_node(
+    make_farm: Callable[..., TestFarm],
+) -> None:
+    farm = make_farm(ssh=3, ssh_windows=0, winrm=0)
+    before = {name: sshd_sessions(node) for name, node in farm.handles.items()}
+
+    done = farm.cli("rotate", "--json")
+
+    assert done.returncode == 0, done.stderr
+    for name, node in farm.handles.items():
+        connections, sftp, execs = (
+            a - b for a, b in zip(sshd_sessions(node), before[name], strict=True)
+        )
+        assert (connections, sftp, execs) == (1, 1, 0), name
+    result = json.loads(done.stdout)
+    assert not any("armed shell" in m for m in result["messages"])
+    # The skew the files show, at the whole seconds SFTP v3 gives: no finer claim.
+    seconds = [int(p.stat().st_mtime) for p in farm.configs.values()]
+    assert result["mtime_resolution_ms"] == 1000.0
+    assert result["mtime_skew_ms"] == (max(seconds) - min(seconds)) * 1000
+    assert result["commit_window_ms"] is not None
+
+
+def test_a_controller_killed_between_release_and_acknowledgement_then_recover(
+    make_farm: Callable[..., TestFarm],
+) -> None:
+    farm = make_farm(ssh=2, ssh_windows=0, winrm=0)
+    # forks=1: web1 released, then web2 released, then the controller stalls before it
+    # reads a single answer. The nodes carry out the pipelined requests on their own.
+    proc = run_until_stalled(farm, "web2", "after")
+    for _ in range(200):
+        if farm.files_unchanged() is False and len(set(farm.fingerprints().values())) == 1:
+            break
+        time.sleep(0.05)
+    kill(proc)
+    target = next(iter(set(farm.fingerprints().values())))
+    assert all(p.read_bytes() != farm.originals[h] for h, p in farm.configs.items())
+
+    recovered = farm.cli("recover", "--json")
+
+    assert recovered.returncode == 0, recovered.stderr + recovered.stdout
+    report = json.loads(recovered.stdout)
+    assert any("recovered unfinished run" in m and "changed" in m for m in report["messages"])
+    assert set(farm.fingerprints().values()) == {target}
+    assert not farm.leftovers()
+    for name, node in farm.handles.items():
+        assert sshd_sessions(node)[2] == 0, f"{name}: an exec on the SFTP path"
+    history = json.loads(farm.cli("history", "--json").stdout)["keys"]
+    assert {k["fingerprint"]: k["status"] for k in history}[target] == "active"
