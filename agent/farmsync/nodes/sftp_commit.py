@@ -108,20 +108,24 @@ class Pipeline:
         return {n: (self.answers.got[n][1], self.answers.got[n][2]) for n in nums}
 
 
+def probe_paths(live: str, run_id: str) -> tuple[str, str]:
+    """The throw-away names the probe links and renames beside ``live``."""
+    first = live + PROBE_SUFFIX.format(run_id=run_id)
+    return first, first + "2"
+
+
 def probe(
-    sftp: paramiko.SFTPClient, host: str, staged: Sequence[str], run_id: str, timeout: float
+    sftp: paramiko.SFTPClient, host: str, lives: Sequence[str], run_id: str, timeout: float
 ) -> None:
-    """Try both extensions for real in each staging file's directory, pipelined: link the
+    """Try both extensions for real in each live file's directory, pipelined: link the
     staging file to a probe name, rename that, remove both names. Raises Unavailable."""
     pipe = Pipeline(sftp)
     checks: list[tuple[int, int]] = []
     cleanup: list[int] = []
-    for path in {posixpath.dirname(p): p for p in staged}.values():
-        first = path + PROBE_SUFFIX.format(run_id=run_id)
-        second = first + "2"
-        checks.append(
-            (pipe.extended(HARDLINK, path, first), pipe.extended(POSIX_RENAME, first, second))
-        )
+    for live in {posixpath.dirname(p): p for p in lives}.values():
+        first, second = probe_paths(live, run_id)
+        link = pipe.extended(HARDLINK, staging_path(live, run_id), first)
+        checks.append((link, pipe.extended(POSIX_RENAME, first, second)))
         cleanup += [pipe.send(CMD_REMOVE, second), pipe.send(CMD_REMOVE, first)]
     with node_errors(host, "commit"):
         got = pipe.collect(
@@ -162,9 +166,11 @@ class SftpArmedCommit(ArmedCommit):
         self._discard = discard  # drop the SFTP channel from the connection
         self._pipe = Pipeline(sftp)
         self._sent: list[tuple[CommitItem, int, int]] = []
+        self._released = False
         self._done = False
 
     def release(self) -> None:
+        self._released = True
         with node_errors(self.host, "commit"):
             for item in self.items:
                 live = item.path
@@ -201,7 +207,7 @@ class SftpArmedCommit(ArmedCommit):
         if self._done:
             return
         self._done = True
-        if self._sent:
+        if self._released:
             # Released, never answered: answers may still be in flight on this channel, so
             # nothing else may use it. The rollback's fence runs on a fresh channel.
             self._discard()

@@ -51,6 +51,7 @@ from farmsync.nodes.sftp_commit import (
     SftpArmedCommit,
     Unavailable,
     probe,
+    probe_paths,
     stat_proves,
 )
 from farmsync.nodes.ssh_audit import sftp_audit
@@ -431,8 +432,7 @@ class PosixOps:
         sftp = self.conn.sftp()
         try:
             with sftp_errors(self.host, "commit"):
-                probe(sftp, self.host, [staging_path(i.path, run_id) for i in items], run_id,
-                      self.timeout)
+                probe(sftp, self.host, [i.path for i in items], run_id, self.timeout)
         except Unavailable as why:
             notice = f"SFTP commit unavailable ({why}); using the armed shell"
             if notice not in self.warnings:  # said once per node
@@ -454,11 +454,16 @@ class PosixOps:
         file what was staged, and this run has no backup yet."""
         path = item.path
         seen = self._seen.get((run_id, path))
-        attrs = sftp.stat(path)
-        unchanged = (
-            seen is not None and seen.stat_proves and stat.S_ISREG(attrs.st_mode or 0)
-            and (int(attrs.st_mtime or 0), attrs.st_size) == (seen.mtime, seen.size)
-        )
+        unchanged = False
+        if seen is not None and seen.stat_proves:
+            try:
+                attrs = sftp.stat(path)
+            except OSError as exc:  # gone, unreadable...: the read below says which
+                reraise_if_transport(sftp, exc)
+            else:
+                unchanged = stat.S_ISREG(attrs.st_mode or 0) and (
+                    int(attrs.st_mtime or 0), attrs.st_size
+                ) == (seen.mtime, seen.size)
         if not unchanged and self.read_one(sftp, path).sha256 != item.expected_sha256.lower():
             raise NodeError(
                 self.host, NodeErrorKind.CHANGED,
@@ -590,6 +595,8 @@ class PosixOps:
             for path in paths:
                 remove_quietly(sftp, staging_path(path, run_id))
                 remove_quietly(sftp, path + ROLLBACK_SUFFIX.format(run_id=run_id))
+                for name in probe_paths(path, run_id):  # only if arming was cut short
+                    remove_quietly(sftp, name)
             for entries in self._backups(sftp, paths).values():
                 for run, old in entries[max(keep_backups, 0) :]:
                     if run != run_id:  # never the backup of the run in progress
