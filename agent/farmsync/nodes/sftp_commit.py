@@ -21,7 +21,6 @@ and ``farmsync audit`` see that. The staging files themselves were fsynced at st
 from __future__ import annotations
 
 import contextlib
-import posixpath
 import stat
 import time
 from collections.abc import Callable, Sequence
@@ -117,14 +116,16 @@ def probe_paths(live: str, run_id: str) -> tuple[str, str]:
 def probe(
     sftp: paramiko.SFTPClient, host: str, lives: Sequence[str], run_id: str, timeout: float
 ) -> None:
-    """Try both extensions for real in each live file's directory, pipelined: link the
-    staging file to a probe name, rename that, remove both names. Raises Unavailable."""
+    """Try both extensions for real on each live file, pipelined: link the live file to a
+    probe name, rename that, remove both names. Raises Unavailable."""
     pipe = Pipeline(sftp)
     checks: list[tuple[int, int]] = []
     cleanup: list[int] = []
-    for live in {posixpath.dirname(p): p for p in lives}.values():
+    for live in lives:
         first, second = probe_paths(live, run_id)
-        link = pipe.extended(HARDLINK, staging_path(live, run_id), first)
+        # The live file itself: a file at its link limit (EMLINK) must not reach a release
+        # whose link would fail while its rename succeeds.
+        link = pipe.extended(HARDLINK, live, first)
         checks.append((link, pipe.extended(POSIX_RENAME, first, second)))
         cleanup += [pipe.send(CMD_REMOVE, second), pipe.send(CMD_REMOVE, first)]
     with node_errors(host, "commit"):
