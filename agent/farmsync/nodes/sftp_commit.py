@@ -98,12 +98,16 @@ class Pipeline:
         """(status code, text) per request; raises TimeoutError at the deadline."""
         channel = self.sftp.get_channel()
         assert channel is not None
-        while any(n not in self.answers.got for n in nums):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError("no answer from the SFTP server")
-            channel.settimeout(remaining)
-            self.sftp._read_response()  # type: ignore[attr-defined]
+        usual = channel.gettimeout()  # every other request keeps the host's deadline
+        try:
+            while any(n not in self.answers.got for n in nums):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("no answer from the SFTP server")
+                channel.settimeout(remaining)
+                self.sftp._read_response()  # type: ignore[attr-defined]
+        finally:
+            channel.settimeout(usual)
         return {n: (self.answers.got[n][1], self.answers.got[n][2]) for n in nums}
 
 
@@ -233,10 +237,15 @@ class SftpArmedCommit(ArmedCommit):
                     phase="commit",
                     path=backup,
                 )
+            # A pipeline cannot make the rename wait for the link: after the probe and the
+            # check, only a concurrent change on the node gets here. Say so plainly.
+            replaced = (
+                " (the live file was replaced all the same)" if rename_code == SFTP_OK else ""
+            )
             return NodeError(
                 self.host,
                 _kind(link_code),
-                f"backup: {link_text or 'failed'}",
+                f"backup: {link_text or 'failed'}{replaced}",
                 phase="commit",
                 path=path,
             )
