@@ -8,6 +8,9 @@ import json
 import time
 from collections.abc import Callable
 
+import pytest
+
+from farmsync.lab.sshd import SshdNode
 from tests.orchestration.farmkit import TestFarm
 from tests.orchestration.test_crash_recovery import kill, run_until_stalled
 from tests.servers.sshd_fixtures import sshd_sessions
@@ -62,3 +65,31 @@ def test_a_controller_killed_between_release_and_acknowledgement_then_recover(
         assert sshd_sessions(node)[2] == 0, f"{name}: an exec on the SFTP path"
     history = json.loads(farm.cli("history", "--json").stdout)["keys"]
     assert {k["fingerprint"]: k["status"] for k in history}[target] == "active"
+
+
+def test_a_node_that_cannot_commit_over_sftp_falls_back_and_says_so_once(
+    make_farm: Callable[..., TestFarm], request: pytest.FixtureRequest
+) -> None:
+    farm = make_farm(ssh=2, ssh_windows=0, winrm=0)
+    old: SshdNode = farm.handles["web1"]
+    port = old.port
+    old.stop()
+    # Refused by the request names `sftp-server -Q requests` lists.
+    node = SshdNode(
+        old.directory, keys=old.keys, sftp_subsystem="internal-sftp -P hardlink,posix-rename"
+    )
+    request.addfinalizer(node.stop)
+    node.start(port=port)
+    farm.handles["web1"] = node
+
+    done = farm.cli("rotate")  # not a terminal: one progress line per event on stderr
+
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if ": warning " in line]
+    assert warnings == [
+        "[arm] web1: warning SFTP commit unavailable (hardlink@openssh.com is refused by the "
+        "node's SFTP server); using the armed shell"
+    ]
+    assert len(set(farm.fingerprints().values())) == 1
+    assert sshd_sessions(node)[2] == 1  # the armed shell, on web1 only
+    assert sshd_sessions(farm.handles["web2"])[2] == 0
