@@ -96,6 +96,24 @@ def test_arming_catches_an_edit_the_stat_cannot_see(sshd_node: SshdTestNode) -> 
     assert not Path(backup_path(str(live), "r1")).exists()
 
 
+def test_arming_trusts_the_stat_of_an_old_file_only_while_it_holds(
+    sshd_node: SshdTestNode,
+) -> None:
+    """An mtime well before the stage proves the file unchanged while (mtime, size) hold;
+    a write that changes the size (the mtime put back) is caught all the same."""
+    live, app = sshd_node.config, sshd_node.app_config
+    for path in (live, app):
+        os.utime(path, (1_600_000_000, 1_600_000_000))
+    with SshNode(sshd_node.host()) as node:
+        items = _arm(node, [live, app])
+        node.arm_commit(items, "r1").abort()  # unchanged: armed
+        live.write_bytes(SAMPLE_WEB_CONFIG + b"<!-- more -->")
+        os.utime(live, (1_600_000_000, 1_600_000_000))
+        with pytest.raises(NodeError) as err:
+            node.arm_commit(items, "r1")
+    assert err.value.kind is NodeErrorKind.CHANGED and err.value.path == str(live)
+
+
 def test_arming_refuses_when_this_runs_backup_exists(sshd_node: SshdTestNode) -> None:
     live = sshd_node.config
     planted = Path(backup_path(str(live), "r1"))
