@@ -66,6 +66,21 @@ def test_a_commit_takes_one_session_and_no_exec(sshd_node: SshdTestNode) -> None
     assert not list(sshd_node.web_root.glob("*.probe*"))
 
 
+def test_the_verify_after_a_release_first_makes_the_replaced_files_durable(
+    sshd_farm: Callable[..., list[SshdTestNode]], tmp_path: Path
+) -> None:
+    farm_node, control = _proxied(sshd_farm, tmp_path, "none")  # a plain pipe that logs
+    live = str(farm_node.config)
+    with SshNode(farm_node.host()) as node:
+        node.commit(_arm(node, [farm_node.config]), "r1")
+        released = (control / "requests").read_text().splitlines()
+        node.read([live])
+    after = (control / "requests").read_text().splitlines()[len(released) :]
+    assert released[-1] == f"posix-rename@openssh.com {live}"  # the release ends the window
+    assert after[0] == f"open {live}" and after[1].startswith("fsync@openssh.com ")
+    assert after[2] == f"open {live}"  # then the read itself
+
+
 def test_without_the_extensions_the_armed_shell_commits_and_says_so_once(
     sshd_farm: Callable[..., list[SshdTestNode]],
 ) -> None:

@@ -3,10 +3,11 @@ SFTP commit at an exact point (tests only; plain stdlib, run by sshd as the node
 
 Usage (sshd_config): ``Subsystem sftp PYTHON sftp_proxy.py CONTROL_DIR``
 
-Every instance appends its sftp-server's pid to ``CONTROL_DIR/pids``. One instance, the first
-to see a release (a ``hardlink@openssh.com`` request onto a ``.bak`` name) while
-``CONTROL_DIR/mode`` exists, claims that file and acts on it; every other instance is a
-plain pipe. Modes:
+Every instance appends its sftp-server's pid to ``CONTROL_DIR/pids``, and one line per OPEN
+(``open PATH``) and extended request (``NAME LAST-ARGUMENT``) to ``CONTROL_DIR/requests``.
+One instance, the first to see a release (a ``hardlink@openssh.com`` request onto a
+``.bak`` name) while ``CONTROL_DIR/mode`` exists, claims that file and acts on it; every
+other instance is a plain pipe. Modes (any other, e.g. ``none``: a plain pipe):
 
 ``drop``  kill sftp-server and exit at the release, forwarding none of it (the channel dropped
           between stage and release);
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
-EXTENDED, STATUS = 200, 101
+OPEN, EXTENDED, STATUS = 3, 200, 101
 
 
 def read_packet(stream: BinaryIO) -> bytes | None:
@@ -96,8 +97,13 @@ def main() -> None:
     threading.Thread(target=answers, daemon=True).start()
     mode: str | None = None
     stdin = sys.stdin.buffer
+    log = (control / "requests").open("a", buffering=1)
     while (packet := read_packet(stdin)) is not None:
-        _, rid, name, last = describe(packet)
+        kind, rid, name, last = describe(packet)
+        if kind == EXTENDED:
+            log.write(f"{name.decode()} {last.decode(errors='replace')}\n")
+        elif kind == OPEN:
+            log.write(f"open {_string(packet, 9)[0].decode(errors='replace')}\n")
         releasing = name == b"hardlink@openssh.com" and last.endswith(b".bak")
         if releasing and mode is None:
             claimed = control / f"mode.{os.getpid()}"

@@ -12,10 +12,13 @@ The requests go through paramiko's request machinery (``_async_request`` to send
 ``_read_response`` to collect into an object registered for the answers), which has no
 public call for pipelined extended requests; this module is the only place that does it.
 
-Durability: SFTP cannot fsync a directory, so the renames are as durable as the node's
-filesystem makes them on its own (ext4 commits its journal every 5 s by default). A node
-that loses power right after the release may come back on the old key; the next run's read
-and ``farmsync audit`` see that. The staging files themselves were fsynced at stage.
+Durability: the staging files were fsynced at stage. SFTP cannot fsync a directory; instead
+the next read on the node (the verify, after the commit window) first sends
+``fsync@openssh.com`` on each replaced file (:func:`make_durable`). On ext4, XFS and btrfs that
+commits the journal transaction holding the rename and the backup link; POSIX promises that
+only for a directory fsync, so on other filesystems the rename is as durable as the filesystem
+makes it on its own. A node that loses power between the release and that fsync may come back
+with the old file, whole: on the old key, which the next run's read and ``farmsync audit`` see.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from paramiko.sftp import CMD_EXTENDED, CMD_REMOVE, CMD_STATUS, SFTP_NO_SUCH_FIL
 from farmsync.errors import NodeError, NodeErrorKind
 from farmsync.nodes.contract import ArmedCommit, CommitItem, backup_path, staging_path
 from farmsync.nodes.ssh_connect import node_errors
+from farmsync.nodes.ssh_sftp import fsync, reraise_if_transport
 
 HARDLINK = "hardlink@openssh.com"
 POSIX_RENAME = "posix-rename@openssh.com"
@@ -162,6 +166,7 @@ class SftpArmedCommit(ArmedCommit):
         run_id: str,
         undo: Callable[[Sequence[CommitItem]], None],
         discard: Callable[[], None],
+        replaced: Callable[[Sequence[str]], None],
     ):
         self.host = host
         self.sftp = sftp
@@ -169,6 +174,7 @@ class SftpArmedCommit(ArmedCommit):
         self.run_id = run_id
         self._undo = undo  # the rollback of the files this commit did replace
         self._discard = discard  # drop the SFTP channel from the connection
+        self._replaced = replaced  # files to make durable after the commit window
         self._pipe = Pipeline(sftp)
         self._sent: list[tuple[CommitItem, int, int]] = []
         self._released = False
@@ -201,6 +207,7 @@ class SftpArmedCommit(ArmedCommit):
             if failed is None and (link_code != SFTP_OK or rename_code != SFTP_OK):
                 failed = self._failure(item, link_code, link_text, rename_code, rename_text)
         if failed is None:
+            self._replaced([item.path for item in committed])
             return
         if committed:
             # As the armed shell does: a failed file puts back those already replaced.
@@ -279,3 +286,15 @@ def _exists(sftp: paramiko.SFTPClient, path: str) -> bool:
         return stat.S_IFMT(sftp.lstat(path).st_mode or 0) != 0
     except OSError:
         return False
+
+
+def make_durable(sftp: paramiko.SFTPClient, paths: Sequence[str]) -> None:
+    """``fsync@openssh.com`` on each file the release put in place (see the module notes).
+
+    Best effort: the files are in place whatever this answers, and verify reads them next."""
+    for path in paths:
+        try:
+            with sftp.open(path, "rb") as handle:
+                fsync(sftp, handle)
+        except OSError as exc:
+            reraise_if_transport(sftp, exc)  # a lost connection is the verify's to report

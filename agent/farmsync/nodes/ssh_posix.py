@@ -50,6 +50,7 @@ from farmsync.nodes.sftp_commit import (
     Seen,
     SftpArmedCommit,
     Unavailable,
+    make_durable,
     probe,
     probe_paths,
     stat_proves,
@@ -319,6 +320,7 @@ class PosixOps:
         self.timeout = conn.host.timeout
         self.warnings = warnings if warnings is not None else []
         self._seen: dict[tuple[str, str], Seen] = {}  # (run id, path): the live file at stage
+        self._unflushed: list[str] = []  # replaced by an SFTP release, not yet fsynced
 
     # --- read ---------------------------------------------------------------------------
     def read_one(self, sftp: paramiko.SFTPClient, path: str) -> FileState:
@@ -355,6 +357,9 @@ class PosixOps:
     def read(self, paths: Sequence[str]) -> dict[str, FileState]:
         sftp = self.conn.sftp()
         with node_errors(self.host, "read"):
+            if self._unflushed:  # the verify after an SFTP release, outside the window
+                flush, self._unflushed = self._unflushed, []
+                make_durable(sftp, flush)
             return {path: self.read_one(sftp, path) for path in paths}
 
     def audit(self, request: AuditRequest) -> AuditRead:
@@ -447,6 +452,7 @@ class PosixOps:
                 [i.path for i in done], run_id, {i.path: i.expected_sha256 for i in done}
             ),
             discard=self.conn.discard_sftp,
+            replaced=self._unflushed.extend,
         )
 
     def _check_armed(self, sftp: paramiko.SFTPClient, item: CommitItem, run_id: str) -> None:
