@@ -452,7 +452,7 @@ class PosixOps:
                 [i.path for i in done], run_id, {i.path: i.expected_sha256 for i in done}
             ),
             discard=self.conn.discard_sftp,
-            replaced=self._unflushed.extend,
+            replaced=lambda paths: self._unflushed.extend(paths),
         )
 
     def _check_armed(self, sftp: paramiko.SFTPClient, item: CommitItem, run_id: str) -> None:
