@@ -141,6 +141,32 @@ def test_arming_refuses_when_this_runs_backup_exists(sshd_node: SshdTestNode) ->
     assert planted.read_bytes() == b"<configuration/>" and live.read_bytes() == SAMPLE_WEB_CONFIG
 
 
+def test_a_backup_planted_after_the_check_cannot_cost_the_original(
+    sshd_node: SshdTestNode,
+) -> None:
+    """The release's rename cannot wait for its backup link. A backup name planted between
+    the check and the release makes the link fail while the rename goes through: the
+    original comes back from the safety link the probe kept, and the planted file stays."""
+    live, app = sshd_node.config, sshd_node.app_config
+    originals = {p: p.read_bytes() for p in (live, app)}
+    planted = Path(backup_path(str(live), "r1"))
+    with SshNode(sshd_node.host()) as node:
+        armed = node.arm_commit(_arm(node, [live, app]), "r1")
+        planted.write_bytes(b"<configuration/>")
+        armed.release()
+        with pytest.raises(NodeError) as err:
+            armed.wait(10)
+        assert err.value.kind is NodeErrorKind.BACKUP_EXISTS
+        assert {p: p.read_bytes() for p in (live, app)} == originals
+        assert planted.read_bytes() == b"<configuration/>"
+        node.cleanup([str(live), str(app)], "r1")
+    assert sorted(p.name for p in sshd_node.web_root.iterdir()) == [
+        "app",
+        "web.config",
+        planted.name,
+    ]
+
+
 @pytest.mark.parametrize(
     ("mtime", "staged", "gap", "proves"),
     [

@@ -24,6 +24,7 @@ with the old file, whole: on the old key, which the next run's read and ``farmsy
 from __future__ import annotations
 
 import contextlib
+import posixpath
 import stat
 import time
 from collections.abc import Callable, Sequence
@@ -40,6 +41,7 @@ from farmsync.nodes.ssh_sftp import fsync, reraise_if_transport
 HARDLINK = "hardlink@openssh.com"
 POSIX_RENAME = "posix-rename@openssh.com"
 PROBE_SUFFIX = ".farmsync-{run_id}.probe"
+UNDO_SUFFIX = ".farmsync-{run_id}.undo"
 _SFTP_PERMISSION_DENIED = 3
 _SFTP_OP_UNSUPPORTED = 8
 
@@ -116,34 +118,43 @@ class Pipeline:
 
 
 def probe_paths(live: str, run_id: str) -> tuple[str, str]:
-    """The throw-away names the probe links and renames beside ``live``."""
+    """The probe's names beside ``live``: the link it makes, and the name it renames that to,
+    which stays (the safety link, see :func:`probe`) until cleanup."""
     first = live + PROBE_SUFFIX.format(run_id=run_id)
     return first, first + "2"
+
+
+def safety_link(live: str, run_id: str) -> str:
+    return probe_paths(live, run_id)[1]
 
 
 def probe(
     sftp: paramiko.SFTPClient, host: str, lives: Sequence[str], run_id: str, timeout: float
 ) -> None:
-    """Try both extensions for real on each live file, pipelined: link the live file to a
-    probe name, rename that, remove both names. Raises Unavailable."""
+    """Try both extensions for real on each live file, pipelined: hard-link the live file to
+    a probe name and rename that to the safety link. Raises Unavailable (and removes both).
+
+    The live file itself is linked, so a file at its link limit (EMLINK) or on a filesystem
+    without hard links never reaches a release whose link would fail. The safety link keeps
+    the original's inode under a second name until cleanup: a pipelined release cannot make
+    its rename wait for its backup link, and if that link still fails (a backup name planted
+    between the check and the release, a full directory), the original is not lost."""
     pipe = Pipeline(sftp)
     checks: list[tuple[int, int]] = []
-    cleanup: list[int] = []
     for live in lives:
         first, second = probe_paths(live, run_id)
-        # The live file itself: a file at its link limit (EMLINK) must not reach a release
-        # whose link would fail while its rename succeeds.
-        link = pipe.extended(HARDLINK, live, first)
-        checks.append((link, pipe.extended(POSIX_RENAME, first, second)))
-        cleanup += [pipe.send(CMD_REMOVE, second), pipe.send(CMD_REMOVE, first)]
-    with node_errors(host, "commit"):
-        got = pipe.collect(
-            [n for pair in checks for n in pair] + cleanup, time.monotonic() + timeout
+        checks.append(
+            (pipe.extended(HARDLINK, live, first), pipe.extended(POSIX_RENAME, first, second))
         )
+    with node_errors(host, "commit"):
+        got = pipe.collect([n for pair in checks for n in pair], time.monotonic() + timeout)
     for link, rename in checks:
         for num, name in ((link, HARDLINK), (rename, POSIX_RENAME)):
             code, _ = got[num]
             if code != SFTP_OK:
+                with node_errors(host, "commit"):
+                    drop = [pipe.send(CMD_REMOVE, p) for v in lives for p in probe_paths(v, run_id)]
+                    pipe.collect(drop, time.monotonic() + timeout)
                 raise Unavailable(f"{name} {_describe(code)}")
 
 
@@ -199,21 +210,59 @@ class SftpArmedCommit(ArmedCommit):
             raise
         self._done = True
         committed: list[CommitItem] = []
+        unbacked: list[CommitItem] = []
         failed: NodeError | None = None
         for item, link, rename in self._sent:
             (link_code, link_text), (rename_code, rename_text) = got[link], got[rename]
             if rename_code == SFTP_OK:
-                committed.append(item)
+                (committed if link_code == SFTP_OK else unbacked).append(item)
             if failed is None and (link_code != SFTP_OK or rename_code != SFTP_OK):
                 failed = self._failure(item, link_code, link_text, rename_code, rename_text)
         if failed is None:
             self._replaced([item.path for item in committed])
             return
+        if unbacked:
+            failed = self._restore_unbacked(unbacked, timeout) or failed
         if committed:
             # As the armed shell does: a failed file puts back those already replaced.
             with contextlib.suppress(NodeError):
                 self._undo(committed)
         raise failed
+
+    def _restore_unbacked(self, items: Sequence[CommitItem], timeout: float) -> NodeError | None:
+        """Files replaced although their backup link failed: put the original inode back
+        from the safety link, atomically (link it to a temporary name, rename that over the
+        live file). None when done; else the error that says where the original is."""
+        pipe = Pipeline(self.sftp)
+        sent = []
+        for item in items:
+            temp = item.path + UNDO_SUFFIX.format(run_id=self.run_id)
+            keep = safety_link(item.path, self.run_id)
+            sent.append(
+                (
+                    item,
+                    pipe.extended(HARDLINK, keep, temp),
+                    pipe.extended(POSIX_RENAME, temp, item.path),
+                )
+            )
+        try:
+            with node_errors(self.host, "commit"):
+                got = pipe.collect(
+                    [n for _, a, b in sent for n in (a, b)], time.monotonic() + timeout
+                )
+        except NodeError:
+            got = {}
+        for item, link, rename in sent:
+            if got.get(link, (-1, ""))[0] != SFTP_OK or got.get(rename, (-1, ""))[0] != SFTP_OK:
+                return NodeError(
+                    self.host,
+                    NodeErrorKind.VERIFY,
+                    "replaced without a backup, and putting the original back failed: it is "
+                    f"kept as {posixpath.basename(safety_link(item.path, self.run_id))}",
+                    phase="commit",
+                    path=item.path,
+                )
+        return None
 
     def abort(self) -> None:
         if self._done:
@@ -244,15 +293,10 @@ class SftpArmedCommit(ArmedCommit):
                     phase="commit",
                     path=backup,
                 )
-            # A pipeline cannot make the rename wait for the link: after the probe and the
-            # check, only a concurrent change on the node gets here. Say so plainly.
-            replaced = (
-                " (the live file was replaced all the same)" if rename_code == SFTP_OK else ""
-            )
             return NodeError(
                 self.host,
                 _kind(link_code),
-                f"backup: {link_text or 'failed'}{replaced}",
+                f"backup: {link_text or 'failed'}",
                 phase="commit",
                 path=path,
             )

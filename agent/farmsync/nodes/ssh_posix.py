@@ -47,6 +47,7 @@ from farmsync.nodes.contract import (
     staging_path,
 )
 from farmsync.nodes.sftp_commit import (
+    UNDO_SUFFIX,
     Seen,
     SftpArmedCommit,
     Unavailable,
@@ -601,7 +602,9 @@ class PosixOps:
             for path in paths:
                 remove_quietly(sftp, staging_path(path, run_id))
                 remove_quietly(sftp, path + ROLLBACK_SUFFIX.format(run_id=run_id))
-                for name in probe_paths(path, run_id):  # only if arming was cut short
+                # The SFTP commit's probe and safety link, and an undo cut short.
+                undo = path + UNDO_SUFFIX.format(run_id=run_id)
+                for name in (*probe_paths(path, run_id), undo):
                     remove_quietly(sftp, name)
             for entries in self._backups(sftp, paths).values():
                 for run, old in entries[max(keep_backups, 0) :]:
