@@ -32,6 +32,7 @@ def test_a_rotation_is_one_session_and_no_exec_per_posix_node(
         assert (connections, sftp, execs) == (1, 1, 0), name
     result = json.loads(done.stdout)
     assert not any("armed shell" in m for m in result["messages"])
+    assert not [p for c in farm.configs.values() for p in c.parent.glob("*.probe*")]
     # The skew the files show, at the whole seconds SFTP v3 gives: no finer claim.
     seconds = [int(p.stat().st_mtime) for p in farm.configs.values()]
     assert result["mtime_resolution_ms"] == 1000.0
@@ -61,6 +62,7 @@ def test_a_controller_killed_between_release_and_acknowledgement_then_recover(
     assert any("recovered unfinished run" in m and "changed" in m for m in report["messages"])
     assert set(farm.fingerprints().values()) == {target}
     assert not farm.leftovers()
+    assert not [p for c in farm.configs.values() for p in c.parent.glob("*.probe*")]
     for name, node in farm.handles.items():
         assert sshd_sessions(node)[2] == 0, f"{name}: an exec on the SFTP path"
     history = json.loads(farm.cli("history", "--json").stdout)["keys"]
@@ -91,5 +93,6 @@ def test_a_node_that_cannot_commit_over_sftp_falls_back_and_says_so_once(
         "node's SFTP server); using the armed shell"
     ]
     assert len(set(farm.fingerprints().values())) == 1
+    assert not [p for c in farm.configs.values() for p in c.parent.glob("*.probe*")]
     assert sshd_sessions(node)[2] == 1  # the armed shell, on web1 only
     assert sshd_sessions(farm.handles["web2"])[2] == 0
