@@ -87,7 +87,8 @@ def test_a_node_that_cannot_commit_over_sftp_falls_back_and_says_so_once(
     done = farm.cli("rotate")  # not a terminal: one progress line per event on stderr
 
     assert done.returncode == 0, done.stderr
-    warnings = [line for line in done.stderr.splitlines() if ": warning " in line]
+    # Each line after its timestamp.
+    warnings = [line.split(" ", 1)[1] for line in done.stderr.splitlines() if ": warning " in line]
     assert warnings == [
         "[arm] web1: warning SFTP commit unavailable (hardlink@openssh.com is refused by the "
         "node's SFTP server); using the armed shell"
