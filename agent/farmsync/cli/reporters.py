@@ -85,7 +85,7 @@ class RichReporter:
             )
         if event.status is Status.WARNING:
             self.progress.console.print(
-                f"[yellow]![/yellow] {phase} {escape(event.host or '-')}: {escape(event.detail)}",
+                f"[yellow]![/yellow] {phase} {markup(event.host or '-')}: {markup(event.detail)}",
                 markup=True,
                 highlight=False,
             )
