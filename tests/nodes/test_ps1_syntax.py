@@ -197,8 +197,8 @@ def test_error_kinds_in_scripts_are_node_error_kinds() -> None:
     for name in PS1_FILES:
         script = psagent.resource_text(name)
         used |= set(re.findall(r"New-FarmsyncError '([a-z-]+)'", script))
-        used |= set(re.findall(r"return '([a-z-]+)'", script))
-        used |= set(re.findall(r'"kind":"([a-z-]+)"', script))
+        used |= set(re.findall(r"return '([a-z-]+)'", script)) - {"true", "false", "null"}
+        used |= set(re.findall(r"\$farmsyncKind = '([a-z-]+)'", script))
     assert {
         "changed-since-read",
         "permission-denied",
@@ -221,9 +221,10 @@ def test_error_mapping_covers_the_windows_failures() -> None:
     ):
         assert needle in common + psagent.resource_text("read.ps1")
     commit = psagent.resource_text("commit.ps1")
-    assert "[System.IO.File]::Replace($staging, $target, $backup)" in commit
+    assert "[System.IO.File]::Replace($Staging, $Target, $Backup)" in commit
     assert "FileStream" in common and "Flush($true)" in common and "WriteThrough" in common
-    assert "Get-Acl -LiteralPath" in common and "Set-Acl -LiteralPath" in common
+    assert "GetAccessControl($From, $sections)" in common
+    assert "SetAccessControl($To, $acl)" in common
 
 
 # --- the real thing, where PowerShell exists ---------------------------------------------------

@@ -12,18 +12,23 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
 from farmsync.errors import NodeError, NodeErrorKind
 from farmsync.inventory.model import RecycleSpec
-from farmsync.nodes.agent import OPS, PROTOCOL_VERSION
+from farmsync.nodes.clixml import decode_stderr
 from farmsync.nodes.contract import CommitItem, FileState, FileStatus, StageItem
+from farmsync.nodes.protocol import COMMIT_WORD as _WORD
+from farmsync.nodes.protocol import OPS, PROTOCOL_VERSION, ps1_fragment
+
+log = logging.getLogger(__name__)
 
 CMD_EXE_LIMIT = 8191  # longest command line cmd.exe accepts
 MAX_CHUNK = 512 * 1024  # stdin bytes per SSH channel write (WinRM sends winrm_shell.SEND_CHUNK)
-COMMIT_WORD = b"COMMIT\r\n"
+COMMIT_WORD = _WORD.encode("ascii") + b"\r\n"
 ABORT_WORD = b"ABORT\r\n"
 POWERSHELL_ARGS = "powershell.exe -NoLogo -NoProfile -NonInteractive -ExecutionPolicy Bypass"
 
@@ -34,10 +39,11 @@ def resource_text(name: str) -> str:
 
 
 def load_script(op: str) -> str:
-    """The script sent for ``op``: the shared functions of common.ps1, then the op's own."""
+    """The script sent for ``op``: its argument table generated from protocol.py, the shared
+    functions of common.ps1, then the op's own. Fixed text: no request data is in it."""
     if op not in OPS:
         raise ValueError(f"unknown node op {op!r}")
-    return resource_text("common.ps1") + "\n" + resource_text(f"{op}.ps1")
+    return ps1_fragment(op) + resource_text("common.ps1") + "\n" + resource_text(f"{op}.ps1")
 
 
 BOOTSTRAP = resource_text("bootstrap.ps1")
@@ -116,7 +122,7 @@ def parse_output(
     """
     results = [obj for obj in _json_lines(stdout) if _is_result(obj)]
     if not results:
-        hint = stderr.decode("utf-8", "replace").strip().splitlines()
+        hint = decode_stderr(stderr).strip().splitlines()
         detail = "no result from the node agent"
         if hint:
             detail += f" (stderr: {hint[0][:200]})"
@@ -126,6 +132,7 @@ def parse_output(
         result = final.get("result")
         if not isinstance(result, dict):
             raise NodeError(host, NodeErrorKind.PROTOCOL, "result is not an object", phase=phase)
+        report_warnings(result, host=host, phase=phase)
         return result
     error = final.get("error") if isinstance(final.get("error"), dict) else {}
     path = error.get("path")
@@ -136,6 +143,15 @@ def parse_output(
         phase=phase,
         path=path if isinstance(path, str) and path else None,
     )
+
+
+def report_warnings(result: Mapping[str, Any], *, host: str, phase: str | None) -> None:
+    """Log the answer's ``warnings`` (retries, skipped pools) for the operator."""
+    warnings = result.get("warnings")
+    if isinstance(warnings, list):
+        for text in warnings:
+            if isinstance(text, str):
+                log.warning("%s %s: %s", host, phase or "node", text[:300])
 
 
 class ArmedReader:

@@ -1,7 +1,15 @@
 # commit {run_id, items: [{path, expected_sha256, staged_sha256}]}
-# Checks everything, prints {"armed": true}, waits for the next stdin line: COMMIT replaces
-# every live file (keeping a byte-identical backup) -> {committed}; ABORT or EOF -> {aborted}.
+# Checks everything, prints {"armed": true}, waits for the next stdin line: exactly COMMIT
+# (case-sensitive) replaces every live file (keeping a byte-identical backup) -> {committed};
+# anything else, or EOF -> {aborted}. A live file another process holds for a moment is
+# retried, bounded, and the retries are reported in "warnings".
 $ErrorActionPreference = 'Stop'
+
+# Win32 errors worth a retry (protocol.BUSY_WIN32_ERRORS): sharing violation, lock
+# violation, unable to remove replaced, unable to move replacement.
+$FarmsyncBusyCodes = @(32, 33, 1175, 1176)
+$FarmsyncReplaceAttempts = 8
+$FarmsyncReplaceFirstDelayMs = 50
 
 function Test-FarmsyncCommitReady {
     # Staging files hold what was staged and live files are still what was read.
@@ -9,8 +17,9 @@ function Test-FarmsyncCommitReady {
     foreach ($item in $Items) {
         $path = [string]$item.path
         $target = Resolve-FarmsyncPath -Path $path
+        Assert-FarmsyncNotLink -Target $target -Shown $path
         $staging = Get-FarmsyncStagingPath -Target $target -RunId $RunId
-        if (-not (Test-Path -LiteralPath $staging -PathType Leaf)) {
+        if (-not [System.IO.File]::Exists($staging)) {
             throw (New-FarmsyncError 'not-found' 'staging file missing (stage first)' $staging)
         }
         $staged = Read-FarmsyncBytes -Target $staging -Shown $staging
@@ -24,15 +33,55 @@ function Test-FarmsyncCommitReady {
     }
 }
 
+function Get-FarmsyncInnerException {
+    param($ErrorRecord)
+    $ex = $ErrorRecord.Exception
+    while ($ex -is [System.Management.Automation.MethodInvocationException] -and $null -ne $ex.InnerException) {
+        $ex = $ex.InnerException
+    }
+    return $ex
+}
+
+function Invoke-FarmsyncReplace {
+    # Renames live -> backup and staging -> live in one call (ReplaceFile), retried while
+    # another process holds the file (same loop as replace_when_free in agent.py).
+    param([string]$Staging, [string]$Target, [string]$Backup, [string]$Shown)
+    $delay = $FarmsyncReplaceFirstDelayMs
+    for ($attempt = 1; $attempt -le $FarmsyncReplaceAttempts; $attempt++) {
+        try {
+            [System.IO.File]::Replace($Staging, $Target, $Backup)
+            if ($attempt -gt 1) {
+                Add-FarmsyncWarning -Text ($Shown + ': replaced after ' + ($attempt - 1) + ' retries (file in use)')
+            }
+            return
+        } catch {
+            # ReplaceFile can fail after moving the live file to the backup name
+            # (ERROR_UNABLE_TO_MOVE_REPLACEMENT_2): never leave the live path empty.
+            if (-not [System.IO.File]::Exists($Target) -and [System.IO.File]::Exists($Backup)) {
+                [System.IO.File]::Move($Backup, $Target)
+            }
+            $code = Get-FarmsyncWin32Code -Exception (Get-FarmsyncInnerException -ErrorRecord $_)
+            if ($FarmsyncBusyCodes -notcontains $code) { throw }
+            if ($attempt -eq $FarmsyncReplaceAttempts) {
+                throw (New-FarmsyncError 'remote-error' ('live file still in use by another process after ' + $attempt + ' attempts') $Shown)
+            }
+            [System.Threading.Thread]::Sleep($delay)
+            $delay = $delay * 2
+        }
+    }
+}
+
 function Invoke-FarmsyncOp {
     param($Arguments)
     $runId = Assert-FarmsyncRunId -RunId $Arguments.run_id
-    $items = @($Arguments.items)
-    Assert-FarmsyncUnique -Paths @($items | ForEach-Object { [string]$_.path })
+    $items = $Arguments.items
+    $paths = [System.Collections.Generic.List[string]]::new()
+    foreach ($item in $items) { $paths.Add($item.path) }
+    Assert-FarmsyncUnique -Paths $paths.ToArray()
     Test-FarmsyncCommitReady -Items $items -RunId $runId
     Write-FarmsyncLine -Object @{ armed = $true }
     $word = [Console]::In.ReadLine()
-    if ($null -eq $word -or $word.Trim() -ne 'COMMIT') {
+    if ($null -eq $word -or $word -cne 'COMMIT') {
         return @{ aborted = $true }
     }
     # Again at release: narrows the window between arm and commit.
@@ -47,17 +96,7 @@ function Invoke-FarmsyncOp {
             $staging = Get-FarmsyncStagingPath -Target $target -RunId $runId
             $backup = Get-FarmsyncBackupPath -Target $target -RunId $runId
             $null = Remove-FarmsyncFile -Path $backup
-            try {
-                # Renames live -> backup and staging -> live in one call (ReplaceFile).
-                [System.IO.File]::Replace($staging, $target, $backup)
-            } catch {
-                # ReplaceFile can fail after moving the live file to the backup name
-                # (ERROR_UNABLE_TO_MOVE_REPLACEMENT_2): never leave the live path empty.
-                if (-not (Test-Path -LiteralPath $target) -and (Test-Path -LiteralPath $backup -PathType Leaf)) {
-                    [System.IO.File]::Move($backup, $target)
-                }
-                throw
-            }
+            Invoke-FarmsyncReplace -Staging $staging -Target $target -Backup $backup -Shown $current
             $done.Add(@{ Target = $target; Backup = $backup })
             $committed.Add($current)
         }

@@ -8,11 +8,11 @@ function Invoke-FarmsyncOp {
     $runId = Assert-FarmsyncRunId -RunId $Arguments.run_id
     $restored = [System.Collections.Generic.List[string]]::new()
     $skipped = [System.Collections.Generic.List[string]]::new()
-    foreach ($entry in @($Arguments.paths)) {
+    foreach ($entry in $Arguments.paths) {
         $path = [string]$entry
         $target = Resolve-FarmsyncPath -Path $path
         $backup = Get-FarmsyncBackupPath -Target $target -RunId $runId
-        if (Test-Path -LiteralPath $backup -PathType Leaf) {
+        if ([System.IO.File]::Exists($backup)) {
             Restore-FarmsyncBackup -Backup $backup -Target $target -RunId $runId
             $restored.Add($path)
         } else {
