@@ -6,6 +6,7 @@ remote agents have (staging beside the target, atomic replace, backups, error ki
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from farmsync.errors import NodeError
@@ -19,6 +20,8 @@ from farmsync.nodes.contract import (
     NodeOperations,
     StageItem,
 )
+
+log = logging.getLogger(__name__)
 
 
 def _node_error(host: str, phase: str, err: agent.AgentError) -> NodeError:
@@ -39,10 +42,13 @@ class LocalArmedCommit(ArmedCommit):
         if self._state != "armed":
             raise RuntimeError(f"commit is {self._state}, cannot release")
         self._state = "released"
+        warnings: list[str] = []
         try:
-            agent.commit_files(self._items, self._run_id)
+            agent.commit_files(self._items, self._run_id, warnings=warnings)
         except agent.AgentError as err:
             self._error = _node_error(self._node.host_name, "commit", err)
+        for text in warnings:  # retries on a busy file: the operator should know
+            log.warning("%s commit: %s", self._node.host_name, text)
 
     def wait(self, timeout: float) -> None:
         if self._state != "released":
@@ -116,7 +122,12 @@ class LocalNode(NodeOperations):
     def recycle(self) -> None:
         self.round_trips += 1
         spec = self.host.recycle
+        warnings: list[str] = []
         try:
-            agent.recycle(spec.kind.value, spec.command, spec.app_pools, self.host.timeout)
+            agent.recycle(
+                spec.kind.value, spec.command, spec.app_pools, self.host.timeout, warnings
+            )
         except agent.AgentError as err:
             raise self._call_failed("recycle", err) from None
+        for text in warnings:
+            log.warning("%s recycle: %s", self.host_name, text)
