@@ -152,3 +152,29 @@ def test_bad_inventory_is_one_error_naming_file_and_line_and_writes_nothing(
         Path("inventory"),
         inventory.relative_to(tmp_path),
     ]
+
+
+def test_check_names_the_trust_store_and_warns_about_credssp(tmp_path: Path) -> None:
+    inventory = tmp_path / "farm.yml"
+    inventory.write_text(
+        "all:\n"
+        "  vars:\n"
+        "    ansible_connection: winrm\n"
+        "    ansible_user: svc\n"
+        "    farmsync_password_env: FARMSYNC_WINRM_PASSWORD\n"
+        "  hosts:\n"
+        "    web1.example: {}\n"
+        "    web2.example: {ansible_winrm_ca_trust_path: /etc/farmsync/ca.pem}\n"
+        "    web3.example: {ansible_winrm_transport: credssp}\n"
+    )
+    env = base_env({PASSWORD_ENV: "not-a-real-password"})
+    result = run_cli("inventory", "check", "-i", str(inventory), "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    hosts = {h["name"]: h for h in json.loads(result.stdout)["hosts"]}
+    certifi = "certifi's CA bundle, not the operating system's trust store"
+    assert certifi in hosts["web1.example"]["trust"]
+    assert hosts["web2.example"]["trust"] == "TLS certificate checked against /etc/farmsync/ca.pem"
+    assert any("CredSSP delegates" in n for n in hosts["web3.example"]["notes"])
+    plain = run_cli("inventory", "check", "-i", str(inventory), env=env)
+    assert "web3.example: warning: CredSSP delegates the login's credential" in plain.stderr
+    assert "certifi" in plain.stdout

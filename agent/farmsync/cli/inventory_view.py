@@ -35,8 +35,12 @@ def show_inventory(path: Path, as_json: bool, out: Console, err: Console) -> Non
         return
     for warning in warnings:
         err.print(f"[yellow]{escape(warning)}[/]")
+    for s in summaries:
+        for note in s.notes:
+            err.print(f"[yellow]{escape(s.name)}: warning: {escape(note)}[/]")
     table = Table(title=f"farm {escape(inventory.farm)}: {len(summaries)} host(s)")
-    for column in ("host", "groups", "transport", "address", "password", "root web.config files"):
+    columns = ("host", "groups", "transport", "address", "password", "root web.config files")
+    for column in (*columns, "identity checked by"):
         table.add_column(column)
     for s in summaries:
         table.add_row(
@@ -46,6 +50,7 @@ def show_inventory(path: Path, as_json: bool, out: Console, err: Console) -> Non
             escape(s.address),
             escape(s.password_source),
             escape("\n".join(s.root_configs)),
+            escape(s.trust),
         )
     out.print(table)
     out.print(f"[green]ok[/]: {escape(str(path))} is valid")
