@@ -417,6 +417,12 @@ def lab_status(lab_dir: Path, as_json: bool) -> None:
     run(lab_dir, as_json, stdout_console())
 
 
+# --- doctor (its own module) -------------------------------------------------------------
+from farmsync.cli import doctor_cmd  # noqa: E402 - registered once the shared options exist
+
+doctor_cmd.register(cli, inventory_option)
+
+
 def main() -> None:
     # Warnings from farmsync (insecure settings) reach stderr; paramiko's transport thread
     # logs tracebacks for connections farmsync already reports as node errors.

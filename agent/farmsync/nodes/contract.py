@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import TracebackType
+from typing import Any
 
 from farmsync.errors import NodeError, NodeErrorKind
 
@@ -175,6 +176,15 @@ class NodeOperations(ABC):
     @abstractmethod
     def recycle(self) -> None:
         """Do what ``farmsync_recycle`` says (nothing, a command, IIS app pools)."""
+
+    # --- preflight (farmsync doctor): read-only, optional per transport -----------------
+    def doctor(self, paths: Sequence[str]) -> dict[str, Any]:
+        """The ``doctor`` answer for ``paths`` (PROTOCOL.md): what would stop a commit."""
+        raise NodeError(self.host_name, NodeErrorKind.PROTOCOL, "no doctor op", phase="doctor")
+
+    def identity(self) -> dict[str, str]:
+        """How the open connection authenticated (``auth``) and checked the node (``verified``)."""
+        return {}
 
 
 def raise_for_state(host: str, state: FileState, phase: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from farmsync.errors import NodeError
 from farmsync.inventory.model import Host
@@ -131,3 +132,12 @@ class LocalNode(NodeOperations):
             raise self._call_failed("recycle", err) from None
         for text in warnings:
             log.warning("%s recycle: %s", self.host_name, text)
+
+    def doctor(self, paths: Sequence[str]) -> dict[str, Any]:
+        from farmsync.nodes.doctor_probe import probe
+
+        self.round_trips += 1
+        return probe(paths)
+
+    def identity(self) -> dict[str, str]:
+        return {"auth": "none (this machine)", "verified": "local files, no connection"}

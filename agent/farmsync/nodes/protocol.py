@@ -87,7 +87,7 @@ def check_args(op: str, args: Mapping[str, Any]) -> None:
         value = args.get(name)
         if not type_ok(value, kind):
             raise ArgumentError(mismatch(name, kind))
-        if kind == ITEMS:
+        if kind == ITEMS and isinstance(value, list):
             for entry in value:
                 for field, field_kind in ITEM_FIELDS[op].items():
                     if not type_ok(entry.get(field), field_kind):

@@ -11,7 +11,7 @@ file content ever reaches a remote command line.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from farmsync.errors import NodeError, NodeErrorKind
 from farmsync.inventory.model import Host, RecycleKind, RecycleSpec, Shell
@@ -36,6 +36,7 @@ class _Ops(Protocol):
     def cleanup(self, paths: Sequence[str], run_id: str, keep_backups: int) -> None: ...
     def list_backups(self, paths: Sequence[str]) -> dict[str, list[str]]: ...
     def recycle(self, spec: RecycleSpec) -> None: ...
+    def doctor(self, paths: Sequence[str]) -> dict[str, Any]: ...
 
 
 class SshNode(NodeOperations):
@@ -109,3 +110,9 @@ class SshNode(NodeOperations):
     def recycle(self) -> None:
         if self.host.recycle.kind is not RecycleKind.NONE:
             self._trip().recycle(self.host.recycle)
+
+    def doctor(self, paths: Sequence[str]) -> dict[str, Any]:
+        return self._trip().doctor(paths)
+
+    def identity(self) -> dict[str, str]:
+        return self._conn.identity() if self._conn is not None else {}

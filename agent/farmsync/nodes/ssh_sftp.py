@@ -15,6 +15,7 @@ from typing import Any, Protocol, cast
 import paramiko
 from paramiko.sftp import (
     CMD_EXTENDED,
+    CMD_EXTENDED_REPLY,
     CMD_HANDLE,
     CMD_OPEN,
     SFTP_FLAG_CREATE,
@@ -67,6 +68,19 @@ def fsync(sftp: paramiko.SFTPClient, handle: paramiko.SFTPFile) -> None:
     """Flush the file to the node's disk (OpenSSH ``fsync@openssh.com``)."""
     handle.flush()
     _request(sftp)(CMD_EXTENDED, "fsync@openssh.com", handle.handle)
+
+
+def free_bytes(sftp: paramiko.SFTPClient, path: str) -> int | None:
+    """Bytes available to the login on ``path``'s file system (``statvfs@openssh.com``), or
+    None where the server lacks the extension."""
+    try:
+        t, msg = _request(sftp)(CMD_EXTENDED, "statvfs@openssh.com", path)
+    except (OSError, EOFError):
+        return None
+    if t != CMD_EXTENDED_REPLY:
+        return None
+    _bsize, frsize, _blocks, _bfree, bavail = (msg.get_int64() for _ in range(5))
+    return int(bavail * frsize)
 
 
 def read_all(sftp: paramiko.SFTPClient, path: str) -> bytes:

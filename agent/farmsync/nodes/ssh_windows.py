@@ -126,6 +126,9 @@ class PowerShellOps:
     def recycle(self, spec: RecycleSpec) -> None:
         self.run("recycle", psagent.recycle_args(spec), "recycle")
 
+    def doctor(self, paths: Sequence[str]) -> dict[str, Any]:
+        return self.run("doctor", {"paths": list(paths)}, "doctor")
+
     def arm_commit(self, items: Sequence[CommitItem], run_id: str) -> ArmedCommit:
         args = psagent.commit_args(items, run_id)
         channel = self.conn.exec(psagent.command_line())

@@ -17,6 +17,7 @@ from typing import Any
 from winrm.protocol import Protocol
 
 from farmsync.errors import NodeError, NodeErrorKind
+from farmsync.inventory.describe import describe_trust
 from farmsync.inventory.model import Host
 from farmsync.nodes import psagent
 from farmsync.nodes.contract import (
@@ -115,6 +116,12 @@ class WinrmNode(NodeOperations):
 
     def recycle(self) -> None:
         self._run("recycle", psagent.recycle_args(self.host.recycle))
+
+    def doctor(self, paths: Sequence[str]) -> dict[str, Any]:
+        return self._run("doctor", {"paths": list(paths)})
+
+    def identity(self) -> dict[str, str]:
+        return {"auth": f"winrm {self.host.winrm.transport}", "verified": describe_trust(self.host)}
 
 
 class WinrmArmedCommit(ArmedCommit):
