@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import re
 import shutil
+import subprocess
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -19,11 +20,12 @@ import pytest
 import tree_sitter_powershell as tsp
 from tree_sitter import Language, Node, Parser
 
-from farmsync.errors import NodeErrorKind
+from farmsync.errors import NodeError, NodeErrorKind
 from farmsync.nodes import psagent
 from tests.nodes.contract_cases import (
     CONTRACT_CASES,
     SECRET_HEX,
+    ContractCase,
     ProcessAgentNode,
     case_id,
 )
@@ -228,15 +230,34 @@ def test_error_mapping_covers_the_windows_failures() -> None:
 
 
 # --- the real thing, where PowerShell exists ---------------------------------------------------
+# pwsh cannot be installed on this machine; where it exists, the real scripts run the whole
+# shared contract (every case) and the protocol's refusals, through the same bootstrap.
+
+PWSH = shutil.which("pwsh")
+needs_pwsh = pytest.mark.skipif(
+    PWSH is None, reason="pwsh not installed: PowerShell scripts are checked statically only"
+)
 
 
-def test_powershell_scripts_pass_the_contract_cases(tmp_path: Path) -> None:
-    pwsh = shutil.which("pwsh")
-    if pwsh is None:
-        pytest.skip("pwsh not installed: PowerShell scripts are checked statically only")
-    argv = [pwsh, "-NoLogo", "-NoProfile", "-NonInteractive", "-EncodedCommand"]
-    node = ProcessAgentNode([*argv, psagent.encoded_bootstrap()])
-    for case in CONTRACT_CASES:
-        root = tmp_path / case_id(case)
-        root.mkdir()
-        case(node, root)
+def pwsh_argv() -> list[str]:
+    assert PWSH is not None
+    return [PWSH, "-NoLogo", "-NoProfile", "-NonInteractive", "-EncodedCommand",
+            psagent.encoded_bootstrap()]
+
+
+@needs_pwsh
+@pytest.mark.parametrize("case", CONTRACT_CASES, ids=case_id)
+def test_powershell_scripts_pass_the_contract_case(case: ContractCase, tmp_path: Path) -> None:
+    case(ProcessAgentNode(pwsh_argv()), tmp_path)
+
+
+@needs_pwsh
+@pytest.mark.parametrize("op", psagent.OPS)
+def test_powershell_refuses_a_request_missing_its_arguments(op: str) -> None:
+    done = subprocess.run(
+        pwsh_argv(), input=psagent.request_line(op, {}), capture_output=True, timeout=60
+    )
+    with pytest.raises(NodeError) as info:
+        psagent.parse_output(done.stdout, stderr=done.stderr)
+    assert info.value.kind is NodeErrorKind.PROTOCOL
+    assert "missing or not" in info.value.detail
