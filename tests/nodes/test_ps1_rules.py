@@ -354,3 +354,28 @@ def test_command_recycle_means_the_same_interpreter_on_both_sides() -> None:
     assert "'/d /s /c \"' + $Command + '\"'" in script and "'cmd.exe'" in script
     assert "ScriptBlock" not in script.split("$ErrorActionPreference", 1)[1]
     assert agent.command_argv("exit 3") == ["/bin/sh", "-c", "exit 3"]
+
+
+def test_duplicates_compare_as_ntfs_does_on_windows() -> None:
+    common = psagent.resource_text("common.ps1")
+    body = common[common.index("function Assert-FarmsyncUnique") :]
+    body = body[: body.index("\n}\n")]
+    assert "OrdinalIgnoreCase" in body and "Test-FarmsyncWindows" in body
+    assert "Resolve-FarmsyncPath" in body  # compared after %VAR% expansion, as the twin does
+
+
+def test_unexpected_exceptions_are_cut_never_quoted_whole() -> None:
+    common = psagent.resource_text("common.ps1")
+    body = common[common.index("function Get-FarmsyncErrorInfo") :]
+    body = body[: body.index("\n}\n")]
+    # Only farmsync's own errors (texts written in the scripts) pass their message through.
+    assert body.count("$ex.Message") == 1
+    assert "Get-FarmsyncShortMessage -Exception $ex" in body
+    short = common[common.index("function Get-FarmsyncShortMessage") :]
+    assert "Win32Exception" in short and "'...'" in short
+
+
+def test_symlinks_are_refused_by_stage_and_commit_scripts() -> None:
+    for op in ("stage", "commit"):
+        assert "Assert-FarmsyncNotLink" in psagent.resource_text(f"{op}.ps1")
+    assert "ReparsePoint" in psagent.resource_text("common.ps1")

@@ -26,8 +26,10 @@ function New-FarmsyncError {
 function Get-FarmsyncWin32Code {
     # The Win32 error code an exception carries (HRESULT 0x8007xxxx), or 0.
     param([System.Exception]$Exception)
+    # Shift and mask, rather than compare with 0x80070000: how PowerShell types a hex literal
+    # above 0x7FFFFFFF differs between versions.
     $hresult = $Exception.HResult
-    if (($hresult -band 0xFFFF0000) -eq 0x80070000) { return ($hresult -band 0xFFFF) }
+    if ((($hresult -shr 16) -band 0xFFFF) -eq 0x8007) { return ($hresult -band 0xFFFF) }
     return 0
 }
 
