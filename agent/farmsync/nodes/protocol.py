@@ -8,7 +8,7 @@ the static tests check that each ``<op>.ps1`` reads exactly the arguments listed
 
 Types are the JSON ones: ``string``, ``string?`` (a string or null), ``int`` (a JSON integer,
 never a boolean), ``string[]`` (a list of strings) and ``items`` (a list of objects whose
-fields are typed by :data:`ITEM_FIELDS` for that op). Every argument is required: a missing
+fields are typed by :data:`ITEM_FIELDS` for that op), and ``bool``. Every argument is required: a missing
 one is a protocol error on both sides, never a default (``keep_backups`` missing must not
 mean 0 and delete every backup).
 """
@@ -22,8 +22,9 @@ from farmsync.errors import NodeErrorKind
 
 PROTOCOL_VERSION = 1
 
-STRING, OPTIONAL_STRING, INT, STRING_LIST, ITEMS = "string", "string?", "int", "string[]", "items"
-TYPES = (STRING, OPTIONAL_STRING, INT, STRING_LIST, ITEMS)
+STRING, OPTIONAL_STRING, INT, BOOL = "string", "string?", "int", "bool"
+STRING_LIST, ITEMS = "string[]", "items"
+TYPES = (STRING, OPTIONAL_STRING, INT, BOOL, STRING_LIST, ITEMS)
 
 # op -> argument -> type. Order: the order of the ops in PROTOCOL.md.
 OP_ARGS: Mapping[str, Mapping[str, str]] = {
@@ -69,6 +70,8 @@ def type_ok(value: Any, kind: str) -> bool:
         return value is None or isinstance(value, str)
     if kind == INT:
         return isinstance(value, int) and not isinstance(value, bool)
+    if kind == BOOL:
+        return isinstance(value, bool)
     if kind == STRING_LIST:
         return isinstance(value, list) and all(isinstance(v, str) for v in value)
     if kind == ITEMS:
