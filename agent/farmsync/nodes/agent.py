@@ -644,6 +644,11 @@ def _dispatch(
         return {"files": [state_to_json(s) for s in read_files(args["paths"])]}
     if op == "list_backups":
         return {"backups": list_backups(args["paths"])}
+    if op == "audit":  # read-only; its own module (agent_audit.py), loaded when asked for
+        from farmsync.nodes import agent_audit
+
+        request = agent_audit.request_from_json(args)
+        return agent_audit.audit_to_json(agent_audit.audit_read(request))
     if op == "recycle":
         recycle(args["kind"], args["command"], args["app_pools"], warnings=warnings)
         return {}

@@ -22,9 +22,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from farmsync.errors import NodeError, NodeErrorKind
+
+if TYPE_CHECKING:
+    from farmsync.nodes.auditread import AuditRead, AuditRequest
 
 STAGE_SUFFIX = ".farmsync-{run_id}.new"
 BACKUP_SUFFIX = ".farmsync-{run_id}.bak"
@@ -176,6 +179,15 @@ class NodeOperations(ABC):
     @abstractmethod
     def recycle(self) -> None:
         """Do what ``farmsync_recycle`` says (nothing, a command, IIS app pools)."""
+
+    # --- optional capabilities ----------------------------------------------------------
+    def audit(self, request: AuditRequest) -> AuditRead:
+        """Everything the audit reads, in one read-only round trip (see nodes/auditread.py).
+
+        Optional: a transport without it refuses with a PROTOCOL NodeError."""
+        raise NodeError(
+            self.host_name, NodeErrorKind.PROTOCOL, "this transport cannot audit", phase="audit"
+        )
 
     # --- preflight (farmsync doctor): read-only, optional per transport -----------------
     def doctor(self, paths: Sequence[str]) -> dict[str, Any]:

@@ -7,9 +7,9 @@ PowerShell agent gets the same table as a generated, data-free ``.ps1`` fragment
 the static tests check that each ``<op>.ps1`` reads exactly the arguments listed here.
 
 Types are the JSON ones: ``string``, ``string?`` (a string or null), ``int`` (a JSON integer,
-never a boolean), ``string[]`` (a list of strings) and ``items`` (a list of objects whose
-fields are typed by :data:`ITEM_FIELDS` for that op), and ``bool``. Every argument is required: a missing
-one is a protocol error on both sides, never a default (``keep_backups`` missing must not
+never a boolean), ``bool``, ``string[]`` (a list of strings) and ``items`` (a list of objects
+whose fields are typed by :data:`ITEM_FIELDS` for that op). Every argument is required: a
+missing one is a protocol error on both sides, never a default (``keep_backups`` missing must not
 mean 0 and delete every backup).
 """
 
@@ -36,6 +36,7 @@ OP_ARGS: Mapping[str, Mapping[str, str]] = {
     "list_backups": {"paths": STRING_LIST},
     "recycle": {"kind": STRING, "command": OPTIONAL_STRING, "app_pools": STRING_LIST},
     "doctor": {"paths": STRING_LIST},
+    "audit": {"paths": STRING_LIST, "scan_dirs": STRING_LIST, "iis": BOOL, "windows_facts": BOOL},
 }
 
 # op -> field of each entry of its ``items`` argument -> type.
