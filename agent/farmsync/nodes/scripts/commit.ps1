@@ -33,15 +33,6 @@ function Test-FarmsyncCommitReady {
     }
 }
 
-function Get-FarmsyncInnerException {
-    param($ErrorRecord)
-    $ex = $ErrorRecord.Exception
-    while ($ex -is [System.Management.Automation.MethodInvocationException] -and $null -ne $ex.InnerException) {
-        $ex = $ex.InnerException
-    }
-    return $ex
-}
-
 function Invoke-FarmsyncReplace {
     # Renames live -> backup and staging -> live in one call (ReplaceFile), retried while
     # another process holds the file (same loop as replace_when_free in agent.py).
@@ -60,7 +51,7 @@ function Invoke-FarmsyncReplace {
             if (-not [System.IO.File]::Exists($Target) -and [System.IO.File]::Exists($Backup)) {
                 [System.IO.File]::Move($Backup, $Target)
             }
-            $code = Get-FarmsyncWin32Code -Exception (Get-FarmsyncInnerException -ErrorRecord $_)
+            $code = Get-FarmsyncWin32Code -Exception (Get-FarmsyncInnerException -Exception $_.Exception)
             if ($FarmsyncBusyCodes -notcontains $code) { throw }
             if ($attempt -eq $FarmsyncReplaceAttempts) {
                 throw (New-FarmsyncError 'remote-error' ('live file still in use by another process after ' + $attempt + ' attempts') $Shown)

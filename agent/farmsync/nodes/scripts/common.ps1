@@ -33,6 +33,17 @@ function Get-FarmsyncWin32Code {
     return 0
 }
 
+function Get-FarmsyncInnerException {
+    # .NET exceptions thrown inside method calls arrive wrapped.
+    param([System.Exception]$Exception)
+    $ex = $Exception
+    while ($ex -is [System.Management.Automation.MethodInvocationException] -and
+           $null -ne $ex.InnerException) {
+        $ex = $ex.InnerException
+    }
+    return $ex
+}
+
 function Get-FarmsyncErrorKind {
     # Map an exception to a NodeErrorKind value (same table as error_kind() in agent.py).
     param([System.Exception]$Exception)
