@@ -129,6 +129,7 @@ def test_windows_shell_over_ssh_runs_the_doctor_op(
     assert result.returncode == 0, output_of(result)
     host = hosts_of(result)["win1"]
     assert host["agent"].endswith("(farmsync twin)")  # the shim's powershell.exe is the twin
+    assert host["shell"] == "powershell"
     assert host["files"][0]["replaceable"] is True
 
 

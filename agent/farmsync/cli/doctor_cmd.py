@@ -39,7 +39,7 @@ def _files(report: NodeReport) -> str:
 
 def _shell(report: NodeReport) -> str:
     facts = report.facts
-    parts = [str(facts.get("os") or "")]
+    parts = [f"{facts.get('os') or ''} ({facts.get('shell')} shell)" if facts.get("os") else ""]
     if facts.get("powershell"):
         parts.append(
             f"PowerShell {facts['powershell']}, .NET {facts.get('dotnet')}, "

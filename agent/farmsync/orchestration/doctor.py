@@ -191,6 +191,7 @@ def evaluate(
         "auth": identity.get("auth"),
         "verified": verified or None,
         "os": answer.get("os"),
+        "shell": host.shell.value,
         "agent": answer.get("agent"),
         "powershell": answer.get("powershell"),
         "dotnet": answer.get("dotnet"),
