@@ -36,7 +36,7 @@ try {
         $farmsyncWhy = 'unsupported protocol version'
         throw 'version'
     }
-    $farmsyncScript = [regex]::Match($farmsyncJson, '"script":"((?:[^"\\]|\\.)*)"')
+    $farmsyncScript = [regex]::Match($farmsyncJson, '"script":"([^"\\]*(?:\\.[^"\\]*)*)"')
     if (-not $farmsyncScript.Success) {
         $farmsyncWhy = 'no op script in the request'
         throw 'script'

@@ -11,7 +11,7 @@
 $ErrorActionPreference = 'Stop'
 
 $FarmsyncRunIdPattern = '^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\z'
-$FarmsyncJsonToken = '"(?:[^"\\]|\\.)*"|-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?|true|false|null|[{}\[\]:,]'
+$FarmsyncJsonToken = '"[^"\\]*(?:\\.[^"\\]*)*"|-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?|true|false|null|[{}\[\]:,]'
 $FarmsyncWarnings = [System.Collections.Generic.List[string]]::new()
 
 function New-FarmsyncError {
