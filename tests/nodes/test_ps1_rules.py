@@ -379,3 +379,22 @@ def test_symlinks_are_refused_by_stage_and_commit_scripts() -> None:
     for op in ("stage", "commit"):
         assert "Assert-FarmsyncNotLink" in psagent.resource_text(f"{op}.ps1")
     assert "ReparsePoint" in psagent.resource_text("common.ps1")
+
+
+@pytest.mark.parametrize("name", PS1_FILES)
+def test_no_script_trusts_dollar_question_mark(name: str) -> None:
+    # `$?` after a pipeline reads the status of its last command (ForEach-Object), not of the
+    # program: a failing recycle command once reported OK that way.
+    variables = {text(n) for n in walk(tree(psagent.resource_text(name))) if n.type == "variable"}
+    assert "$?" not in variables
+
+
+def test_recycle_reports_iis_absent_and_was_stopped_clearly() -> None:
+    script = psagent.resource_text("recycle.ps1")
+    assert "'not-found' 'IIS is not installed on this node'" in script
+    assert "Windows Process Activation Service (WAS) is " in script
+    assert "$process.ExitCode -ne 0" in script  # the command's own status decides
+    with pytest.raises(agent.AgentError) as info:
+        agent.recycle("iis", None, [])  # no IIS on this machine: the same kind and words
+    assert info.value.kind is NodeErrorKind.NOT_FOUND
+    assert info.value.detail == "IIS is not installed on this node"
