@@ -246,9 +246,9 @@ class WinrmShell:
         return RemoteCommand(self, self._protocol, self._shell_id, command_id, phase)
 
     def _run(self, command_line: str) -> str:
-        """One Command, streamed the way Ansible streams stdin: no console-mode stdin (input
-        is a pipe, not keystrokes) and no cmd.exe in between (it would see the command line
-        and its 8,191-character limit, and could echo or mangle input)."""
+        """One Command with stdin as a pipe, not console keystrokes (as Ansible sets it when it
+        streams stdin), and powershell.exe started directly: no cmd.exe in between to parse
+        the command line or impose its 8,191-character limit."""
         assert self._protocol is not None and self._shell_id is not None
         return self._protocol.run_command(
             self._shell_id, command_line, console_mode_stdin=False, skip_cmd_shell=True
