@@ -7,14 +7,16 @@
 $ErrorActionPreference = 'Stop'
 
 function Get-FarmsyncPolicyFlag {
-    # A DWORD policy value under HKLM as $true/$false, or $false when it is not set.
+    # A DWORD policy value under HKLM as $true/$false ($false when not set; $null off Windows).
     param([string]$Key, [string]$Name)
+    if (-not (Test-FarmsyncWindows)) { return $null }
     $value = [Microsoft.Win32.Registry]::GetValue('HKEY_LOCAL_MACHINE\' + $Key, $Name, $null)
     return ($null -ne $value -and [int]$value -eq 1)
 }
 
 function Get-FarmsyncDotNet {
     # The installed .NET Framework 4.x: its Release number names the version.
+    if ($PSVersionTable.PSEdition -eq 'Core') { return ('.NET ' + [System.Environment]::Version) }
     $release = [Microsoft.Win32.Registry]::GetValue(
         'HKEY_LOCAL_MACHINE\SOFTWARE\Microsoft\NET Framework Setup\NDP\v4\Full', 'Release', $null)
     if ($null -eq $release) { return ('CLR ' + [System.Environment]::Version) }
@@ -72,6 +74,7 @@ function Test-FarmsyncReplaceable {
 
 function Get-FarmsyncIis {
     # {installed, was, pools: [{name, state, runtime, bitness}]}, or installed = $false.
+    if (-not (Test-FarmsyncWindows)) { return $null }
     $iis = @{ installed = $false; was = $null; pools = @() }
     $dll = [System.IO.Path]::Combine([System.Environment]::SystemDirectory, 'inetsrv\Microsoft.Web.Administration.dll')
     if (-not [System.IO.File]::Exists($dll)) { return $iis }
