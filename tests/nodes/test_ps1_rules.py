@@ -398,3 +398,20 @@ def test_recycle_reports_iis_absent_and_was_stopped_clearly() -> None:
         agent.recycle("iis", None, [])  # no IIS on this machine: the same kind and words
     assert info.value.kind is NodeErrorKind.NOT_FOUND
     assert info.value.detail == "IIS is not installed on this node"
+
+
+def test_doctor_answers_the_same_fields_on_both_agents(tmp_path: Path) -> None:
+    from farmsync.nodes.doctor_probe import probe
+
+    live_file = tmp_path / "web.config"
+    live_file.write_bytes(b"<configuration/>")
+    twin = probe([str(live_file), str(tmp_path / "absent.config")])
+    assert declared_result_keys("doctor") - {"warnings"} == set(twin)
+    script = psagent.resource_text("doctor.ps1")
+    entry = re.search(r"\$entry = @\{(.*?)\}\n", script)
+    assert entry is not None
+    declared = set(re.findall(r"([a-z_]+) = ", entry.group(1)))
+    declared |= set(re.findall(r"\$entry\.([a-z_]+) = ", script))
+    ok, missing = twin["files"]
+    assert set(ok) <= declared and set(missing) <= declared
+    assert ok["replaceable"] is True and missing["error_kind"] == "not-found"

@@ -261,3 +261,22 @@ def test_powershell_refuses_a_request_missing_its_arguments(op: str) -> None:
         psagent.parse_output(done.stdout, stderr=done.stderr)
     assert info.value.kind is NodeErrorKind.PROTOCOL
     assert "missing or not" in info.value.detail
+
+
+@needs_pwsh
+def test_powershell_doctor_answers_like_the_twin(tmp_path: Path) -> None:
+    from farmsync.nodes.doctor_probe import probe
+
+    config = tmp_path / "web.config"
+    config.write_bytes(b"<configuration/>")
+    done = subprocess.run(
+        pwsh_argv(),
+        input=psagent.request_line("doctor", {"paths": [str(config)]}),
+        capture_output=True,
+        timeout=60,
+    )
+    answer = psagent.parse_output(done.stdout, stderr=done.stderr)
+    assert set(answer) == set(probe([str(config)]))
+    (entry,) = answer["files"]
+    assert entry["replaceable"] is True and entry["exists"] is True
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["web.config"]
