@@ -194,7 +194,7 @@ class NodeOperations(ABC):
         """The ``doctor`` answer for ``paths`` (PROTOCOL.md): what would stop a commit."""
         raise NodeError(self.host_name, NodeErrorKind.PROTOCOL, "no doctor op", phase="doctor")
 
-    def identity(self) -> dict[str, str]:
+    def login_facts(self) -> dict[str, str]:
         """How the open connection authenticated (``auth``) and checked the node (``verified``)."""
         return {}
 

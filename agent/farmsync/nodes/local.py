@@ -144,5 +144,5 @@ class LocalNode(NodeOperations):
         self.round_trips += 1
         return probe(paths)
 
-    def identity(self) -> dict[str, str]:
+    def login_facts(self) -> dict[str, str]:
         return {"auth": "none (this machine)", "verified": "local files, no connection"}

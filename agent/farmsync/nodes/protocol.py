@@ -7,10 +7,11 @@ PowerShell agent gets the same table as a generated, data-free ``.ps1`` fragment
 the static tests check that each ``<op>.ps1`` reads exactly the arguments listed here.
 
 Types are the JSON ones: ``string``, ``string?`` (a string or null), ``int`` (a JSON integer,
-never a boolean), ``bool``, ``string[]`` (a list of strings) and ``items`` (a list of objects
-whose fields are typed by :data:`ITEM_FIELDS` for that op). Every argument is required: a
-missing one is a protocol error on both sides, never a default (``keep_backups`` missing must not
-mean 0 and delete every backup).
+never a boolean), ``bool``, ``string[]`` (a list of strings), ``string{}`` (an object whose
+values are strings) and ``items`` (a list of objects whose fields are typed by
+:data:`ITEM_FIELDS` for that op). Every argument is required: a missing one is a protocol
+error on both sides, never a default (``keep_backups`` missing must not mean 0 and delete
+every backup).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from farmsync.errors import NodeErrorKind
 PROTOCOL_VERSION = 1
 
 STRING, OPTIONAL_STRING, INT, BOOL = "string", "string?", "int", "bool"
-STRING_LIST, ITEMS = "string[]", "items"
-TYPES = (STRING, OPTIONAL_STRING, INT, BOOL, STRING_LIST, ITEMS)
+STRING_LIST, STRING_MAP, ITEMS = "string[]", "string{}", "items"
+TYPES = (STRING, OPTIONAL_STRING, INT, BOOL, STRING_LIST, STRING_MAP, ITEMS)
 
 # op -> argument -> type. Order: the order of the ops in PROTOCOL.md.
 OP_ARGS: Mapping[str, Mapping[str, str]] = {
@@ -75,6 +76,8 @@ def type_ok(value: Any, kind: str) -> bool:
         return isinstance(value, bool)
     if kind == STRING_LIST:
         return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if kind == STRING_MAP:
+        return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
     if kind == ITEMS:
         return isinstance(value, list) and all(isinstance(v, dict) for v in value)
     raise ValueError(f"unknown protocol type {kind!r}")

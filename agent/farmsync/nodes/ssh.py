@@ -119,5 +119,5 @@ class SshNode(NodeOperations):
     def doctor(self, paths: Sequence[str]) -> dict[str, Any]:
         return self._trip().doctor(paths)
 
-    def identity(self) -> dict[str, str]:
-        return self._conn.identity() if self._conn is not None else {}
+    def login_facts(self) -> dict[str, str]:
+        return self._conn.login_facts() if self._conn is not None else {}

@@ -223,7 +223,7 @@ class SshConnection:
             raise NodeError(self.host.name, NodeErrorKind.CONNECTION_LOST, "not connected")
         return self._clients[-1]
 
-    def identity(self) -> dict[str, str]:
+    def login_facts(self) -> dict[str, str]:
         """The authentication that succeeded and the host key that was checked."""
         transport = self.client.get_transport()
         if transport is None:

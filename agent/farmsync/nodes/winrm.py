@@ -125,7 +125,7 @@ class WinrmNode(NodeOperations):
     def doctor(self, paths: Sequence[str]) -> dict[str, Any]:
         return self._run("doctor", {"paths": list(paths)})
 
-    def identity(self) -> dict[str, str]:
+    def login_facts(self) -> dict[str, str]:
         return {"auth": f"winrm {self.host.winrm.transport}", "verified": describe_trust(self.host)}
 
 

@@ -241,7 +241,7 @@ def check_host(host: Host) -> NodeReport:
         before = time.time()
         answer = node.doctor(host.root_configs)
         after = time.time()
-        identity = node.identity()
+        identity = node.login_facts()
     except Exception as exc:
         return _failed(host, exc)
     finally:

@@ -229,6 +229,11 @@ function Test-FarmsyncType {
     if ($Type -ceq 'string?') { return ($null -eq $Value -or $Value -is [string]) }
     if ($Type -ceq 'int') { return ($Value -is [long]) }
     if ($Type -ceq 'bool') { return ($Value -is [bool]) }
+    if ($Type -ceq 'string{}') {
+        if (-not ($Value -is [System.Collections.Generic.Dictionary[string, object]])) { return $false }
+        foreach ($entry in $Value.Values) { if (-not ($entry -is [string])) { return $false } }
+        return $true
+    }
     if ($Type -ceq 'string[]' -or $Type -ceq 'items') {
         if (-not ($Value -is [object[]])) { return $false }
         foreach ($entry in $Value) {
