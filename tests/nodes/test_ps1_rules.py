@@ -198,7 +198,7 @@ def test_each_script_reads_exactly_the_arguments_of_its_table_row(op: str) -> No
 @pytest.mark.parametrize("op", protocol.OPS)
 def test_the_generated_fragment_is_the_table_row(op: str) -> None:
     fragment = protocol.ps1_fragment(op)
-    declared = dict(re.findall(r"'([a-z_]+)' = '([a-z?\[\]]+)'", fragment.splitlines()[1]))
+    declared = dict(re.findall(r"'([a-z_]+)' = '([a-z?{}\[\]]+)'", fragment.splitlines()[1]))
     assert declared == dict(protocol.OP_ARGS[op])
     common = psagent.resource_text("common.ps1")
     for kind in protocol.TYPES:  # every type the table uses is one Test-FarmsyncType knows
