@@ -297,7 +297,8 @@ def test_disk_full_while_rolling_back_keeps_the_live_file(tmp_path: Path) -> Non
     node = local_node()
     stage(node, path, NEW, "r1", old=big)
     commit(node, path, NEW, "r1", old=big)
-    err = run_restricted("rollback", {"run_id": "r1", "paths": [path]}, os.getuid(), 64 * 1024)
+    args = {"run_id": "r1", "paths": [path], "expected": {}}
+    err = run_restricted("rollback", args, os.getuid(), 64 * 1024)
     assert getattr(err["error"], "kind", None) is NodeErrorKind.DISK_FULL
     assert Path(path).read_bytes() == NEW
     assert leftovers(tmp_path) == [Path(backup_path(path, "r1")).name]

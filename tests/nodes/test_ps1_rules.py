@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -289,8 +289,10 @@ class RecordingTwin(NodeOperations):
 
         return Armed()  # the twin's arm-time checks run in the one commit request
 
-    def rollback(self, paths: Sequence[str], run_id: str) -> None:
-        self._call("rollback", psagent.rollback_args(paths, run_id))
+    def rollback(
+        self, paths: Sequence[str], run_id: str, expected: Mapping[str, str] | None = None
+    ) -> None:
+        self._call("rollback", psagent.rollback_args(paths, run_id, expected))
 
     def cleanup(
         self, paths: Sequence[str], run_id: str, keep_backups: int = DEFAULT_BACKUP_RETENTION

@@ -32,7 +32,7 @@ OP_ARGS: Mapping[str, Mapping[str, str]] = {
     "read": {"paths": STRING_LIST},
     "stage": {"run_id": STRING, "items": ITEMS},
     "commit": {"run_id": STRING, "items": ITEMS},
-    "rollback": {"run_id": STRING, "paths": STRING_LIST},
+    "rollback": {"run_id": STRING, "paths": STRING_LIST, "expected": STRING_MAP},
     "cleanup": {"run_id": STRING, "paths": STRING_LIST, "keep_backups": INT},
     "list_backups": {"paths": STRING_LIST},
     "recycle": {"kind": STRING, "command": OPTIONAL_STRING, "app_pools": STRING_LIST},

@@ -1,7 +1,8 @@
 # cleanup {run_id, paths, keep_backups} -> {removed}
 # Removes the run's staging and temp files, and per path every backup beyond the newest
-# keep_backups. keep_backups is required (checked against the argument table): a missing
-# value is a protocol error, never 0.
+# keep_backups by run id (like the IIS configuration history, 10 by default on the
+# controller), never the backup of the run in progress. keep_backups is required (checked
+# against the argument table): a missing value is a protocol error, never 0.
 $ErrorActionPreference = 'Stop'
 
 function Invoke-FarmsyncOp {
@@ -16,7 +17,9 @@ function Invoke-FarmsyncOp {
         $doomed.Add((Get-FarmsyncStagingPath -Target $target -RunId $runId))
         $doomed.Add((Get-FarmsyncTempPath -Target $target -RunId $runId))
         $backups = Get-FarmsyncBackups -Target $target
-        for ($i = $keep; $i -lt $backups.Count; $i++) { $doomed.Add($backups[$i].Path) }
+        for ($i = $keep; $i -lt $backups.Count; $i++) {
+            if ($backups[$i].RunId -cne $runId) { $doomed.Add($backups[$i].Path) }
+        }
         foreach ($victim in $doomed) {
             if (Remove-FarmsyncFile -Path $victim) { $removed.Add($victim) }
         }

@@ -1,7 +1,8 @@
 # commit {run_id, items: [{path, expected_sha256, staged_sha256}]}
 # Checks everything, prints {"armed": true}, waits for the next stdin line: exactly COMMIT
-# (case-sensitive) replaces every live file (keeping a byte-identical backup) -> {committed};
-# anything else, or EOF -> {aborted}. A live file another process holds for a moment is
+# (case-sensitive) replaces every live file (keeping a byte-identical backup, created
+# exclusively) -> {committed}; anything else, or EOF -> {aborted}. A backup of the run that
+# already exists is never replaced. A live file another process holds for a moment is
 # retried, bounded, and the retries are reported in "warnings".
 $ErrorActionPreference = 'Stop'
 
@@ -30,29 +31,35 @@ function Test-FarmsyncCommitReady {
         if ((Get-FarmsyncSha256 -Bytes $live) -ne ([string]$item.expected_sha256).ToLowerInvariant()) {
             throw (New-FarmsyncError 'changed-since-read' 'live file changed since it was read' $path)
         }
+        $backup = Get-FarmsyncBackupPath -Target $target -RunId $RunId
+        if ([System.IO.File]::Exists($backup) -or [System.IO.Directory]::Exists($backup)) {
+            throw (New-FarmsyncError 'backup-exists' 'this run''s backup already exists (two paths reach one file?); it was not replaced' $backup)
+        }
     }
 }
 
 function Invoke-FarmsyncReplace {
-    # Renames live -> backup and staging -> live in one call (ReplaceFile), retried while
-    # another process holds the file (same loop as replace_when_free in agent.py).
-    param([string]$Staging, [string]$Target, [string]$Backup, [string]$Shown)
+    # Puts the staging file in place of the live one (ReplaceFile; the backup is ours,
+    # made before), retried while another process holds the file (same loop as
+    # replace_when_free in agent.py).
+    param([string]$Staging, [string]$Target, [string]$Backup, [string]$RunId, [string]$Shown)
     $delay = $FarmsyncReplaceFirstDelayMs
     for ($attempt = 1; $attempt -le $FarmsyncReplaceAttempts; $attempt++) {
         try {
-            [System.IO.File]::Replace($Staging, $Target, $Backup)
+            # [NullString]: no backup from ReplaceFile itself (ours exists already).
+            [System.IO.File]::Replace($Staging, $Target, [NullString]::Value)
             if ($attempt -gt 1) {
                 Add-FarmsyncWarning -Text ($Shown + ': replaced after ' + ($attempt - 1) + ' retries (file in use)')
             }
             return
         } catch {
-            # ReplaceFile can fail after moving the live file to the backup name
-            # (ERROR_UNABLE_TO_MOVE_REPLACEMENT_2): never leave the live path empty.
-            if (-not [System.IO.File]::Exists($Target) -and [System.IO.File]::Exists($Backup)) {
-                [System.IO.File]::Move($Backup, $Target)
+            $record = $_
+            # Never leave the live path empty: put the original back from our backup.
+            if (-not [System.IO.File]::Exists($Target)) {
+                Restore-FarmsyncBackup -Backup $Backup -Target $Target -RunId $RunId
             }
-            $code = Get-FarmsyncWin32Code -Exception (Get-FarmsyncInnerException -Exception $_.Exception)
-            if ($FarmsyncBusyCodes -notcontains $code) { throw }
+            $code = Get-FarmsyncWin32Code -Exception (Get-FarmsyncInnerException -Exception $record.Exception)
+            if ($FarmsyncBusyCodes -notcontains $code) { throw $record }
             if ($attempt -eq $FarmsyncReplaceAttempts) {
                 throw (New-FarmsyncError 'remote-error' ('live file still in use by another process after ' + $attempt + ' attempts') $Shown)
             }
@@ -86,8 +93,18 @@ function Invoke-FarmsyncOp {
             $target = Resolve-FarmsyncPath -Path $current
             $staging = Get-FarmsyncStagingPath -Target $target -RunId $runId
             $backup = Get-FarmsyncBackupPath -Target $target -RunId $runId
-            $null = Remove-FarmsyncFile -Path $backup
-            Invoke-FarmsyncReplace -Staging $staging -Target $target -Backup $backup -Shown $current
+            # The backup is a new file (CreateNew, write-through) holding the bytes just
+            # checked: ReplaceFile would replace an existing backup, and one already there
+            # means a second path reaches this file, so its original must stay.
+            if ([System.IO.File]::Exists($backup) -or [System.IO.Directory]::Exists($backup)) {
+                throw (New-FarmsyncError 'backup-exists' 'this run''s backup already exists (two paths reach one file?); it was not replaced' $backup)
+            }
+            $live = Read-FarmsyncBytes -Target $target -Shown $current
+            if ((Get-FarmsyncSha256 -Bytes $live) -ne ([string]$item.expected_sha256).ToLowerInvariant()) {
+                throw (New-FarmsyncError 'changed-since-read' 'live file changed since it was read' $current)
+            }
+            Write-FarmsyncNewFile -Path $backup -Bytes $live -LikePath $target -Exclusive
+            Invoke-FarmsyncReplace -Staging $staging -Target $target -Backup $backup -RunId $runId -Shown $current
             $done.Add(@{ Target = $target; Backup = $backup })
             $committed.Add($current)
         }
