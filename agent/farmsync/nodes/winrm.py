@@ -142,7 +142,11 @@ class WinrmNode(NodeOperations):
         return self._run("doctor", {"paths": list(paths)})
 
     def login_facts(self) -> dict[str, str]:
-        return {"auth": f"winrm {self.host.winrm.transport}", "verified": describe_trust(self.host)}
+        verified = describe_trust(self.host)
+        cert = self.shell.peer_certificate_sha256
+        if cert is not None:
+            verified += f" (certificate sha256:{cert[:16]}…)"
+        return {"auth": f"winrm {self.host.winrm.transport}", "verified": verified}
 
 
 class WinrmArmedCommit(ArmedCommit):
