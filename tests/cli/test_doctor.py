@@ -276,3 +276,17 @@ def test_clock_skew_and_an_unverified_node_are_notes_not_blockers() -> None:
     assert report.status is Readiness.READY
     assert any("clock -400 s" in n for n in report.notes)
     assert any("NOT verified" in n for n in report.notes)
+
+
+def test_a_refused_login_is_not_ready_with_a_fix(
+    tmp_path: Path, sshd_farm: Callable[..., list[SshdTestNode]]
+) -> None:
+    (node,) = sshd_farm(1)
+    inventory = write_inventory(
+        tmp_path / "farm.yml", {"lin1": ssh_vars(node, ansible_user="not-the-user")}
+    )
+    result = doctor(inventory, "--json")
+    assert result.returncode == 1, output_of(result)  # reachable, but not ready: not 3
+    host = hosts_of(result)["lin1"]
+    assert host["status"] == "not-ready" and host["error_kind"] == "auth"
+    assert "ansible_user" in host["problems"][0]["fix"]
