@@ -37,7 +37,8 @@ def _print_narrow(farm: str, summaries: list[HostSummary], out: Console) -> None
             out.print(f"    root: {escape(root)}", soft_wrap=True)
         for app in s.app_configs:
             out.print(f"    application: {escape(app)}", soft_wrap=True)
-        out.print(f"    identity checked by: {escape(s.trust)}", soft_wrap=True)
+        # Wrapped, not cut: it may name a long CA path.
+        out.print(f"    identity checked by: {escape(s.trust)}", soft_wrap=False)
 
 
 def show_inventory(path: Path, as_json: bool, out: Console, err: Console) -> None:
