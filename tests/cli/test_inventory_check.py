@@ -227,3 +227,31 @@ def test_line_breaks_between_paths_stay_line_breaks_while_the_data_is_escaped() 
     for root in WINDOWS_ROOTS:
         assert any(root in line for line in lines), out
     assert not any(all(root in line for root in WINDOWS_ROOTS) for line in lines)
+
+
+def test_check_names_the_trust_store_and_warns_about_credssp(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    inventory = tmp_path / "farm.yml"
+    inventory.write_text(
+        "all:\n"
+        "  vars:\n"
+        "    ansible_connection: winrm\n"
+        "    ansible_user: svc\n"
+        "    farmsync_password_env: FARMSYNC_WINRM_PASSWORD\n"
+        "  hosts:\n"
+        "    web1.example: {}\n"
+        f"    web2.example: {{ansible_winrm_ca_trust_path: {ca}}}\n"
+        "    web3.example: {ansible_winrm_transport: credssp}\n"
+    )
+    env = base_env({PASSWORD_ENV: "not-a-real-password"})
+    result = run_cli("inventory", "check", "-i", str(inventory), "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    hosts = {h["name"]: h for h in json.loads(result.stdout)["hosts"]}
+    certifi = "certifi's CA bundle, not the operating system's trust store"
+    assert certifi in hosts["web1.example"]["trust"]
+    assert hosts["web2.example"]["trust"] == f"TLS certificate checked against {ca}"
+    assert any("CredSSP delegates" in n for n in hosts["web3.example"]["notes"])
+    plain = run_cli("inventory", "check", "-i", str(inventory), env=env)
+    assert "web3.example: warning: CredSSP delegates the login's credential" in plain.stderr
+    assert "certifi" in plain.stdout

@@ -61,30 +61,41 @@ def test_json_carries_the_key_and_its_fingerprint_and_differs_from_run_to_run() 
     assert a["decryptionKey"] != b["decryptionKey"]
 
 
-def test_appcmd_sets_the_machinekey_section_of_the_root_web_config() -> None:
+def test_appcmd_sets_both_root_web_configs_each_line_saying_which() -> None:
     code, out, err = keygen("--format", "appcmd")
     assert code == 0, err
-    line = out.strip()
-    assert "\n" not in line
-    assert line.startswith(r"%windir%\system32\inetsrv\appcmd.exe set config ")
-    assert "/commit:WEBROOT" in line and "/section:machineKey" in line
-    args = dict(re.findall(r"/(\w+):(\S+)", line))
-    assert HEX.match(args["validationKey"]) and len(args["validationKey"]) == 128
-    assert HEX.match(args["decryptionKey"]) and len(args["decryptionKey"]) == 64
-    assert (args["validation"], args["decryption"]) == ("HMACSHA256", "AES")
+    comment64, line64, comment32, line32 = out.strip().splitlines()
+    # 64-bit appcmd -> Framework64's root web.config; SysWOW64's -> Framework's (32-bit pools)
+    assert line64.startswith(r"%windir%\system32\inetsrv\appcmd.exe set config ")
+    assert line32.startswith(r"%windir%\SysWOW64\inetsrv\appcmd.exe set config ")
+    assert comment64.startswith("rem ") and r"Framework64\v4.0.30319\CONFIG\web.config" in comment64
+    assert comment32.startswith("rem ") and r"Framework\v4.0.30319\CONFIG\web.config" in comment32
+    assert line64.split(" ", 1)[1] == line32.split(" ", 1)[1]  # the same key into both
+    for line in (line64, line32):
+        assert "/commit:WEBROOT" in line and "/section:machineKey" in line
+        args = dict(re.findall(r"/(\w+):(\S+)", line))
+        assert HEX.match(args["validationKey"]) and len(args["validationKey"]) == 128
+        assert HEX.match(args["decryptionKey"]) and len(args["decryptionKey"]) == 64
+        assert (args["validation"], args["decryption"]) == ("HMACSHA256", "AES")
 
 
-def test_powershell_sets_each_attribute_under_machine_webroot() -> None:
+def test_powershell_sets_both_bitnesses_each_line_saying_which_file() -> None:
     code, out, err = keygen("--format", "powershell")
     assert code == 0, err
     sets = re.findall(
         r"^Set-WebConfigurationProperty -PSPath 'MACHINE/WEBROOT' "
-        r"-Filter 'system.web/machineKey' -Name '(\w+)' -Value '([^']*)'$",
+        r"-Filter 'system.web/machineKey' -Name '(\w+)' -Value '([^']*)'  # sets (.*)$",
         out,
         re.MULTILINE,
     )
-    values = dict(sets)
+    values = {name: value for name, value, _ in sets}
     assert set(values) == {"validationKey", "decryptionKey", "validation", "decryption"}
+    assert all(r"Framework64\v4.0.30319\CONFIG\web.config (64-bit" in f for _, _, f in sets)
+    assert "if (-not [Environment]::Is64BitProcess)" in out  # else MACHINE/WEBROOT is 32-bit
+    (wow,) = [line for line in out.splitlines() if "SysWOW64" in line]
+    assert wow.startswith(r'& "$env:windir\SysWOW64\inetsrv\appcmd.exe" set config ')
+    assert r"# sets %windir%\Microsoft.NET\Framework\v4.0.30319\CONFIG\web.config (32-bit" in wow
+    assert dict(re.findall(r"'/(\w+):([^']*)'", wow)) == values
     key = MachineKey.from_attributes(values)
     assert len(key.validation_key) == 128 and len(key.decryption_key) == 64
     # The comment names the key by the fingerprint of exactly these values.

@@ -77,6 +77,9 @@ def test_describe_example() -> None:
         "recycle": "iis: ShopPool, AccountPool",
         "password_source": "env:FARMSYNC_WINRM_PASSWORD",
         "source_line": first["source_line"],
+        # The CA file is relative to the inventory, resolved when it is loaded.
+        "trust": f"TLS certificate checked against {EXAMPLE.parent / 'contoso-root-ca.pem'}",
+        "notes": [],
     }
     assert summaries[3].address == "10.20.0.14:5986"
     assert "example-password" not in repr(summaries)

@@ -42,14 +42,19 @@ def test_json_round_trips() -> None:
     assert MachineKey.from_attributes(data["machineKey"]) == TRICKY
 
 
-def test_appcmd_targets_the_root_web_config() -> None:
-    text = render_key(KEY, "appcmd")
-    words = shlex.split(text.replace("\\", "/"))
-    assert words[0].endswith("appcmd.exe") and words[1:3] == ["set", "config"]
-    assert "/commit:WEBROOT" in words and "/section:machineKey" in words
-    args = dict(w[1:].split(":", 1) for w in words[3:])
-    assert MachineKey.from_attributes({k: v for k, v in args.items()
-                                       if k not in ("commit", "section")}) == KEY
+def test_appcmd_targets_both_root_web_configs() -> None:
+    lines = [line for line in render_key(KEY, "appcmd").splitlines() if not line.startswith("rem ")]
+    assert [line.split(" ", 1)[0] for line in lines] == [
+        r"%windir%\system32\inetsrv\appcmd.exe",
+        r"%windir%\SysWOW64\inetsrv\appcmd.exe",
+    ]
+    for line in lines:
+        words = shlex.split(line.replace("\\", "/"))
+        assert words[0].endswith("appcmd.exe") and words[1:3] == ["set", "config"]
+        assert "/commit:WEBROOT" in words and "/section:machineKey" in words
+        args = dict(w[1:].split(":", 1) for w in words[3:])
+        assert MachineKey.from_attributes({k: v for k, v in args.items()
+                                           if k not in ("commit", "section")}) == KEY
 
 
 def test_appcmd_quotes_spaces_and_refuses_cmd_metacharacters() -> None:

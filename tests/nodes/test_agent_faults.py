@@ -148,15 +148,21 @@ def test_staging_and_backup_keep_owner_and_mode(tmp_path: Path) -> None:
         assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (*owner, 0o604)
 
 
-def test_commit_through_a_symlink_replaces_the_real_file(tmp_path: Path) -> None:
+def test_a_symlinked_live_file_is_refused_at_stage_and_commit(tmp_path: Path) -> None:
+    # As stage.ps1/commit.ps1 refuse reparse points and SFTP staging refuses links: the
+    # replace would act on the link, not on the file it names.
     real = live(tmp_path / "real")
     link = tmp_path / "web.config"
-    link.symlink_to(real)
     node = local_node()
-    stage(node, str(link), NEW, "r1")
-    commit(node, str(link), NEW, "r1")
-    assert link.is_symlink() and link.read_bytes() == NEW
-    assert Path(backup_path(real, "r1")).read_bytes() == OLD
+    stage(node, str(tmp_path / "real" / "web.config"), NEW, "r1")
+    Path(staging_path(str(link), "r1")).write_bytes(NEW)
+    link.symlink_to(real)
+    err = expect_node_error(NodeErrorKind.PROTOCOL, lambda: stage(node, str(link), NEW, "r2"))
+    assert "symbolic link" in err.detail and err.path == str(link)
+    items = [CommitItem(str(link), sha(OLD), sha(NEW))]
+    expect_node_error(NodeErrorKind.PROTOCOL, lambda: node.arm_commit(items, "r1"))
+    assert link.is_symlink() and Path(real).read_bytes() == OLD
+    assert not Path(staging_path(str(link), "r2")).exists()
 
 
 def test_restaging_in_the_same_run_replaces_the_old_staging_file(tmp_path: Path) -> None:
@@ -291,7 +297,8 @@ def test_disk_full_while_rolling_back_keeps_the_live_file(tmp_path: Path) -> Non
     node = local_node()
     stage(node, path, NEW, "r1", old=big)
     commit(node, path, NEW, "r1", old=big)
-    err = run_restricted("rollback", {"run_id": "r1", "paths": [path]}, os.getuid(), 64 * 1024)
+    args = {"run_id": "r1", "paths": [path], "expected": {}}
+    err = run_restricted("rollback", args, os.getuid(), 64 * 1024)
     assert getattr(err["error"], "kind", None) is NodeErrorKind.DISK_FULL
     assert Path(path).read_bytes() == NEW
     assert leftovers(tmp_path) == [Path(backup_path(path, "r1")).name]

@@ -78,7 +78,9 @@ def test_armed_commit_exchange(tmp_path: Path) -> None:
     assert Path(backup_path(path, "run1")).read_bytes() == OLD
 
 
-@pytest.mark.parametrize("word", [psagent.ABORT_WORD, b"", b"commit please\r\n"])
+@pytest.mark.parametrize(
+    "word", [psagent.ABORT_WORD, b"", b"commit please\r\n", b"commit\r\n", b" COMMIT\r\n"]
+)
 def test_commit_without_the_word_aborts(tmp_path: Path, word: bytes) -> None:
     path = live(tmp_path)
     stage(ProcessAgentNode(AGENT), path, NEW, "run1")
@@ -149,3 +151,44 @@ def test_output_is_ascii_json_lines_and_errors_carry_no_content(tmp_path: Path) 
     assert done.stdout.isascii()
     assert SECRET_HEX.encode() not in done.stdout + done.stderr
     assert error_of(done.stdout)["kind"] == "changed-since-read"
+
+
+def test_cleanup_without_keep_backups_is_refused_and_keeps_every_backup(tmp_path: Path) -> None:
+    # A missing value must never become 0 (which would delete every backup).
+    path = live(tmp_path)
+    Path(backup_path(path, "r0")).write_bytes(OLD)
+    done = run_agent(psagent.request_line("cleanup", {"run_id": "r1", "paths": [path]}))
+    assert error_of(done.stdout) == {
+        "kind": "protocol",
+        "detail": "argument 'keep_backups' missing or not int",
+        "path": None,
+    }
+    assert Path(backup_path(path, "r0")).exists()
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"path": "P", "content_b64": None, "expected_sha256": "0" * 64},
+        {"path": "P", "content_b64": "QUJD", "expected_sha256": 7},
+        {"path": ["P"], "content_b64": "QUJD", "expected_sha256": "0" * 64},
+    ],
+)
+def test_mistyped_items_are_refused_before_anything_is_written(
+    tmp_path: Path, item: dict[str, Any]
+) -> None:
+    path = live(tmp_path)
+    item = {k: (path if v == "P" else v) for k, v in item.items()}
+    done = run_agent(psagent.request_line("stage", {"run_id": "r1", "items": [item]}))
+    assert error_of(done.stdout)["kind"] == "protocol"
+    assert "missing or not" in error_of(done.stdout)["detail"]
+    assert sorted(os.listdir(tmp_path)) == ["web.config"]
+
+
+def test_the_same_file_named_twice_is_refused_after_expansion(tmp_path: Path) -> None:
+    path = live(tmp_path)
+    twin = str(tmp_path / "." / "web.config")
+    items = [StageItem(p, NEW, sha(OLD)) for p in (path, twin)]
+    done = run_agent(psagent.request_line("stage", psagent.stage_args(items, "r1")))
+    assert error_of(done.stdout)["detail"] == "the same path is listed twice"
+    assert sorted(os.listdir(tmp_path)) == ["web.config"]

@@ -72,9 +72,11 @@ def test_recycle_command_runs_and_failure_is_reported(tmp_path: Path) -> None:
     LocalNode(local_host()).recycle()  # kind none: nothing to do
 
 
-def test_recycle_iis_needs_windows(tmp_path: Path) -> None:
+def test_recycle_iis_without_iis_is_not_found(tmp_path: Path) -> None:
+    # The same kind recycle.ps1 reports when Microsoft.Web.Administration is absent.
     node = LocalNode(local_host(RecycleSpec(RecycleKind.IIS)))
-    expect_node_error(NodeErrorKind.REMOTE, node.recycle)
+    err = expect_node_error(NodeErrorKind.NOT_FOUND, node.recycle)
+    assert "IIS is not installed" in err.detail
 
 
 def test_recycle_command_that_hangs_times_out_and_is_stopped(tmp_path: Path) -> None:

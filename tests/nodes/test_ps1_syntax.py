@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import re
 import shutil
+import subprocess
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -19,11 +20,12 @@ import pytest
 import tree_sitter_powershell as tsp
 from tree_sitter import Language, Node, Parser
 
-from farmsync.errors import NodeErrorKind
+from farmsync.errors import NodeError, NodeErrorKind
 from farmsync.nodes import psagent
 from tests.nodes.contract_cases import (
     CONTRACT_CASES,
     SECRET_HEX,
+    ContractCase,
     ProcessAgentNode,
     case_id,
 )
@@ -197,8 +199,8 @@ def test_error_kinds_in_scripts_are_node_error_kinds() -> None:
     for name in PS1_FILES:
         script = psagent.resource_text(name)
         used |= set(re.findall(r"New-FarmsyncError '([a-z-]+)'", script))
-        used |= set(re.findall(r"return '([a-z-]+)'", script))
-        used |= set(re.findall(r'"kind":"([a-z-]+)"', script))
+        used |= set(re.findall(r"return '([a-z-]+)'", script)) - {"true", "false", "null"}
+        used |= set(re.findall(r"\$farmsyncKind = '([a-z-]+)'", script))
     assert {
         "changed-since-read",
         "permission-denied",
@@ -223,10 +225,11 @@ def test_error_mapping_covers_the_windows_failures() -> None:
     commit = psagent.resource_text("commit.ps1")
     # Backups are created exclusively, never by ReplaceFile (which replaces an existing one).
     assert "Write-FarmsyncNewFile -Path $backup -Bytes $live -LikePath $target -Exclusive" in commit
-    assert "[System.IO.File]::Replace($staging, $target, [NullString]::Value)" in commit
+    assert "[System.IO.File]::Replace($Staging, $Target, [NullString]::Value)" in commit
     assert "'backup-exists'" in commit
     assert "FileStream" in common and "Flush($true)" in common and "WriteThrough" in common
-    assert "Get-Acl -LiteralPath" in common and "Set-Acl -LiteralPath" in common
+    assert "GetAccessControl($From, $sections)" in common
+    assert "SetAccessControl($To, $acl)" in common
 
 
 def test_issue_14_rules_hold_in_the_scripts() -> None:
@@ -238,7 +241,7 @@ def test_issue_14_rules_hold_in_the_scripts() -> None:
     assert "$FarmsyncMaxFileBytes = 8 * 1024 * 1024" in common
     assert "-not $stream.CanSeek" in common and "'not-a-regular-file'" in common
     assert "$stream.Length -gt $FarmsyncMaxFileBytes" in common and "'too-large'" in common
-    assert "New-Object byte[] ($FarmsyncMaxFileBytes + 1)" in common
+    assert "[byte[]]::new($FarmsyncMaxFileBytes + 1)" in common
     assert "ReadAllBytes" not in common + read
     # Identity: volume serial + file index of the open handle, and the machine's GUID.
     assert "GetFileInformationByHandle" in common and "VolumeSerialNumber" in common
@@ -256,15 +259,53 @@ def test_issue_14_rules_hold_in_the_scripts() -> None:
 
 
 # --- the real thing, where PowerShell exists ---------------------------------------------------
+# pwsh cannot be installed on this machine; where it exists, the real scripts run the whole
+# shared contract (every case) and the protocol's refusals, through the same bootstrap.
+
+PWSH = shutil.which("pwsh")
+needs_pwsh = pytest.mark.skipif(
+    PWSH is None, reason="pwsh not installed: PowerShell scripts are checked statically only"
+)
 
 
-def test_powershell_scripts_pass_the_contract_cases(tmp_path: Path) -> None:
-    pwsh = shutil.which("pwsh")
-    if pwsh is None:
-        pytest.skip("pwsh not installed: PowerShell scripts are checked statically only")
-    argv = [pwsh, "-NoLogo", "-NoProfile", "-NonInteractive", "-EncodedCommand"]
-    node = ProcessAgentNode([*argv, psagent.encoded_bootstrap()])
-    for case in CONTRACT_CASES:
-        root = tmp_path / case_id(case)
-        root.mkdir()
-        case(node, root)
+def pwsh_argv() -> list[str]:
+    assert PWSH is not None
+    return [PWSH, "-NoLogo", "-NoProfile", "-NonInteractive", "-EncodedCommand",
+            psagent.encoded_bootstrap()]
+
+
+@needs_pwsh
+@pytest.mark.parametrize("case", CONTRACT_CASES, ids=case_id)
+def test_powershell_scripts_pass_the_contract_case(case: ContractCase, tmp_path: Path) -> None:
+    case(ProcessAgentNode(pwsh_argv()), tmp_path)
+
+
+@needs_pwsh
+@pytest.mark.parametrize("op", psagent.OPS)
+def test_powershell_refuses_a_request_missing_its_arguments(op: str) -> None:
+    done = subprocess.run(
+        pwsh_argv(), input=psagent.request_line(op, {}), capture_output=True, timeout=60
+    )
+    with pytest.raises(NodeError) as info:
+        psagent.parse_output(done.stdout, stderr=done.stderr)
+    assert info.value.kind is NodeErrorKind.PROTOCOL
+    assert "missing or not" in info.value.detail
+
+
+@needs_pwsh
+def test_powershell_doctor_answers_like_the_twin(tmp_path: Path) -> None:
+    from farmsync.nodes.doctor_probe import probe
+
+    config = tmp_path / "web.config"
+    config.write_bytes(b"<configuration/>")
+    done = subprocess.run(
+        pwsh_argv(),
+        input=psagent.request_line("doctor", {"paths": [str(config)]}),
+        capture_output=True,
+        timeout=60,
+    )
+    answer = psagent.parse_output(done.stdout, stderr=done.stderr)
+    assert set(answer) == set(probe([str(config)]))
+    (entry,) = answer["files"]
+    assert entry["replaceable"] is True and entry["exists"] is True
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["web.config"]

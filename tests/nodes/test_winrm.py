@@ -4,6 +4,7 @@ place of PowerShell: phases, one shell per run, stdin chunking, the armed commit
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from farmsync.nodes.contract import (
 )
 from farmsync.nodes.winrm import WinrmNode
 from farmsync.nodes.winrm_shell import SEND_CHUNK, build_protocol
-from tests.servers.wsman_endpoint import WsmanEndpoint
+from tests.servers.wsman_endpoint import ACTIONS, WsmanEndpoint
 
 VALIDATION_KEY = "A1" * 64
 DECRYPTION_KEY = "B2" * 32
@@ -404,3 +405,82 @@ def test_http_session_never_reads_or_writes_the_process_environment(
         before = dict(os.environ)
         node.read(["/nonexistent/web.config"])
         assert dict(os.environ) == before
+
+
+def test_ntlm_over_plain_http_encrypts_every_message(
+    make_wsman_server: Callable[..., WsmanEndpoint], wsman_host: Callable[..., Host]
+) -> None:
+    # Port 5985 the Windows way: HTTP, the SOAP bodies sealed with NTLM session keys.
+    server = make_wsman_server(tls=False, ntlm=True)
+    target = Path(server.working_directory or "") / "web.config"
+    target.write_bytes(web_config(keys=True))
+    with WinrmNode(wsman_host(server, transport="ntlm", scheme="http")) as node:
+        assert node.read([str(target)])[str(target)].content == web_config(keys=True)
+    assert server.requests["sealed"] >= 4  # Create, Command, Send, Receive..., Delete
+    assert server.requests["sealed"] == sum(
+        n for action, n in server.requests.items() if action in ACTIONS.values()
+    )
+
+
+def test_commands_stream_stdin_without_console_mode_or_cmd_exe(
+    wsman_server: WsmanEndpoint, wsman_host: Callable[..., Host], node_dir: Path
+) -> None:
+    with WinrmNode(wsman_host(wsman_server)) as node:
+        node.list_backups([str(node_dir / "web.config")])
+    (record,) = wsman_server.commands
+    assert record.skip_cmd_shell is True and record.console_mode_stdin is False
+
+
+def test_a_short_receive_timeout_is_not_left_on_later_requests(
+    wsman_server: WsmanEndpoint, wsman_host: Callable[..., Host], node_dir: Path
+) -> None:
+    node = connected(wsman_host(wsman_server))  # host timeout 10 s: operation timeout 5 s
+    try:
+        command = node.shell.start(psagent.command_line(), "read")
+        assert command.receive(time.monotonic() + 1.0) is None  # the agent waits for stdin
+        command.send(psagent.request_line("read", psagent.read_args([])), end=True)
+        command.collect(time.monotonic() + 10)
+        command.terminate()
+    finally:
+        node.close()
+    timeouts = wsman_server.operation_timeouts
+    receives = [t for action, t in timeouts if action == "Receive"]
+    assert receives[0] == 1.0  # bounded by the caller's deadline...
+    after = timeouts[[a for a, _ in timeouts].index("Receive") + 1 :]
+    assert after and all(t == 5.0 for a, t in after if a != "Receive")  # ...and only that one
+
+
+def test_ssl_transport_is_basic_over_https_and_connects(
+    wsman_server: WsmanEndpoint, wsman_host: Callable[..., Host], node_dir: Path
+) -> None:
+    # `ansible_winrm_transport: ssl` passes the inventory check, so it must connect too.
+    with WinrmNode(wsman_host(wsman_server, transport="ssl")) as node:
+        assert node.list_backups([str(node_dir / "web.config")]) == {
+            str(node_dir / "web.config"): []
+        }
+    assert wsman_server.requests["Create"] == 1
+
+
+def test_a_connection_failure_while_the_session_is_built_is_a_node_error(
+    wsman_server: WsmanEndpoint, wsman_host: Callable[..., Host]
+) -> None:
+    # NTLM over plain HTTP makes its first request (the encryption handshake) while the
+    # session is built: a refused connection there is a NodeError, not a requests exception.
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    host = wsman_host(wsman_server, transport="ntlm", scheme="http", port=closed_port)
+    with pytest.raises(NodeError) as err:
+        connected(host)
+    assert err.value.kind is NodeErrorKind.UNREACHABLE
+    assert err.value.phase == "connect"
+
+
+def test_credssp_is_warned_about(
+    wsman_server: WsmanEndpoint, wsman_host: Callable[..., Host], caplog: pytest.LogCaptureFixture
+) -> None:
+    with pytest.raises(NodeError):  # no CredSSP on this endpoint (or no requests-credssp)
+        connected(wsman_host(wsman_server, transport="credssp", timeout=3.0))
+    assert "CredSSP delegates the login's credential" in caplog.text

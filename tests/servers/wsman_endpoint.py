@@ -27,6 +27,7 @@ import shutil
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import tempfile
@@ -100,6 +101,7 @@ class CommandRecord:
     command_line: str
     shell_environment: dict[str, str]
     skip_cmd_shell: bool
+    console_mode_stdin: bool = True
 
 
 @dataclass
@@ -198,6 +200,8 @@ class WsmanEndpoint:
         self.requests: Counter[str] = Counter()  # by short action name, plus "unauthorized"
         self.commands: list[CommandRecord] = []
         self.send_sizes: list[int] = []  # decoded stdin bytes per Send message
+        # (action, w:OperationTimeout in seconds) of every SOAP request, in order.
+        self.operation_timeouts: list[tuple[str, float | None]] = []
         self.faults: list[Fault] = []
         self._shells: dict[str, _Shell] = {}
         self._server: ThreadingHTTPServer | None = None
@@ -316,6 +320,9 @@ class WsmanEndpoint:
         action_uri = _text(header, "a:Action")
         message_id = _text(header, "a:MessageID")
         action = ACTIONS.get(action_uri, "")
+        with self._lock:
+            timeout = _duration(_text(header, "w:OperationTimeout"))
+            self.operation_timeouts.append((action, timeout))
         try:
             if not action:
                 raise SoapFault("a:ActionNotSupported", 2150858753, "The action is not supported.")
@@ -397,13 +404,21 @@ class WsmanEndpoint:
             for o in header.iterfind("w:OptionSet/w:Option", NS)
         }
         skip_cmd = options.get("WINRS_SKIP_CMD_SHELL") == "TRUE"
+        console_stdin = options.get("WINRS_CONSOLEMODE_STDIN") != "FALSE"
         with self._lock:
             live = sum(len(s.commands) for s in self._shells.values() if s.user == self.username)
             if live >= self.max_operations_per_user:
                 raise _quota_operations(self.max_operations_per_user)
             command_id = str(uuid.uuid4()).upper()
             self.commands.append(
-                CommandRecord(shell.id, command_id, command_line, dict(shell.environment), skip_cmd)
+                CommandRecord(
+                    shell.id,
+                    command_id,
+                    command_line,
+                    dict(shell.environment),
+                    skip_cmd,
+                    console_stdin,
+                )
             )
         command = self._spawn(shell, command_id, command_line, skip_cmd)
         with self._lock:
@@ -679,6 +694,20 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length)
         if not self._authenticate(endpoint):
             return
+        self._sealed = False
+        content_type = self.headers.get("Content-Type") or ""
+        if content_type.startswith("multipart/encrypted") and endpoint.ntlm:
+            opened = self._unseal(body)
+            if opened is None:
+                self._answer(400, b"")
+                return
+            body, self._sealed = opened, True
+            with endpoint._lock:
+                endpoint.requests["sealed"] += 1
+        elif not body and self._ntlm_done:
+            # pywinrm's empty POST that sets up message encryption after the handshake.
+            self._answer(200, b"")
+            return
         try:
             root: etree._Element | None = etree.fromstring(body, _PARSER)
         except etree.XMLSyntaxError:
@@ -727,6 +756,41 @@ class _Handler(BaseHTTPRequestHandler):
     # which serves every request of one keep-alive connection.
     _ntlm_context: Any = None
     _ntlm_done = False
+    _sealed = False  # this request came NTLM-encrypted: so does its answer
+
+    # HTTP with NTLM message encryption ([MS-WSMV] 2.2.9.1.1): the SOAP body travels as
+    # multipart/encrypted, sealed with the connection's NTLM session keys.
+    BOUNDARY = b"--Encrypted Boundary"
+    SEALED_PROTOCOL = "application/HTTP-SPNEGO-session-encrypted"
+
+    def _unseal(self, body: bytes) -> bytes | None:
+        if self._ntlm_context is None or not self._ntlm_done:
+            return None
+        parts = [p for p in body.split(self.BOUNDARY + b"\r\n") if p]
+        if len(parts) != 2:
+            return None
+        header, payload = parts
+        try:
+            length = int(header.split(b"Length=")[1].split(b"\r\n")[0])
+            payload = payload.removesuffix(self.BOUNDARY + b"--\r\n")
+            data = payload.removeprefix(b"\tContent-Type: application/octet-stream\r\n")
+            signature_length = struct.unpack("<i", data[:4])[0]
+            opened = self._ntlm_context.unwrap(data[4:]).data
+        except (IndexError, ValueError, struct.error, spnego.exceptions.SpnegoError):
+            return None
+        return bytes(opened) if len(opened) == length and signature_length == 16 else None
+
+    def _seal(self, payload: bytes) -> bytes:
+        sealed = self._ntlm_context.wrap(payload, encrypt=True).data
+        return (
+            self.BOUNDARY + b"\r\n"
+            b"\tContent-Type: " + self.SEALED_PROTOCOL.encode() + b"\r\n"
+            b"\tOriginalContent: type=application/soap+xml;charset=UTF-8;Length="
+            + str(len(payload)).encode() + b"\r\n"
+            + self.BOUNDARY + b"\r\n"
+            b"\tContent-Type: application/octet-stream\r\n"
+            + struct.pack("<i", 16) + sealed + self.BOUNDARY + b"--\r\n"
+        )
 
     def _authenticate(self, endpoint: WsmanEndpoint) -> bool:
         header = self.headers.get("Authorization") or ""
@@ -773,9 +837,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
     def _answer(self, status: int, payload: bytes, extra: dict[str, str] | None = None) -> None:
+        content_type = "application/soap+xml;charset=UTF-8"
+        if self._sealed and payload:
+            payload = self._seal(payload)
+            content_type = (
+                f'multipart/encrypted;protocol="{self.SEALED_PROTOCOL}";'
+                'boundary="Encrypted Boundary"'
+            )
         try:
             self.send_response(status)
-            self.send_header("Content-Type", "application/soap+xml;charset=UTF-8")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(payload)))
             self.send_header("Server", "Microsoft-HTTPAPI/2.0")
             for key, value in (extra or {}).items():

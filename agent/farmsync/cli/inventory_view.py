@@ -37,6 +37,8 @@ def _print_narrow(farm: str, summaries: list[HostSummary], out: Console) -> None
             out.print(f"    root: {markup(root)}", soft_wrap=True)
         for app in s.app_configs:
             out.print(f"    application: {markup(app)}", soft_wrap=True)
+        # Wrapped, not cut: it may name a long CA path.
+        out.print(f"    identity checked by: {markup(s.trust)}", soft_wrap=False)
 
 
 def show_inventory(path: Path, as_json: bool, out: Console, err: Console) -> None:
@@ -68,11 +70,15 @@ def show_inventory(path: Path, as_json: bool, out: Console, err: Console) -> Non
         return
     for warning in warnings:
         err.print(f"[yellow]{markup(warning)}[/]", soft_wrap=True)
+    for s in summaries:
+        for note in s.notes:
+            err.print(f"[yellow]{markup(s.name)}: warning: {markup(note)}[/]", soft_wrap=True)
     table = Table(title=f"farm {markup(inventory.farm)}: {len(summaries)} host(s)")
     columns = ["host", "groups", "transport", "address", "password", "root web.config files"]
     with_apps = any(s.app_configs for s in summaries)
     if with_apps:
         columns.append("application web.config files")
+    columns.append("identity checked by")
     for column in columns:
         table.add_column(column)
     for s in summaries:
@@ -86,6 +92,7 @@ def show_inventory(path: Path, as_json: bool, out: Console, err: Console) -> Non
         ]
         if with_apps:
             row.append("\n".join(markup(p) for p in s.app_configs))
+        row.append(markup(s.trust))
         table.add_row(*row)
     natural = out.measure(table, options=out.options.update_width(100_000)).maximum
     if out.is_terminal and natural > out.width:

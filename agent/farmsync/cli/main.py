@@ -580,6 +580,11 @@ from farmsync.cli.audit_cmd import audit_command  # noqa: E402  (uses the option
 
 cli.add_command(audit_command(inventory_option, state_dir_option, reporter_for, stdout_console))
 
+# --- doctor (its own module) -------------------------------------------------------------
+from farmsync.cli import doctor_cmd  # noqa: E402 - registered once the shared options exist
+
+doctor_cmd.register(cli, inventory_option)
+
 
 def main() -> None:
     # Warnings from farmsync (insecure settings) reach stderr; paramiko's transport thread

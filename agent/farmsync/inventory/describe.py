@@ -22,6 +22,8 @@ class HostSummary:
     recycle: str
     password_source: str  # "env:NAME" | "plaintext" | "none"
     source_line: int | None
+    trust: str = ""  # how the node's identity is checked (TLS trust store, host keys)
+    notes: tuple[str, ...] = ()  # facts an operator should know before connecting
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (lists instead of tuples); never holds a secret."""
@@ -59,6 +61,42 @@ def password_source(host: Host) -> str:
     return "none"
 
 
+CERTIFI_TRUST = (
+    "certifi's CA bundle, not the operating system's trust store "
+    "(set ansible_winrm_ca_trust_path for a private CA)"
+)
+CREDSSP_NOTE = (
+    "CredSSP delegates the login's credential to the node: whoever controls one node can "
+    "reuse it on every other; prefer ntlm or kerberos over https"
+)
+
+
+def describe_trust(host: Host) -> str:
+    """How the node is authenticated to us: the TLS trust store or the host key files."""
+    if host.transport is Transport.WINRM:
+        winrm = host.winrm
+        if winrm.scheme == "http":
+            if winrm.transport in ("ntlm", "kerberos", "credssp"):
+                return f"plain HTTP, messages encrypted by {winrm.transport}; server not verified"
+            return "plain HTTP: nothing verified, nothing encrypted"
+        if not winrm.cert_validation:
+            return "TLS certificate NOT verified (ansible_winrm_server_cert_validation: ignore)"
+        if winrm.ca_trust_path:
+            return f"TLS certificate checked against {winrm.ca_trust_path}"
+        return f"TLS certificate checked against {CERTIFI_TRUST}"
+    if host.transport is Transport.SSH:
+        pinned = f" and {host.ssh.known_hosts_file}" if host.ssh.known_hosts_file else ""
+        return f"SSH host key checked against the system and user known_hosts{pinned}"
+    return "local"
+
+
+def describe_notes(host: Host) -> tuple[str, ...]:
+    notes: list[str] = []
+    if host.transport is Transport.WINRM and host.winrm.transport == "credssp":
+        notes.append(CREDSSP_NOTE)
+    return tuple(notes)
+
+
 def describe_host(host: Host) -> HostSummary:
     return HostSummary(
         name=host.name,
@@ -72,6 +110,8 @@ def describe_host(host: Host) -> HostSummary:
         recycle=describe_recycle(host.recycle),
         password_source=password_source(host),
         source_line=host.source_line,
+        trust=describe_trust(host),
+        notes=describe_notes(host),
     )
 
 

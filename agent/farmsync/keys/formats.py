@@ -47,10 +47,28 @@ def _cmd_argument(name: str, value: str) -> str:
     return f'"{arg}"'
 
 
+# The .NET 4 root web.config each bitness reads, and the appcmd that writes it: a 64-bit
+# appcmd (and a 64-bit process's MACHINE/WEBROOT) reaches only Framework64's, so a paste that
+# sets one bitness leaves 32-bit pools on the old key, the split farmsync exists to prevent.
+ROOT_CONFIG_64 = r"%windir%\Microsoft.NET\Framework64\v4.0.30319\CONFIG\web.config"
+ROOT_CONFIG_32 = r"%windir%\Microsoft.NET\Framework\v4.0.30319\CONFIG\web.config"
+APPCMD_64 = r"%windir%\system32\inetsrv\appcmd.exe"
+APPCMD_32 = r"%windir%\SysWOW64\inetsrv\appcmd.exe"
+APPCMD_32_PS = r"$env:windir\SysWOW64\inetsrv\appcmd.exe"
+
+
 def render_appcmd(key: MachineKey) -> str:
+    """Two cmd.exe lines, one per root web.config, each after a ``rem`` naming its file."""
     args = " ".join(_cmd_argument(n, v) for n, v in key.attributes().items())
-    return (r"%windir%\system32\inetsrv\appcmd.exe set config /commit:WEBROOT "
-            f"/section:machineKey {args}")
+    tail = f" set config /commit:WEBROOT /section:machineKey {args}"
+    return "\n".join(
+        (
+            f"rem machineKey {key.fingerprint()}: sets {ROOT_CONFIG_64} (64-bit app pools)",
+            APPCMD_64 + tail,
+            f"rem machineKey {key.fingerprint()}: sets {ROOT_CONFIG_32} (32-bit app pools)",
+            APPCMD_32 + tail,
+        )
+    )
 
 
 def _ps_literal(value: str) -> str:
@@ -59,17 +77,27 @@ def _ps_literal(value: str) -> str:
 
 
 def render_powershell(key: MachineKey) -> str:
-    lines = [
-        f"# machineKey {key.fingerprint()} for the root web.config (MACHINE/WEBROOT)",
-        "Import-Module WebAdministration",
+    """Run from a 64-bit PowerShell, where MACHINE/WEBROOT is Framework64's root web.config;
+    the 32-bit root is set by the 32-bit appcmd. Each line's comment names its file."""
+    sixty_four = f"  # sets {ROOT_CONFIG_64} (64-bit app pools)"
+    thirty_two = f"  # sets {ROOT_CONFIG_32} (32-bit app pools)"
+    sets = [
+        "Set-WebConfigurationProperty -PSPath 'MACHINE/WEBROOT' "
+        f"-Filter 'system.web/machineKey' -Name {_ps_literal(name)} "
+        f"-Value {_ps_literal(value)}{sixty_four}"
+        for name, value in key.attributes().items()
     ]
-    for name, value in key.attributes().items():
-        lines.append(
-            "Set-WebConfigurationProperty -PSPath 'MACHINE/WEBROOT' "
-            f"-Filter 'system.web/machineKey' -Name {_ps_literal(name)} "
-            f"-Value {_ps_literal(value)}"
-        )
-    return "\n".join(lines)
+    appcmd_args = " ".join(_ps_literal(f"/{n}:{v}") for n, v in key.attributes().items())
+    return "\n".join(
+        [
+            f"# machineKey {key.fingerprint()} for both .NET 4 root web.config files",
+            "if (-not [Environment]::Is64BitProcess) { throw 'run this from 64-bit PowerShell' }",
+            "Import-Module WebAdministration",
+            *sets,
+            f'& "{APPCMD_32_PS}" set config /commit:WEBROOT /section:machineKey '
+            f"{appcmd_args}{thirty_two}",
+        ]
+    )
 
 
 def render_json(key: MachineKey) -> str:

@@ -27,11 +27,13 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
 from farmsync.errors import NodeErrorKind
 from farmsync.fsutil import fsync_directory
+from farmsync.nodes import protocol
 from farmsync.nodes.contract import (
     MAX_FILE_BYTES,
     CommitItem,
@@ -45,8 +47,8 @@ from farmsync.nodes.contract import (
     staging_path,
 )
 
-PROTOCOL_VERSION = 1
-OPS = ("read", "stage", "commit", "rollback", "cleanup", "list_backups", "recycle", "audit")
+PROTOCOL_VERSION = protocol.PROTOCOL_VERSION
+OPS = protocol.OPS
 TEMP_SUFFIX = ".farmsync-{run_id}.tmp"  # rollback / backup copies before their rename
 # Run ids become part of file names: keep them to a safe alphabet (no separators, no '..').
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\Z")
@@ -57,6 +59,9 @@ _PERMISSION = {errno.EACCES, errno.EPERM, errno.EROFS}
 _NOT_FOUND = {errno.ENOENT, errno.ENOTDIR}
 # os.link failures after which a durable copy is the way to make the backup.
 _NO_HARDLINK = {errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV, errno.ENOSYS}
+# A replace that another process's handle blocks for a moment: Windows' sharing and lock
+# violations (protocol.BUSY_WIN32_ERRORS) and their POSIX kin (a busy mount point, text file).
+_BUSY_ERRNO = {errno.EBUSY, errno.ETXTBSY}
 _ACL_XATTR = "system.posix_acl_access"
 # Where this machine keeps its stable id (systemd, then D-Bus): the twin's MachineGuid.
 _MACHINE_ID_FILES = ("/etc/machine-id", "/var/lib/dbus/machine-id")
@@ -99,10 +104,20 @@ def check_run_id(run_id: str) -> None:
 
 
 def resolve(path: str) -> str:
-    """The file a path names on this node: %VAR% references expanded, symlinks followed, so
-    staging and backup files sit beside the real file and renames stay atomic."""
+    """The file a path names on this node: %VAR% references expanded, made absolute.
+
+    Symbolic links are not followed: a managed file that is a link is refused at stage and
+    commit (:func:`_refuse_link`), as the PowerShell agent refuses reparse points."""
     expanded = _ENV_REF.sub(lambda m: os.environ.get(m.group(1), m.group(0)), path)
-    return os.path.realpath(os.path.expanduser(expanded))
+    return os.path.abspath(os.path.expanduser(expanded))
+
+
+def _refuse_link(target: str, shown: str) -> None:
+    """A replace would act on the link, not on the file it points to: refuse instead."""
+    if os.path.islink(target):
+        raise AgentError(
+            NodeErrorKind.PROTOCOL, "is a symbolic link or junction; list the real file", shown
+        )
 
 
 def temp_path(path: str, run_id: str) -> str:
@@ -272,8 +287,14 @@ def _check_live(path: str, target: str, expected_sha256: str) -> os.stat_result:
 
 
 def _unique(paths: Sequence[str]) -> None:
-    if len(set(paths)) != len(paths):
-        raise AgentError(NodeErrorKind.PROTOCOL, "the same path is listed twice")
+    """Refuse a path listed twice, compared as the node's filesystem compares names
+    (case-insensitively on Windows: normcase), after %VAR% expansion."""
+    seen: set[str] = set()
+    for path in paths:
+        key = os.path.normcase(resolve(path))
+        if key in seen:
+            raise AgentError(NodeErrorKind.PROTOCOL, "the same path is listed twice", path)
+        seen.add(key)
 
 
 def stage_files(items: Sequence[StageItem], run_id: str) -> list[str]:
@@ -282,6 +303,8 @@ def stage_files(items: Sequence[StageItem], run_id: str) -> list[str]:
     check_run_id(run_id)
     _unique([i.path for i in items])
     targets = [resolve(i.path) for i in items]
+    for item, target in zip(items, targets, strict=True):
+        _refuse_link(target, item.path)
     lives = [_check_live(i.path, t, i.expected_sha256) for i, t in zip(items, targets, strict=True)]
     written: list[str] = []
     try:
@@ -314,6 +337,7 @@ def check_commit(items: Sequence[CommitItem], run_id: str) -> None:
     _unique([i.path for i in items])
     for item in items:
         target = resolve(item.path)
+        _refuse_link(target, item.path)
         spath = staging_path(target, run_id)
         if not os.path.lexists(spath):
             raise AgentError(NodeErrorKind.NOT_FOUND, "staging file missing (stage first)", spath)
@@ -364,9 +388,56 @@ def _restore(bpath: str, target: str, run_id: str) -> None:
         raise
 
 
-def commit_files(items: Sequence[CommitItem], run_id: str) -> list[str]:
+def is_busy(exc: OSError) -> bool:
+    """Whether ``exc`` says another process holds the file for now (worth a retry)."""
+    winerror = getattr(exc, "winerror", None)
+    return winerror in protocol.BUSY_WIN32_ERRORS or exc.errno in _BUSY_ERRNO
+
+
+def replace_when_free(
+    source: str,
+    target: str,
+    shown: str,
+    sleep: Callable[[float], None] = time.sleep,
+    warnings: list[str] | None = None,
+) -> None:
+    """``os.replace`` retried, bounded, while the target is busy; each retry is reported.
+
+    The same loop as Invoke-FarmsyncReplace in commit.ps1 (protocol.REPLACE_ATTEMPTS
+    attempts, the delay doubling from protocol.REPLACE_FIRST_DELAY). ``sleep`` is the seam
+    the tests use to free the file between attempts."""
+    delay = protocol.REPLACE_FIRST_DELAY
+    for attempt in range(1, protocol.REPLACE_ATTEMPTS + 1):
+        try:
+            os.replace(source, target)
+        except OSError as exc:
+            if not is_busy(exc):
+                raise
+            if attempt == protocol.REPLACE_ATTEMPTS:
+                raise AgentError(
+                    NodeErrorKind.REMOTE,
+                    f"live file still in use by another process after {attempt} attempts",
+                    shown,
+                ) from None
+            sleep(delay)
+            delay *= 2
+            continue
+        if attempt > 1 and warnings is not None:
+            warnings.append(f"{shown}: replaced after {attempt - 1} retries (file in use)")
+        return
+
+
+def commit_files(
+    items: Sequence[CommitItem],
+    run_id: str,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    warnings: list[str] | None = None,
+) -> list[str]:
     """Back up and atomically replace every live file. If one fails, the ones already replaced
-    by this call are restored from their backups before the error is raised."""
+    by this call are restored from their backups before the error is raised. A live file
+    held busy by another process is retried (:func:`replace_when_free`), and the retries are
+    added to ``warnings``."""
     check_commit(items, run_id)  # again: narrows the window between arm and release
     done: list[tuple[str, str]] = []
     current = ""
@@ -375,7 +446,7 @@ def commit_files(items: Sequence[CommitItem], run_id: str) -> list[str]:
             target = current = resolve(item.path)
             bpath = backup_path(target, run_id)
             _make_backup(target, bpath)
-            os.replace(staging_path(target, run_id), target)
+            replace_when_free(staging_path(target, run_id), target, item.path, sleep, warnings)
             done.append((target, bpath))
             fsync_directory(os.path.dirname(target))
     except BaseException as exc:
@@ -491,40 +562,96 @@ def list_backups(paths: Sequence[str]) -> dict[str, list[str]]:
 
 
 def recycle(
-    kind: str, command: str | None, app_pools: Sequence[str], timeout: float | None = None
+    kind: str,
+    command: str | None,
+    app_pools: Sequence[str],
+    timeout: float | None = None,
+    warnings: list[str] | None = None,
 ) -> None:
-    """Do what ``farmsync_recycle`` says: nothing, a shell command, or IIS app pools.
+    """Do what ``farmsync_recycle`` says: nothing, a command, or IIS app pools.
 
+    ``command`` runs through the node's command interpreter, ``cmd.exe /d /s /c "…"`` on
+    Windows and ``/bin/sh -c`` elsewhere, on both agents (PROTOCOL.md, "recycle").
+    ``iis`` recycles Started pools only; others are skipped with a warning.
     ``timeout`` bounds each process started (TIMEOUT past it); None waits as long as it takes,
     for the remote agent, whose transport already bounds the whole request."""
     if kind == "none":
         return
     if kind == "command":
-        if not command:
+        if not command or not command.strip():
             raise AgentError(NodeErrorKind.PROTOCOL, "recycle command is empty")
-        argv = ["cmd.exe", "/d", "/c", command] if os.name == "nt" else ["/bin/sh", "-c", command]
-        _run_recycle(argv, "recycle command", timeout)
+        _run_recycle(command_argv(command), "recycle command", timeout)
         return
     if kind == "iis":
         if os.name != "nt":
-            raise AgentError(NodeErrorKind.REMOTE, "IIS app pools exist only on Windows nodes")
-        appcmd = resolve(r"%windir%\system32\inetsrv\appcmd.exe")
-        for pool in app_pools or _iis_pools(appcmd):
+            raise AgentError(NodeErrorKind.NOT_FOUND, "IIS is not installed on this node")
+        appcmd = resolve(r"%windir%\system32\inetsrv\appcmd.exe")  # pragma: no cover
+        chosen, skipped = plan_iis_recycle(_iis_pools(appcmd), app_pools)  # pragma: no cover
+        if warnings is not None:  # pragma: no cover
+            warnings.extend(skipped)
+        for pool in chosen:  # pragma: no cover - Windows only
             _run_recycle([appcmd, "recycle", "apppool", f"/apppool.name:{pool}"], "appcmd", timeout)
         return
     raise AgentError(NodeErrorKind.PROTOCOL, "unknown recycle kind")
 
 
-def _iis_pools(appcmd: str) -> list[str]:  # pragma: no cover - Windows only
+def command_argv(command: str) -> str | list[str]:
+    """How a ``{command: …}`` recycle is started: the same interpreter recycle.ps1 uses."""
+    if os.name == "nt":  # pragma: no cover - a command line, quoted the way cmd /s expects
+        return f'cmd.exe /d /s /c "{command}"'
+    return ["/bin/sh", "-c", command]
+
+
+def plan_iis_recycle(
+    pools: Sequence[tuple[str, str]], requested: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """(pools to recycle, warnings) from every pool's (name, state) and the requested names.
+
+    No names: every Started pool. Named pools must exist (NOT_FOUND otherwise; IIS compares
+    names case-insensitively); a pool that is not Started is skipped with a warning, since
+    recycling a stopped pool fails and would start nothing. Same rules as recycle.ps1."""
+    states = {name.lower(): (name, state) for name, state in pools}
+    wanted = list(requested) or [name for name, _ in pools]
+    chosen: list[str] = []
+    warnings: list[str] = []
+    for name in wanted:
+        found = states.get(name.lower())
+        if found is None:
+            raise AgentError(NodeErrorKind.NOT_FOUND, f"no IIS application pool named {name!r}")
+        real, state = found
+        if state.lower() == "started":
+            chosen.append(real)
+        else:
+            warnings.append(f"app pool {real!r} is {state}: not recycled")
+    return chosen, warnings
+
+
+def _iis_pools(appcmd: str) -> list[tuple[str, str]]:  # pragma: no cover - Windows only
+    """(name, state) of every pool; WAS stopped or IIS absent are clear errors."""
+    if not os.path.isfile(appcmd):
+        raise AgentError(NodeErrorKind.NOT_FOUND, "IIS is not installed on this node")
     out = subprocess.run(
-        [appcmd, "list", "apppool", "/text:name"], capture_output=True, check=False
+        [appcmd, "list", "apppool", "/text:*"], capture_output=True, check=False
     )
     if out.returncode != 0:
-        raise AgentError(NodeErrorKind.REMOTE, f"appcmd exited with status {out.returncode}")
-    return [line.strip() for line in out.stdout.decode(errors="replace").splitlines() if line]
+        raise AgentError(
+            NodeErrorKind.REMOTE,
+            "cannot list IIS application pools (is the Windows Process Activation Service "
+            f"running?): appcmd exited with status {out.returncode}",
+        )
+    pools: list[tuple[str, str]] = []
+    name = state = ""
+    for line in out.stdout.decode(errors="replace").splitlines():
+        key, _, value = line.strip().partition(":")
+        if key == "APPPOOL.NAME":
+            name = value.strip('"')
+        elif key == "state":
+            state = value.strip('"')
+            pools.append((name, state))
+    return pools
 
 
-def _run_recycle(argv: list[str], what: str, timeout: float | None) -> None:
+def _run_recycle(argv: str | list[str], what: str, timeout: float | None) -> None:
     # The command's own output is diagnostics: stderr, never the JSON channel on stdout.
     try:
         # Its own session, so a timeout can stop everything it started, not just the shell.
@@ -532,7 +659,7 @@ def _run_recycle(argv: list[str], what: str, timeout: float | None) -> None:
             argv, stdin=subprocess.DEVNULL, stdout=sys.stderr, start_new_session=True
         )
     except OSError as exc:
-        raise os_error(exc, f"run {what}", argv[0]) from None
+        raise os_error(exc, f"run {what}", None) from None
     try:
         returncode = proc.wait(timeout)
     except BaseException as exc:
@@ -558,27 +685,6 @@ def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
 # --- the stdin protocol ---------------------------------------------------------------------
 
 
-def _arg(args: dict[str, Any], key: str, kind: type) -> Any:
-    value = args.get(key)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise AgentError(NodeErrorKind.PROTOCOL, f"argument {key!r} missing or not {kind.__name__}")
-    return value
-
-
-def _str_list(args: dict[str, Any], key: str) -> list[str]:
-    values = _arg(args, key, list)
-    if not all(isinstance(v, str) for v in values):
-        raise AgentError(NodeErrorKind.PROTOCOL, f"argument {key!r} must list strings")
-    return list(values)
-
-
-def _items(args: dict[str, Any]) -> list[dict[str, Any]]:
-    items = _arg(args, "items", list)
-    if not all(isinstance(i, dict) for i in items):
-        raise AgentError(NodeErrorKind.PROTOCOL, "argument 'items' must list objects")
-    return list(items)
-
-
 def _b64(value: str) -> bytes:
     try:
         return base64.b64decode(value, validate=True)
@@ -600,7 +706,8 @@ def state_to_json(state: FileState) -> dict[str, Any]:
 
 
 def decode_request(line: bytes) -> tuple[str, dict[str, Any]]:
-    """(op, args) of a request line (base64 of the JSON request)."""
+    """(op, args) of a request line (base64 of the JSON request), args checked against the
+    protocol table (protocol.OP_ARGS): a missing or mistyped argument is a PROTOCOL error."""
     try:
         request = json.loads(base64.b64decode(line.strip(), validate=True))
     except (binascii.Error, ValueError):
@@ -610,61 +717,71 @@ def decode_request(line: bytes) -> tuple[str, dict[str, Any]]:
     op, args = request.get("op"), request.get("args")
     if op not in OPS or not isinstance(args, dict):
         raise AgentError(NodeErrorKind.PROTOCOL, "unknown op or missing args")
+    try:
+        protocol.check_args(op, args)
+    except protocol.ArgumentError as exc:
+        raise AgentError(NodeErrorKind.PROTOCOL, str(exc)) from None
     return str(op), args
 
 
 def run_op(
     op: str, args: dict[str, Any], next_line: Callable[[], bytes], emit: Callable[[Any], None]
 ) -> dict[str, Any]:
-    """Run one decoded request; ``commit`` emits the armed line and reads the word."""
+    """Run one decoded, checked request; ``commit`` emits the armed line and reads the word.
+
+    Answers may carry ``warnings`` (text for the operator: retries, skipped pools)."""
+    warnings: list[str] = []
+    result = _dispatch(op, args, next_line, emit, warnings)
+    if warnings:
+        result["warnings"] = warnings
+    return result
+
+
+def _dispatch(
+    op: str,
+    args: dict[str, Any],
+    next_line: Callable[[], bytes],
+    emit: Callable[[Any], None],
+    warnings: list[str],
+) -> dict[str, Any]:
     if op == "read":
-        files = [state_to_json(s) for s in read_files(_str_list(args, "paths"))]
+        files = [state_to_json(s) for s in read_files(args["paths"])]
         return {"files": files, "machine_id": machine_id()}
     if op == "list_backups":
-        return {"backups": list_backups(_str_list(args, "paths"))}
+        return {"backups": list_backups(args["paths"])}
     if op == "audit":  # read-only; its own module (agent_audit.py), loaded when asked for
         from farmsync.nodes import agent_audit
 
         request = agent_audit.request_from_json(args)
         return agent_audit.audit_to_json(agent_audit.audit_read(request))
     if op == "recycle":
-        command = args.get("command")
-        pools = args.get("app_pools") or []
-        recycle(_arg(args, "kind", str), command if isinstance(command, str) else None, pools)
+        recycle(args["kind"], args["command"], args["app_pools"], warnings=warnings)
         return {}
-    run_id = _arg(args, "run_id", str)
+    if op == "doctor":
+        from farmsync.nodes.doctor_probe import probe
+
+        return probe(args["paths"])
+    run_id: str = args["run_id"]
     if op == "stage":
         stage_items = [
-            StageItem(
-                _arg(i, "path", str),
-                _b64(_arg(i, "content_b64", str)),
-                _arg(i, "expected_sha256", str),
-            )
-            for i in _items(args)
+            StageItem(i["path"], _b64(i["content_b64"]), i["expected_sha256"])
+            for i in args["items"]
         ]
         return {"staged": stage_files(stage_items, run_id)}
     if op == "commit":
         commit_items = [
-            CommitItem(
-                _arg(i, "path", str), _arg(i, "expected_sha256", str), _arg(i, "staged_sha256", str)
-            )
-            for i in _items(args)
+            CommitItem(i["path"], i["expected_sha256"], i["staged_sha256"]) for i in args["items"]
         ]
         check_commit(commit_items, run_id)
         emit({"armed": True})
-        if next_line().strip() != b"COMMIT":
+        # The word is compared exactly: "commit" or " COMMIT" is not a release.
+        if next_line().rstrip(b"\r\n") != protocol.COMMIT_WORD.encode():
             return {"aborted": True}
-        return {"committed": commit_files(commit_items, run_id)}
+        return {"committed": commit_files(commit_items, run_id, warnings=warnings)}
     if op == "rollback":
-        expected = args.get("expected") or {}
-        if not isinstance(expected, dict) or not all(
-            isinstance(v, str) for v in expected.values()
-        ):
-            raise AgentError(NodeErrorKind.PROTOCOL, "argument 'expected' must map paths to hashes")
-        restored, skipped = rollback_files(_str_list(args, "paths"), run_id, expected)
+        restored, skipped = rollback_files(args["paths"], run_id, args["expected"])
         return {"restored": restored, "skipped": skipped}
-    keep = _arg(args, "keep_backups", int)
-    return {"removed": cleanup_files(_str_list(args, "paths"), run_id, keep)}
+    return {"removed": cleanup_files(args["paths"], run_id, args["keep_backups"])}
 
 
 def main(stdin: IO[bytes] | None = None, stdout: IO[bytes] | None = None) -> int:

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from farmsync.errors import NodeError, NodeErrorKind
 from farmsync.webconfig.parser import MAX_CONFIG_BYTES
@@ -232,6 +232,15 @@ class NodeOperations(ABC):
         raise NodeError(
             self.host_name, NodeErrorKind.PROTOCOL, "this transport cannot audit", phase="audit"
         )
+
+    # --- preflight (farmsync doctor): read-only, optional per transport -----------------
+    def doctor(self, paths: Sequence[str]) -> dict[str, Any]:
+        """The ``doctor`` answer for ``paths`` (PROTOCOL.md): what would stop a commit."""
+        raise NodeError(self.host_name, NodeErrorKind.PROTOCOL, "no doctor op", phase="doctor")
+
+    def login_facts(self) -> dict[str, str]:
+        """How the open connection authenticated (``auth``) and checked the node (``verified``)."""
+        return {}
 
 
 def raise_for_state(host: str, state: FileState, phase: str) -> None:

@@ -6,7 +6,9 @@ remote agents have (staging beside the target, atomic replace, backups, error ki
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from farmsync.errors import NodeError
 from farmsync.inventory.model import Host
@@ -21,6 +23,8 @@ from farmsync.nodes.contract import (
     NodeOperations,
     StageItem,
 )
+
+log = logging.getLogger(__name__)
 
 
 def _node_error(host: str, phase: str, err: agent.AgentError) -> NodeError:
@@ -41,10 +45,13 @@ class LocalArmedCommit(ArmedCommit):
         if self._state != "armed":
             raise RuntimeError(f"commit is {self._state}, cannot release")
         self._state = "released"
+        warnings: list[str] = []
         try:
-            agent.commit_files(self._items, self._run_id)
+            agent.commit_files(self._items, self._run_id, warnings=warnings)
         except agent.AgentError as err:
             self._error = _node_error(self._node.host_name, "commit", err)
+        for text in warnings:  # retries on a busy file: the operator should know
+            log.warning("%s commit: %s", self._node.host_name, text)
 
     def wait(self, timeout: float) -> None:
         if self._state != "released":
@@ -129,7 +136,21 @@ class LocalNode(NodeOperations):
     def recycle(self) -> None:
         self.round_trips += 1
         spec = self.host.recycle
+        warnings: list[str] = []
         try:
-            agent.recycle(spec.kind.value, spec.command, spec.app_pools, self.host.timeout)
+            agent.recycle(
+                spec.kind.value, spec.command, spec.app_pools, self.host.timeout, warnings
+            )
         except agent.AgentError as err:
             raise self._call_failed("recycle", err) from None
+        for text in warnings:
+            log.warning("%s recycle: %s", self.host_name, text)
+
+    def doctor(self, paths: Sequence[str]) -> dict[str, Any]:
+        from farmsync.nodes.doctor_probe import probe
+
+        self.round_trips += 1
+        return probe(paths)
+
+    def login_facts(self) -> dict[str, str]:
+        return {"auth": "none (this machine)", "verified": "local files, no connection"}

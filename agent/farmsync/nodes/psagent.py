@@ -12,19 +12,24 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
 from farmsync.errors import NodeError, NodeErrorKind
 from farmsync.inventory.model import RecycleSpec
-from farmsync.nodes.agent import OPS, PROTOCOL_VERSION
 from farmsync.nodes.auditread import AuditRead, AuditRequest, read_from_json
+from farmsync.nodes.clixml import decode_stderr
 from farmsync.nodes.contract import CommitItem, FileState, FileStatus, StageItem
+from farmsync.nodes.protocol import COMMIT_WORD as _WORD
+from farmsync.nodes.protocol import OPS, PROTOCOL_VERSION, ps1_fragment
+
+log = logging.getLogger(__name__)
 
 CMD_EXE_LIMIT = 8191  # longest command line cmd.exe accepts
 MAX_CHUNK = 512 * 1024  # stdin bytes per SSH channel write (WinRM sends winrm_shell.SEND_CHUNK)
-COMMIT_WORD = b"COMMIT\r\n"
+COMMIT_WORD = _WORD.encode("ascii") + b"\r\n"
 ABORT_WORD = b"ABORT\r\n"
 POWERSHELL_ARGS = "powershell.exe -NoLogo -NoProfile -NonInteractive -ExecutionPolicy Bypass"
 
@@ -35,10 +40,11 @@ def resource_text(name: str) -> str:
 
 
 def load_script(op: str) -> str:
-    """The script sent for ``op``: the shared functions of common.ps1, then the op's own."""
+    """The script sent for ``op``: its argument table generated from protocol.py, the shared
+    functions of common.ps1, then the op's own. Fixed text: no request data is in it."""
     if op not in OPS:
         raise ValueError(f"unknown node op {op!r}")
-    return resource_text("common.ps1") + "\n" + resource_text(f"{op}.ps1")
+    return ps1_fragment(op) + resource_text("common.ps1") + "\n" + resource_text(f"{op}.ps1")
 
 
 BOOTSTRAP = resource_text("bootstrap.ps1")
@@ -117,7 +123,7 @@ def parse_output(
     """
     results = [obj for obj in _json_lines(stdout) if _is_result(obj)]
     if not results:
-        hint = stderr.decode("utf-8", "replace").strip().splitlines()
+        hint = decode_stderr(stderr).strip().splitlines()
         detail = "no result from the node agent"
         if hint:
             detail += f" (stderr: {hint[0][:200]})"
@@ -127,6 +133,7 @@ def parse_output(
         result = final.get("result")
         if not isinstance(result, dict):
             raise NodeError(host, NodeErrorKind.PROTOCOL, "result is not an object", phase=phase)
+        report_warnings(result, host=host, phase=phase)
         return result
     error = final.get("error") if isinstance(final.get("error"), dict) else {}
     path = error.get("path")
@@ -137,6 +144,15 @@ def parse_output(
         phase=phase,
         path=path if isinstance(path, str) and path else None,
     )
+
+
+def report_warnings(result: Mapping[str, Any], *, host: str, phase: str | None) -> None:
+    """Log the answer's ``warnings`` (retries, skipped pools) for the operator."""
+    warnings = result.get("warnings")
+    if isinstance(warnings, list):
+        for text in warnings:
+            if isinstance(text, str):
+                log.warning("%s %s: %s", host, phase or "node", text[:300])
 
 
 class ArmedReader:
@@ -208,10 +224,8 @@ def commit_args(items: Sequence[CommitItem], run_id: str) -> dict[str, Any]:
 def rollback_args(
     paths: Sequence[str], run_id: str, expected: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
-    args: dict[str, Any] = {"run_id": run_id, "paths": list(paths)}
-    if expected:
-        args["expected"] = dict(expected)
-    return args
+    # Always sent: every argument of the protocol table is required ({}: no originals known).
+    return {"run_id": run_id, "paths": list(paths), "expected": dict(expected or {})}
 
 
 def cleanup_args(paths: Sequence[str], run_id: str, keep_backups: int) -> dict[str, Any]:

@@ -12,7 +12,7 @@ file content ever reaches a remote command line.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from farmsync.errors import NodeError, NodeErrorKind
 from farmsync.inventory.model import Host, RecycleKind, RecycleSpec, Shell
@@ -42,6 +42,7 @@ class _Ops(Protocol):
     def list_backups(self, paths: Sequence[str]) -> dict[str, list[str]]: ...
     def recycle(self, spec: RecycleSpec) -> None: ...
     def audit(self, request: AuditRequest) -> AuditRead: ...
+    def doctor(self, paths: Sequence[str]) -> dict[str, Any]: ...
 
 
 class SshNode(NodeOperations):
@@ -123,3 +124,9 @@ class SshNode(NodeOperations):
     def recycle(self) -> None:
         if self.host.recycle.kind is not RecycleKind.NONE:
             self._trip().recycle(self.host.recycle)
+
+    def doctor(self, paths: Sequence[str]) -> dict[str, Any]:
+        return self._trip().doctor(paths)
+
+    def login_facts(self) -> dict[str, str]:
+        return self._conn.login_facts() if self._conn is not None else {}

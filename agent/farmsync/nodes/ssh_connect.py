@@ -263,6 +263,19 @@ class SshConnection:
             raise NodeError(self.host.name, NodeErrorKind.CONNECTION_LOST, "not connected")
         return self._clients[-1]
 
+    def login_facts(self) -> dict[str, str]:
+        """The authentication that succeeded and the host key that was checked."""
+        transport = self.client.get_transport()
+        if transport is None:
+            return {}
+        handler = getattr(transport, "auth_handler", None)
+        method = getattr(handler, "auth_method", None) or "unknown"
+        key = transport.get_remote_server_key()
+        return {
+            "auth": f"ssh {method} as {transport.get_username()}",
+            "verified": f"host key {_key_name(key)} found in known_hosts",
+        }
+
     def identity(self) -> NodeIdentity | None:
         """The node's proof of identity: the host key it authenticated the connection with."""
         transport = self._clients[-1].get_transport() if self._clients else None

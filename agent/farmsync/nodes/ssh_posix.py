@@ -22,10 +22,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import posixpath
+import secrets
 import shlex
 import stat
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import paramiko
 
@@ -61,8 +63,10 @@ from farmsync.nodes.ssh_connect import SshConnection, node_errors
 from farmsync.nodes.ssh_sftp import (
     StagingFailure,
     TooLarge,
+    create_exclusive,
     exists,
     failure,
+    free_bytes,
     read_all,
     remove_quietly,
     reraise_if_transport,
@@ -638,3 +642,70 @@ class PosixOps:
                 self.host, NodeErrorKind.REMOTE, f"recycle command exited with status {status}",
                 phase="recycle",
             )
+
+    # --- doctor (read-only preflight over SFTP: no process on the node) --------------------
+    def doctor(self, paths: Sequence[str]) -> dict[str, Any]:
+        """The ``doctor`` answer (PROTOCOL.md) from SFTP alone: OS from the SSH banner, FIPS
+        from /proc, each file append-opened and a probe file made and removed beside it; the
+        node's clock is the probe file's mtime (whole seconds)."""
+        sftp = self.conn.sftp()
+        clock: list[float] = []
+        with node_errors(self.host, "doctor"):
+            files = [self._doctor_file(sftp, path, clock) for path in paths]
+            fips: bool | None = None
+            try:
+                with sftp.open("/proc/sys/crypto/fips_enabled", "rb") as fh:
+                    fips = fh.read(1) == b"1"
+            except OSError as exc:
+                reraise_if_transport(sftp, exc)
+        transport = self.conn.client.get_transport()
+        banner = transport.remote_version if transport is not None else "unknown"
+        return {
+            "os": f"POSIX over SFTP ({banner})",
+            "agent": "none: sftp-server only",
+            "powershell": None,
+            "dotnet": None,
+            "language_mode": None,
+            "fips": fips,
+            "module_logging": None,
+            "script_block_logging": None,
+            "time": clock[0] if clock else None,
+            "files": files,
+            "iis": None,
+        }
+
+    def _doctor_file(
+        self, sftp: paramiko.SFTPClient, path: str, clock: list[float]
+    ) -> dict[str, Any]:
+        entry: dict[str, Any] = {"path": path, "exists": False, "size": None, "free_bytes": None}
+        entry["free_bytes"] = free_bytes(sftp, posixpath.dirname(path) or ".")
+        step = "stat"
+        try:
+            attrs = sftp.lstat(path)
+            entry["exists"] = True
+            entry["size"] = attrs.st_size
+            mode = attrs.st_mode or 0
+            if stat.S_ISLNK(mode):
+                return {**entry, **_refused("check", "is a symbolic link; list the real file")}
+            if not stat.S_ISREG(mode):
+                return {**entry, **_refused("check", "not a regular file", "is-directory")}
+            step = "open for append"
+            sftp.open(path, "a").close()  # no byte written: the file takes writes
+            step = "create a file beside it"
+            probe = f"{path}.farmsync-doctor-{secrets.token_hex(4)}.tmp"
+            handle = create_exclusive(sftp, probe, 0o600)
+            try:
+                clock.append(float(handle.stat().st_mtime or 0))
+            finally:
+                handle.close()
+                sftp.remove(probe)
+        except OSError as exc:
+            reraise_if_transport(sftp, exc)
+            kind, reason = failure(sftp, exc, path)  # SFTP's bare FAILURE told apart
+            return {**entry, **_refused(step, reason, kind.value)}
+        entry["replaceable"] = True
+        return entry
+
+
+def _refused(step: str, reason: str, kind: str = "protocol") -> dict[str, Any]:
+    return {"replaceable": False, "error_kind": kind, "error": f"{step}: {reason}"}

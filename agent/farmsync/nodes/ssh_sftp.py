@@ -121,6 +121,7 @@ class TooLarge(StagingFailure):
 class FsState:
     read_only: bool
     full: bool
+    free_bytes: int  # available to the login (f_bavail * f_frsize)
 
 
 def statvfs(sftp: paramiko.SFTPClient, path: str) -> FsState | None:
@@ -133,7 +134,18 @@ def statvfs(sftp: paramiko.SFTPClient, path: str) -> FsState | None:
         return None
     # bsize, frsize, blocks, bfree, bavail, files, ffree, favail, fsid, flag, namemax
     fields = [msg.get_int64() for _ in range(11)]
-    return FsState(read_only=bool(fields[9] & _ST_RDONLY), full=fields[4] == 0 or fields[7] == 0)
+    return FsState(
+        read_only=bool(fields[9] & _ST_RDONLY),
+        full=fields[4] == 0 or fields[7] == 0,
+        free_bytes=fields[4] * fields[1],
+    )
+
+
+def free_bytes(sftp: paramiko.SFTPClient, path: str) -> int | None:
+    """Bytes available to the login on ``path``'s file system, or None where the server
+    lacks ``statvfs@openssh.com``."""
+    fs = statvfs(sftp, path)
+    return fs.free_bytes if fs is not None else None
 
 
 def failure(

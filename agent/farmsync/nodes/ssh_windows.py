@@ -133,6 +133,9 @@ class PowerShellOps:
         result = self.run("audit", psagent.audit_args(request), "audit")
         return psagent.audit_from_result(result, host=self.host)
 
+    def doctor(self, paths: Sequence[str]) -> dict[str, Any]:
+        return self.run("doctor", {"paths": list(paths)}, "doctor")
+
     def arm_commit(self, items: Sequence[CommitItem], run_id: str) -> ArmedCommit:
         args = psagent.commit_args(items, run_id)
         channel = self.conn.exec(psagent.command_line())

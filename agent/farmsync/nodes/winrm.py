@@ -17,6 +17,7 @@ from typing import Any
 from winrm.protocol import Protocol
 
 from farmsync.errors import NodeError, NodeErrorKind
+from farmsync.inventory.describe import describe_trust
 from farmsync.inventory.model import Host
 from farmsync.nodes import psagent
 from farmsync.nodes.auditread import AuditRead, AuditRequest
@@ -138,6 +139,16 @@ class WinrmNode(NodeOperations):
         # A rollout's first read may be this op: keep the machine id for identity() too.
         self._machine_id = psagent.machine_id_from_result(result) or self._machine_id
         return psagent.audit_from_result(result, host=self.host_name)
+
+    def doctor(self, paths: Sequence[str]) -> dict[str, Any]:
+        return self._run("doctor", {"paths": list(paths)})
+
+    def login_facts(self) -> dict[str, str]:
+        verified = describe_trust(self.host)
+        cert = self.shell.peer_certificate_sha256
+        if cert is not None:
+            verified += f" (certificate sha256:{cert[:16]}…)"
+        return {"auth": f"winrm {self.host.winrm.transport}", "verified": verified}
 
 
 class WinrmArmedCommit(ArmedCommit):

@@ -32,6 +32,7 @@ from winrm.protocol import Protocol
 
 from farmsync.errors import NodeError, NodeErrorKind
 from farmsync.inventory.model import Host
+from farmsync.inventory.variables import WINRM_TRANSPORTS
 from farmsync.nodes import psagent
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,16 @@ QUOTA_FAULTS = (FAULT_QUOTA_SHELLS, FAULT_QUOTA_OPERATIONS)
 SHELL_CREATE_ATTEMPTS = 4
 SHELL_CREATE_BACKOFF = 0.5  # seconds, doubled per attempt, never past the deadline
 
-AUTH_TRANSPORTS = ("ntlm", "kerberos", "credssp", "certificate", "basic", "plaintext")
+# The variable table's list, so what `inventory check` accepts is what connects.
+AUTH_TRANSPORTS = WINRM_TRANSPORTS
+# Transports that send the password as Basic (``ssl`` is Basic unless a client certificate is
+# given) and those that can encrypt messages themselves over plain HTTP.
+_BASIC = ("basic", "plaintext", "ssl")
+_ENCRYPTING = ("ntlm", "kerberos", "credssp")
+CREDSSP_WARNING = (
+    "CredSSP delegates the login's credential to the node: whoever controls one node can reuse "
+    "it on every other; prefer ntlm or kerberos over https"
+)
 MAX_OPERATION_TIMEOUT = 20  # seconds a Receive may wait server-side (pywinrm's default)
 
 
@@ -86,7 +96,7 @@ def build_protocol(host: Host) -> Protocol:
         raise NodeError(host.name, NodeErrorKind.AUTH, f"unknown WinRM transport {transport!r}")
     if scheme not in ("http", "https"):
         raise NodeError(host.name, NodeErrorKind.PROTOCOL, f"unknown WinRM scheme {scheme!r}")
-    if scheme == "http" and transport in ("basic", "plaintext"):
+    if scheme == "http" and transport in _BASIC and not (transport == "ssl" and settings.cert_pem):
         if not settings.allow_insecure_basic:
             raise NodeError(
                 host.name,
@@ -99,6 +109,8 @@ def build_protocol(host: Host) -> Protocol:
         )
     if scheme == "https" and not settings.cert_validation:
         log.warning("%s: WinRM server certificate validation is disabled", host.name)
+    if transport == "credssp":
+        log.warning("%s: %s", host.name, CREDSSP_WARNING)
     operation, read = timeouts(host.timeout)
     try:
         protocol = Protocol(
@@ -127,12 +139,33 @@ def _isolate_from_environment(protocol: Protocol) -> None:
     deleting ``os.environ["no_proxy"]`` around every request: with several nodes in parallel
     one thread deletes the variable while another reads it (a KeyError mid-run). With no
     proxies and ``trust_env`` off, requests never touches the environment.
+
+    pywinrm's ``build_session`` would also start message encryption (a network request)
+    before these settings apply; that is held back for :func:`start_encryption`, which the
+    shell calls inside its error mapping.
     """
     transport = protocol.transport
-    session = transport.build_session()
+    wanted = transport.message_encryption
+    transport.message_encryption = "never"
+    try:
+        session = transport.build_session()
+    finally:
+        transport.message_encryption = wanted
     session.proxies = {}
     session.trust_env = False
     transport.session = session
+
+
+def start_encryption(protocol: Protocol) -> None:
+    """Set up NTLM/Kerberos/CredSSP message encryption when the endpoint is plain HTTP (as
+    pywinrm's ``auto`` would): its handshake is the first request to the node."""
+    transport = protocol.transport
+    if transport.encryption is not None or transport.auth_method not in _ENCRYPTING:
+        return
+    mode = transport.message_encryption
+    if mode == "always" or (mode == "auto" and not transport.endpoint.lower().startswith("https")):
+        assert transport.session is not None  # built by _isolate_from_environment
+        transport.setup_encryption(transport.session)
 
 
 class _PeerCertificate(requests.adapters.HTTPAdapter):
@@ -190,7 +223,10 @@ class WinrmShell:
         if deadline is None:
             deadline = time.monotonic() + self.host.timeout
         if self._protocol is None:
-            self._protocol = self._factory(self.host)
+            with self.errors("connect"):  # building it may reach the node (encryption)
+                protocol = self._factory(self.host)
+                start_encryption(protocol)
+            self._protocol = protocol
             self._certificate = _watch_certificate(self._protocol)
         delay = SHELL_CREATE_BACKOFF
         for attempt in range(1, SHELL_CREATE_ATTEMPTS + 1):
@@ -233,7 +269,7 @@ class WinrmShell:
         self.sent_commands.append(command_line)
         try:
             with self.errors(phase):
-                command_id = self._protocol.run_command(self._shell_id, command_line)
+                command_id = self._run(command_line)
         except NodeError as exc:
             if exc.kind is not NodeErrorKind.QUOTA:
                 raise
@@ -243,8 +279,17 @@ class WinrmShell:
             if self._shell_id is None:
                 raise
             with self.errors(phase):
-                command_id = self._protocol.run_command(self._shell_id, command_line)
+                command_id = self._run(command_line)
         return RemoteCommand(self, self._protocol, self._shell_id, command_id, phase)
+
+    def _run(self, command_line: str) -> str:
+        """One Command with stdin as a pipe, not console keystrokes (as Ansible sets it when it
+        streams stdin), and powershell.exe started directly: no cmd.exe in between to parse
+        the command line or impose its 8,191-character limit."""
+        assert self._protocol is not None and self._shell_id is not None
+        return self._protocol.run_command(
+            self._shell_id, command_line, console_mode_stdin=False, skip_cmd_shell=True
+        )
 
     @contextmanager
     def errors(self, phase: str) -> Iterator[None]:
@@ -289,16 +334,21 @@ class RemoteCommand:
         if left <= 0:
             return None
         # The server may hold a Receive for OperationTimeout: never past our own deadline.
+        # Only this Receive: the Protocol's value goes back at once, or later Command, Send
+        # and Signal requests would carry a timeout cut short for this one.
         self._protocol.operation_timeout_sec = max(
             1, min(self._shell.default_operation_timeout, math.ceil(left))
         )
-        with self._shell.errors(self.phase):
-            try:
-                out, err, code, done = self._protocol.get_command_output_raw(
-                    self._shell_id, self.command_id
-                )
-            except WinRMOperationTimeoutError:
-                return None  # the normal "nothing yet" answer (WSManFault 2150858793)
+        try:
+            with self._shell.errors(self.phase):
+                try:
+                    out, err, code, done = self._protocol.get_command_output_raw(
+                        self._shell_id, self.command_id
+                    )
+                except WinRMOperationTimeoutError:
+                    return None  # the normal "nothing yet" answer (WSManFault 2150858793)
+        finally:
+            self._protocol.operation_timeout_sec = self._shell.default_operation_timeout
         if done:
             self.finished = True
         return Output(out, err, code if done else None)

@@ -23,17 +23,6 @@ function Join-FarmsyncWindowsPath {
     return $Folder.TrimEnd([char[]]@('\', '/')) + '\' + $Name
 }
 
-function Get-FarmsyncInnerException {
-    # .NET exceptions thrown inside method calls arrive wrapped.
-    param([System.Exception]$Exception)
-    $ex = $Exception
-    while ($ex -is [System.Management.Automation.MethodInvocationException] -and
-           $null -ne $ex.InnerException) {
-        $ex = $ex.InnerException
-    }
-    return $ex
-}
-
 function Read-FarmsyncAuditState {
     # One file as the read op reports it; a path on a share that cannot be reached is an error.
     param([string]$Path)

@@ -1,17 +1,18 @@
 # cleanup {run_id, paths, keep_backups} -> {removed}
 # Removes the run's staging and temp files, and per path every backup beyond the newest
 # keep_backups by run id (like the IIS configuration history, 10 by default on the
-# controller), never the backup of the run in progress.
+# controller), never the backup of the run in progress. keep_backups is required (checked
+# against the argument table): a missing value is a protocol error, never 0.
 $ErrorActionPreference = 'Stop'
 
 function Invoke-FarmsyncOp {
     param($Arguments)
     $runId = Assert-FarmsyncRunId -RunId $Arguments.run_id
-    $keep = [int]$Arguments.keep_backups
+    $keep = [long]$Arguments.keep_backups
     if ($keep -lt 0) { throw (New-FarmsyncError 'protocol' 'keep_backups must be >= 0' $null) }
     $removed = [System.Collections.Generic.List[string]]::new()
-    foreach ($entry in @($Arguments.paths)) {
-        $target = Resolve-FarmsyncPath -Path ([string]$entry)
+    foreach ($entry in $Arguments.paths) {
+        $target = Resolve-FarmsyncPath -Path $entry
         $doomed = [System.Collections.Generic.List[string]]::new()
         $doomed.Add((Get-FarmsyncStagingPath -Target $target -RunId $runId))
         $doomed.Add((Get-FarmsyncTempPath -Target $target -RunId $runId))

@@ -1,16 +1,433 @@
-# farmsync node agent: functions shared by every op script (sent ahead of <op>.ps1).
-# Same semantics and error kinds as farmsync/nodes/agent.py, the Python twin.
+# farmsync node agent: functions shared by every op script (sent ahead of <op>.ps1, after the
+# generated argument table of protocol.py). Same semantics and error kinds as
+# farmsync/nodes/agent.py, the Python twin; the protocol is written down in PROTOCOL.md.
+#
+# Rules every script here keeps (tests/nodes/test_ps1_syntax.py checks them on the syntax
+# tree): request data (paths, contents, hashes) reaches only .NET methods and farmsync's own
+# script functions, never a cmdlet: module logging (event 4103) records cmdlet parameters and
+# pipeline input. A cmdlet gets constant arguments only; nothing reads $input.
+# The floor is Windows PowerShell 5.1 on .NET 4.6 (bootstrap.ps1 refuses anything older before
+# this script is loaded), so [Type]::new() and .NET 4.6 APIs are used freely.
 $ErrorActionPreference = 'Stop'
 
 $FarmsyncRunIdPattern = '^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\z'
+$FarmsyncJsonToken = '"[^"\\]*(?:\\.[^"\\]*)*"|-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?|true|false|null|[{}\[\]:,]'
+$FarmsyncWarnings = [System.Collections.Generic.List[string]]::new()
 # Largest file a read takes (contract.MAX_FILE_BYTES): checked before reading, and the read
 # stops one byte past it.
 $FarmsyncMaxFileBytes = 8 * 1024 * 1024
 
-# A file's identity: volume serial number and file index from GetFileInformationByHandle
-# (kernel32; .NET 4.6 has no managed call for it), as "<serial>:<index>" in lower-case hex,
-# the same form as the Python twin's (st_dev, st_ino). Fixed source, compiled once per process.
-$FarmsyncFileIdSource = @'
+
+function New-FarmsyncError {
+    # An exception carrying a NodeErrorKind value and the path at fault.
+    param([string]$Kind, [string]$Detail, [string]$Path)
+    $err = [System.InvalidOperationException]::new($Detail)
+    $err.Data['farmsync.kind'] = $Kind
+    $err.Data['farmsync.path'] = $Path
+    return $err
+}
+
+function Get-FarmsyncWin32Code {
+    # The Win32 error code an exception carries (HRESULT 0x8007xxxx), or 0.
+    param([System.Exception]$Exception)
+    # Shift and mask, rather than compare with 0x80070000: how PowerShell types a hex literal
+    # above 0x7FFFFFFF differs between versions.
+    $hresult = $Exception.HResult
+    if ((($hresult -shr 16) -band 0xFFFF) -eq 0x8007) { return ($hresult -band 0xFFFF) }
+    return 0
+}
+
+function Get-FarmsyncInnerException {
+    # .NET exceptions thrown inside method calls arrive wrapped.
+    param([System.Exception]$Exception)
+    $ex = $Exception
+    while ($ex -is [System.Management.Automation.MethodInvocationException] -and
+           $null -ne $ex.InnerException) {
+        $ex = $ex.InnerException
+    }
+    return $ex
+}
+
+function Get-FarmsyncErrorKind {
+    # Map an exception to a NodeErrorKind value (same table as error_kind() in agent.py).
+    param([System.Exception]$Exception)
+    if ($Exception -is [System.UnauthorizedAccessException] -or
+        $Exception -is [System.Security.SecurityException]) {
+        return 'permission-denied'
+    }
+    if ($Exception -is [System.IO.DirectoryNotFoundException] -or
+        $Exception -is [System.IO.FileNotFoundException]) {
+        return 'not-found'
+    }
+    if ($Exception -is [System.IO.IOException]) {
+        # 0x70 ERROR_DISK_FULL, 0x27 ERROR_HANDLE_DISK_FULL, 0x50F ERROR_DISK_QUOTA_EXCEEDED,
+        # 0x5 ERROR_ACCESS_DENIED, 0x13 ERROR_WRITE_PROTECT.
+        $code = $Exception.HResult -band 0xFFFF
+        if ($code -eq 0x70 -or $code -eq 0x27 -or $code -eq 0x50F) { return 'disk-full' }
+        if ($code -eq 0x5 -or $code -eq 0x13) { return 'permission-denied' }
+    }
+    return 'remote-error'
+}
+
+function Get-FarmsyncShortMessage {
+    # What went wrong, cut the way agent.py cuts an OSError to its strerror: the system's text
+    # for a Win32 code (it names no file), else the first line with quoted parts elided. A .NET
+    # message can quote a path or a value; it must never quote file contents.
+    param([System.Exception]$Exception)
+    $code = Get-FarmsyncWin32Code -Exception $Exception
+    if ($code -ne 0) {
+        return ([System.ComponentModel.Win32Exception]::new($code)).Message.TrimEnd('.', ' ', "`r", "`n")
+    }
+    $first = ([string]$Exception.Message -split "`n")[0].Trim()
+    $first = [regex]::Replace($first, '''[^'']*''|"[^"]*"', '...')
+    if ($first.Length -gt 200) { $first = $first.Substring(0, 200) + '...' }
+    return $Exception.GetType().Name + ': ' + $first
+}
+
+function Get-FarmsyncErrorInfo {
+    # The protocol's error object {kind, detail, path} for a caught ErrorRecord.
+    param($ErrorRecord)
+    $ex = $ErrorRecord.Exception
+    # .NET exceptions thrown inside method calls arrive wrapped.
+    while (($ex -is [System.Management.Automation.MethodInvocationException] -or
+            $ex -is [System.Management.Automation.ActionPreferenceStopException]) -and
+           $null -ne $ex.InnerException) {
+        $ex = $ex.InnerException
+    }
+    if ($ex.Data.Contains('farmsync.kind')) {
+        $path = [string]$ex.Data['farmsync.path']
+        if ($path -eq '') { $path = $null }
+        return @{ kind = [string]$ex.Data['farmsync.kind']; detail = $ex.Message; path = $path }
+    }
+    return @{
+        kind = (Get-FarmsyncErrorKind -Exception $ex)
+        detail = (Get-FarmsyncShortMessage -Exception $ex)
+        path = $null
+    }
+}
+
+# --- JSON in and out, in .NET calls (ConvertFrom-Json / ConvertTo-Json are cmdlets) ----------
+
+function ConvertFrom-FarmsyncJsonText {
+    # Parse JSON text: objects become ordinal (case-sensitive) Dictionary[string, object],
+    # arrays object[], integers [long], other numbers [double].
+    param([string]$Json)
+    $tokens = [regex]::Matches($Json, $FarmsyncJsonToken)
+    $rest = [regex]::Replace($Json, $FarmsyncJsonToken, '')
+    if ($rest.Trim().Length -ne 0) { throw (New-FarmsyncError 'protocol' 'request is not JSON' $null) }
+    $state = @{ Tokens = $tokens; Index = 0 }
+    $value = Read-FarmsyncJsonValue -State $state
+    if ($state.Index -ne $tokens.Count) { throw (New-FarmsyncError 'protocol' 'request is not JSON' $null) }
+    return , $value
+}
+
+function Read-FarmsyncJsonToken {
+    param($State)
+    if ($State.Index -ge $State.Tokens.Count) {
+        throw (New-FarmsyncError 'protocol' 'request is not JSON' $null)
+    }
+    $token = $State.Tokens[$State.Index].Value
+    $State.Index = $State.Index + 1
+    return $token
+}
+
+function Read-FarmsyncJsonValue {
+    param($State)
+    $token = Read-FarmsyncJsonToken -State $State
+    if ($token -ceq '{') {
+        $object = [System.Collections.Generic.Dictionary[string, object]]::new([System.StringComparer]::Ordinal)
+        if ($State.Index -lt $State.Tokens.Count -and $State.Tokens[$State.Index].Value -ceq '}') {
+            $State.Index = $State.Index + 1
+            return , $object
+        }
+        while ($true) {
+            $key = Read-FarmsyncJsonToken -State $State
+            if (-not $key.StartsWith('"') -or (Read-FarmsyncJsonToken -State $State) -cne ':') {
+                throw (New-FarmsyncError 'protocol' 'request is not JSON' $null)
+            }
+            $object[[regex]::Unescape($key.Substring(1, $key.Length - 2))] = Read-FarmsyncJsonValue -State $State
+            $next = Read-FarmsyncJsonToken -State $State
+            if ($next -ceq '}') { return , $object }
+            if ($next -cne ',') { throw (New-FarmsyncError 'protocol' 'request is not JSON' $null) }
+        }
+    }
+    if ($token -ceq '[') {
+        $list = [System.Collections.Generic.List[object]]::new()
+        if ($State.Index -lt $State.Tokens.Count -and $State.Tokens[$State.Index].Value -ceq ']') {
+            $State.Index = $State.Index + 1
+            return , $list.ToArray()
+        }
+        while ($true) {
+            $list.Add((Read-FarmsyncJsonValue -State $State))
+            $next = Read-FarmsyncJsonToken -State $State
+            if ($next -ceq ']') { return , $list.ToArray() }
+            if ($next -cne ',') { throw (New-FarmsyncError 'protocol' 'request is not JSON' $null) }
+        }
+    }
+    if ($token.StartsWith('"')) {
+        # JSON's escapes (\" \\ \/ \b \f \n \r \t \uXXXX) are a subset of Regex.Unescape's.
+        return [regex]::Unescape($token.Substring(1, $token.Length - 2))
+    }
+    if ($token -ceq 'true') { return $true }
+    if ($token -ceq 'false') { return $false }
+    if ($token -ceq 'null') { return $null }
+    if ($token -cmatch '^-?[0-9]+$') {
+        return [long]::Parse($token, [System.Globalization.CultureInfo]::InvariantCulture)
+    }
+    if ($token -cmatch '^-?[0-9]') {
+        return [double]::Parse($token, [System.Globalization.CultureInfo]::InvariantCulture)
+    }
+    throw (New-FarmsyncError 'protocol' 'request is not JSON' $null)
+}
+
+function ConvertTo-FarmsyncJsonString {
+    # A JSON string literal, ASCII only (\uXXXX) so the console code page cannot mangle it.
+    param([string]$Text)
+    $evaluator = { param($m) '\u{0:x4}' -f [int][char]$m.Value }
+    $escaped = [regex]::Replace($Text, '[\x00-\x1f"\\\x7f-\uffff]',
+        [System.Text.RegularExpressions.MatchEvaluator]$evaluator)
+    return '"' + $escaped + '"'
+}
+
+function ConvertTo-FarmsyncJson {
+    # Compact JSON of a result: hashtables, arrays and lists, strings, numbers, booleans, null.
+    param($Object)
+    if ($null -eq $Object) { return 'null' }
+    if ($Object -is [bool]) { if ($Object) { return 'true' } else { return 'false' } }
+    if ($Object -is [string]) { return (ConvertTo-FarmsyncJsonString -Text $Object) }
+    if ($Object -is [int] -or $Object -is [long] -or $Object -is [double] -or $Object -is [decimal]) {
+        return ([System.Convert]::ToString($Object, [System.Globalization.CultureInfo]::InvariantCulture))
+    }
+    $parts = [System.Collections.Generic.List[string]]::new()
+    if ($Object -is [System.Collections.IDictionary]) {
+        foreach ($key in $Object.Keys) {
+            $parts.Add((ConvertTo-FarmsyncJsonString -Text ([string]$key)) + ':' + (ConvertTo-FarmsyncJson -Object $Object[$key]))
+        }
+        return '{' + [string]::Join(',', $parts) + '}'
+    }
+    if ($Object -is [System.Collections.IEnumerable]) {
+        foreach ($entry in $Object) { $parts.Add((ConvertTo-FarmsyncJson -Object $entry)) }
+        return '[' + [string]::Join(',', $parts) + ']'
+    }
+    return (ConvertTo-FarmsyncJsonString -Text ([string]$Object))
+}
+
+function Write-FarmsyncLine {
+    param($Object)
+    [Console]::Out.Write((ConvertTo-FarmsyncJson -Object $Object) + "`n")
+    [Console]::Out.Flush()
+}
+
+function Add-FarmsyncWarning {
+    # Text for the operator, returned in the answer's "warnings" (never file contents).
+    param([string]$Text)
+    $FarmsyncWarnings.Add($Text)
+}
+
+# --- arguments ---------------------------------------------------------------------------
+
+function Test-FarmsyncType {
+    # Whether a decoded JSON value has a protocol type (protocol.py: TYPES).
+    param($Value, [string]$Type)
+    if ($Type -ceq 'string') { return ($Value -is [string]) }
+    if ($Type -ceq 'string?') { return ($null -eq $Value -or $Value -is [string]) }
+    if ($Type -ceq 'int') { return ($Value -is [long]) }
+    if ($Type -ceq 'bool') { return ($Value -is [bool]) }
+    if ($Type -ceq 'string{}') {
+        if (-not ($Value -is [System.Collections.Generic.Dictionary[string, object]])) { return $false }
+        foreach ($entry in $Value.Values) { if (-not ($entry -is [string])) { return $false } }
+        return $true
+    }
+    if ($Type -ceq 'string[]' -or $Type -ceq 'items') {
+        if (-not ($Value -is [object[]])) { return $false }
+        foreach ($entry in $Value) {
+            if ($Type -ceq 'string[]' -and -not ($entry -is [string])) { return $false }
+            if ($Type -ceq 'items' -and -not ($entry -is [System.Collections.Generic.Dictionary[string, object]])) { return $false }
+        }
+        return $true
+    }
+    throw (New-FarmsyncError 'protocol' ('unknown protocol type ' + $Type) $null)
+}
+
+function Get-FarmsyncMember {
+    # A key of a decoded JSON object, or $null when it is missing.
+    param($Object, [string]$Name)
+    if ($Object.ContainsKey($Name)) { return , $Object[$Name] }
+    return $null
+}
+
+function Assert-FarmsyncArguments {
+    # Every argument of the generated table is present with its type: never a default.
+    param($Arguments)
+    foreach ($name in $FarmsyncArgumentTypes.Keys) {
+        $type = $FarmsyncArgumentTypes[$name]
+        $value = Get-FarmsyncMember -Object $Arguments -Name $name
+        if (-not (Test-FarmsyncType -Value $value -Type $type)) {
+            throw (New-FarmsyncError 'protocol' ("argument '" + $name + "' missing or not " + $type) $null)
+        }
+        if ($type -ceq 'items') {
+            foreach ($item in $value) {
+                foreach ($field in $FarmsyncItemTypes.Keys) {
+                    $fieldType = $FarmsyncItemTypes[$field]
+                    if (-not (Test-FarmsyncType -Value (Get-FarmsyncMember -Object $item -Name $field) -Type $fieldType)) {
+                        throw (New-FarmsyncError 'protocol' ("argument 'items." + $field + "' missing or not " + $fieldType) $null)
+                    }
+                }
+            }
+        }
+    }
+}
+
+function Assert-FarmsyncRunId {
+    # Run ids become part of file names: a safe alphabet only, no separators, no '..'.
+    param($RunId)
+    $text = [string]$RunId
+    if (-not ($text -cmatch $FarmsyncRunIdPattern) -or $text.Contains('..')) {
+        throw (New-FarmsyncError 'protocol' 'invalid run id' $null)
+    }
+    return $text
+}
+
+function Test-FarmsyncWindows {
+    return ($PSVersionTable.PSEdition -ne 'Core') -or $IsWindows
+}
+
+function Assert-FarmsyncUnique {
+    # A path listed twice is refused, compared as the node's file system compares names:
+    # case-insensitively on Windows (NTFS), after %VAR% expansion.
+    param([string[]]$Paths)
+    $comparer = [System.StringComparer]::Ordinal
+    if (Test-FarmsyncWindows) { $comparer = [System.StringComparer]::OrdinalIgnoreCase }
+    $seen = [System.Collections.Generic.HashSet[string]]::new($comparer)
+    foreach ($path in $Paths) {
+        if (-not $seen.Add((Resolve-FarmsyncPath -Path $path))) {
+            throw (New-FarmsyncError 'protocol' 'the same path is listed twice' $path)
+        }
+    }
+}
+
+# --- files -------------------------------------------------------------------------------
+
+function Resolve-FarmsyncPath {
+    # %VAR% references are expanded on the node, then the path is made absolute.
+    param([string]$Path)
+    $expanded = [System.Environment]::ExpandEnvironmentVariables($Path)
+    return [System.IO.Path]::GetFullPath($expanded)
+}
+
+function Get-FarmsyncStagingPath {
+    param([string]$Target, [string]$RunId)
+    return $Target + '.farmsync-' + $RunId + '.new'
+}
+
+function Get-FarmsyncBackupPath {
+    param([string]$Target, [string]$RunId)
+    return $Target + '.farmsync-' + $RunId + '.bak'
+}
+
+function Get-FarmsyncTempPath {
+    param([string]$Target, [string]$RunId)
+    return $Target + '.farmsync-' + $RunId + '.tmp'
+}
+
+function Get-FarmsyncSha256 {
+    # The CryptoAPI implementation: FIPS-approved, where SHA256.Create() on .NET 4.5.2 and
+    # older returns the managed one, which throws under the FIPS policy.
+    param([byte[]]$Bytes)
+    $sha = [System.Security.Cryptography.SHA256CryptoServiceProvider]::new()
+    try {
+        $hash = $sha.ComputeHash($Bytes)
+    } finally {
+        $sha.Dispose()
+    }
+    return ([System.BitConverter]::ToString($hash).Replace('-', '')).ToLowerInvariant()
+}
+
+function Assert-FarmsyncNotLink {
+    # A replace would act on a symbolic link or junction, not on the file it points to.
+    param([string]$Target, [string]$Shown)
+    if ([System.IO.File]::Exists($Target) -or [System.IO.Directory]::Exists($Target)) {
+        $attributes = [System.IO.File]::GetAttributes($Target)
+        if ($attributes -band [System.IO.FileAttributes]::ReparsePoint) {
+            throw (New-FarmsyncError 'protocol' 'is a symbolic link or junction; list the real file' $Shown)
+        }
+    }
+}
+
+function Open-FarmsyncRegularFile {
+    # A read stream on a regular file of at most $FarmsyncMaxFileBytes; is-directory,
+    # not-found, not-a-regular-file and too-large errors name $Shown. The caller disposes it.
+    param([string]$Target, [string]$Shown)
+    if ([System.IO.Directory]::Exists($Target)) {
+        throw (New-FarmsyncError 'is-directory' 'is a directory' $Shown)
+    }
+    if (-not [System.IO.File]::Exists($Target)) {
+        throw (New-FarmsyncError 'not-found' 'no such file' $Shown)
+    }
+    try {
+        $stream = [System.IO.FileStream]::new($Target, [System.IO.FileMode]::Open,
+            [System.IO.FileAccess]::Read, [System.IO.FileShare]::ReadWrite)
+    } catch [System.NotSupportedException], [System.ArgumentException] {
+        # FileStream refuses device paths (\\.\..., reserved names such as NUL or COM1).
+        throw (New-FarmsyncError 'not-a-regular-file' 'not a regular file' $Shown)
+    }
+    if (-not $stream.CanSeek) {
+        # A pipe or a character device: no length, possibly no end.
+        $stream.Dispose()
+        throw (New-FarmsyncError 'not-a-regular-file' 'not a regular file' $Shown)
+    }
+    if ($stream.Length -gt $FarmsyncMaxFileBytes) {
+        $stream.Dispose()
+        throw (New-FarmsyncError 'too-large' 'larger than 8 MiB' $Shown)
+    }
+    return $stream
+}
+
+function Read-FarmsyncStream {
+    # The stream's bytes, reading at most $FarmsyncMaxFileBytes + 1 of them.
+    param([System.IO.FileStream]$Stream, [string]$Shown)
+    $buffer = [byte[]]::new($FarmsyncMaxFileBytes + 1)
+    $total = 0
+    while ($total -lt $buffer.Length) {
+        $count = $Stream.Read($buffer, $total, $buffer.Length - $total)
+        if ($count -le 0) { break }
+        $total += $count
+    }
+    if ($total -gt $FarmsyncMaxFileBytes) {
+        # It grew past the limit while being read.
+        throw (New-FarmsyncError 'too-large' 'larger than 8 MiB' $Shown)
+    }
+    $bytes = [byte[]]::new($total)
+    [System.Array]::Copy($buffer, $bytes, $total)
+    return , $bytes
+}
+
+function Read-FarmsyncBytes {
+    # Bytes of a regular file (see Open-FarmsyncRegularFile for the refusals).
+    param([string]$Target, [string]$Shown)
+    $stream = Open-FarmsyncRegularFile -Target $Target -Shown $Shown
+    try {
+        $bytes = Read-FarmsyncStream -Stream $stream -Shown $Shown
+    } finally {
+        $stream.Dispose()
+    }
+    # The comma keeps PowerShell from unrolling the byte array into the pipeline.
+    return , $bytes
+}
+
+function Get-FarmsyncFileId {
+    # The identity of the file open in $Stream, or $null where kernel32 is not there.
+    param([System.IO.FileStream]$Stream)
+    # Where Add-Type is not allowed (constrained language), the file has no id: the read
+    # still works, and the exclusive backup still protects a file reached twice.
+    if (-not (Test-FarmsyncWindows)) { return $null }
+    try {
+        if ($null -eq ('Farmsync.FileIdentity' -as [type])) {
+            # A file's identity: volume serial number and file index from
+            # GetFileInformationByHandle (kernel32; .NET 4.6 has no managed call for it), as
+            # "<serial>:<index>" in lower-case hex, the same form as the twin's (st_dev, st_ino).
+            # Fixed source, written here so Add-Type gets a constant; compiled once per process.
+            Add-Type -TypeDefinition @'
 using System;
 using System.ComponentModel;
 using System.Runtime.InteropServices;
@@ -43,198 +460,6 @@ namespace Farmsync {
     }
 }
 '@
-
-function New-FarmsyncError {
-    # An exception carrying a NodeErrorKind value and the path at fault.
-    param([string]$Kind, [string]$Detail, [string]$Path)
-    $err = [System.InvalidOperationException]::new($Detail)
-    $err.Data['farmsync.kind'] = $Kind
-    $err.Data['farmsync.path'] = $Path
-    return $err
-}
-
-function Get-FarmsyncErrorKind {
-    # Map an exception to a NodeErrorKind value (same table as error_kind() in agent.py).
-    param([System.Exception]$Exception)
-    if ($Exception -is [System.UnauthorizedAccessException] -or
-        $Exception -is [System.Security.SecurityException]) {
-        return 'permission-denied'
-    }
-    if ($Exception -is [System.IO.DirectoryNotFoundException] -or
-        $Exception -is [System.IO.FileNotFoundException] -or
-        $Exception -is [System.Management.Automation.ItemNotFoundException]) {
-        return 'not-found'
-    }
-    if ($Exception -is [System.IO.IOException]) {
-        # Win32 code in the low word: 0x70 ERROR_DISK_FULL, 0x27 ERROR_HANDLE_DISK_FULL,
-        # 0x50F ERROR_DISK_QUOTA_EXCEEDED, 0x5 ERROR_ACCESS_DENIED, 0x13 ERROR_WRITE_PROTECT.
-        $code = $Exception.HResult -band 0xFFFF
-        if ($code -eq 0x70 -or $code -eq 0x27 -or $code -eq 0x50F) { return 'disk-full' }
-        if ($code -eq 0x5 -or $code -eq 0x13) { return 'permission-denied' }
-    }
-    return 'remote-error'
-}
-
-function Get-FarmsyncErrorInfo {
-    # The protocol's error object {kind, detail, path} for a caught ErrorRecord.
-    param($ErrorRecord)
-    $ex = $ErrorRecord.Exception
-    # .NET exceptions thrown inside method calls arrive wrapped.
-    while (($ex -is [System.Management.Automation.MethodInvocationException] -or
-            $ex -is [System.Management.Automation.ActionPreferenceStopException]) -and
-           $null -ne $ex.InnerException) {
-        $ex = $ex.InnerException
-    }
-    if ($ex.Data.Contains('farmsync.kind')) {
-        $path = [string]$ex.Data['farmsync.path']
-        if ($path -eq '') { $path = $null }
-        return @{ kind = [string]$ex.Data['farmsync.kind']; detail = $ex.Message; path = $path }
-    }
-    return @{ kind = (Get-FarmsyncErrorKind -Exception $ex); detail = $ex.Message; path = $null }
-}
-
-function ConvertTo-FarmsyncJson {
-    # Compact JSON, non-ASCII escaped as \uXXXX so the console code page cannot mangle it.
-    param($Object)
-    $json = ConvertTo-Json -InputObject $Object -Compress -Depth 20
-    $evaluator = { param($m) '\u{0:x4}' -f [int][char]$m.Value }
-    return [regex]::Replace($json, '[^\x00-\x7F]', [System.Text.RegularExpressions.MatchEvaluator]$evaluator)
-}
-
-function Write-FarmsyncLine {
-    param($Object)
-    [Console]::Out.Write((ConvertTo-FarmsyncJson -Object $Object) + "`n")
-    [Console]::Out.Flush()
-}
-
-function Assert-FarmsyncRunId {
-    # Run ids become part of file names: a safe alphabet only, no separators, no '..'.
-    param($RunId)
-    $text = [string]$RunId
-    if (-not ($text -cmatch $FarmsyncRunIdPattern) -or $text.Contains('..')) {
-        throw (New-FarmsyncError 'protocol' 'invalid run id' $null)
-    }
-    return $text
-}
-
-function Assert-FarmsyncUnique {
-    param([string[]]$Paths)
-    $seen = [System.Collections.Generic.HashSet[string]]::new()
-    foreach ($path in $Paths) {
-        if (-not $seen.Add($path)) {
-            throw (New-FarmsyncError 'protocol' 'the same path is listed twice' $path)
-        }
-    }
-}
-
-function Resolve-FarmsyncPath {
-    # %VAR% references are expanded on the node, then the path is made absolute.
-    param([string]$Path)
-    $expanded = [System.Environment]::ExpandEnvironmentVariables($Path)
-    return [System.IO.Path]::GetFullPath($expanded)
-}
-
-function Get-FarmsyncStagingPath {
-    param([string]$Target, [string]$RunId)
-    return $Target + '.farmsync-' + $RunId + '.new'
-}
-
-function Get-FarmsyncBackupPath {
-    param([string]$Target, [string]$RunId)
-    return $Target + '.farmsync-' + $RunId + '.bak'
-}
-
-function Get-FarmsyncTempPath {
-    param([string]$Target, [string]$RunId)
-    return $Target + '.farmsync-' + $RunId + '.tmp'
-}
-
-function Get-FarmsyncSha256 {
-    param([byte[]]$Bytes)
-    $sha = [System.Security.Cryptography.SHA256]::Create()
-    try {
-        $hash = $sha.ComputeHash($Bytes)
-    } finally {
-        $sha.Dispose()
-    }
-    return ([System.BitConverter]::ToString($hash) -replace '-', '').ToLowerInvariant()
-}
-
-function Get-FarmsyncFileHash {
-    param([string]$Path)
-    return (Get-FileHash -LiteralPath $Path -Algorithm SHA256).Hash.ToLowerInvariant()
-}
-
-function Open-FarmsyncRegularFile {
-    # A read stream on a regular file of at most $FarmsyncMaxFileBytes; is-directory,
-    # not-found, not-a-regular-file and too-large errors name $Shown. The caller disposes it.
-    param([string]$Target, [string]$Shown)
-    if (Test-Path -LiteralPath $Target -PathType Container) {
-        throw (New-FarmsyncError 'is-directory' 'is a directory' $Shown)
-    }
-    if (-not (Test-Path -LiteralPath $Target -PathType Leaf)) {
-        throw (New-FarmsyncError 'not-found' 'no such file' $Shown)
-    }
-    try {
-        $stream = [System.IO.FileStream]::new($Target, [System.IO.FileMode]::Open,
-            [System.IO.FileAccess]::Read, [System.IO.FileShare]::ReadWrite)
-    } catch [System.NotSupportedException], [System.ArgumentException] {
-        # FileStream refuses device paths (\\.\..., reserved names such as NUL or COM1).
-        throw (New-FarmsyncError 'not-a-regular-file' 'not a regular file' $Shown)
-    }
-    if (-not $stream.CanSeek) {
-        # A pipe or a character device: no length, possibly no end.
-        $stream.Dispose()
-        throw (New-FarmsyncError 'not-a-regular-file' 'not a regular file' $Shown)
-    }
-    if ($stream.Length -gt $FarmsyncMaxFileBytes) {
-        $stream.Dispose()
-        throw (New-FarmsyncError 'too-large' 'larger than 8 MiB' $Shown)
-    }
-    return $stream
-}
-
-function Read-FarmsyncStream {
-    # The stream's bytes, reading at most $FarmsyncMaxFileBytes + 1 of them.
-    param([System.IO.FileStream]$Stream, [string]$Shown)
-    $buffer = New-Object byte[] ($FarmsyncMaxFileBytes + 1)
-    $total = 0
-    while ($total -lt $buffer.Length) {
-        $count = $Stream.Read($buffer, $total, $buffer.Length - $total)
-        if ($count -le 0) { break }
-        $total += $count
-    }
-    if ($total -gt $FarmsyncMaxFileBytes) {
-        # It grew past the limit while being read.
-        throw (New-FarmsyncError 'too-large' 'larger than 8 MiB' $Shown)
-    }
-    $bytes = New-Object byte[] $total
-    [System.Array]::Copy($buffer, $bytes, $total)
-    return , $bytes
-}
-
-function Read-FarmsyncBytes {
-    # Bytes of a regular file (see Open-FarmsyncRegularFile for the refusals).
-    param([string]$Target, [string]$Shown)
-    $stream = Open-FarmsyncRegularFile -Target $Target -Shown $Shown
-    try {
-        $bytes = Read-FarmsyncStream -Stream $stream -Shown $Shown
-    } finally {
-        $stream.Dispose()
-    }
-    # The comma keeps PowerShell from unrolling the byte array into the pipeline.
-    return , $bytes
-}
-
-function Get-FarmsyncFileId {
-    # The identity of the file open in $Stream, or $null where kernel32 is not there.
-    param([System.IO.FileStream]$Stream)
-    # Where Add-Type is not allowed (constrained language), the file has no id: the read
-    # still works, and the exclusive backup still protects a file reached twice.
-    if (-not (Test-FarmsyncWindows)) { return $null }
-    try {
-        if ($null -eq ('Farmsync.FileIdentity' -as [type])) {
-            Add-Type -TypeDefinition $FarmsyncFileIdSource
         }
         return [Farmsync.FileIdentity]::Of($Stream.SafeFileHandle)
     } catch {
@@ -269,15 +494,11 @@ function Get-FarmsyncMachineId {
 function Remove-FarmsyncFile {
     # Remove one of our own files if it is there; $true when something was removed.
     param([string]$Path)
-    if (Test-Path -LiteralPath $Path -PathType Leaf) {
-        Remove-Item -LiteralPath $Path -Force
+    if ([System.IO.File]::Exists($Path)) {
+        [System.IO.File]::Delete($Path)
         return $true
     }
     return $false
-}
-
-function Test-FarmsyncWindows {
-    return ($PSVersionTable.PSEdition -ne 'Core') -or $IsWindows
 }
 
 function Copy-FarmsyncAcl {
@@ -287,10 +508,19 @@ function Copy-FarmsyncAcl {
         [System.IO.File]::SetUnixFileMode($To, [System.IO.File]::GetUnixFileMode($From))
         return
     }
-    $source = Get-Acl -LiteralPath $From
-    $acl = Get-Acl -LiteralPath $To
-    $acl.SetSecurityDescriptorSddlForm($source.GetSecurityDescriptorSddlForm('Access'), 'Access')
-    Set-Acl -LiteralPath $To -AclObject $acl
+    $sections = [System.Security.AccessControl.AccessControlSections]::Access
+    if ($PSVersionTable.PSEdition -eq 'Core') {
+        # .NET Core moved the ACL calls to extension methods.
+        $source = [System.IO.FileSystemAclExtensions]::GetAccessControl([System.IO.FileInfo]::new($From), $sections)
+        $acl = [System.IO.FileSystemAclExtensions]::GetAccessControl([System.IO.FileInfo]::new($To), $sections)
+        $acl.SetSecurityDescriptorSddlForm($source.GetSecurityDescriptorSddlForm($sections), $sections)
+        [System.IO.FileSystemAclExtensions]::SetAccessControl([System.IO.FileInfo]::new($To), $acl)
+        return
+    }
+    $source = [System.IO.File]::GetAccessControl($From, $sections)
+    $acl = [System.IO.File]::GetAccessControl($To, $sections)
+    $acl.SetSecurityDescriptorSddlForm($source.GetSecurityDescriptorSddlForm($sections), $sections)
+    [System.IO.File]::SetAccessControl($To, $acl)
 }
 
 function Write-FarmsyncNewFile {
@@ -331,7 +561,7 @@ function Restore-FarmsyncBackup {
         if ((Get-FarmsyncSha256 -Bytes $back) -ne (Get-FarmsyncSha256 -Bytes $bytes)) {
             throw (New-FarmsyncError 'verify-mismatch' 'restored copy read back differs' $temp)
         }
-        if (Test-Path -LiteralPath $Target -PathType Leaf) {
+        if ([System.IO.File]::Exists($Target)) {
             # [NullString]: a plain $null would reach .NET as '' (no backup wanted here).
             [System.IO.File]::Replace($temp, $Target, [NullString]::Value)
         } else {
@@ -364,12 +594,23 @@ function Get-FarmsyncBackups {
 }
 
 function Invoke-FarmsyncRequest {
-    # Run the op and write the final result line; returns the process exit code.
-    param($Arguments)
+    # Parse the request the bootstrap read ($farmsyncJson, its scope), check the arguments
+    # against the generated table, run the op and write the final result line; returns the
+    # process exit code.
     try {
+        $request = ConvertFrom-FarmsyncJsonText -Json $farmsyncJson
+        $arguments = $null
+        if ($request -is [System.Collections.Generic.Dictionary[string, object]]) {
+            $arguments = Get-FarmsyncMember -Object $request -Name 'args'
+        }
+        if (-not ($arguments -is [System.Collections.Generic.Dictionary[string, object]])) {
+            throw (New-FarmsyncError 'protocol' 'unknown op or missing args' $null)
+        }
+        Assert-FarmsyncArguments -Arguments $arguments
         # Only the op's last output is its result (guards against stray pipeline output).
-        $result = @(Invoke-FarmsyncOp -Arguments $Arguments)[-1]
+        $result = @(Invoke-FarmsyncOp -Arguments $arguments)[-1]
         if ($null -eq $result) { $result = @{} }
+        if ($FarmsyncWarnings.Count -gt 0) { $result['warnings'] = $FarmsyncWarnings.ToArray() }
         Write-FarmsyncLine -Object @{ ok = $true; result = $result }
         return 0
     } catch {

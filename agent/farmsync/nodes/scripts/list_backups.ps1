@@ -4,7 +4,7 @@ $ErrorActionPreference = 'Stop'
 function Invoke-FarmsyncOp {
     param($Arguments)
     $backups = @{}
-    foreach ($entry in @($Arguments.paths)) {
+    foreach ($entry in $Arguments.paths) {
         $path = [string]$entry
         $runIds = [System.Collections.Generic.List[string]]::new()
         foreach ($backup in (Get-FarmsyncBackups -Target (Resolve-FarmsyncPath -Path $path))) {

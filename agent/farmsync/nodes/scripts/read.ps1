@@ -36,8 +36,8 @@ function Read-FarmsyncState {
 function Invoke-FarmsyncOp {
     param($Arguments)
     $files = [System.Collections.Generic.List[object]]::new()
-    foreach ($path in @($Arguments.paths)) {
-        $files.Add((Read-FarmsyncState -Path ([string]$path)))
+    foreach ($path in $Arguments.paths) {
+        $files.Add((Read-FarmsyncState -Path $path))
     }
     return @{ files = $files.ToArray(); machine_id = (Get-FarmsyncMachineId) }
 }

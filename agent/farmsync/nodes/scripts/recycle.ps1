@@ -1,7 +1,10 @@
-# recycle {kind: none|command|iis, command, app_pools} -> {}
-# command: the inventory's farmsync_recycle command, run as PowerShell (the node's shell);
-# iis: recycle the named application pools, or every started one, via the WebAdministration
-# module, or appcmd.exe where the module is missing. Output goes to stderr (diagnostics).
+# recycle {kind: none|command|iis, command, app_pools} -> {} (+ warnings)
+# command: the inventory's farmsync_recycle command, run by the node's command interpreter,
+# cmd.exe /d /s /c "<command>", exactly as the twin runs it (PROTOCOL.md); a ScriptBlock
+# would put inventory text into script block logging. Its output goes to stderr.
+# iis: through Microsoft.Web.Administration (no cmdlet sees a pool name): the named pools,
+# or every pool; pools that are not Started are skipped with a warning (recycling a stopped
+# pool fails and would start nothing). IIS absent and WAS stopped are clear errors.
 $ErrorActionPreference = 'Stop'
 
 function Invoke-FarmsyncRecycleCommand {
@@ -9,63 +12,97 @@ function Invoke-FarmsyncRecycleCommand {
     if ([string]::IsNullOrWhiteSpace($Command)) {
         throw (New-FarmsyncError 'protocol' 'recycle command is empty' $null)
     }
-    $global:LASTEXITCODE = 0
-    # Native programs writing to stderr must not turn into terminating errors here.
-    $ErrorActionPreference = 'Continue'
-    & ([ScriptBlock]::Create($Command)) 2>&1 | ForEach-Object { [Console]::Error.WriteLine([string]$_) }
-    $succeeded = $?
-    $ErrorActionPreference = 'Stop'
-    if ($global:LASTEXITCODE -ne 0) {
-        throw (New-FarmsyncError 'remote-error' ('recycle command exited with status ' + $global:LASTEXITCODE) $null)
+    $start = [System.Diagnostics.ProcessStartInfo]::new()
+    $start.FileName = [System.IO.Path]::Combine([System.Environment]::SystemDirectory, 'cmd.exe')
+    $start.Arguments = '/d /s /c "' + $Command + '"'
+    $start.UseShellExecute = $false
+    $start.RedirectStandardInput = $true
+    $start.RedirectStandardOutput = $true
+    $start.RedirectStandardError = $true
+    $process = [System.Diagnostics.Process]::Start($start)
+    try {
+        $process.StandardInput.Close()
+        $out = $process.StandardOutput.ReadToEndAsync()
+        $err = $process.StandardError.ReadToEndAsync()
+        $process.WaitForExit()
+        [Console]::Error.Write($out.Result)
+        [Console]::Error.Write($err.Result)
+        if ($process.ExitCode -ne 0) {
+            throw (New-FarmsyncError 'remote-error' ('recycle command exited with status ' + $process.ExitCode) $null)
+        }
+    } finally {
+        $process.Dispose()
     }
-    if (-not $succeeded) {
-        throw (New-FarmsyncError 'remote-error' 'recycle command failed' $null)
+}
+
+function Get-FarmsyncServerManager {
+    # IIS's own configuration API; its absence means IIS is not installed.
+    $dll = [System.IO.Path]::Combine([System.Environment]::SystemDirectory, 'inetsrv\Microsoft.Web.Administration.dll')
+    if (-not [System.IO.File]::Exists($dll)) {
+        throw (New-FarmsyncError 'not-found' 'IIS is not installed on this node' $null)
+    }
+    $null = [System.Reflection.Assembly]::LoadFrom($dll)
+    return [Microsoft.Web.Administration.ServerManager]::new()
+}
+
+function Assert-FarmsyncWasRunning {
+    # Pool states and recycling go through the Windows Process Activation Service.
+    Add-Type -AssemblyName 'System.ServiceProcess'
+    $was = [System.ServiceProcess.ServiceController]::new('WAS')
+    try {
+        $status = [string]$was.Status
+    } catch {
+        throw (New-FarmsyncError 'not-found' 'the Windows Process Activation Service (WAS) is not installed' $null)
+    } finally {
+        $was.Dispose()
+    }
+    if ($status -ne 'Running') {
+        throw (New-FarmsyncError 'remote-error' ('the Windows Process Activation Service (WAS) is ' + $status + '; start it (Start-Service WAS)') $null)
     }
 }
 
 function Invoke-FarmsyncRecycleIis {
-    param([string[]]$Pools)
-    $appcmd = Join-Path -Path $env:windir -ChildPath 'System32\inetsrv\appcmd.exe'
-    if (Get-Module -ListAvailable -Name WebAdministration) {
-        Import-Module WebAdministration
+    # Same rules as plan_iis_recycle in agent.py.
+    param([object[]]$Pools)
+    $manager = Get-FarmsyncServerManager
+    Assert-FarmsyncWasRunning
+    try {
+        $wanted = [System.Collections.Generic.List[string]]::new()
         if ($Pools.Count -eq 0) {
-            $Pools = @(Get-ChildItem -LiteralPath 'IIS:\AppPools' |
-                Where-Object { $_.State -eq 'Started' } | ForEach-Object { $_.Name })
+            foreach ($pool in $manager.ApplicationPools) { $wanted.Add($pool.Name) }
+        } else {
+            foreach ($name in $Pools) { $wanted.Add($name) }
         }
-        foreach ($pool in $Pools) { Restart-WebAppPool -Name $pool }
-        return
-    }
-    if (Test-Path -LiteralPath $appcmd -PathType Leaf) {
-        if ($Pools.Count -eq 0) {
-            $Pools = @(& $appcmd list apppool '/state:Started' '/text:name')
-            if ($LASTEXITCODE -ne 0) {
-                throw (New-FarmsyncError 'remote-error' ('appcmd list exited with status ' + $LASTEXITCODE) $null)
+        foreach ($name in $wanted) {
+            # ApplicationPools[name] compares names case-insensitively, as IIS does.
+            $pool = $manager.ApplicationPools[$name]
+            if ($null -eq $pool) {
+                throw (New-FarmsyncError 'not-found' ("no IIS application pool named '" + $name + "'") $null)
             }
-        }
-        foreach ($pool in $Pools) {
-            & $appcmd recycle apppool ('/apppool.name:' + $pool) | ForEach-Object { [Console]::Error.WriteLine([string]$_) }
-            if ($LASTEXITCODE -ne 0) {
-                throw (New-FarmsyncError 'remote-error' ('appcmd recycle exited with status ' + $LASTEXITCODE) $null)
+            $state = [string]$pool.State
+            if ($state -ne 'Started') {
+                Add-FarmsyncWarning -Text ("app pool '" + $pool.Name + "' is " + $state + ': not recycled')
+                continue
             }
+            $null = $pool.Recycle()
         }
-        return
+    } finally {
+        $manager.Dispose()
     }
-    throw (New-FarmsyncError 'not-found' 'IIS is not installed (no WebAdministration module, no appcmd.exe)' $null)
 }
 
 function Invoke-FarmsyncOp {
     param($Arguments)
     $kind = [string]$Arguments.kind
-    if ($kind -eq 'none') {
+    if ($kind -ceq 'none') {
         return @{}
     }
-    if ($kind -eq 'command') {
+    if ($kind -ceq 'command') {
         Invoke-FarmsyncRecycleCommand -Command ([string]$Arguments.command)
         return @{}
     }
-    if ($kind -eq 'iis') {
-        $pools = @(@($Arguments.app_pools) | Where-Object { $_ } | ForEach-Object { [string]$_ })
-        Invoke-FarmsyncRecycleIis -Pools $pools
+    if ($kind -ceq 'iis') {
+        Invoke-FarmsyncRecycleIis -Pools $Arguments.app_pools
         return @{}
     }
     throw (New-FarmsyncError 'protocol' 'unknown recycle kind' $null)

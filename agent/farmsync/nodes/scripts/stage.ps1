@@ -1,29 +1,36 @@
 # stage {run_id, items: [{path, content_b64, expected_sha256}]} -> {staged: [path..]}
 # All or nothing: every live hash is checked before anything is written; on any failure the
-# staging files written so far are removed.
+# staging files written so far are removed. A live file that is a symbolic link or junction
+# is refused, as the twin refuses symlinks.
 $ErrorActionPreference = 'Stop'
+
+function ConvertFrom-FarmsyncBase64 {
+    param([string]$Text)
+    try {
+        $bytes = [System.Convert]::FromBase64String($Text)
+    } catch {
+        throw (New-FarmsyncError 'protocol' 'content_b64 is not base64' $null)
+    }
+    return , $bytes
+}
 
 function Invoke-FarmsyncOp {
     param($Arguments)
     $runId = Assert-FarmsyncRunId -RunId $Arguments.run_id
-    $items = @($Arguments.items)
-    Assert-FarmsyncUnique -Paths @($items | ForEach-Object { [string]$_.path })
+    $items = $Arguments.items
+    $paths = [System.Collections.Generic.List[string]]::new()
+    foreach ($item in $items) { $paths.Add($item.path) }
+    Assert-FarmsyncUnique -Paths $paths.ToArray()
     $plan = [System.Collections.Generic.List[object]]::new()
     foreach ($item in $items) {
         $path = [string]$item.path
         $target = Resolve-FarmsyncPath -Path $path
-        if (Test-Path -LiteralPath $target) {
-            $attributes = [System.IO.File]::GetAttributes($target)
-            if ($attributes -band [System.IO.FileAttributes]::ReparsePoint) {
-                # File.Replace would act on the link, not on the file it points to: refuse.
-                throw (New-FarmsyncError 'protocol' 'is a symbolic link or junction; list the real file' $path)
-            }
-        }
+        Assert-FarmsyncNotLink -Target $target -Shown $path
         $live = Read-FarmsyncBytes -Target $target -Shown $path
         if ((Get-FarmsyncSha256 -Bytes $live) -ne ([string]$item.expected_sha256).ToLowerInvariant()) {
             throw (New-FarmsyncError 'changed-since-read' 'live file changed since it was read' $path)
         }
-        $bytes = [System.Convert]::FromBase64String([string]$item.content_b64)
+        $bytes = ConvertFrom-FarmsyncBase64 -Text $item.content_b64
         $plan.Add(@{ Path = $path; Target = $target; Bytes = $bytes })
     }
     $written = [System.Collections.Generic.List[string]]::new()

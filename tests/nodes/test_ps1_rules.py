@@ -1,0 +1,419 @@
+"""The PowerShell agent against the protocol table and the event-log rules, statically.
+
+No PowerShell runs here, so what can be decided from the syntax trees is decided there:
+  * no cmdlet receives request data (module logging, event 4103, records cmdlet parameters
+    and pipeline input): every command that is not one of farmsync's own functions takes
+    constant arguments only, no pipeline feeds one, no ``& $variable``;
+  * nothing reads ``$input``; no ConvertFrom-Json / ConvertTo-Json;
+  * every op of the table has its script and the twin serves it, and the reverse;
+  * each ``<op>.ps1`` reads exactly the arguments (and item fields) the table lists;
+  * each contract case's requests, run through the twin, get answers whose keys and error
+    kinds the ``.ps1`` declares.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tree_sitter import Node
+
+from farmsync.errors import NodeErrorKind
+from farmsync.nodes import agent, protocol, psagent
+from farmsync.nodes.contract import (
+    DEFAULT_BACKUP_RETENTION,
+    ArmedCommit,
+    CommitItem,
+    FileState,
+    NodeOperations,
+    StageItem,
+)
+from tests.nodes.contract_cases import CONTRACT_CASES, ContractCase, case_id
+from tests.nodes.test_ps1_syntax import FARMSYNC_FUNCTION, PARSER, PS1_FILES, text, walk
+
+OP_SCRIPTS = [f"{op}.ps1" for op in protocol.OPS]
+
+
+def tree(script: str) -> Node:
+    return PARSER.parse(script.encode("utf-8")).root_node
+
+
+def _is_constant(node: Node) -> bool:
+    """A command argument with nothing variable in it: a bare word, a literal, a -Parameter."""
+    for inner in walk(node):
+        if inner.type in (
+            "variable",
+            "script_block_expression",
+            "sub_expression",
+            "braced_variable",
+        ):
+            return False
+        if inner.type in ("invokation_expression", "member_access", "element_access"):
+            return False
+    return True
+
+
+def cmdlet_violations(script: str) -> list[str]:
+    """Commands other than farmsync's own functions that could see request data."""
+    found: list[str] = []
+    for node in walk(tree(script)):
+        if node.type != "command":
+            continue
+        name = node.child_by_field_name("command_name")
+        if name is None:  # & $x or . $x: a command named by a variable
+            operator = next(
+                (c for c in node.children if c.type == "command_invokation_operator"), None
+            )
+            target = text(node)
+            if not (
+                operator is not None and text(operator) == "." and target == ". $farmsyncBlock"
+            ):
+                found.append(f"invocation of a computed command: {target}")
+            continue
+        command = text(name)
+        if FARMSYNC_FUNCTION.fullmatch(command):
+            continue
+        elements = node.child_by_field_name("command_elements")
+        arguments = [
+            c for c in (elements.children if elements else []) if c.type != "command_argument_sep"
+        ]
+        for argument in arguments:
+            if not _is_constant(argument):
+                found.append(f"{command} gets a non-constant argument: {text(argument)}")
+        parent = node.parent
+        if parent is not None and parent.type == "pipeline_chain" and parent.children[0] != node:
+            found.append(f"{command} gets pipeline input")
+    return found
+
+
+def test_the_rule_catches_cmdlets_that_see_data() -> None:
+    bad = (
+        "ConvertFrom-Json -InputObject $json\n"
+        "$items | ForEach-Object { $_.path }\n"
+        "Test-Path -LiteralPath $path\n"
+        "& $appcmd list apppool\n"
+        "Restart-WebAppPool -Name ($pool.Name)\n"
+        'Get-Item "$path"\n'
+    )
+    assert len(cmdlet_violations(bad)) == 6
+    good = "Add-Type -AssemblyName 'System.ServiceProcess'\nWrite-FarmsyncLine -Object $x\n"
+    assert cmdlet_violations(good) == []
+
+
+@pytest.mark.parametrize("name", PS1_FILES)
+def test_no_cmdlet_receives_request_data(name: str) -> None:
+    assert cmdlet_violations(psagent.resource_text(name)) == []
+
+
+@pytest.mark.parametrize("op", protocol.OPS)
+def test_the_generated_fragment_and_assembled_scripts_keep_the_rule(op: str) -> None:
+    assert cmdlet_violations(psagent.load_script(op)) == []
+
+
+@pytest.mark.parametrize("name", PS1_FILES)
+def test_no_script_reads_input_or_uses_the_json_cmdlets(name: str) -> None:
+    script = psagent.resource_text(name)
+    variables = {text(n).lower() for n in walk(tree(script)) if n.type == "variable"}
+    assert "$input" not in variables
+    names = {text(n).lower() for n in walk(tree(script)) if n.type == "command_name"}
+    assert not names & {"convertfrom-json", "convertto-json"}
+
+
+def test_the_bootstrap_checks_the_floor_before_reading_and_speaks_powershell_2() -> None:
+    boot = psagent.BOOTSTRAP
+    assert boot.index("$farmsyncVersion.Major -lt 5") < boot.index("[Console]::In.ReadLine()")
+    assert boot.index("LanguageMode") < boot.index("[Console]::In.ReadLine()")
+    assert "Revision -lt 42000" in boot  # .NET 4.6 reports CLR 4.0.30319.42000
+    assert "::new(" not in boot  # PowerShell 5 syntax would fail before the check could speak
+    # Failures name stage, exception type, version and language mode; never request text.
+    assert "$farmsyncStage" in boot and "GetType().FullName" in boot
+    assert "$farmsyncLine" not in boot[boot.index("} catch {") :]
+    assert "$farmsyncJson" not in boot[boot.index("} catch {") :]
+
+
+def test_fips_safe_hashing_and_no_dead_helpers() -> None:
+    every = "".join(psagent.resource_text(n) for n in PS1_FILES)
+    assert "SHA256CryptoServiceProvider" in every
+    assert "SHA256]::Create" not in every and "Get-FileHash" not in every
+    assert "Get-FarmsyncFileHash" not in every
+
+
+def test_commit_word_is_compared_case_sensitively() -> None:
+    commit = psagent.resource_text("commit.ps1")
+    assert f"$word -cne '{protocol.COMMIT_WORD}'" in commit
+    assert protocol.COMMIT_WORD.encode() + b"\r\n" == psagent.COMMIT_WORD
+
+
+def test_busy_codes_and_retry_bounds_match_the_table() -> None:
+    commit = psagent.resource_text("commit.ps1")
+    codes = re.search(r"\$FarmsyncBusyCodes = @\(([0-9, ]+)\)", commit)
+    assert codes is not None
+    assert tuple(int(c) for c in codes.group(1).split(",")) == protocol.BUSY_WIN32_ERRORS
+    assert f"$FarmsyncReplaceAttempts = {protocol.REPLACE_ATTEMPTS}\n" in commit
+    delay_ms = int(protocol.REPLACE_FIRST_DELAY * 1000)
+    assert f"$FarmsyncReplaceFirstDelayMs = {delay_ms}\n" in commit
+
+
+# --- one table of ops, on both sides ---------------------------------------------------------
+
+
+def test_every_table_op_has_a_script_and_every_script_an_op() -> None:
+    scripts = {name.removesuffix(".ps1") for name in PS1_FILES} - {"common", "bootstrap"}
+    assert scripts == set(protocol.OPS)
+    assert psagent.OPS == agent.OPS == protocol.OPS
+
+
+@pytest.mark.parametrize("op", protocol.OPS)
+def test_the_twin_serves_every_op_and_checks_its_arguments(op: str) -> None:
+    # An empty args object: the twin must know the op and name the first missing argument.
+    line = base64.b64encode(json.dumps({"v": 1, "op": op, "args": {}}).encode())
+    with pytest.raises(agent.AgentError) as info:
+        agent.decode_request(line)
+    first, kind = next(iter(protocol.OP_ARGS[op].items()))
+    if kind == protocol.OPTIONAL_STRING:
+        pytest.fail("the first argument of an op should be required")
+    assert info.value.kind is NodeErrorKind.PROTOCOL
+    assert info.value.detail == protocol.mismatch(first, kind)
+
+
+def member_reads(script: str, variable: str) -> set[str]:
+    """Names read as ``$variable.name`` anywhere in ``script``."""
+    return set(re.findall(rf"\${variable}\.([A-Za-z_][A-Za-z0-9_]*)", script))
+
+
+@pytest.mark.parametrize("op", protocol.OPS)
+def test_each_script_reads_exactly_the_arguments_of_its_table_row(op: str) -> None:
+    script = psagent.resource_text(f"{op}.ps1")
+    assert member_reads(script, "Arguments") == set(protocol.OP_ARGS[op])
+    assert member_reads(script, "item") <= set(protocol.ITEM_FIELDS.get(op, {}))
+    if op in protocol.ITEM_FIELDS:
+        assert member_reads(script, "item") == set(protocol.ITEM_FIELDS[op])
+
+
+@pytest.mark.parametrize("op", protocol.OPS)
+def test_the_generated_fragment_is_the_table_row(op: str) -> None:
+    fragment = protocol.ps1_fragment(op)
+    declared = dict(re.findall(r"'([a-z_]+)' = '([a-z?{}\[\]]+)'", fragment.splitlines()[1]))
+    assert declared == dict(protocol.OP_ARGS[op])
+    common = psagent.resource_text("common.ps1")
+    for kind in protocol.TYPES:  # every type the table uses is one Test-FarmsyncType knows
+        assert f"$Type -ceq '{kind}'" in common
+
+
+def test_the_type_check_agrees_with_the_twin_on_sample_values() -> None:
+    # The twin's verdicts for the values the PowerShell parser can produce.
+    assert protocol.type_ok(3, protocol.INT) and not protocol.type_ok(True, protocol.INT)
+    assert not protocol.type_ok(None, protocol.INT)  # keep_backups missing is an error
+    assert protocol.type_ok(None, protocol.OPTIONAL_STRING)
+    assert not protocol.type_ok(None, protocol.STRING)  # a null content_b64 is refused
+    assert not protocol.type_ok(["a", 1], protocol.STRING_LIST)
+    with pytest.raises(protocol.ArgumentError, match=r"items\.content_b64"):
+        protocol.check_args(
+            "stage",
+            {"run_id": "r", "items": [{"path": "p", "content_b64": None, "expected_sha256": ""}]},
+        )
+
+
+# --- contract cases through the twin vs what each script declares ---------------------------
+
+
+def declared_result_keys(op: str) -> set[str]:
+    """Keys of every ``return @{ … }`` in the op script's Invoke-FarmsyncOp."""
+    script = psagent.resource_text(f"{op}.ps1")
+    body = script[script.index("function Invoke-FarmsyncOp") :]
+    keys: set[str] = set()
+    for block in re.findall(r"return @\{(.*?)\}\s*$", body, re.S | re.M):
+        keys |= set(re.findall(r"(?:^|;|\n)\s*([a-z_]+) = ", block))
+    return keys | {"warnings"}  # added by Invoke-FarmsyncRequest (common.ps1)
+
+
+def declared_error_kinds() -> set[str]:
+    every = "".join(psagent.resource_text(n) for n in PS1_FILES)
+    kinds = set(re.findall(r"New-FarmsyncError '([a-z-]+)'", every))
+    kinds |= set(re.findall(r"return '([a-z-]+)'", every)) - {"true", "false", "null"}
+    return kinds
+
+
+class RecordingTwin(NodeOperations):
+    """The twin's stdin protocol in-process (agent.decode_request / run_op), recording each
+    request's op, answer keys and error kind: what the .ps1 must be able to say too."""
+
+    def __init__(self) -> None:
+        super().__init__("twin")
+        self.seen: list[tuple[str, set[str], str | None]] = []
+
+    def connect(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def _call(self, op: str, args: dict[str, Any], word: bytes = b"COMMIT\r\n") -> dict[str, Any]:
+        line = psagent.request_line(op, args)
+        self.round_trips += 1
+        try:
+            decoded_op, decoded = agent.decode_request(line)
+            result = agent.run_op(decoded_op, decoded, lambda: word, lambda _: None)
+        except agent.AgentError as err:
+            self.seen.append((op, set(), err.kind.value))
+            output = json.dumps({"ok": False, "error": err.to_json()}).encode()
+            return psagent.parse_output(output, host="twin", phase=op)
+        self.seen.append((op, set(result), None))
+        return result
+
+    def read(self, paths: Sequence[str]) -> dict[str, FileState]:
+        return psagent.files_from_result(self._call("read", psagent.read_args(paths)))
+
+    def stage(self, items: Sequence[StageItem], run_id: str) -> None:
+        self._call("stage", psagent.stage_args(items, run_id))
+
+    def arm_commit(self, items: Sequence[CommitItem], run_id: str) -> ArmedCommit:
+        node = self
+
+        class Armed(ArmedCommit):
+            word = b"ABORT\r\n"
+
+            def release(self) -> None:
+                self.word = b"COMMIT\r\n"
+
+            def wait(self, timeout: float) -> None:
+                node._call("commit", psagent.commit_args(items, run_id), self.word)
+
+            def abort(self) -> None:
+                node._call("commit", psagent.commit_args(items, run_id), self.word)
+
+        return Armed()  # the twin's arm-time checks run in the one commit request
+
+    def rollback(
+        self, paths: Sequence[str], run_id: str, expected: Mapping[str, str] | None = None
+    ) -> None:
+        self._call("rollback", psagent.rollback_args(paths, run_id, expected))
+
+    def cleanup(
+        self, paths: Sequence[str], run_id: str, keep_backups: int = DEFAULT_BACKUP_RETENTION
+    ) -> None:
+        self._call("cleanup", psagent.cleanup_args(paths, run_id, keep_backups))
+
+    def list_backups(self, paths: Sequence[str]) -> dict[str, list[str]]:
+        return psagent.backups_from_result(
+            self._call("list_backups", psagent.list_backups_args(paths))
+        )
+
+    def recycle(self) -> None:
+        self._call("recycle", {"kind": "none", "command": None, "app_pools": []})
+
+
+@pytest.mark.parametrize("case", CONTRACT_CASES, ids=case_id)
+def test_twin_answers_are_ones_the_scripts_declare(case: ContractCase, tmp_path: Path) -> None:
+    twin = RecordingTwin()
+    case(twin, tmp_path)
+    assert twin.seen, "the case sent requests"
+    kinds = declared_error_kinds()
+    for op, keys, kind in twin.seen:
+        assert keys <= declared_result_keys(op), f"{op}: twin answers {keys}"
+        assert kind is None or kind in kinds, f"{op}: twin error {kind} no script can raise"
+
+
+def test_the_parity_check_catches_an_undeclared_key() -> None:
+    assert "committed" in declared_result_keys("commit")
+    assert "aborted" in declared_result_keys("commit")
+    assert "bogus" not in declared_result_keys("commit")
+    assert {"restored", "skipped"} <= declared_result_keys("rollback")
+
+
+RECYCLE_PLANS: list[tuple[list[tuple[str, str]], list[str], list[str], int]] = [
+    ([("A", "Started"), ("B", "Stopped")], [], ["A"], 1),
+    ([("A", "Started"), ("B", "Started")], ["b"], ["B"], 0),
+    ([("A", "Stopping")], ["A"], [], 1),
+]
+
+
+@pytest.mark.parametrize(("pools", "requested", "chosen", "warned"), RECYCLE_PLANS)
+def test_iis_recycle_plan_started_pools_only(
+    pools: list[tuple[str, str]], requested: list[str], chosen: list[str], warned: int
+) -> None:
+    got, warnings = agent.plan_iis_recycle(pools, requested)
+    assert got == chosen and len(warnings) == warned
+    assert all("not recycled" in w for w in warnings)
+    script = psagent.resource_text("recycle.ps1")
+    assert "$state -ne 'Started'" in script and "': not recycled'" in script
+
+
+def test_iis_recycle_plan_refuses_an_unknown_pool() -> None:
+    with pytest.raises(agent.AgentError) as info:
+        agent.plan_iis_recycle([("A", "Started")], ["typo"])
+    assert info.value.kind is NodeErrorKind.NOT_FOUND
+    assert "no IIS application pool named" in psagent.resource_text("recycle.ps1")
+
+
+def test_command_recycle_means_the_same_interpreter_on_both_sides() -> None:
+    script = psagent.resource_text("recycle.ps1")
+    assert "'/d /s /c \"' + $Command + '\"'" in script and "'cmd.exe'" in script
+    assert "ScriptBlock" not in script.split("$ErrorActionPreference", 1)[1]
+    assert agent.command_argv("exit 3") == ["/bin/sh", "-c", "exit 3"]
+
+
+def test_duplicates_compare_as_ntfs_does_on_windows() -> None:
+    common = psagent.resource_text("common.ps1")
+    body = common[common.index("function Assert-FarmsyncUnique") :]
+    body = body[: body.index("\n}\n")]
+    assert "OrdinalIgnoreCase" in body and "Test-FarmsyncWindows" in body
+    assert "Resolve-FarmsyncPath" in body  # compared after %VAR% expansion, as the twin does
+
+
+def test_unexpected_exceptions_are_cut_never_quoted_whole() -> None:
+    common = psagent.resource_text("common.ps1")
+    body = common[common.index("function Get-FarmsyncErrorInfo") :]
+    body = body[: body.index("\n}\n")]
+    # Only farmsync's own errors (texts written in the scripts) pass their message through.
+    assert body.count("$ex.Message") == 1
+    assert "Get-FarmsyncShortMessage -Exception $ex" in body
+    short = common[common.index("function Get-FarmsyncShortMessage") :]
+    assert "Win32Exception" in short and "'...'" in short
+
+
+def test_symlinks_are_refused_by_stage_and_commit_scripts() -> None:
+    for op in ("stage", "commit"):
+        assert "Assert-FarmsyncNotLink" in psagent.resource_text(f"{op}.ps1")
+    assert "ReparsePoint" in psagent.resource_text("common.ps1")
+
+
+@pytest.mark.parametrize("name", PS1_FILES)
+def test_no_script_trusts_dollar_question_mark(name: str) -> None:
+    # `$?` after a pipeline reads the status of its last command (ForEach-Object), not of the
+    # program: a failing recycle command once reported OK that way.
+    variables = {text(n) for n in walk(tree(psagent.resource_text(name))) if n.type == "variable"}
+    assert "$?" not in variables
+
+
+def test_recycle_reports_iis_absent_and_was_stopped_clearly() -> None:
+    script = psagent.resource_text("recycle.ps1")
+    assert "'not-found' 'IIS is not installed on this node'" in script
+    assert "Windows Process Activation Service (WAS) is " in script
+    assert "$process.ExitCode -ne 0" in script  # the command's own status decides
+    with pytest.raises(agent.AgentError) as info:
+        agent.recycle("iis", None, [])  # no IIS on this machine: the same kind and words
+    assert info.value.kind is NodeErrorKind.NOT_FOUND
+    assert info.value.detail == "IIS is not installed on this node"
+
+
+def test_doctor_answers_the_same_fields_on_both_agents(tmp_path: Path) -> None:
+    from farmsync.nodes.doctor_probe import probe
+
+    live_file = tmp_path / "web.config"
+    live_file.write_bytes(b"<configuration/>")
+    twin = probe([str(live_file), str(tmp_path / "absent.config")])
+    assert declared_result_keys("doctor") - {"warnings"} == set(twin)
+    script = psagent.resource_text("doctor.ps1")
+    entry = re.search(r"\$entry = @\{(.*?)\}\n", script)
+    assert entry is not None
+    declared = set(re.findall(r"([a-z_]+) = ", entry.group(1)))
+    declared |= set(re.findall(r"\$entry\.([a-z_]+) = ", script))
+    ok, missing = twin["files"]
+    assert set(ok) <= declared and set(missing) <= declared
+    assert ok["replaceable"] is True and missing["error_kind"] == "not-found"
