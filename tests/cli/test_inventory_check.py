@@ -152,3 +152,18 @@ def test_bad_inventory_is_one_error_naming_file_and_line_and_writes_nothing(
         Path("inventory"),
         inventory.relative_to(tmp_path),
     ]
+
+
+def test_inventory_comes_from_the_option_or_the_environment() -> None:
+    env = base_env({PASSWORD_ENV: "not-a-real-password", "FARMSYNC_INVENTORY": str(EXAMPLE)})
+    from_env = run_cli("inventory", "check", env=env)
+    assert from_env.returncode == 0, from_env.stderr
+    assert "farm contoso-web: 4 host(s)" in from_env.stdout
+    # -i wins over the variable.
+    env["FARMSYNC_INVENTORY"] = "/nonexistent/farm.yml"
+    from_option = run_cli("inventory", "check", "-i", str(EXAMPLE), env=env)
+    assert from_option.returncode == 0, from_option.stderr
+    del env["FARMSYNC_INVENTORY"]
+    neither = run_cli("inventory", "check", env=env)
+    assert neither.returncode == 2
+    assert "--inventory" in neither.stderr

@@ -11,7 +11,6 @@ from farmsync.errors import InputError
 from farmsync.inventory import (
     describe_inventory,
     load_inventory,
-    resolve_inventory_path,
     variables_reference_markdown,
 )
 from farmsync.inventory.model import Shell, Transport
@@ -122,10 +121,3 @@ def test_example_documents_only_known_farmsync_variables() -> None:
     text = EXAMPLE.read_text()
     used = set(re.findall(r"\bfarmsync_[a-z_]*[a-z]", text))
     assert used - set(VARIABLES) == set()
-
-
-def test_inventory_path_from_option_or_environment() -> None:
-    assert resolve_inventory_path("a.yml", {"FARMSYNC_INVENTORY": "b.yml"}) == "a.yml"
-    assert resolve_inventory_path(None, {"FARMSYNC_INVENTORY": "b.yml"}) == "b.yml"
-    with pytest.raises(InputError, match="FARMSYNC_INVENTORY"):
-        resolve_inventory_path(None, {})

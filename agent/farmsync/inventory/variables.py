@@ -43,24 +43,6 @@ class VariableError(Exception):
         self.line = line
 
 
-class LineDict(dict[Any, Any]):
-    """A YAML mapping as the loader builds it: a dict that remembers each key's line."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.key_lines: dict[Any, int] = {}
-        self.start_line: int | None = None
-
-
-class LineList(list[Any]):
-    """A YAML sequence that remembers each item's line."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.item_lines: list[int] = []
-        self.start_line: int | None = None
-
-
 @dataclass(frozen=True)
 class EnvPassword:
     """A password to be read from an environment variable when the inventory is loaded."""
