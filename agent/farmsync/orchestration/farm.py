@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 from farmsync.errors import InputError
 from farmsync.inventory.durations import format_duration
-from farmsync.inventory.model import RecycleKind
+from farmsync.inventory.model import Host, RecycleKind
 from farmsync.keys.generate import generate_key
 from farmsync.keys.machinekey import MachineKey
 from farmsync.keys.vault import KeyVault, VaultEntry
@@ -25,7 +25,7 @@ from farmsync.orchestration.recover import recover_runs
 from farmsync.orchestration.result import FileResult, Outcome, RunResult
 from farmsync.orchestration.rollout import Rollout
 from farmsync.orchestration.session import FarmSession
-from farmsync.orchestration.survey import survey
+from farmsync.orchestration.survey import NodeReport, survey
 from farmsync.orchestration.vaultstate import settle_key
 
 
@@ -165,57 +165,61 @@ class Farm:
         ctx = self.ctx
         run_id = new_run_id()
         with self._locked(run_id, "restore") as (journal, recovered):
-            host = ctx.inventory.hosts.get(host_name)
-            if host is None:
-                raise InputError(f"no host {host_name!r} in the inventory", source="--host")
-            hosts = [host]
+            host = self._restore_host(host_name)
             result = RunResult(run_id, "restore", ctx.farm, Outcome.UNCHANGED)
-            recorder = RunRecorder(journal, run_id, "restore")
-            with FarmSession(hosts, forks=1, reporter=ctx.reporter, factory=ctx.factory) as session:
+            session = FarmSession([host], forks=1, reporter=ctx.reporter, factory=ctx.factory)
+            with session:
                 if session.failures:
                     result.outcome = Outcome.NOT_STARTED
                     result.messages.extend(str(e) for e in session.failures.values())
                     return self._with_recovered(result, recovered)
-                node = session.nodes[host.name]
-                backups = node.list_backups(list(host.root_configs))
-                paths = [p for p, runs in backups.items() if backup_run in runs]
-                if not paths:
-                    raise InputError(
-                        f"{host.name} has no backup from run {backup_run!r}", source="--run"
-                    )
-                before = survey(
-                    session.nodes, session.hosts, {host.name: paths}, forks=1, reporter=ctx.reporter
-                )[host.name]
+                paths = _paths_backed_up_by(session, host, backup_run)
+                before = self._read_files(session, host, paths)
                 if ctx.options.check:
                     result.outcome = Outcome.CHECKED
                     return self._with_recovered(result, recovered)
-                journal.start_run(
-                    run_id,
-                    "restore",
-                    hosts={host.name: paths},
-                    detail=f"restore backups of run {backup_run}",
-                )
-                recorder.host(Step.ROLLBACK, host.name, StepResult.STARTED)
-                node.rollback(paths, backup_run)
-                after = survey(
-                    session.nodes, session.hosts, {host.name: paths}, forks=1, reporter=ctx.reporter
-                )[host.name]
-                recorder.host(Step.ROLLBACK, host.name, StepResult.OK)
-                recycled = ctx.options.recycle and host.recycle.kind is not RecycleKind.NONE
-                if recycled:
-                    node.recycle()  # the running application must read the restored file
-                recorder.end(Outcome.CHANGED)
-            host_result = result.host(host.name)
-            host_result.recycled = recycled
-            host_result.status = "changed"
-            now = {f.path: f.fingerprint for f in after.files}  # empty if the read-back failed
-            for old in before.files:
-                host_result.files.append(
-                    FileResult(old.path, "changed", old.fingerprint, now.get(old.path))
-                )
-            result.outcome = Outcome.CHANGED
-            result.messages.append(f"{host.name} is back on its files from run {backup_run}")
+                after, recycled = self._put_back(session, journal, run_id, host, paths, backup_run)
+            _report_restored(result, host.name, before, after, recycled, backup_run)
             return self._with_recovered(result, recovered)
+
+    def _restore_host(self, host_name: str) -> Host:
+        host = self.ctx.inventory.hosts.get(host_name)
+        if host is None:
+            raise InputError(f"no host {host_name!r} in the inventory", source="--host")
+        return host
+
+    def _read_files(self, session: FarmSession, host: Host, paths: list[str]) -> NodeReport:
+        return survey(
+            session.nodes, session.hosts, {host.name: paths}, forks=1, reporter=self.ctx.reporter
+        )[host.name]
+
+    def _put_back(
+        self,
+        session: FarmSession,
+        journal: Journal,
+        run_id: str,
+        host: Host,
+        paths: list[str],
+        backup_run: str,
+    ) -> tuple[NodeReport, bool]:
+        """Journal, roll the node back to the run's backups, read them back, recycle."""
+        recorder = RunRecorder(journal, run_id, "restore")
+        journal.start_run(
+            run_id,
+            "restore",
+            hosts={host.name: paths},
+            detail=f"restore backups of run {backup_run}",
+        )
+        node = session.nodes[host.name]
+        recorder.host(Step.ROLLBACK, host.name, StepResult.STARTED)
+        node.rollback(paths, backup_run)
+        after = self._read_files(session, host, paths)
+        recorder.host(Step.ROLLBACK, host.name, StepResult.OK)
+        recycled = self.ctx.options.recycle and host.recycle.kind is not RecycleKind.NONE
+        if recycled:
+            node.recycle()  # the running application must read the restored file
+        recorder.end(Outcome.CHANGED)
+        return after, recycled
 
     # --- shared steps --------------------------------------------------------------------
     def _roll_out(
@@ -302,6 +306,35 @@ class _LockedRun:
     def __exit__(self, *exc: object) -> None:
         if self.lock is not None:
             self.lock.release()
+
+
+def _paths_backed_up_by(session: FarmSession, host: Host, backup_run: str) -> list[str]:
+    """The host's managed files that have a backup from ``backup_run``."""
+    backups = session.nodes[host.name].list_backups(list(host.root_configs))
+    paths = [p for p, runs in backups.items() if backup_run in runs]
+    if not paths:
+        raise InputError(f"{host.name} has no backup from run {backup_run!r}", source="--run")
+    return paths
+
+
+def _report_restored(
+    result: RunResult,
+    host_name: str,
+    before: NodeReport,
+    after: NodeReport,
+    recycled: bool,
+    backup_run: str,
+) -> None:
+    host_result = result.host(host_name)
+    host_result.recycled = recycled
+    host_result.status = "changed"
+    now = {f.path: f.fingerprint for f in after.files}  # empty if the read-back failed
+    for old in before.files:
+        host_result.files.append(
+            FileResult(old.path, "changed", old.fingerprint, now.get(old.path))
+        )
+    result.outcome = Outcome.CHANGED
+    result.messages.append(f"{host_name} is back on its files from run {backup_run}")
 
 
 def _parse_time(text: str) -> datetime:

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 
 from farmsync.errors import ConfigFileError, FarmsyncError, InputError, NodeError, NodeErrorKind
 from farmsync.inventory.model import Host
-from farmsync.keys.machinekey import MachineKey, framework_of_path, validate_key
+from farmsync.keys.machinekey import MachineKey
 from farmsync.nodes.contract import CommitItem, StageItem, sha256_hex
 from farmsync.orchestration.recorder import FileHashes
 from farmsync.orchestration.result import FileResult, HostResult, RunResult
-from farmsync.orchestration.survey import FileCondition, NodeReport
+from farmsync.orchestration.survey import FileCondition, FileReport, NodeReport
 from farmsync.webconfig.diff import masked_diff
 from farmsync.webconfig.editor import apply_machine_key
 
@@ -73,83 +73,104 @@ def make_plan(
 ) -> Plan:
     """Work out every file's new content; record per-file expectations in ``result``."""
     plan = Plan()
-    target = key.fingerprint()
     pending = "would-change" if check else "pending"
     for host in hosts:
-        report = reports[host.name]
-        host_result = result.host(host.name)
-        host_result.status = "unchanged"
-        if not report.present():
-            _blame(
-                host_result,
-                plan,
-                NodeError(
-                    host.name,
-                    NodeErrorKind.NOT_FOUND,
-                    "none of the managed root web.config files exists",
-                    phase="read",
-                ),
-            )
-            continue
-        changes: list[FileChange] = []
-        for file in report.files:
-            source = f"{host.name}:{file.path}"
-            if file.condition is FileCondition.MISSING:
-                host_result.files.append(FileResult(file.path, "missing"))
-                continue
-            if file.condition is FileCondition.UNREADABLE:
-                _blame(
-                    host_result,
-                    plan,
-                    NodeError(
-                        host.name,
-                        file.error_kind or NodeErrorKind.REMOTE,
-                        file.error or "unreadable",
-                        phase="read",
-                        path=file.path,
-                    ),
-                )
-                continue
-            if file.condition in (FileCondition.MALFORMED, FileCondition.ENCRYPTED):
-                plan.bad_input = True
-                _blame(
-                    host_result,
-                    plan,
-                    ConfigFileError(
-                        file.error or "not editable", source=source, line=file.error_line
-                    ),
-                )
-                continue
-            assert file.content is not None and file.sha256 is not None
-            if file.fingerprint is not None:
-                plan.old_fingerprints.add(file.fingerprint)
-                old_key = file.key
-                if old_key is not None and old_key.is_explicit:
-                    plan.old_keys[file.fingerprint] = old_key
-            try:
-                validate_key(key, framework_of_path(file.path), source=source)
-                new = apply_machine_key(file.content, key, source)
-            except InputError as exc:
-                plan.bad_input = True
-                _blame(host_result, plan, exc)
-                continue
-            if new == file.content:
-                host_result.files.append(
-                    FileResult(file.path, "unchanged", file.fingerprint, target)
-                )
-                continue
-            changes.append(
-                FileChange(file.path, file.sha256, file.fingerprint, new, sha256_hex(new))
-            )
-            shown = masked_diff(file.content, new, source) if diff else None
-            host_result.files.append(
-                FileResult(file.path, pending, file.fingerprint, target, shown)
-            )
-        if changes:
-            plan.changes[host.name] = changes
-            if host_result.status != "failed":
-                host_result.status = pending
+        _plan_host(plan, key, host, reports[host.name], result.host(host.name), pending, diff)
     return plan
+
+
+def _plan_host(
+    plan: Plan,
+    key: MachineKey,
+    host: Host,
+    report: NodeReport,
+    host_result: HostResult,
+    pending: str,
+    diff: bool,
+) -> None:
+    host_result.status = "unchanged"
+    if not report.present():
+        _blame(
+            host_result,
+            plan,
+            NodeError(
+                host.name,
+                NodeErrorKind.NOT_FOUND,
+                "none of the managed root web.config files exists",
+                phase="read",
+            ),
+        )
+        return
+    changes: list[FileChange] = []
+    for file in report.files:
+        change = _plan_file(plan, key, host.name, file, host_result, pending, diff)
+        if change is not None:
+            changes.append(change)
+    if changes:
+        plan.changes[host.name] = changes
+        if host_result.status != "failed":
+            host_result.status = pending
+
+
+def _plan_file(
+    plan: Plan,
+    key: MachineKey,
+    host_name: str,
+    file: FileReport,
+    host_result: HostResult,
+    pending: str,
+    diff: bool,
+) -> FileChange | None:
+    """One file's change, or None when it needs none or cannot take one (then blamed)."""
+    if file.condition is FileCondition.MISSING:
+        host_result.files.append(FileResult(file.path, "missing"))
+        return None
+    source = f"{host_name}:{file.path}"
+    problem = _unusable(host_name, source, file)
+    if problem is not None:
+        plan.bad_input = plan.bad_input or isinstance(problem, ConfigFileError)
+        _blame(host_result, plan, problem)
+        return None
+    assert file.content is not None and file.sha256 is not None
+    _remember_old_key(plan, file)
+    try:
+        # The editor is the one gate for the key: it checks it against this file's framework.
+        new = apply_machine_key(file.content, key, source)
+    except InputError as exc:
+        plan.bad_input = True
+        _blame(host_result, plan, exc)
+        return None
+    target = key.fingerprint()
+    if new == file.content:
+        host_result.files.append(FileResult(file.path, "unchanged", file.fingerprint, target))
+        return None
+    shown = masked_diff(file.content, new, source) if diff else None
+    host_result.files.append(FileResult(file.path, pending, file.fingerprint, target, shown))
+    return FileChange(file.path, file.sha256, file.fingerprint, new, sha256_hex(new))
+
+
+def _unusable(host_name: str, source: str, file: FileReport) -> FarmsyncError | None:
+    """Why a file that exists cannot be planned: unreadable, malformed or encrypted."""
+    if file.condition is FileCondition.UNREADABLE:
+        return NodeError(
+            host_name,
+            file.error_kind or NodeErrorKind.REMOTE,
+            file.error or "unreadable",
+            phase="read",
+            path=file.path,
+        )
+    if file.condition in (FileCondition.MALFORMED, FileCondition.ENCRYPTED):
+        return ConfigFileError(file.error or "not editable", source=source, line=file.error_line)
+    return None
+
+
+def _remember_old_key(plan: Plan, file: FileReport) -> None:
+    """The key a file holds before the change (a first rotation records it for rollback)."""
+    if file.fingerprint is None:
+        return
+    plan.old_fingerprints.add(file.fingerprint)
+    if file.key is not None and file.key.is_explicit:
+        plan.old_keys[file.fingerprint] = file.key
 
 
 def _blame(host_result: HostResult, plan: Plan, problem: FarmsyncError) -> None:
