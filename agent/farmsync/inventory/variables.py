@@ -29,7 +29,15 @@ from farmsync.algorithms import (
 )
 from farmsync.errors import InputError
 from farmsync.inventory.durations import parse_duration
-from farmsync.inventory.model import Policy, RecycleKind, RecycleSpec, Secret, Shell, Transport
+from farmsync.inventory.model import (
+    DEFAULT_NODE_TIMEOUT,
+    Policy,
+    RecycleKind,
+    RecycleSpec,
+    Secret,
+    Shell,
+    Transport,
+)
 
 FARMSYNC_PREFIX = "farmsync_"
 
@@ -508,8 +516,8 @@ _TABLE: tuple[Variable, ...] = (
         "Allow Basic authentication over plain HTTP (refused otherwise).", _boolean,
     ),
     Variable(
-        "farmsync_timeout", "seconds", 30.0, "Connection and command timeout.", _positive_number,
-        default_doc="30",
+        "farmsync_timeout", "seconds", DEFAULT_NODE_TIMEOUT, "Connection and command timeout.",
+        _positive_number, default_doc=f"{DEFAULT_NODE_TIMEOUT:g}",
     ),
 )
 
