@@ -7,7 +7,8 @@ the rollout and nowhere else.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 from farmsync.errors import InputError
@@ -258,8 +259,23 @@ class Farm:
             return None
         return KeyVault.open(ctx.state.vault, ctx.vault_secret())
 
-    def _locked(self, run_id: str, kind: str) -> _LockedRun:
-        return _LockedRun(self, run_id, kind)
+    @contextmanager
+    def _locked(self, run_id: str, kind: str) -> Iterator[tuple[Journal, list[RunResult]]]:
+        """Lock the farm, settle what a dead controller left, hand over the journal."""
+        ctx = self.ctx
+        ctx.state.ensure()
+        with FarmLock(ctx.state.lock, ctx.farm, command=f"{ctx.command} {kind}") as lock:
+            lock.set_run_id(run_id)
+            journal = Journal(ctx.state.journal)
+            if ctx.options.check:
+                # --check changes nothing, not even to settle an earlier run: say so instead.
+                recovered = [
+                    RunResult(state.run_id, state.kind, ctx.farm, Outcome.CHECKED)
+                    for state in journal.unfinished_runs()
+                ]
+            else:
+                recovered = recover_runs(journal, ctx, run_id)
+            yield journal, recovered
 
     def _with_recovered(self, result: RunResult, recovered: Sequence[RunResult]) -> RunResult:
         earlier_lines: list[str] = []
@@ -271,41 +287,6 @@ class Farm:
             earlier_lines += [text, *earlier.messages]
         result.messages[:0] = earlier_lines
         return result
-
-
-class _LockedRun:
-    """Lock the farm, recover what a dead controller left, hand over the journal."""
-
-    def __init__(self, farm: Farm, run_id: str, kind: str):
-        self.farm = farm
-        self.run_id = run_id
-        self.kind = kind
-        self.lock: FarmLock | None = None
-
-    def __enter__(self) -> tuple[Journal, list[RunResult]]:
-        ctx = self.farm.ctx
-        ctx.state.ensure()
-        self.lock = FarmLock(ctx.state.lock, ctx.farm, command=f"{ctx.command} {self.kind}")
-        self.lock.acquire()
-        try:
-            self.lock.set_run_id(self.run_id)
-            journal = Journal(ctx.state.journal)
-            if ctx.options.check:
-                # --check changes nothing, not even to settle an earlier run: say so instead.
-                recovered = [
-                    RunResult(state.run_id, state.kind, ctx.farm, Outcome.CHECKED)
-                    for state in journal.unfinished_runs()
-                ]
-            else:
-                recovered = recover_runs(journal, ctx, self.run_id)
-        except BaseException:
-            self.lock.release()
-            raise
-        return journal, recovered
-
-    def __exit__(self, *exc: object) -> None:
-        if self.lock is not None:
-            self.lock.release()
 
 
 def _paths_backed_up_by(session: FarmSession, host: Host, backup_run: str) -> list[str]:
