@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from farmsync import Outcome, RolloutOptions, VaultSecret
 from farmsync.inventory.model import Host
-from farmsync.keys.vault import KeyStatus, KeyVault, VaultSecret
+from farmsync.keys.vault import KeyStatus, KeyVault
 from farmsync.nodes.connect import node_for
 from farmsync.nodes.contract import NodeOperations
-from farmsync.orchestration.farm import Farm
-from farmsync.orchestration.result import Outcome
-from farmsync.orchestration.rollout import RolloutOptions
 from tests.orchestration.farmkit import PASSPHRASE, TestFarm
 
 
@@ -25,7 +23,7 @@ def test_rotation_puts_one_key_on_every_node_of_both_transports(
     farm = make_farm(ssh=3, ssh_windows=1, winrm=2)
     assert len(set(farm.fingerprints().values())) == 6  # every node on its own key
 
-    result = Farm(farm.context()).rotate()
+    result = farm.open().rotate()
 
     assert result.outcome is Outcome.CHANGED, result.to_dict()
     assert result.exit_code == 0
@@ -52,13 +50,13 @@ def test_second_rotation_then_rollback_returns_to_the_previous_key(
     make_farm: Callable[..., TestFarm],
 ) -> None:
     farm = make_farm(ssh=2, ssh_windows=0, winrm=1)
-    first = Farm(farm.context()).rotate()
-    second = Farm(farm.context()).rotate()
+    first = farm.open().rotate()
+    second = farm.open().rotate()
     assert first.outcome is second.outcome is Outcome.CHANGED
     assert first.target_fingerprint != second.target_fingerprint
     assert set(farm.fingerprints().values()) == {second.target_fingerprint}
 
-    back = Farm(farm.context()).rollback()
+    back = farm.open().rollback()
 
     assert back.outcome is Outcome.CHANGED
     assert set(farm.fingerprints().values()) == {first.target_fingerprint}
@@ -71,10 +69,10 @@ def test_second_rotation_then_rollback_returns_to_the_previous_key(
 
 def test_rerun_with_the_same_key_changes_nothing(make_farm: Callable[..., TestFarm]) -> None:
     farm = make_farm(ssh=2, ssh_windows=0, winrm=1)
-    Farm(farm.context()).rotate()
+    farm.open().rotate()
     after_rotate = {h: p.read_bytes() for h, p in farm.configs.items()}
 
-    result = Farm(farm.context()).sync()
+    result = farm.open().sync()
 
     assert result.outcome is Outcome.UNCHANGED
     assert {h: p.read_bytes() for h, p in farm.configs.items()} == after_rotate
@@ -84,7 +82,7 @@ def test_rerun_with_the_same_key_changes_nothing(make_farm: Callable[..., TestFa
 def test_check_reads_and_plans_but_writes_nothing(make_farm: Callable[..., TestFarm]) -> None:
     farm = make_farm(ssh=2, ssh_windows=0, winrm=1)
 
-    result = Farm(farm.context(RolloutOptions(check=True, diff=True))).rotate()
+    result = farm.open(RolloutOptions(check=True, diff=True)).rotate()
 
     assert result.outcome is Outcome.CHECKED and result.exit_code == 0
     assert farm.files_unchanged()
@@ -103,7 +101,7 @@ def test_check_reads_and_plans_but_writes_nothing(make_farm: Callable[..., TestF
 def test_limit_changes_only_the_selected_hosts(make_farm: Callable[..., TestFarm]) -> None:
     farm = make_farm(ssh=2, ssh_windows=0, winrm=1)
 
-    result = Farm(farm.context(limit="ssh_linux:!web2")).rotate()
+    result = farm.open(limit="ssh_linux:!web2").rotate()
 
     assert result.outcome is Outcome.CHANGED
     assert [h.host for h in result.hosts] == ["web1"]
@@ -114,11 +112,11 @@ def test_limit_changes_only_the_selected_hosts(make_farm: Callable[..., TestFarm
 
 def test_sync_brings_a_joining_node_onto_the_vault_key(make_farm: Callable[..., TestFarm]) -> None:
     farm = make_farm(ssh=3, ssh_windows=0, winrm=0)
-    rotated = Farm(farm.context(limit="web1,web2")).rotate()
+    rotated = farm.open(limit="web1,web2").rotate()
     assert rotated.outcome is Outcome.CHANGED
     before = {h: p.read_bytes() for h, p in farm.configs.items()}
 
-    result = Farm(farm.context()).sync()
+    result = farm.open().sync()
 
     assert result.outcome is Outcome.CHANGED
     assert set(farm.fingerprints().values()) == {rotated.target_fingerprint}
@@ -136,8 +134,8 @@ def test_rollback_after_the_first_rotation_returns_to_the_key_the_farm_had(
         path.write_bytes(shared)
     original = farm.fingerprints()["web1"]
 
-    rotated = Farm(farm.context()).rotate()
-    back = Farm(farm.context()).rollback()
+    rotated = farm.open().rotate()
+    back = farm.open().rollback()
 
     assert rotated.outcome is back.outcome is Outcome.CHANGED
     assert set(farm.fingerprints().values()) == {original}
@@ -152,7 +150,7 @@ def test_check_opens_no_vault_and_settles_no_earlier_run(
     farm = make_farm(ssh=1, ssh_windows=0, winrm=1)
     state = farm.context().state
 
-    Farm(farm.context(RolloutOptions(check=True))).rotate()
+    farm.open(RolloutOptions(check=True)).rotate()
 
     assert not state.vault.exists()
     assert farm.files_unchanged()
@@ -163,7 +161,7 @@ def test_a_limited_rotation_says_which_hosts_it_left_out(
 ) -> None:
     farm = make_farm(ssh=2, ssh_windows=0, winrm=1)
 
-    result = Farm(farm.context(limit="iis")).rotate()
+    result = farm.open(limit="iis").rotate()
 
     assert result.outcome is Outcome.CHANGED
     assert any("left 2 host(s) out" in m for m in result.messages)
@@ -180,7 +178,7 @@ def test_a_rotation_costs_one_connection_and_one_round_trip_per_phase_per_node(
         opened.append(node)
         return node
 
-    result = Farm(farm.context(factory=factory)).rotate()
+    result = farm.open(factory=factory).rotate()
 
     assert result.outcome is Outcome.CHANGED
     assert sorted(n.host_name for n in opened) == sorted(farm.hosts)  # one connection each

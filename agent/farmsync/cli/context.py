@@ -5,13 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from farmsync.inventory.loader import load_inventory
-from farmsync.inventory.patterns import select_hosts
 from farmsync.keys.vault import VaultSecret
 from farmsync.orchestration.context import FarmContext
 from farmsync.orchestration.events import Reporter
+from farmsync.orchestration.farm import Farm
 from farmsync.orchestration.rollout import RolloutOptions
-from farmsync.orchestration.state import StateDir, default_state_root
 
 
 def build_context(
@@ -22,16 +20,13 @@ def build_context(
     vault_key_file: Path | None,
     reporter: Reporter,
 ) -> FarmContext:
-    inventory = load_inventory(inventory_path)
-    hosts = select_hosts(inventory, limit)
-    state = StateDir(state_dir or default_state_root(), inventory.farm)
     key_file = str(vault_key_file) if vault_key_file else None
-    return FarmContext(
-        inventory=inventory,
-        hosts=hosts,
-        state=state,
+    return Farm.open(
+        inventory_path,
+        limit=limit,
+        state_dir=state_dir,
         # The secret is read only by commands that open the vault, and only then.
-        vault_secret=lambda: VaultSecret.from_env(os.environ, key_file),
+        secret=lambda: VaultSecret.from_env(os.environ, key_file),
         options=options,
         reporter=reporter,
-    )
+    ).ctx

@@ -7,32 +7,74 @@ the rollout and nowhere else.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from farmsync.errors import InputError
 from farmsync.inventory.durations import format_duration
+from farmsync.inventory.loader import load_inventory
 from farmsync.inventory.model import Host, RecycleKind
+from farmsync.inventory.patterns import select_hosts
 from farmsync.keys.generate import generate_key
 from farmsync.keys.machinekey import MachineKey
-from farmsync.keys.vault import KeyVault, VaultEntry
+from farmsync.keys.vault import KeyVault, VaultEntry, VaultSecret
 from farmsync.orchestration.context import FarmContext
+from farmsync.orchestration.events import NullReporter, Reporter
 from farmsync.orchestration.journal import Journal, Step, StepResult, new_run_id
 from farmsync.orchestration.lock import FarmLock
 from farmsync.orchestration.plan import Plan
 from farmsync.orchestration.recorder import RunRecorder
 from farmsync.orchestration.recover import recover_runs
 from farmsync.orchestration.result import FileResult, Outcome, RunResult
-from farmsync.orchestration.rollout import Rollout
+from farmsync.orchestration.rollout import Rollout, RolloutOptions
 from farmsync.orchestration.session import FarmSession
+from farmsync.orchestration.state import StateDir, default_state_root
 from farmsync.orchestration.survey import NodeReport, survey
 from farmsync.orchestration.vaultstate import settle_key
 
 
 class Farm:
+    """One farm's commands. ``Farm.open`` is the front door; ``Farm(ctx)`` takes a context
+    assembled by hand (tests that swap the node factory, benchmarks)."""
+
     def __init__(self, ctx: FarmContext):
         self.ctx = ctx
+
+    @classmethod
+    def open(
+        cls,
+        inventory: str | os.PathLike[str],
+        *,
+        limit: str | None = None,
+        state_dir: str | os.PathLike[str] | None = None,
+        secret: VaultSecret | Callable[[], VaultSecret] | None = None,
+        options: RolloutOptions | None = None,
+        reporter: Reporter | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> Farm:
+        """Load and check ``inventory`` and select ``limit`` (an Ansible host pattern).
+
+        Defaults are the command line's: state under ``$FARMSYNC_STATE_DIR`` (else the XDG
+        state directory), the vault secret from ``$FARMSYNC_VAULT_KEY_FILE`` or
+        ``$FARMSYNC_VAULT_PASSPHRASE``, read only when a command opens the vault. ``environ``
+        (default ``os.environ``) is where those and the inventory's password variables are
+        looked up. Raises InputError for a bad inventory or pattern; nothing is contacted.
+        """
+        env = os.environ if environ is None else environ
+        loaded = load_inventory(inventory, environ=env)
+        root = Path(state_dir) if state_dir is not None else default_state_root(env)
+        ctx = FarmContext(
+            inventory=loaded,
+            hosts=select_hosts(loaded, limit),
+            state=StateDir(root, loaded.farm),
+            vault_secret=_secret_reader(secret, env),
+            options=options or RolloutOptions(),
+            reporter=reporter or NullReporter(),
+        )
+        return cls(ctx)
 
     # --- the commands --------------------------------------------------------------------
     def rotate(
@@ -287,6 +329,18 @@ class Farm:
             earlier_lines += [text, *earlier.messages]
         result.messages[:0] = earlier_lines
         return result
+
+
+def _secret_reader(
+    secret: VaultSecret | Callable[[], VaultSecret] | None, environ: Mapping[str, str]
+) -> Callable[[], VaultSecret]:
+    """The vault secret as the context takes it: read when a command opens the vault."""
+    if isinstance(secret, VaultSecret):
+        given = secret
+        return lambda: given
+    if secret is not None:
+        return secret
+    return lambda: VaultSecret.from_env(environ)
 
 
 def _paths_backed_up_by(session: FarmSession, host: Host, backup_run: str) -> list[str]:
