@@ -1,26 +1,29 @@
 """A real controller process that stalls at a chosen point of its commit, to be SIGKILLed.
 
 Usage: python -m tests.orchestration.stalling_controller INVENTORY HOST before|after
-  before: stall just before releasing HOST's commit (others already released)
+  before: stall just before releasing HOST's commit (the hosts before it released)
   after:  stall just after releasing HOST's commit (before verification and run end)
-Prints "STALLED" when it reaches the point, then sleeps until killed.
+Commits are released one host at a time, in inventory order, and each release waits for the
+node's acknowledgement, so when "STALLED" is printed every released commit has landed (or
+failed) and nothing is still in flight: what the test then sees does not depend on timing.
+Sleeps until killed.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import time
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
 
-from farmsync.inventory.loader import load_inventory
-from farmsync.inventory.patterns import select_hosts
-from farmsync.keys.vault import VaultSecret
-from farmsync.orchestration.context import FarmContext
-from farmsync.orchestration.farm import Farm
-from farmsync.orchestration.rollout import RolloutOptions
-from farmsync.orchestration.state import StateDir
-from tests.orchestration.farmkit import hooked_factory
+from farmsync import Farm, RolloutOptions
+from farmsync.inventory.model import Host
+from farmsync.nodes.connect import node_for
+from farmsync.nodes.contract import NodeOperations
+from tests.orchestration.farmkit import HookedNode
+
+ACK_TIMEOUT = 60.0
 
 
 def stall() -> None:
@@ -29,19 +32,48 @@ def stall() -> None:
         time.sleep(60)
 
 
+class AckedRelease(HookedNode):
+    """A real node whose release returns only once the node acknowledged the commit."""
+
+    def __init__(self, inner: NodeOperations, stall_when: str | None):
+        super().__init__(inner, {})
+        self.stall_when = stall_when
+
+    def arm_commit(self, items: Sequence[Any], run_id: str) -> Any:
+        armed = self.inner.arm_commit(items, run_id)
+        when = self.stall_when
+
+        class Armed:
+            acked = False
+
+            def release(self) -> None:
+                if when == "before":
+                    stall()
+                armed.release()
+                armed.wait(ACK_TIMEOUT)
+                self.acked = True
+                if when == "after":
+                    stall()
+
+            def wait(self, timeout: float) -> None:
+                if not self.acked:
+                    armed.wait(timeout)
+
+            def abort(self) -> None:
+                armed.abort()
+
+        return Armed()
+
+
 def main() -> None:
     inventory_path, host, when = sys.argv[1], sys.argv[2], sys.argv[3]
-    inventory = load_inventory(inventory_path)
-    hook = "release" if when == "before" else "released"
-    ctx = FarmContext(
-        inventory=inventory,
-        hosts=select_hosts(inventory, None),
-        state=StateDir(Path(os.environ["FARMSYNC_STATE_DIR"]), inventory.farm),
-        vault_secret=lambda: VaultSecret.from_env(os.environ),
-        options=RolloutOptions(forks=1, timeout=30),
-        factory=hooked_factory({host: {hook: stall}}),
-    )
-    Farm(ctx).rotate()
+    assert when in ("before", "after"), when
+
+    def factory(target: Host) -> NodeOperations:
+        return AckedRelease(node_for(target), when if target.name == host else None)
+
+    farm = Farm.open(inventory_path, options=RolloutOptions(forks=1, timeout=30))
+    Farm(replace(farm.ctx, factory=factory)).rotate()
 
 
 if __name__ == "__main__":
