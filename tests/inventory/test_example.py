@@ -19,6 +19,7 @@ from farmsync.inventory.variables import VARIABLES
 from .conftest import Loader
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "inventory" / "example.yml"
+README = Path(__file__).resolve().parents[2] / "README.md"
 ENV = {"FARMSYNC_WINRM_PASSWORD": "example-password"}
 ROOTS = (
     r"%windir%\Microsoft.NET\Framework\v4.0.30319\CONFIG\web.config",
@@ -115,6 +116,16 @@ def test_reference_lists_every_variable() -> None:
     for name in VARIABLES:
         assert f"| `{name}` |" in markdown
     assert markdown.count("\n| `") == len(VARIABLES)
+
+
+def test_readme_holds_the_generated_reference_as_it_is_generated() -> None:
+    readme = README.read_text()
+    generated = variables_reference_markdown().strip()
+    assert generated in readme, "README's variable table drifted: paste the generated one"
+    # And only once, with no hand-written variable rows beside it.
+    header = generated.splitlines()[0]
+    table = readme[readme.index(header) :].split("\n\n", 1)[0]
+    assert table == generated.split("\n\n", 1)[0]
 
 
 def test_example_documents_only_known_farmsync_variables() -> None:

@@ -11,6 +11,9 @@ Sleeps until killed.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -21,7 +24,7 @@ from farmsync import Farm, RolloutOptions
 from farmsync.inventory.model import Host
 from farmsync.nodes.connect import node_for
 from farmsync.nodes.contract import NodeOperations
-from tests.orchestration.farmkit import HookedNode
+from tests.orchestration.farmkit import HookedNode, TestFarm
 
 ACK_TIMEOUT = 60.0
 
@@ -63,6 +66,39 @@ class AckedRelease(HookedNode):
                 armed.abort()
 
         return Armed()
+
+
+# --- for the tests: start one and wait until it stalls ------------------------------------
+
+
+def run_until_stalled(farm: TestFarm, host: str, when: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.orchestration.stalling_controller",
+            str(farm.inventory_path),
+            host,
+            when,
+        ],
+        env={**os.environ, **farm.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if line.strip() != "STALLED":
+        proc.kill()
+        raise AssertionError(
+            f"controller did not stall: {line!r} {proc.stderr.read() if proc.stderr else ''}"
+        )
+    return proc
+
+
+def kill(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
 
 
 def main() -> None:

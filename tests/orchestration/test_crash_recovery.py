@@ -3,43 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Callable
 
 from tests.orchestration.farmkit import TestFarm
-
-
-def run_until_stalled(farm: TestFarm, host: str, when: str) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.orchestration.stalling_controller",
-            str(farm.inventory_path),
-            host,
-            when,
-        ],
-        env={**os.environ, **farm.env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if line.strip() != "STALLED":
-        proc.kill()
-        raise AssertionError(
-            f"controller did not stall: {line!r} {proc.stderr.read() if proc.stderr else ''}"
-        )
-    return proc
-
-
-def kill(proc: subprocess.Popen[str]) -> None:
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(10)
+from tests.orchestration.stalling_controller import kill, run_until_stalled
 
 
 def test_sigkill_mid_commit_then_recover_rolls_back_to_the_old_key(
