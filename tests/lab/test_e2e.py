@@ -35,7 +35,7 @@ from tests.orchestration.farmkit import hooked_factory
 from tests.servers.lab_fixtures import LabFarm
 
 LAB_NODES = 3
-pytestmark = pytest.mark.xdist_group("lab-e2e")
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("lab-e2e")]
 
 
 class Driver:
@@ -230,6 +230,7 @@ def immutable(directory: Path) -> Iterator[None]:
         subprocess.run(["chattr", "-i", str(directory)], check=True)
 
 
+@pytest.mark.needs_root
 def test_read_only_config_directory_stops_the_rotation_before_any_commit(
     driver: Driver,
 ) -> None:
@@ -269,6 +270,7 @@ def full_disk(directory: Path, tmp: Path) -> Iterator[None]:
         shutil.copytree(saved, directory, symlinks=True, dirs_exist_ok=True)
 
 
+@pytest.mark.needs_root
 def test_full_disk_stops_the_rotation_before_any_commit(
     driver: Driver, tmp_path: Path
 ) -> None:

@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+import pytest
+
 from tests.orchestration.farmkit import TestFarm
 from tests.orchestration.stalling_controller import kill, run_until_stalled
+
+pytestmark = pytest.mark.slow  # a fault suite: `make fast` leaves it out
 
 
 def test_sigkill_mid_commit_then_recover_rolls_back_to_the_old_key(
