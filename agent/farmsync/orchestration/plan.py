@@ -72,81 +72,79 @@ def make_plan(
     diff: bool,
 ) -> Plan:
     """Work out every file's new content; record per-file expectations in ``result``."""
-    plan = Plan()
-    pending = "would-change" if check else "pending"
+    planner = _Planner(key, "would-change" if check else "pending", diff)
     for host in hosts:
-        _plan_host(plan, key, host, reports[host.name], result.host(host.name), pending, diff)
-    return plan
+        planner.plan_host(host, reports[host.name], result.host(host.name))
+    return planner.plan
 
 
-def _plan_host(
-    plan: Plan,
-    key: MachineKey,
-    host: Host,
-    report: NodeReport,
-    host_result: HostResult,
-    pending: str,
-    diff: bool,
-) -> None:
-    host_result.status = "unchanged"
-    if not report.present():
-        _blame(
-            host_result,
-            plan,
-            NodeError(
-                host.name,
-                NodeErrorKind.NOT_FOUND,
-                "none of the managed root web.config files exists",
-                phase="read",
-            ),
+class _Planner:
+    """One plan being made: the key, and how changes are labelled and shown."""
+
+    def __init__(self, key: MachineKey, pending: str, diff: bool):
+        self.plan = Plan()
+        self.key = key
+        self.target = key.fingerprint()
+        self.pending = pending
+        self.diff = diff
+
+    def plan_host(self, host: Host, report: NodeReport, host_result: HostResult) -> None:
+        host_result.status = "unchanged"
+        if not report.present():
+            _blame(
+                host_result,
+                self.plan,
+                NodeError(
+                    host.name,
+                    NodeErrorKind.NOT_FOUND,
+                    "none of the managed root web.config files exists",
+                    phase="read",
+                ),
+            )
+            return
+        changes: list[FileChange] = []
+        for file in report.files:
+            change = self.plan_file(host.name, file, host_result)
+            if change is not None:
+                changes.append(change)
+        if changes:
+            self.plan.changes[host.name] = changes
+            if host_result.status != "failed":
+                host_result.status = self.pending
+
+    def plan_file(
+        self, host_name: str, file: FileReport, host_result: HostResult
+    ) -> FileChange | None:
+        """One file's change, or None when it needs none or cannot take one (then blamed)."""
+        plan = self.plan
+        if file.condition is FileCondition.MISSING:
+            host_result.files.append(FileResult(file.path, "missing"))
+            return None
+        source = f"{host_name}:{file.path}"
+        problem = _unusable(host_name, source, file)
+        if problem is not None:
+            plan.bad_input = plan.bad_input or isinstance(problem, ConfigFileError)
+            _blame(host_result, plan, problem)
+            return None
+        assert file.content is not None and file.sha256 is not None
+        _remember_old_key(plan, file)
+        try:
+            # The editor is the one gate for the key: it checks it against the file's framework.
+            new = apply_machine_key(file.content, self.key, source)
+        except InputError as exc:
+            plan.bad_input = True
+            _blame(host_result, plan, exc)
+            return None
+        if new == file.content:
+            host_result.files.append(
+                FileResult(file.path, "unchanged", file.fingerprint, self.target)
+            )
+            return None
+        shown = masked_diff(file.content, new, source) if self.diff else None
+        host_result.files.append(
+            FileResult(file.path, self.pending, file.fingerprint, self.target, shown)
         )
-        return
-    changes: list[FileChange] = []
-    for file in report.files:
-        change = _plan_file(plan, key, host.name, file, host_result, pending, diff)
-        if change is not None:
-            changes.append(change)
-    if changes:
-        plan.changes[host.name] = changes
-        if host_result.status != "failed":
-            host_result.status = pending
-
-
-def _plan_file(
-    plan: Plan,
-    key: MachineKey,
-    host_name: str,
-    file: FileReport,
-    host_result: HostResult,
-    pending: str,
-    diff: bool,
-) -> FileChange | None:
-    """One file's change, or None when it needs none or cannot take one (then blamed)."""
-    if file.condition is FileCondition.MISSING:
-        host_result.files.append(FileResult(file.path, "missing"))
-        return None
-    source = f"{host_name}:{file.path}"
-    problem = _unusable(host_name, source, file)
-    if problem is not None:
-        plan.bad_input = plan.bad_input or isinstance(problem, ConfigFileError)
-        _blame(host_result, plan, problem)
-        return None
-    assert file.content is not None and file.sha256 is not None
-    _remember_old_key(plan, file)
-    try:
-        # The editor is the one gate for the key: it checks it against this file's framework.
-        new = apply_machine_key(file.content, key, source)
-    except InputError as exc:
-        plan.bad_input = True
-        _blame(host_result, plan, exc)
-        return None
-    target = key.fingerprint()
-    if new == file.content:
-        host_result.files.append(FileResult(file.path, "unchanged", file.fingerprint, target))
-        return None
-    shown = masked_diff(file.content, new, source) if diff else None
-    host_result.files.append(FileResult(file.path, pending, file.fingerprint, target, shown))
-    return FileChange(file.path, file.sha256, file.fingerprint, new, sha256_hex(new))
+        return FileChange(file.path, file.sha256, file.fingerprint, new, sha256_hex(new))
 
 
 def _unusable(host_name: str, source: str, file: FileReport) -> FarmsyncError | None:
