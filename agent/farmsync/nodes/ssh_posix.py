@@ -32,7 +32,7 @@ from collections.abc import Sequence
 import paramiko
 
 from farmsync.errors import NodeError, NodeErrorKind
-from farmsync.inventory.model import DEFAULT_NODE_TIMEOUT, RecycleKind, RecycleSpec
+from farmsync.inventory.model import RecycleKind, RecycleSpec
 from farmsync.nodes.agent import AgentError, check_run_id, error_kind
 from farmsync.nodes.contract import (
     ArmedCommit,
@@ -199,7 +199,7 @@ class ShellArmedCommit(ArmedCommit):
         try:
             with node_errors(self.host, "commit"):
                 self.lines.channel.sendall(b"ABORT\n")
-            self.lines.readline(self.lines.channel.gettimeout() or DEFAULT_NODE_TIMEOUT)
+            self.lines.readline(self.lines.channel.gettimeout() or 30.0)
         finally:
             self._finish()
 

@@ -15,7 +15,7 @@ from typing import Any
 import paramiko
 
 from farmsync.errors import NodeError, NodeErrorKind
-from farmsync.inventory.model import DEFAULT_NODE_TIMEOUT, RecycleSpec
+from farmsync.inventory.model import RecycleSpec
 from farmsync.nodes import psagent
 from farmsync.nodes.contract import ArmedCommit, CommitItem, FileState, StageItem
 from farmsync.nodes.ssh_connect import SshConnection, node_errors
@@ -75,7 +75,7 @@ class AgentArmedCommit(ArmedCommit):
             return
         try:
             _send(self.host, self.channel, "commit", psagent.ABORT_WORD)
-            self.reader.feed(_read_to_end(self.host, self.channel, "commit", DEFAULT_NODE_TIMEOUT))
+            self.reader.feed(_read_to_end(self.host, self.channel, "commit", 30.0))
         finally:
             self._close()
 
