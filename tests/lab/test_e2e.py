@@ -3,8 +3,9 @@
 Three lab nodes (sshd + Mono System.Web), driven through the `farmsync` command line or, for
 fault drills that need a precise moment, through the same engine in process with a hook
 that causes a real fault at a known moment (a stopped sshd, an sshd held with SIGSTOP, an
-immutable directory, a full tmpfs, a killed controller). Every test ends with the farm consistent: every node accepts the same tickets,
-every live root web.config is valid XML and nothing was lost.
+immutable directory, a full tmpfs, a killed controller). Every test ends with the farm
+consistent: every node accepts the same tickets, every live root web.config is valid XML and
+nothing was lost.
 """
 
 from __future__ import annotations

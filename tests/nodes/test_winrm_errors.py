@@ -3,6 +3,7 @@ real HTTPS: which error kind each one becomes, and in which phase."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import ssl
 import warnings
@@ -10,16 +11,45 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from farmsync.errors import NodeError, NodeErrorKind
 from farmsync.inventory.model import Host
 from farmsync.nodes.contract import StageItem, sha256_hex
 from farmsync.nodes.winrm import WinrmNode
 from tests.servers.wsman_endpoint import CODE_SHELL_NOT_FOUND, WsmanEndpoint
-from tests.servers.wsman_fixtures import TestCA, make_ca
+from tests.servers.wsman_fixtures import TestCA, _issue, _new_ca, _write_key, _write_pem
 
 RUN = "20240101T000000Z-abcd"
 WSMAN_ACCESS_DENIED = 5  # the WSManFault code Windows sends for an authorisation refusal
+
+
+def ca_for(directory: Path, *names: str) -> TestCA:
+    """A fresh CA and a server certificate it signed for ``names`` only."""
+    directory.mkdir(parents=True)
+    ca_key, ca_cert = _new_ca("other-name")
+    key = ec.generate_private_key(ec.SECP256R1())
+    san = [
+        x509.IPAddress(ipaddress.ip_address(n)) if n[0].isdigit() or ":" in n else x509.DNSName(n)
+        for n in names
+    ]
+    cert = _issue(
+        names[0],
+        key.public_key(),
+        ca_key,
+        ca_cert.subject,
+        [
+            (x509.SubjectAlternativeName(san), False),
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
+        ],
+    )
+    return TestCA(
+        _write_pem(directory, "ca.pem", ca_cert),
+        _write_pem(directory, "server.pem", cert),
+        _write_key(directory, "server.key", key),
+    )
 
 
 def failure(call: Callable[[], object]) -> NodeError:
@@ -103,7 +133,7 @@ def test_a_certificate_for_another_address_is_a_tls_error(
 def test_a_certificate_for_another_host_name_is_a_tls_error(
     wsman_host: Callable[..., Host], tmp_path: Path
 ) -> None:
-    ca = make_ca(tmp_path / "ca", "other-name", names=("node9.farmsync.example", "::1"))
+    ca = ca_for(tmp_path / "ca", "node9.farmsync.example", "::1")
     server = WsmanEndpoint(
         "farmsync", "pw", ssl_context=ca.server_context(), working_directory=str(tmp_path)
     )

@@ -104,23 +104,17 @@ def _write_key(directory: Path, name: str, key: ec.EllipticCurvePrivateKey) -> P
     return path
 
 
-def _san_entry(name: str) -> x509.GeneralName:
-    try:
-        return x509.IPAddress(ipaddress.ip_address(name))
-    except ValueError:
-        return x509.DNSName(name)
-
-
-def make_ca(
-    directory: Path, label: str, names: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
-) -> TestCA:
-    """Generate a CA and a server certificate signed by it for ``names``, as PEM files in
-    ``directory``."""
+def make_ca(directory: Path, label: str) -> TestCA:
+    """Generate a CA and a server certificate signed by it, as PEM files in ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_key, ca_cert = _new_ca(label)
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = _issue(names[0], key.public_key(), ca_key, ca_cert.subject, [
-        (x509.SubjectAlternativeName([_san_entry(n) for n in names]), False),
+    cert = _issue("localhost", key.public_key(), ca_key, ca_cert.subject, [
+        (x509.SubjectAlternativeName([
+            x509.DNSName("localhost"),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            x509.IPAddress(ipaddress.ip_address("::1")),
+        ]), False),
         (x509.BasicConstraints(ca=False, path_length=None), True),
         (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
         (x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False),
