@@ -21,7 +21,7 @@ import yaml
 from farmsync import Farm, RolloutOptions, VaultSecret
 from farmsync.keys.machinekey import MachineKey
 from farmsync.nodes.connect import node_for
-from farmsync.nodes.contract import DEFAULT_BACKUP_RETENTION, NodeOperations
+from farmsync.nodes.contract import NodeOperations
 from farmsync.orchestration.context import FarmContext
 from farmsync.orchestration.session import NodeFactory
 from farmsync.webconfig.parser import inspect_config
@@ -194,9 +194,7 @@ class HookedNode(NodeOperations):
         self._hook("rollback")
         self.inner.rollback(paths, run_id)
 
-    def cleanup(
-        self, paths: Sequence[str], run_id: str, keep_backups: int = DEFAULT_BACKUP_RETENTION
-    ) -> None:
+    def cleanup(self, paths: Sequence[str], run_id: str, keep_backups: int = 10) -> None:
         self.inner.cleanup(paths, run_id, keep_backups)
 
     def list_backups(self, paths: Sequence[str]) -> dict[str, list[str]]:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from farmsync import Outcome, RolloutOptions, VaultSecret
 from farmsync.inventory.model import Host
-from farmsync.keys.vault import KeyStatus, KeyVault
+from farmsync.keys.vault import KeyStatus, KeyVault, VaultSecret
 from farmsync.nodes.connect import node_for
 from farmsync.nodes.contract import NodeOperations
+from farmsync.orchestration.farm import Farm
 from farmsync.orchestration.journal import Journal
+from farmsync.orchestration.result import Outcome
+from farmsync.orchestration.rollout import RolloutOptions
 from tests.orchestration.farmkit import PASSPHRASE, TestFarm
 from tests.orchestration.stalling_controller import kill, run_until_stalled
 
@@ -25,7 +27,7 @@ def test_rotation_puts_one_key_on_every_node_of_both_transports(
     farm = make_farm(ssh=3, ssh_windows=1, winrm=2)
     assert len(set(farm.fingerprints().values())) == 6  # every node on its own key
 
-    result = farm.open().rotate()
+    result = Farm(farm.context()).rotate()
 
     assert result.outcome is Outcome.CHANGED, result.to_dict()
     assert result.exit_code == 0
@@ -52,13 +54,13 @@ def test_second_rotation_then_rollback_returns_to_the_previous_key(
     make_farm: Callable[..., TestFarm],
 ) -> None:
     farm = make_farm(ssh=2, ssh_windows=0, winrm=1)
-    first = farm.open().rotate()
-    second = farm.open().rotate()
+    first = Farm(farm.context()).rotate()
+    second = Farm(farm.context()).rotate()
     assert first.outcome is second.outcome is Outcome.CHANGED
     assert first.target_fingerprint != second.target_fingerprint
     assert set(farm.fingerprints().values()) == {second.target_fingerprint}
 
-    back = farm.open().rollback()
+    back = Farm(farm.context()).rollback()
 
     assert back.outcome is Outcome.CHANGED
     assert set(farm.fingerprints().values()) == {first.target_fingerprint}
@@ -71,10 +73,10 @@ def test_second_rotation_then_rollback_returns_to_the_previous_key(
 
 def test_rerun_with_the_same_key_changes_nothing(make_farm: Callable[..., TestFarm]) -> None:
     farm = make_farm(ssh=2, ssh_windows=0, winrm=1)
-    farm.open().rotate()
+    Farm(farm.context()).rotate()
     after_rotate = {h: p.read_bytes() for h, p in farm.configs.items()}
 
-    result = farm.open().sync()
+    result = Farm(farm.context()).sync()
 
     assert result.outcome is Outcome.UNCHANGED
     assert {h: p.read_bytes() for h, p in farm.configs.items()} == after_rotate
@@ -84,7 +86,7 @@ def test_rerun_with_the_same_key_changes_nothing(make_farm: Callable[..., TestFa
 def test_check_reads_and_plans_but_writes_nothing(make_farm: Callable[..., TestFarm]) -> None:
     farm = make_farm(ssh=2, ssh_windows=0, winrm=1)
 
-    result = farm.open(RolloutOptions(check=True, diff=True)).rotate()
+    result = Farm(farm.context(RolloutOptions(check=True, diff=True))).rotate()
 
     assert result.outcome is Outcome.CHECKED and result.exit_code == 0
     assert farm.files_unchanged()
@@ -103,7 +105,7 @@ def test_check_reads_and_plans_but_writes_nothing(make_farm: Callable[..., TestF
 def test_limit_changes_only_the_selected_hosts(make_farm: Callable[..., TestFarm]) -> None:
     farm = make_farm(ssh=2, ssh_windows=0, winrm=1)
 
-    result = farm.open(limit="ssh_linux:!web2").rotate()
+    result = Farm(farm.context(limit="ssh_linux:!web2")).rotate()
 
     assert result.outcome is Outcome.CHANGED
     assert [h.host for h in result.hosts] == ["web1"]
@@ -114,11 +116,11 @@ def test_limit_changes_only_the_selected_hosts(make_farm: Callable[..., TestFarm
 
 def test_sync_brings_a_joining_node_onto_the_vault_key(make_farm: Callable[..., TestFarm]) -> None:
     farm = make_farm(ssh=3, ssh_windows=0, winrm=0)
-    rotated = farm.open(limit="web1,web2").rotate()
+    rotated = Farm(farm.context(limit="web1,web2")).rotate()
     assert rotated.outcome is Outcome.CHANGED
     before = {h: p.read_bytes() for h, p in farm.configs.items()}
 
-    result = farm.open().sync()
+    result = Farm(farm.context()).sync()
 
     assert result.outcome is Outcome.CHANGED
     assert set(farm.fingerprints().values()) == {rotated.target_fingerprint}
@@ -136,8 +138,8 @@ def test_rollback_after_the_first_rotation_returns_to_the_key_the_farm_had(
         path.write_bytes(shared)
     original = farm.fingerprints()["web1"]
 
-    rotated = farm.open().rotate()
-    back = farm.open().rollback()
+    rotated = Farm(farm.context()).rotate()
+    back = Farm(farm.context()).rollback()
 
     assert rotated.outcome is back.outcome is Outcome.CHANGED
     assert set(farm.fingerprints().values()) == {original}
@@ -150,7 +152,7 @@ def test_check_creates_no_vault(make_farm: Callable[..., TestFarm]) -> None:
     farm = make_farm(ssh=1, ssh_windows=0, winrm=1)
     state = farm.context().state
 
-    result = farm.open(RolloutOptions(check=True)).rotate()
+    result = Farm(farm.context(RolloutOptions(check=True))).rotate()
 
     assert result.outcome is Outcome.CHECKED
     assert not state.vault.exists()
@@ -167,7 +169,7 @@ def test_check_reports_an_earlier_unfinished_run_and_settles_nothing(
     mixed = {h: p.read_bytes() for h, p in farm.configs.items()}
     assert mixed["web1"] != farm.originals["web1"] and mixed["web2"] == farm.originals["web2"]
 
-    result = farm.open(RolloutOptions(check=True)).rotate()
+    result = Farm(farm.context(RolloutOptions(check=True))).rotate()
 
     assert result.outcome is Outcome.CHECKED
     assert f"unfinished run {earlier.run_id} would be settled first (not in --check)" in (
@@ -183,7 +185,7 @@ def test_a_limited_rotation_says_which_hosts_it_left_out(
 ) -> None:
     farm = make_farm(ssh=2, ssh_windows=0, winrm=1)
 
-    result = farm.open(limit="iis").rotate()
+    result = Farm(farm.context(limit="iis")).rotate()
 
     assert result.outcome is Outcome.CHANGED
     assert any("left 2 host(s) out" in m for m in result.messages)
@@ -200,7 +202,7 @@ def test_a_rotation_costs_one_connection_and_one_round_trip_per_phase_per_node(
         opened.append(node)
         return node
 
-    result = farm.open(factory=factory).rotate()
+    result = Farm(farm.context(factory=factory)).rotate()
 
     assert result.outcome is Outcome.CHANGED
     assert sorted(n.host_name for n in opened) == sorted(farm.hosts)  # one connection each
