@@ -23,11 +23,14 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:  # for type checkers; at run time __getattr__ loads them on first use
     from farmsync.api import (
+        AuditOptions,
+        AuditReport,
         ConfigFileError,
         ExitCode,
         Farm,
         FarmsyncError,
         FileResult,
+        Finding,
         HostResult,
         InputError,
         LockHeldError,
@@ -37,16 +40,20 @@ if TYPE_CHECKING:  # for type checkers; at run time __getattr__ loads them on fi
         Outcome,
         RolloutOptions,
         RunResult,
+        Severity,
         VaultError,
         VaultSecret,
     )
 
 __all__ = [
+    "AuditOptions",
+    "AuditReport",
     "ConfigFileError",
     "ExitCode",
     "Farm",
     "FarmsyncError",
     "FileResult",
+    "Finding",
     "HostResult",
     "InputError",
     "LockHeldError",
@@ -56,6 +63,7 @@ __all__ = [
     "Outcome",
     "RolloutOptions",
     "RunResult",
+    "Severity",
     "VaultError",
     "VaultSecret",
     "__version__",

@@ -26,16 +26,20 @@ from farmsync.errors import (
     VaultError,
 )
 from farmsync.keys.vault import VaultSecret
+from farmsync.orchestration.audit import AuditOptions, AuditReport, Finding, Severity
 from farmsync.orchestration.farm import Farm
 from farmsync.orchestration.result import FileResult, HostResult, Outcome, RunResult
 from farmsync.orchestration.rollout import RolloutOptions
 
 __all__ = [
+    "AuditOptions",
+    "AuditReport",
     "ConfigFileError",
     "ExitCode",
     "Farm",
     "FarmsyncError",
     "FileResult",
+    "Finding",
     "HostResult",
     "InputError",
     "LockHeldError",
@@ -45,6 +49,7 @@ __all__ = [
     "Outcome",
     "RolloutOptions",
     "RunResult",
+    "Severity",
     "VaultError",
     "VaultSecret",
 ]

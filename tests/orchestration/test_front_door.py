@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from farmsync import Farm, InputError, VaultError, VaultSecret
+from farmsync import AuditOptions, Farm, InputError, VaultError, VaultSecret
 from tests.orchestration.farmkit import TestFarm
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -80,3 +80,18 @@ def test_the_vault_secret_is_read_when_a_command_needs_it(tmp_path: Path) -> Non
     with pytest.raises(VaultError) as missing:
         farm.ctx.vault_secret()
     assert missing.value.exit_code == 2
+
+
+def test_audit_through_the_front_door_sees_the_keys_a_rotation_left(
+    make_farm: Callable[..., TestFarm],
+) -> None:
+    farm = make_farm(ssh=2, ssh_windows=0, winrm=0)
+
+    before = farm.open().audit()
+    rotated = farm.open().rotate()
+    after = farm.open().audit(AuditOptions(forks=1))
+
+    assert [n.host for n in before.model.nodes] == ["web1", "web2"]
+    assert len(before.key_groups()) == 2  # each node on its own hand-made key
+    assert [g.fingerprint for g in after.key_groups()] == [rotated.target_fingerprint]
+    assert all(n.reachable for n in after.model.nodes)

@@ -20,11 +20,11 @@ from pathlib import Path
 from farmsync.errors import InputError
 from farmsync.inventory.farmcheck import check_one_farm, check_unique_nodes
 from farmsync.inventory.graph import GroupGraph
-from farmsync.inventory.hostbuild import HostBuilder
+from farmsync.inventory.hostbuild import HostBuilder, windows_root_configs
 from farmsync.inventory.lineyaml import parse_yaml
 from farmsync.inventory.model import Inventory
 
-__all__ = ["load_inventory"]
+__all__ = ["load_inventory", "windows_root_configs"]
 
 
 def load_inventory(

@@ -18,9 +18,11 @@ from farmsync.inventory.durations import format_duration
 from farmsync.inventory.loader import load_inventory
 from farmsync.inventory.model import Host, RecycleKind
 from farmsync.inventory.patterns import select_hosts
+from farmsync.keys.disclosed import DisclosedKeys
 from farmsync.keys.generate import generate_key
 from farmsync.keys.machinekey import MachineKey
 from farmsync.keys.vault import KeyVault, VaultEntry, VaultSecret
+from farmsync.orchestration.audit import AuditOptions, AuditReport, run_audit
 from farmsync.orchestration.context import FarmContext
 from farmsync.orchestration.events import NullReporter, Reporter
 from farmsync.orchestration.journal import Journal, Step, StepResult, new_run_id
@@ -128,6 +130,21 @@ class Farm:
 
             result = self._roll_out(journal, run_id, "rotate", key, store, settle)
             return self._with_recovered(result, recovered)
+
+    def audit(
+        self, options: AuditOptions | None = None, *, disclosed: DisclosedKeys | None = None
+    ) -> AuditReport:
+        """Read every node and judge the keys it uses (read-only: no lock, no vault)."""
+        ctx = self.ctx
+        return run_audit(
+            ctx.farm,
+            ctx.hosts,
+            ctx.state.journal,
+            options or AuditOptions(),
+            ctx.reporter,
+            disclosed=disclosed,
+            factory=ctx.factory,
+        )
 
     def sync(self) -> RunResult:
         """Put the vault's active key on every node that lacks it (no new key)."""
