@@ -82,17 +82,19 @@ def test_a_vault_that_decrypts_to_an_unreadable_document_is_refused(
 
 WRITER = textwrap.dedent(
     """
-    import sys
+    import select, sys
     from farmsync.keys.generate import generate_key
     from farmsync.keys.vault import KeyVault, VaultSecret
 
-    path, passphrase, saves = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    path, passphrase = sys.argv[1], sys.argv[2]
     vault = KeyVault.open(path, VaultSecret.from_passphrase(passphrase))
     print("WRITING", flush=True)
-    for i in range(saves):
-        entry = vault.add(generate_key(), f"run-{i}")
-        vault.mark_active(entry.fingerprint, f"run-{i}")
-    print("DONE", flush=True)
+    saves = 0
+    while not select.select([sys.stdin], [], [], 0)[0]:  # until the reader closes stdin
+        entry = vault.add(generate_key(), f"run-{saves}")
+        vault.mark_active(entry.fingerprint, f"run-{saves}")
+        saves += 1
+    print(f"DONE {saves}", flush=True)
     """
 )
 
@@ -100,26 +102,28 @@ WRITER = textwrap.dedent(
 def test_reading_the_vault_while_another_process_saves_it(tmp_path: Path) -> None:
     path = tmp_path / "vault.fsv"
     KeyVault.create(path, SECRET, "web", params=FAST).add(generate_key(), "run-first")
-    saves = 150  # two saves each: 300 renames over the file the reader keeps opening
     writer = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(path), PASSPHRASE, str(saves)],
+        [sys.executable, "-c", WRITER, str(path), PASSPHRASE],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    assert writer.stdout is not None
+    assert writer.stdin is not None and writer.stdout is not None
     assert writer.stdout.readline().strip() == "WRITING"
     seen: list[int] = []
-    while writer.poll() is None:
+    # Every read overlaps the writer's loop of saves; read until the history has grown.
+    while len(seen) < 100 or seen[-1] == seen[0]:
+        assert writer.poll() is None
         vault = KeyVault.open(path, SECRET)  # never a torn or half-written file
         entries = vault.entries()
         assert len({e.fingerprint for e in entries}) == len(entries)
         assert sum(e.status.value == "active" for e in entries) <= 1
         seen.append(len(entries))
-    out, err = writer.communicate(timeout=60)
-    assert writer.returncode == 0 and out.strip() == "DONE", err
-    assert seen, "the reader never read while the writer was saving"
+    out, err = writer.communicate(timeout=60)  # closes its stdin: the writer stops
+    assert writer.returncode == 0, err
+    saves = int(out.strip().removeprefix("DONE "))
     assert seen == sorted(seen)  # each read sees the history as of some complete save
-    final = KeyVault.open(path, SECRET).entries()
-    assert len(final) == saves + 1
+    assert seen[-1] > seen[0]  # and the history grew while it was being read
+    assert len(KeyVault.open(path, SECRET).entries()) == saves + 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["vault.fsv"]  # no temp file left
