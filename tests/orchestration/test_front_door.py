@@ -50,33 +50,48 @@ def test_the_readme_rotates_a_farm_from_python_in_five_lines(
     assert farm.configs["iis1"].read_bytes() == farm.originals["iis1"]
 
 
-EXAMPLE = README.parent / "inventory" / "example.yml"
 EXAMPLE_ENV = {"FARMSYNC_WINRM_PASSWORD": "not-a-real-password"}
 
 
-def test_open_checks_the_inventory_and_the_limit_and_contacts_nothing(tmp_path: Path) -> None:
-    farm = Farm.open(EXAMPLE, limit="web_east", state_dir=tmp_path, environ=EXAMPLE_ENV)
+@pytest.fixture
+def example(tmp_path: Path) -> Path:
+    """The shipped example beside the CA file it names, as a user has it (nothing contacted)."""
+    copy = tmp_path / "example" / "example.yml"
+    copy.parent.mkdir()
+    copy.write_bytes((README.parent / "inventory" / "example.yml").read_bytes())
+    copy.with_name("contoso-root-ca.pem").write_text("not a real CA: only its presence counts\n")
+    return copy
+
+
+def test_open_checks_the_inventory_and_the_limit_and_contacts_nothing(
+    example: Path, tmp_path: Path
+) -> None:
+    farm = Farm.open(example, limit="web_east", state_dir=tmp_path, environ=EXAMPLE_ENV)
 
     assert [h.name for h in farm.ctx.hosts] == ["web01.contoso.example", "web02.contoso.example"]
     assert farm.ctx.state.farm_dir == tmp_path / "contoso-web"
     assert not farm.ctx.state.farm_dir.exists()  # nothing created before a command runs
     with pytest.raises(InputError) as bad_limit:
-        Farm.open(EXAMPLE, limit="web_north", environ=EXAMPLE_ENV)
+        Farm.open(example, limit="web_north", environ=EXAMPLE_ENV)
     assert bad_limit.value.exit_code == 2
     with pytest.raises(InputError) as bad_inventory:
-        Farm.open(EXAMPLE, environ={})  # the password variable it names is not set
-    assert bad_inventory.value.source == str(EXAMPLE)
+        Farm.open(example, environ={})  # the password variable it names is not set
+    assert bad_inventory.value.source == str(example)
+    example.with_name("contoso-root-ca.pem").unlink()
+    with pytest.raises(InputError) as missing_ca:
+        Farm.open(example, environ=EXAMPLE_ENV)
+    assert "contoso-root-ca.pem does not exist on this controller" in missing_ca.value.message
 
 
-def test_the_vault_secret_is_read_when_a_command_needs_it(tmp_path: Path) -> None:
+def test_the_vault_secret_is_read_when_a_command_needs_it(example: Path) -> None:
     given = VaultSecret.from_passphrase("given")
-    assert Farm.open(EXAMPLE, secret=given, environ=EXAMPLE_ENV).ctx.vault_secret() is given
+    assert Farm.open(example, secret=given, environ=EXAMPLE_ENV).ctx.vault_secret() is given
     from_env = Farm.open(
-        EXAMPLE, environ={**EXAMPLE_ENV, "FARMSYNC_VAULT_PASSPHRASE": "from the environment"}
+        example, environ={**EXAMPLE_ENV, "FARMSYNC_VAULT_PASSPHRASE": "from the environment"}
     )
     assert from_env.ctx.vault_secret().reveal() == b"from the environment"
     # No secret anywhere: opening the farm works; only reading the secret fails.
-    farm = Farm.open(EXAMPLE, environ=EXAMPLE_ENV)
+    farm = Farm.open(example, environ=EXAMPLE_ENV)
     with pytest.raises(VaultError) as missing:
         farm.ctx.vault_secret()
     assert missing.value.exit_code == 2

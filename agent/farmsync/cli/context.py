@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
+import sys
 from pathlib import Path
 
-from farmsync.keys.vault import VaultSecret
+from farmsync.cli.secret import vault_secret_source
+from farmsync.inventory.loader import load_inventory
 from farmsync.orchestration.context import FarmContext
 from farmsync.orchestration.events import Reporter
 from farmsync.orchestration.farm import Farm
@@ -20,13 +21,16 @@ def build_context(
     vault_key_file: Path | None,
     reporter: Reporter,
 ) -> FarmContext:
-    key_file = str(vault_key_file) if vault_key_file else None
+    inventory = load_inventory(inventory_path)
+    for warning in inventory.warnings:  # a typo'd ansible_* name, a plain-text password, ...
+        where = f"{warning.source}:{warning.line}" if warning.line else warning.source
+        print(f"farmsync: warning: {where}: {warning.message}", file=sys.stderr, flush=True)
     return Farm.open(
-        inventory_path,
+        inventory,
         limit=limit,
         state_dir=state_dir,
         # The secret is read only by commands that open the vault, and only then.
-        secret=lambda: VaultSecret.from_env(os.environ, key_file),
+        secret=vault_secret_source(vault_key_file),
         options=options,
         reporter=reporter,
     ).ctx

@@ -22,6 +22,7 @@ from farmsync.inventory.model import InventoryWarning
 from farmsync.inventory.variables import (
     VARIABLES,
     VariableError,
+    ansible_typo_message,
     convert,
     unknown_name_message,
 )
@@ -223,6 +224,9 @@ class GroupGraph:
         problem = unknown_name_message(name)
         if problem is not None:
             raise self.error(problem, line)
+        typo = ansible_typo_message(name)
+        if typo is not None:
+            self.warn(typo, line)
         if name in VARIABLES:
             try:
                 var.typed = convert(name, value)

@@ -23,6 +23,7 @@ from farmsync.inventory.graph import GroupGraph
 from farmsync.inventory.hostbuild import HostBuilder, windows_root_configs
 from farmsync.inventory.lineyaml import parse_yaml
 from farmsync.inventory.model import Inventory
+from farmsync.inventory.paths import anchor_relative_paths
 
 __all__ = ["load_inventory", "windows_root_configs"]
 
@@ -51,13 +52,14 @@ def load_inventory(
         for name in graph.groups
     }
     groups["all"] = tuple(order)
-    return Inventory(
+    inventory = Inventory(
         path=source,
         farm=hosts[0].farm,
         hosts={host.name: host for host in hosts},
         groups=groups,
         warnings=tuple(graph.warnings),
     )
+    return anchor_relative_paths(inventory)  # relative key/CA paths: beside the inventory
 
 
 def _read_text(source: str) -> str:

@@ -14,8 +14,15 @@ from farmsync.errors import ConfigFileError, FarmsyncError, InputError, NodeErro
 from farmsync.inventory.model import Host
 from farmsync.keys.machinekey import MachineKey
 from farmsync.nodes.contract import CommitItem, StageItem, sha256_hex
+from farmsync.orchestration.marker import Marker, with_marker
 from farmsync.orchestration.recorder import FileHashes
-from farmsync.orchestration.result import FileResult, HostResult, RunResult
+from farmsync.orchestration.result import (
+    FileResult,
+    FileStatus,
+    HostResult,
+    HostStatus,
+    RunResult,
+)
 from farmsync.orchestration.survey import FileCondition, FileReport, NodeReport
 from farmsync.webconfig.diff import masked_diff
 from farmsync.webconfig.editor import apply_machine_key
@@ -70,26 +77,32 @@ def make_plan(
     *,
     check: bool,
     diff: bool,
+    marker: Marker | None = None,
 ) -> Plan:
-    """Work out every file's new content; record per-file expectations in ``result``."""
-    planner = _Planner(key, "would-change" if check else "pending", diff)
+    """Work out every file's new content; record per-file expectations in ``result``.
+
+    A file whose key changes also gets ``marker`` (the farm marker), in the same bytes."""
+    pending = HostStatus.WOULD_CHANGE if check else HostStatus.PENDING
+    planner = _Planner(key, pending, diff, marker)
     for host in hosts:
         planner.plan_host(host, reports[host.name], result.host(host.name))
     return planner.plan
 
 
 class _Planner:
-    """One plan being made: the key, and how changes are labelled and shown."""
+    """One plan being made: the key, the marker, and how changes are labelled and shown."""
 
-    def __init__(self, key: MachineKey, pending: str, diff: bool):
+    def __init__(self, key: MachineKey, pending: HostStatus, diff: bool, marker: Marker | None):
         self.plan = Plan()
         self.key = key
         self.target = key.fingerprint()
         self.pending = pending
+        self.file_pending = FileStatus(pending.value)
         self.diff = diff
+        self.marker = marker
 
     def plan_host(self, host: Host, report: NodeReport, host_result: HostResult) -> None:
-        host_result.status = "unchanged"
+        host_result.status = HostStatus.UNCHANGED
         if not report.present():
             _blame(
                 host_result,
@@ -109,7 +122,7 @@ class _Planner:
                 changes.append(change)
         if changes:
             self.plan.changes[host.name] = changes
-            if host_result.status != "failed":
+            if host_result.status is not HostStatus.FAILED:
                 host_result.status = self.pending
 
     def plan_file(
@@ -118,7 +131,7 @@ class _Planner:
         """One file's change, or None when it needs none or cannot take one (then blamed)."""
         plan = self.plan
         if file.condition is FileCondition.MISSING:
-            host_result.files.append(FileResult(file.path, "missing"))
+            host_result.files.append(FileResult(file.path, FileStatus.MISSING))
             return None
         source = f"{host_name}:{file.path}"
         problem = _unusable(host_name, source, file)
@@ -135,14 +148,30 @@ class _Planner:
             plan.bad_input = True
             _blame(host_result, plan, exc)
             return None
+        old_shown = _shown(file.fingerprint, file.explicit)
         if new == file.content:
             host_result.files.append(
-                FileResult(file.path, "unchanged", file.fingerprint, self.target)
+                FileResult(
+                    file.path,
+                    FileStatus.UNCHANGED,
+                    old_shown,
+                    self.target,
+                    old_autogenerate=not file.explicit,
+                )
             )
             return None
+        if self.marker is not None:
+            new = with_marker(new, self.marker, source)
         shown = masked_diff(file.content, new, source) if self.diff else None
         host_result.files.append(
-            FileResult(file.path, self.pending, file.fingerprint, self.target, shown)
+            FileResult(
+                file.path,
+                self.file_pending,
+                old_shown,
+                self.target,
+                shown,
+                old_autogenerate=not file.explicit,
+            )
         )
         return FileChange(file.path, file.sha256, file.fingerprint, new, sha256_hex(new))
 
@@ -171,10 +200,16 @@ def _remember_old_key(plan: Plan, file: FileReport) -> None:
         plan.old_keys[file.fingerprint] = file.key
 
 
+def _shown(fingerprint: str | None, explicit: bool) -> str | None:
+    """The fingerprint to show: AutoGenerate keys differ per node (and per application with
+    IsolateApps), so they have no one fingerprint to show."""
+    return fingerprint if explicit else None
+
+
 def _blame(host_result: HostResult, plan: Plan, problem: FarmsyncError) -> None:
     """Record a problem that stops the run, and mark the host it is about."""
     plan.problems.append(problem)
-    host_result.status = "failed"
+    host_result.status = HostStatus.FAILED
     host_result.error = str(problem)
     if isinstance(problem, NodeError):
         host_result.error_kind = problem.kind.value
