@@ -1,8 +1,9 @@
 """A real controller process that stalls at a chosen point of its commit, to be SIGKILLed.
 
-Usage: python -m tests.orchestration.stalling_controller INVENTORY HOST before|after
+Usage: python -m tests.orchestration.stalling_controller INVENTORY HOST before|after|restore:RUN
   before: stall just before releasing HOST's commit (the hosts before it released)
   after:  stall just after releasing HOST's commit (before verification and run end)
+  restore:RUN: restore HOST's backups of run RUN, stalling just before they are put back
 Commits are released one host at a time, in inventory order, and each release waits for the
 node's acknowledgement, so when "STALLED" is printed every released commit has landed (or
 failed) and nothing is still in flight: what the test then sees does not depend on timing.
@@ -103,13 +104,22 @@ def kill(proc: subprocess.Popen[str]) -> None:
 
 def main() -> None:
     inventory_path, host, when = sys.argv[1], sys.argv[2], sys.argv[3]
-    assert when in ("before", "after"), when
+    restore_run = when.removeprefix("restore:") if when.startswith("restore:") else None
+    assert restore_run or when in ("before", "after"), when
 
     def factory(target: Host) -> NodeOperations:
-        return AckedRelease(node_for(target), when if target.name == host else None)
+        if target.name != host:
+            return AckedRelease(node_for(target), None)
+        if restore_run:
+            return HookedNode(node_for(target), {"rollback": stall})
+        return AckedRelease(node_for(target), when)
 
-    farm = Farm.open(inventory_path, options=RolloutOptions(forks=1, timeout=30))
-    Farm(replace(farm.ctx, factory=factory)).rotate()
+    opened = Farm.open(inventory_path, options=RolloutOptions(forks=1, timeout=30))
+    farm = Farm(replace(opened.ctx, factory=factory))
+    if restore_run:
+        farm.restore(host, restore_run)
+    else:
+        farm.rotate()
 
 
 if __name__ == "__main__":
