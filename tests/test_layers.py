@@ -1,11 +1,15 @@
 """The package's layers, checked from the source: a lower layer never imports a higher one.
 
-errors, algorithms, fsutil -> inventory -> keys, webconfig -> nodes -> orchestration -> cli, lab
+errors, algorithms, fsutil -> inventory -> keys, webconfig -> nodes -> orchestration
+-> api, cli, lab. The package's ``__init__`` is the one exception: it re-exports ``api`` lazily,
+so importing it (which every submodule import does) loads no layer at all.
 """
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +25,7 @@ LAYERS = {
     "webconfig": 2,
     "nodes": 3,
     "orchestration": 4,
+    "api": 5,
     "cli": 5,
     "lab": 5,
 }
@@ -66,3 +71,27 @@ def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
     bad.write_text("from farmsync.orchestration.farm import Farm\n")
     assert imports(bad) == [(1, "farmsync.orchestration.farm")]
     assert LAYERS[layer_of("farmsync.orchestration.farm")] > LAYERS["nodes"]
+
+
+def test_importing_the_package_loads_no_layer_until_a_public_name_is_used() -> None:
+    probe = (
+        "import sys, farmsync\n"
+        "print(sorted(m for m in sys.modules if m.startswith('farmsync')))\n"
+        "farmsync.Farm\n"
+        "print('farmsync.orchestration.farm' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert out == ["['farmsync']", "True"]
+
+
+def test_the_top_level_exports_exactly_the_api() -> None:
+    import farmsync
+    import farmsync.api
+
+    assert sorted(farmsync.__all__) == sorted([*farmsync.api.__all__, "__version__"])
+    for name in farmsync.api.__all__:
+        assert getattr(farmsync, name) is getattr(farmsync.api, name)
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        farmsync.Nope  # noqa: B018

@@ -255,3 +255,18 @@ def test_check_names_the_trust_store_and_warns_about_credssp(tmp_path: Path) -> 
     plain = run_cli("inventory", "check", "-i", str(inventory), env=env)
     assert "web3.example: warning: CredSSP delegates the login's credential" in plain.stderr
     assert "certifi" in plain.stdout
+
+
+def test_inventory_comes_from_the_option_or_the_environment() -> None:
+    env = base_env({PASSWORD_ENV: "not-a-real-password", "FARMSYNC_INVENTORY": str(EXAMPLE_COPY)})
+    from_env = run_cli("inventory", "check", env=env)
+    assert from_env.returncode == 0, from_env.stderr
+    assert "farm contoso-web: 4 host(s)" in from_env.stdout
+    # -i wins over the variable.
+    env["FARMSYNC_INVENTORY"] = "/nonexistent/farm.yml"
+    from_option = run_cli("inventory", "check", "-i", str(EXAMPLE_COPY), env=env)
+    assert from_option.returncode == 0, from_option.stderr
+    del env["FARMSYNC_INVENTORY"]
+    neither = run_cli("inventory", "check", env=env)
+    assert neither.returncode == 2
+    assert "--inventory" in neither.stderr

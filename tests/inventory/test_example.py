@@ -11,7 +11,6 @@ from farmsync.errors import InputError
 from farmsync.inventory import (
     describe_inventory,
     load_inventory,
-    resolve_inventory_path,
     variables_reference_markdown,
 )
 from farmsync.inventory.model import Shell, Transport
@@ -20,6 +19,7 @@ from farmsync.inventory.variables import VARIABLES
 from .conftest import Loader
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "inventory" / "example.yml"
+README = Path(__file__).resolve().parents[2] / "README.md"
 ENV = {"FARMSYNC_WINRM_PASSWORD": "example-password"}
 ROOTS = (
     r"%windir%\Microsoft.NET\Framework\v4.0.30319\CONFIG\web.config",
@@ -121,14 +121,17 @@ def test_reference_lists_every_variable() -> None:
     assert markdown.count("\n| `") == len(VARIABLES)
 
 
+def test_readme_holds_the_generated_reference_as_it_is_generated() -> None:
+    readme = README.read_text()
+    generated = variables_reference_markdown().strip()
+    assert generated in readme, "README's variable table drifted: paste the generated one"
+    # And only once, with no hand-written variable rows beside it.
+    header = generated.splitlines()[0]
+    table = readme[readme.index(header) :].split("\n\n", 1)[0]
+    assert table == generated.split("\n\n", 1)[0]
+
+
 def test_example_documents_only_known_farmsync_variables() -> None:
     text = EXAMPLE.read_text()
     used = set(re.findall(r"\bfarmsync_[a-z_]*[a-z]", text))
     assert used - set(VARIABLES) == set()
-
-
-def test_inventory_path_from_option_or_environment() -> None:
-    assert resolve_inventory_path("a.yml", {"FARMSYNC_INVENTORY": "b.yml"}) == "a.yml"
-    assert resolve_inventory_path(None, {"FARMSYNC_INVENTORY": "b.yml"}) == "b.yml"
-    with pytest.raises(InputError, match="FARMSYNC_INVENTORY"):
-        resolve_inventory_path(None, {})

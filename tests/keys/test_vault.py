@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from farmsync.errors import InputError, VaultError
+from farmsync.errors import VaultError
 from farmsync.inventory.model import Policy
 from farmsync.keys.generate import generate_key
 from farmsync.keys.machinekey import MachineKey
@@ -116,14 +116,10 @@ def test_history_life_cycle_rotate_then_roll_back(vault: KeyVault, vault_path: P
     assert vault.add(b, "run-e").run_id == "run-b" and len(vault.entries()) == 3
 
 
-def test_lookup_by_fingerprint_prefix(vault: KeyVault) -> None:
+def test_find_by_fingerprint(vault: KeyVault) -> None:
     entry = vault.add(generate_key(), "run-1")
-    assert vault.lookup(entry.fingerprint[:8]) == entry
-    with pytest.raises(InputError, match="no key"):
-        vault.lookup("mk-nothing")
-    vault.add(generate_key(), "run-2")
-    with pytest.raises(InputError, match="ambiguous"):
-        vault.lookup("mk-")
+    assert vault.find(entry.fingerprint) == entry
+    assert vault.find(entry.fingerprint[:8]) is None  # whole fingerprints only
     with pytest.raises(VaultError, match="no key with fingerprint"):
         vault.mark_active("mk-0000", "run-3")
 

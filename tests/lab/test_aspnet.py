@@ -22,7 +22,7 @@ from farmsync.webconfig.editor import apply_machine_key
 from farmsync.webconfig.parser import inspect_config
 from tests.servers.lab_fixtures import LabFarm
 
-pytestmark = pytest.mark.xdist_group("lab-aspnet")
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("lab-aspnet")]
 LAB_NODES = 2
 
 

@@ -28,7 +28,7 @@ from farmsync.lab.farm import Lab, lab_farm_name
 from farmsync.webconfig.editor import apply_machine_key
 from tests.servers.lab_fixtures import require_mono_or_fail
 
-pytestmark = pytest.mark.xdist_group("lab-machinery")
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("lab-machinery")]
 
 
 @pytest.fixture

@@ -2,9 +2,10 @@
 
 Three lab nodes (sshd + Mono System.Web), driven through the `farmsync` command line or, for
 fault drills that need a precise moment, through the same engine in process with a hook
-that causes a real fault (a stopped sshd, an immutable directory, a full tmpfs, a killed
-controller). Every test ends with the farm consistent: every node accepts the same tickets,
-every live root web.config is valid XML and nothing was lost.
+that causes a real fault at a known moment (a stopped sshd, an sshd held with SIGSTOP, an
+immutable directory, a full tmpfs, a killed controller). Every test ends with the farm
+consistent: every node accepts the same tickets, every live root web.config is valid XML and
+nothing was lost.
 """
 
 from __future__ import annotations
@@ -13,37 +14,33 @@ import contextlib
 import json
 import os
 import secrets
+import select
 import shutil
 import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from farmsync import Farm, Outcome, RolloutOptions, VaultSecret
 from farmsync.fsutil import atomic_write_private
-from farmsync.inventory.patterns import select_hosts
 from farmsync.keys.generate import generate_key
-from farmsync.keys.vault import VaultSecret
 from farmsync.lab.farm import lab_farm_name
 from farmsync.lab.proof import Credentials, check, cross_check, issue
-from farmsync.lab.sshd import SshdKeys, SshdNode
+from farmsync.lab.sshd import SshdKeys, SshdNode, descendants
 from farmsync.nodes.contract import backup_path
-from farmsync.orchestration.context import FarmContext
-from farmsync.orchestration.farm import Farm
-from farmsync.orchestration.result import Outcome
-from farmsync.orchestration.rollout import RolloutOptions
-from farmsync.orchestration.state import StateDir
 from farmsync.webconfig.editor import apply_machine_key
 from farmsync.webconfig.parser import inspect_config
 from tests.orchestration.farmkit import hooked_factory, slow_mv, wait_for_file
 from tests.servers.lab_fixtures import LabFarm
 
 LAB_NODES = 3
-pytestmark = pytest.mark.xdist_group("lab-e2e")
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("lab-e2e")]
 
 
 class Driver:
@@ -64,17 +61,21 @@ class Driver:
         )
 
     def farm(
-        self, hooks: dict[str, dict[str, Callable[[], None]]], timeout: float = 20
+        self,
+        hooks: dict[str, dict[str, Callable[[], None]]],
+        timeout: float = 20,
+        hung: str = "",
     ) -> Farm:
-        inventory = self.lab.inventory()
-        return Farm(FarmContext(
-            inventory=inventory,
-            hosts=select_hosts(inventory, None),
-            state=StateDir(Path(self.env["FARMSYNC_STATE_DIR"]), inventory.farm),
-            vault_secret=lambda: VaultSecret.from_passphrase(self.env["FARMSYNC_VAULT_PASSPHRASE"]),
+        """The lab farm in process, with ``hooks`` on its nodes and ``timeout`` for each
+        commit. A ``hung`` node gets a short node timeout, so waiting on it costs seconds."""
+        farm = Farm.open(
+            self.lab.inventory_path,
+            secret=VaultSecret.from_passphrase(self.env["FARMSYNC_VAULT_PASSPHRASE"]),
             options=RolloutOptions(forks=4, timeout=timeout),
-            factory=hooked_factory(hooks),
-        ))
+            environ=self.env,
+        )
+        hosts = [replace(h, timeout=5.0) if h.name == hung else h for h in farm.ctx.hosts]
+        return Farm(replace(farm.ctx, hosts=hosts, factory=hooked_factory(hooks)))
 
     @property
     def urls(self) -> dict[str, str]:
@@ -171,18 +172,62 @@ def test_sshd_killed_before_commit_leaves_the_farm_on_its_key(driver: Driver) ->
     driver.assert_consistent(before=earlier)
 
 
-def test_sshd_killed_during_commit_then_recover(driver: Driver) -> None:
+class HeldSshd:
+    """A lab node's sshd, its sessions and their commands held with SIGSTOP: the node keeps
+    its TCP connections and answers nothing, like a hung host, until it is let go."""
+
+    def __init__(self, lab: LabFarm, name: str):
+        node = next(n for n in lab.lab.status().nodes if n.name == name)
+        assert node.sshd_pid is not None, f"{name}'s sshd is not running"
+        self.listener = node.sshd_pid
+        self.sessions: list[int] = []
+
+    def hold(self) -> None:
+        os.kill(self.listener, signal.SIGSTOP)  # first: it can fork no new session now
+        self.sessions = descendants(self.listener)
+        for pid in self.sessions:
+            os.kill(pid, signal.SIGSTOP)
+
+    def let_go(self) -> None:
+        """Resume everything and wait until the held sessions have ended (their client is
+        gone), so nothing they do afterwards can race what the test does next."""
+        exits = []
+        for pid in self.sessions:
+            with contextlib.suppress(ProcessLookupError):
+                exits.append(os.pidfd_open(pid))
+        for pid in [self.listener, *self.sessions]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        try:
+            pending = list(exits)
+            while pending:
+                ready, _, _ = select.select(pending, [], [], 60)
+                assert ready, f"held sshd sessions did not end: {self.sessions}"
+                pending = [fd for fd in pending if fd not in ready]
+        finally:
+            for fd in exits:
+                os.close(fd)
+
+
+def test_node_hung_at_commit_leaves_the_run_inconsistent_then_recover_rolls_back(
+    driver: Driver,
+) -> None:
     driver.ensure_one_key()
     earlier, files = issue(driver.urls), driver.snapshot()
+    node3 = HeldSshd(driver.lab, "node3")
 
-    stop_node3 = {"node3": {"released": lambda: driver.lab.lab.stop_sshd("node3")}}
-    result = driver.farm(stop_node3).rotate()
+    # node3 is armed and hangs just before it is told to commit: node1 and node2 commit,
+    # node3 never answers, so neither its commit nor its rollback can be confirmed.
+    result = driver.farm({"node3": {"release": node3.hold}}, timeout=10, hung="node3").rotate()
+    node3.let_go()
 
-    # node3 cannot be reached to undo whatever its commit did: the run stays open.
-    assert result.outcome in (Outcome.INCONSISTENT, Outcome.ROLLED_BACK)
-    driver.lab.lab.start_sshd("node3")
-    recovered = driver.farmsync("recover")
+    assert result.outcome is Outcome.INCONSISTENT, result.messages
+    assert result.host("node3").error_kind == "timeout"
+    assert driver.snapshot()["node1"] == files["node1"]  # rolled back by the run itself
+    recovered = driver.farmsync("recover", "--json")
     assert recovered.returncode == 0, recovered.stderr + recovered.stdout
+    messages = json.loads(recovered.stdout)["messages"]
+    assert any("recovered unfinished run" in m and "rolled-back" in m for m in messages)
     assert driver.snapshot() == files
     driver.assert_consistent(before=earlier)
 
@@ -196,6 +241,7 @@ def immutable(directory: Path) -> Iterator[None]:
         subprocess.run(["chattr", "-i", str(directory)], check=True)
 
 
+@pytest.mark.needs_root
 def test_read_only_config_directory_stops_the_rotation_before_any_commit(
     driver: Driver,
 ) -> None:
@@ -235,6 +281,7 @@ def full_disk(directory: Path, tmp: Path) -> Iterator[None]:
         shutil.copytree(saved, directory, symlinks=True, dirs_exist_ok=True)
 
 
+@pytest.mark.needs_root
 def test_full_disk_stops_the_rotation_before_any_commit(
     driver: Driver, tmp_path: Path
 ) -> None:

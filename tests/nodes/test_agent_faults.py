@@ -48,6 +48,8 @@ from tests.nodes.contract_cases import (
     stage,
 )
 
+pytestmark = pytest.mark.slow  # a fault suite: `make fast` leaves it out
+
 ROOT = os.geteuid() == 0
 NOBODY = 65534
 

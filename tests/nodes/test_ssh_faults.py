@@ -29,6 +29,8 @@ from farmsync.nodes.ssh import SshNode
 from farmsync.nodes.ssh_connect import map_error
 from tests.servers.sshd_fixtures import SAMPLE_WEB_CONFIG, SshdTestNode
 
+pytestmark = pytest.mark.slow  # a fault suite: `make fast` leaves it out
+
 NEW = SAMPLE_WEB_CONFIG.replace(b"0F1E2D3C", b"AAAABBBB")
 H = sha256_hex(SAMPLE_WEB_CONFIG)
 
@@ -72,8 +74,6 @@ def test_target_that_is_a_directory(sshd_node: SshdTestNode) -> None:
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 64 KiB tmpfs holding a web.config; unmounted at teardown."""
-    if os.getuid() != 0:
-        pytest.fail("the full-disk test mounts a 64 KiB tmpfs and must run as root")
     mount = tmp_path / "tiny"
     mount.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "tiny", str(mount)],
@@ -85,6 +85,7 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", str(mount)], check=True)
 
 
+@pytest.mark.needs_root
 def test_full_disk_is_reported_and_cleaned_up(sshd_node: SshdTestNode, tiny_disk: Path) -> None:
     live = tiny_disk / "web.config"
     big = SAMPLE_WEB_CONFIG + b"<!--" + b"x" * 200_000 + b"-->"
@@ -94,6 +95,7 @@ def test_full_disk_is_reported_and_cleaned_up(sshd_node: SshdTestNode, tiny_disk
     assert sorted(os.listdir(tiny_disk)) == ["web.config"]  # no staging file left behind
 
 
+@pytest.mark.needs_root
 def test_multi_file_stage_is_all_or_nothing(sshd_node: SshdTestNode, tiny_disk: Path) -> None:
     ok, full = sshd_node.config, tiny_disk / "web.config"
     big = b"<!--" + b"x" * 200_000 + b"-->"

@@ -172,8 +172,9 @@ def test_recycle_command_runs_and_reports_failure(sshd_node: SshdTestNode, tmp_p
 
 
 def test_recycle_that_times_out_closes_its_channel(sshd_node: SshdTestNode) -> None:
-    hang = RecycleSpec(RecycleKind.COMMAND, "exec sleep 3")
-    with SshNode(sshd_node.host(recycle=hang, timeout=0.5)) as node:
+    # Never ends by itself; the timeout is long enough for a loaded machine to connect first.
+    hang = RecycleSpec(RecycleKind.COMMAND, "exec sleep 600")
+    with SshNode(sshd_node.host(recycle=hang, timeout=3)) as node:
         with pytest.raises(NodeError) as err:
             node.recycle()
         assert err.value.kind is NodeErrorKind.TIMEOUT
@@ -190,18 +191,26 @@ def test_recycle_timeout_bounds_the_whole_command_not_each_line(
     chatty = RecycleSpec(
         RecycleKind.COMMAND, "for i in $(seq 50); do echo tick; sleep 0.2; done"
     )
-    with SshNode(sshd_node.host(recycle=chatty, timeout=1.5)) as node, pytest.raises(
+    with SshNode(sshd_node.host(recycle=chatty, timeout=3)) as node, pytest.raises(
         NodeError
     ) as err:
         node.recycle()
     assert err.value.kind is NodeErrorKind.TIMEOUT
 
 
-def test_recycle_output_on_stderr_cannot_stall_the_command(sshd_node: SshdTestNode) -> None:
-    # More stderr than an SSH channel window holds: unread, it would block the command.
-    noisy = RecycleSpec(RecycleKind.COMMAND, "head -c 4000000 /dev/zero >&2; echo done")
-    with SshNode(sshd_node.host(recycle=noisy, timeout=10)) as node:
+def test_recycle_output_on_stderr_cannot_stall_the_command(
+    sshd_node: SshdTestNode, tmp_path: Path
+) -> None:
+    # More stderr than an SSH channel window holds: unread, it would block the command
+    # before it reaches its last step, and recycle() would end in a timeout.
+    marker = tmp_path / "finished"
+    noisy = RecycleSpec(
+        RecycleKind.COMMAND, f"head -c 4000000 /dev/zero >&2; echo done > {marker}"
+    )
+    with SshNode(sshd_node.host(recycle=noisy, timeout=30)) as node:
         node.recycle()
+        assert node.round_trips == 1
+    assert marker.read_text() == "done\n"
 
 
 def test_stage_refuses_a_symlinked_target_instead_of_replacing_the_link(

@@ -6,7 +6,6 @@ password comes from the inventory's Secret, never from a file or the command lin
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
 import subprocess
@@ -24,11 +23,11 @@ from farmsync.nodes.contract import FileStatus
 from farmsync.nodes.ssh import SshNode
 from tests.servers.sshd_fixtures import ssh_host
 
+pytestmark = pytest.mark.needs_root  # each test creates a local account
+
 
 @pytest.fixture
 def account() -> Iterator[tuple[str, str]]:
-    if os.getuid() != 0:
-        pytest.fail("password-login tests create a local account: run them as root (as CI does)")
     name = f"fs{secrets.token_hex(4)}"
     password = secrets.token_urlsafe(18)
     subprocess.run(["useradd", "--no-create-home", "--shell", "/bin/sh", name], check=True)

@@ -13,22 +13,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from farmsync.inventory.loader import load_inventory
-from farmsync.inventory.patterns import select_hosts
+from farmsync import Farm, RolloutOptions, VaultSecret
 from farmsync.keys.machinekey import MachineKey
-from farmsync.keys.vault import VaultSecret
 from farmsync.nodes.connect import node_for
 from farmsync.nodes.contract import NodeOperations
 from farmsync.orchestration.context import FarmContext
-from farmsync.orchestration.rollout import RolloutOptions
 from farmsync.orchestration.session import NodeFactory
-from farmsync.orchestration.state import StateDir
 from farmsync.webconfig.parser import inspect_config
 
 PASSPHRASE = "correct horse battery staple"
@@ -85,6 +81,25 @@ class TestFarm:
     def backups(self, host: str) -> list[Path]:
         return sorted(self.configs[host].parent.glob("web.config.farmsync-*.bak"))
 
+    def open(
+        self,
+        options: RolloutOptions | None = None,
+        *,
+        limit: str | None = None,
+        factory: NodeFactory = node_for,
+    ) -> Farm:
+        """The farm through the library's front door; ``factory`` swaps in hooked nodes."""
+        farm = Farm.open(
+            self.inventory_path,
+            limit=limit,
+            secret=VaultSecret.from_passphrase(PASSPHRASE),
+            options=options or RolloutOptions(forks=8, timeout=20),
+            environ=self.env,
+        )
+        if factory is not node_for:
+            farm = Farm(replace(farm.ctx, factory=factory))
+        return farm
+
     def context(
         self,
         options: RolloutOptions | None = None,
@@ -92,15 +107,7 @@ class TestFarm:
         limit: str | None = None,
         factory: NodeFactory = node_for,
     ) -> FarmContext:
-        inventory = load_inventory(self.inventory_path, environ=self.env)
-        return FarmContext(
-            inventory=inventory,
-            hosts=select_hosts(inventory, limit),
-            state=StateDir(Path(self.env["FARMSYNC_STATE_DIR"]), inventory.farm),
-            vault_secret=lambda: VaultSecret.from_passphrase(PASSPHRASE),
-            options=options or RolloutOptions(forks=8, timeout=20),
-            factory=factory,
-        )
+        return self.open(options, limit=limit, factory=factory).ctx
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -1,27 +1,33 @@
 """A real controller process that stalls at a chosen point of its commit, to be SIGKILLed.
 
 Usage: python -m tests.orchestration.stalling_controller INVENTORY HOST before|after|restore:RUN
-  before: stall just before releasing HOST's commit (others already released)
+  before: stall just before releasing HOST's commit (the hosts before it released)
   after:  stall just after releasing HOST's commit (before verification and run end)
   restore:RUN: restore HOST's backups of run RUN, stalling just before they are put back
-Prints "STALLED" when it reaches the point, then sleeps until killed.
+Commits are released one host at a time, in inventory order, and each release waits for the
+node's acknowledgement, so when "STALLED" is printed every released commit has landed (or
+failed) and nothing is still in flight: what the test then sees does not depend on timing.
+Sleeps until killed.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 import time
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
 
-from farmsync.inventory.loader import load_inventory
-from farmsync.inventory.patterns import select_hosts
-from farmsync.keys.vault import VaultSecret
-from farmsync.orchestration.context import FarmContext
-from farmsync.orchestration.farm import Farm
-from farmsync.orchestration.rollout import RolloutOptions
-from farmsync.orchestration.state import StateDir
-from tests.orchestration.farmkit import hooked_factory
+from farmsync import Farm, RolloutOptions
+from farmsync.inventory.model import Host
+from farmsync.nodes.connect import node_for
+from farmsync.nodes.contract import NodeOperations
+from tests.orchestration.farmkit import HookedNode, TestFarm
+
+ACK_TIMEOUT = 60.0
 
 
 def stall() -> None:
@@ -30,20 +36,86 @@ def stall() -> None:
         time.sleep(60)
 
 
+class AckedRelease(HookedNode):
+    """A real node whose release returns only once the node acknowledged the commit."""
+
+    def __init__(self, inner: NodeOperations, stall_when: str | None):
+        super().__init__(inner, {})
+        self.stall_when = stall_when
+
+    def arm_commit(self, items: Sequence[Any], run_id: str) -> Any:
+        armed = self.inner.arm_commit(items, run_id)
+        when = self.stall_when
+
+        class Armed:
+            acked = False
+
+            def release(self) -> None:
+                if when == "before":
+                    stall()
+                armed.release()
+                armed.wait(ACK_TIMEOUT)
+                self.acked = True
+                if when == "after":
+                    stall()
+
+            def wait(self, timeout: float) -> None:
+                if not self.acked:
+                    armed.wait(timeout)
+
+            def abort(self) -> None:
+                armed.abort()
+
+        return Armed()
+
+
+# --- for the tests: start one and wait until it stalls ------------------------------------
+
+
+def run_until_stalled(farm: TestFarm, host: str, when: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.orchestration.stalling_controller",
+            str(farm.inventory_path),
+            host,
+            when,
+        ],
+        env={**os.environ, **farm.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if line.strip() != "STALLED":
+        proc.kill()
+        raise AssertionError(
+            f"controller did not stall: {line!r} {proc.stderr.read() if proc.stderr else ''}"
+        )
+    return proc
+
+
+def kill(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+
+
 def main() -> None:
     inventory_path, host, when = sys.argv[1], sys.argv[2], sys.argv[3]
-    inventory = load_inventory(inventory_path)
     restore_run = when.removeprefix("restore:") if when.startswith("restore:") else None
-    hook = "rollback" if restore_run else "release" if when == "before" else "released"
-    ctx = FarmContext(
-        inventory=inventory,
-        hosts=select_hosts(inventory, None),
-        state=StateDir(Path(os.environ["FARMSYNC_STATE_DIR"]), inventory.farm),
-        vault_secret=lambda: VaultSecret.from_env(os.environ),
-        options=RolloutOptions(forks=1, timeout=30),
-        factory=hooked_factory({host: {hook: stall}}),
-    )
-    farm = Farm(ctx)
+    assert restore_run or when in ("before", "after"), when
+
+    def factory(target: Host) -> NodeOperations:
+        if target.name != host:
+            return AckedRelease(node_for(target), None)
+        if restore_run:
+            return HookedNode(node_for(target), {"rollback": stall})
+        return AckedRelease(node_for(target), when)
+
+    opened = Farm.open(inventory_path, options=RolloutOptions(forks=1, timeout=30))
+    farm = Farm(replace(opened.ctx, factory=factory))
     result = farm.restore(host, restore_run) if restore_run else farm.rotate()
     # Never stalled: say why, for the test that waits for "STALLED".
     print(f"FINISHED {result.outcome.value}: {'; '.join(result.messages)}", flush=True)

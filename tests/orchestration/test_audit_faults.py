@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+
 from farmsync.errors import ExitCode
 from farmsync.orchestration.audit import AuditOptions, run_audit
 from farmsync.orchestration.events import NullReporter
 from tests.orchestration.farmkit import TestFarm, hooked_factory
+
+pytestmark = pytest.mark.slow  # a fault suite: `make fast` leaves it out
 
 
 def test_a_node_whose_sshd_dies_during_the_read(make_farm: Callable[..., TestFarm]) -> None:

@@ -125,11 +125,12 @@ def test_unfinished_run_is_reconstructed_per_host_and_file(journal: Journal) -> 
 
     # Recovery rolls web2 back and closes the run: nothing is left unfinished.
     journal.append(run, RunKind.ROTATE, Step.ROLLBACK, StepResult.OK, host="web2")
-    state = journal.run(run)  # type: ignore[assignment]
+    state = next(r for r in journal.runs() if r.run_id == run)
     assert state is not None and state.files[("web2", "/srv/a/web.config")].rolled_back
     journal.end_run(run, RunKind.ROTATE, StepResult.FAILED, detail="rolled back by recover")
     assert journal.unfinished_runs() == []
-    assert journal.run(run).end_detail == "rolled back by recover"  # type: ignore[union-attr]
+    ended = next(r for r in journal.runs() if r.run_id == run)
+    assert ended.end_detail == "rolled back by recover"
 
 
 def test_run_before_any_commit_has_nothing_committed(journal: Journal) -> None:

@@ -26,7 +26,7 @@ def test_root_from_xdg_then_home() -> None:
 
 
 def test_paths_and_private_directories(tmp_path: Path) -> None:
-    state = StateDir.default("web", {"FARMSYNC_STATE_DIR": str(tmp_path / "root")})
+    state = StateDir(default_state_root({"FARMSYNC_STATE_DIR": str(tmp_path / "root")}), "web")
     assert not state.farm_dir.exists()  # nothing created before ensure()
     state.ensure()
     assert state.vault == tmp_path / "root" / "web" / "vault.fsv"

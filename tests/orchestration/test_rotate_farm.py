@@ -9,10 +9,12 @@ from farmsync.keys.vault import KeyStatus, KeyVault, VaultSecret
 from farmsync.nodes.connect import node_for
 from farmsync.nodes.contract import NodeOperations
 from farmsync.orchestration.farm import Farm
+from farmsync.orchestration.journal import Journal
 from farmsync.orchestration.marker import read_marker, without_marker
 from farmsync.orchestration.result import Outcome
 from farmsync.orchestration.rollout import RolloutOptions
 from tests.orchestration.farmkit import PASSPHRASE, TestFarm
+from tests.orchestration.stalling_controller import kill, run_until_stalled
 
 
 def vault_of(farm: TestFarm) -> KeyVault:
@@ -101,8 +103,8 @@ def test_check_reads_and_plans_but_writes_nothing(make_farm: Callable[..., TestF
     for host, original in farm.originals.items():
         old_key = original.split(b'validationKey="')[1][:128].decode()
         assert all(old_key not in (d or "") for d in diffs), host
-    # --check stores nothing in the vault.
-    assert not farm.context().state.vault.exists() or vault_of(farm).entries() == []
+    # --check creates no vault (on a farm that has none yet).
+    assert not farm.context().state.vault.exists()
 
 
 def test_limit_changes_only_the_selected_hosts(make_farm: Callable[..., TestFarm]) -> None:
@@ -154,16 +156,36 @@ def test_rollback_after_the_first_rotation_returns_to_the_key_the_farm_had(
     assert entry is not None and entry.origin.value == "imported"
 
 
-def test_check_opens_no_vault_and_settles_no_earlier_run(
-    make_farm: Callable[..., TestFarm],
-) -> None:
+def test_check_creates_no_vault(make_farm: Callable[..., TestFarm]) -> None:
     farm = make_farm(ssh=1, ssh_windows=0, winrm=1)
     state = farm.context().state
 
-    Farm(farm.context(RolloutOptions(check=True))).rotate()
+    result = Farm(farm.context(RolloutOptions(check=True))).rotate()
 
+    assert result.outcome is Outcome.CHECKED
     assert not state.vault.exists()
     assert farm.files_unchanged()
+
+
+def test_check_reports_an_earlier_unfinished_run_and_settles_nothing(
+    make_farm: Callable[..., TestFarm],
+) -> None:
+    farm = make_farm(ssh=2, ssh_windows=0, winrm=0)
+    kill(run_until_stalled(farm, "web2", "before"))  # web1 on the dead run's key, web2 not
+    journal = Journal(farm.context().state.journal)
+    (earlier,) = journal.unfinished_runs()
+    mixed = {h: p.read_bytes() for h, p in farm.configs.items()}
+    assert mixed["web1"] != farm.originals["web1"] and mixed["web2"] == farm.originals["web2"]
+
+    result = Farm(farm.context(RolloutOptions(check=True))).rotate()
+
+    assert result.outcome is Outcome.CHECKED
+    assert f"unfinished run {earlier.run_id} would be settled first (not in --check)" in (
+        result.messages
+    )
+    assert [r.run_id for r in journal.unfinished_runs()] == [earlier.run_id]
+    assert {h: p.read_bytes() for h, p in farm.configs.items()} == mixed
+    assert farm.backups("web1")  # the dead run's backup is still there for recover
 
 
 def test_a_limited_rotation_says_which_hosts_it_left_out(

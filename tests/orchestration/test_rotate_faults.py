@@ -13,6 +13,8 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from farmsync.keys.vault import KeyStatus, KeyVault, VaultSecret
 from farmsync.lab.sshd import SshdNode, descendants
 from farmsync.orchestration.farm import Farm
@@ -20,6 +22,8 @@ from farmsync.orchestration.journal import Journal
 from farmsync.orchestration.result import Outcome, RunResult
 from tests.orchestration.farmkit import PASSPHRASE, TestFarm, hooked_factory
 from tests.servers.wsman_endpoint import WsmanEndpoint
+
+pytestmark = pytest.mark.slow  # a fault suite: `make fast` leaves it out
 
 
 def assert_back_on_old_keys(

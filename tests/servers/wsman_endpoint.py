@@ -110,7 +110,8 @@ class Fault:
 
     kinds: ``http`` (answer with HTTP ``status`` and no SOAP body), ``drop`` (close the
     connection without answering), ``delay`` (sleep ``seconds`` then answer normally),
-    ``quota-shells`` / ``quota-operations`` (the w:QuotaLimit fault Windows sends).
+    ``quota-shells`` / ``quota-operations`` (the w:QuotaLimit fault Windows sends),
+    ``soap`` (any other WSManFault: ``code``, ``subcode`` and ``message``).
     """
 
     kind: str
@@ -118,6 +119,9 @@ class Fault:
     count: int = 1
     status: int = 500
     seconds: float = 0.0
+    code: int = 0
+    subcode: str = ""
+    message: str = ""
 
 
 @dataclass
@@ -278,6 +282,24 @@ class WsmanEndpoint:
     def quota(self, kind: str = "shells", count: int = 1) -> None:
         """Make the next ``count`` Creates (shells) or Commands (operations) hit the quota."""
         self.add_fault(Fault(f"quota-{kind}", "Create" if kind == "shells" else "Command", count))
+
+    def soap_fault(
+        self, code: int, subcode: str, message: str, action: str | None = None, count: int = 1
+    ) -> None:
+        """Answer the next ``count`` requests with this WSManFault (HTTP 500, as Windows)."""
+        self.add_fault(
+            Fault("soap", action, count, code=code, subcode=subcode, message=message)
+        )
+
+    def forget_shells(self) -> None:
+        """Lose every shell, as a restarted WinRM service does: a request naming one then
+        gets the shell-not-found fault."""
+        with self._lock:
+            shells = list(self._shells.values())
+            self._shells.clear()
+        for shell in shells:
+            for command in shell.commands.values():
+                _kill(command)
 
     def _take_fault(self, action: str) -> Fault | None:
         with self._lock:
@@ -732,6 +754,10 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if fault.kind == "delay":
                 time.sleep(fault.seconds)
+            if fault.kind == "soap":
+                soap = SoapFault(fault.subcode, fault.code, fault.message)
+                self._answer(soap.status, _fault_envelope(soap, message_id, endpoint.machine))
+                return
             if fault.kind.startswith("quota-"):
                 soap = (
                     _quota_shells(endpoint.max_shells_per_user)

@@ -67,14 +67,14 @@ def audit_command(
     @click.option(
         "-f",
         "--forks",
-        default=50,
+        default=AuditOptions.forks,
         show_default=True,
         type=click.IntRange(1, 10000),
         help="How many nodes to read at once.",
     )
     @click.option(
         "--timeout",
-        default=60.0,
+        default=AuditOptions.timeout,
         show_default=True,
         type=click.FloatRange(1, 3600),
         help="Longest wait for one node (caps farmsync_timeout).",

@@ -8,12 +8,10 @@ from pathlib import Path
 from farmsync.cli.printable import printable
 from farmsync.cli.secret import vault_secret_source
 from farmsync.inventory.loader import load_inventory
-from farmsync.inventory.paths import require_controller_files
-from farmsync.inventory.patterns import select_hosts
 from farmsync.orchestration.context import FarmContext
 from farmsync.orchestration.events import Reporter
+from farmsync.orchestration.farm import Farm
 from farmsync.orchestration.rollout import RolloutOptions
-from farmsync.orchestration.state import StateDir, default_state_root
 
 
 def build_context(
@@ -29,15 +27,12 @@ def build_context(
         where = f"{warning.source}:{warning.line}" if warning.line else warning.source
         text = printable(f"{where}: {warning.message}")
         print(f"farmsync: warning: {text}", file=sys.stderr, flush=True)
-    require_controller_files(inventory)  # a missing key file is bad input, named, exit 2
-    hosts = select_hosts(inventory, limit)
-    state = StateDir(state_dir or default_state_root(), inventory.farm)
-    return FarmContext(
-        inventory=inventory,
-        hosts=hosts,
-        state=state,
+    return Farm.open(
+        inventory,
+        limit=limit,
+        state_dir=state_dir,
         # The secret is read only by commands that open the vault, and only then.
-        vault_secret=vault_secret_source(vault_key_file),
+        secret=vault_secret_source(vault_key_file),
         options=options,
         reporter=reporter,
-    )
+    ).ctx

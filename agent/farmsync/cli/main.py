@@ -26,6 +26,7 @@ from farmsync.orchestration.result import RunResult
 from farmsync.orchestration.rollout import RolloutOptions
 
 INVENTORY_ENV = "FARMSYNC_INVENTORY"
+DEFAULTS = RolloutOptions()  # the one place the run options' defaults are defined
 
 
 class FarmsyncGroup(click.Group):
@@ -200,7 +201,7 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "-f",
             "--forks",
-            default=50,
+            default=DEFAULTS.forks,
             show_default=True,
             type=click.IntRange(1, 10000),
             help="How many nodes to work on at once.",
@@ -210,7 +211,7 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout."),
         click.option(
             "--timeout",
-            default=60.0,
+            default=DEFAULTS.timeout,
             show_default=True,
             type=click.FloatRange(1, 3600),
             help="Seconds to wait for one node's commit.",
@@ -218,7 +219,7 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--no-recycle", is_flag=True, help="Do not recycle after a change."),
         click.option(
             "--keep-backups",
-            default=10,
+            default=DEFAULTS.keep_backups,
             show_default=True,
             type=click.IntRange(1, 1000),
             help="Backups kept per file on each node.",
@@ -438,9 +439,9 @@ def restore(
         check=check,
         diff=False,
         as_json=as_json,
-        timeout=60.0,
+        timeout=DEFAULTS.timeout,
         no_recycle=no_recycle,
-        keep_backups=10,
+        keep_backups=DEFAULTS.keep_backups,
         state_dir=state_dir,
         vault_key_file=None,
         wait=0.0,

@@ -2,7 +2,7 @@
 
 from farmsync.inventory.describe import HostSummary, describe_inventory
 from farmsync.inventory.durations import format_duration, parse_duration
-from farmsync.inventory.loader import load_inventory, resolve_inventory_path
+from farmsync.inventory.loader import load_inventory
 from farmsync.inventory.model import Host, Inventory, InventoryWarning
 from farmsync.inventory.patterns import select_hosts
 from farmsync.inventory.variables import variables_reference_markdown
@@ -16,7 +16,6 @@ __all__ = [
     "format_duration",
     "load_inventory",
     "parse_duration",
-    "resolve_inventory_path",
     "select_hosts",
     "variables_reference_markdown",
 ]

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+# Connection and command timeout of one node (farmsync_timeout), in seconds.
+DEFAULT_NODE_TIMEOUT = 30.0
+
 
 class Secret:
     """A password or passphrase. Its repr and str never show the value."""
@@ -103,7 +106,7 @@ class Host:
     policy: Policy = field(default_factory=Policy)
     ssh: SshSettings = field(default_factory=SshSettings)
     winrm: WinrmSettings = field(default_factory=WinrmSettings)
-    timeout: float = 30.0
+    timeout: float = DEFAULT_NODE_TIMEOUT
     groups: tuple[str, ...] = ()
     source_line: int | None = None
     variables: Mapping[str, Any] = field(default_factory=dict, repr=False)
@@ -123,3 +126,9 @@ class Inventory:
     hosts: Mapping[str, Host]  # in file order
     groups: Mapping[str, tuple[str, ...]]  # group -> host names, 'all' and 'ungrouped' included
     warnings: tuple[InventoryWarning, ...] = ()
+
+    @property
+    def policy(self) -> Policy:
+        """The farm's one key policy: the loader refuses hosts that do not share it."""
+        first = next(iter(self.hosts.values()), None)
+        return first.policy if first is not None else Policy()

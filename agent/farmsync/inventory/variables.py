@@ -30,7 +30,15 @@ from farmsync.algorithms import (
 )
 from farmsync.errors import InputError
 from farmsync.inventory.durations import parse_duration
-from farmsync.inventory.model import Policy, RecycleKind, RecycleSpec, Secret, Shell, Transport
+from farmsync.inventory.model import (
+    DEFAULT_NODE_TIMEOUT,
+    Policy,
+    RecycleKind,
+    RecycleSpec,
+    Secret,
+    Shell,
+    Transport,
+)
 
 FARMSYNC_PREFIX = "farmsync_"
 
@@ -42,24 +50,6 @@ class VariableError(Exception):
         super().__init__(message)
         self.message = message
         self.line = line
-
-
-class LineDict(dict[Any, Any]):
-    """A YAML mapping as the loader builds it: a dict that remembers each key's line."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.key_lines: dict[Any, int] = {}
-        self.start_line: int | None = None
-
-
-class LineList(list[Any]):
-    """A YAML sequence that remembers each item's line."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.item_lines: list[int] = []
-        self.start_line: int | None = None
 
 
 @dataclass(frozen=True)
@@ -542,8 +532,8 @@ _TABLE: tuple[Variable, ...] = (
         "Allow Basic authentication over plain HTTP (refused otherwise).", _boolean,
     ),
     Variable(
-        "farmsync_timeout", "seconds", 30.0, "Connection and command timeout.", _positive_number,
-        default_doc="30",
+        "farmsync_timeout", "seconds", DEFAULT_NODE_TIMEOUT, "Connection and command timeout.",
+        _positive_number, default_doc=f"{DEFAULT_NODE_TIMEOUT:g}",
     ),
 )
 

@@ -37,7 +37,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from farmsync.errors import InputError, VaultError, state_writes
+from farmsync.errors import VaultError, state_writes
 from farmsync.fsutil import atomic_write_private
 from farmsync.keys.machinekey import MachineKey
 
@@ -380,21 +380,6 @@ class KeyVault:
             if entry.fingerprint == fingerprint:
                 return entry
         return None
-
-    def lookup(self, prefix: str) -> VaultEntry:
-        """The one entry whose fingerprint is or starts with ``prefix`` (for the CLI)."""
-        exact = self.find(prefix)
-        if exact is not None:
-            return exact
-        matches = [e for e in self._entries if prefix and e.fingerprint.startswith(prefix)]
-        if len(matches) == 1:
-            return matches[0]
-        if not matches:
-            raise InputError(f"no key with fingerprint {prefix!r} in the vault of {self.farm}")
-        raise InputError(
-            f"fingerprint {prefix!r} is ambiguous: "
-            + ", ".join(e.fingerprint for e in matches)
-        )
 
     def current(self) -> VaultEntry | None:
         """The active key, if the farm has one yet."""

@@ -35,6 +35,8 @@ MAX_FILE_BYTES = MAX_CONFIG_BYTES
 STAGE_SUFFIX = ".farmsync-{run_id}.new"
 BACKUP_SUFFIX = ".farmsync-{run_id}.bak"
 DEFAULT_BACKUP_RETENTION = 10
+# Seconds to wait for one node's commit acknowledgement (--timeout).
+DEFAULT_COMMIT_TIMEOUT = 60.0
 
 
 def staging_path(path: str, run_id: str) -> str:
@@ -191,7 +193,9 @@ class NodeOperations(ABC):
         ``backup_path`` and atomically replace the live file with the staging file.
         """
 
-    def commit(self, items: Sequence[CommitItem], run_id: str, timeout: float = 60.0) -> None:
+    def commit(
+        self, items: Sequence[CommitItem], run_id: str, timeout: float = DEFAULT_COMMIT_TIMEOUT
+    ) -> None:
         armed = self.arm_commit(items, run_id)
         armed.release()
         armed.wait(timeout)

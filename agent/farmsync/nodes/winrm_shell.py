@@ -455,13 +455,16 @@ def _connection(
 
 def _ssl_reason(exc: requests.exceptions.SSLError) -> str:
     text = str(exc)
-    for marker in ("CERTIFICATE_VERIFY_FAILED", "WRONG_VERSION_NUMBER", "hostname mismatch"):
-        if marker in text:
-            if marker == "CERTIFICATE_VERIFY_FAILED":
-                return "the server certificate is not trusted (certificate verify failed)"
-            if marker == "WRONG_VERSION_NUMBER":
-                return "the server does not speak TLS on this port"
-            return "the server certificate does not match the host name"
+    # A name mismatch is also a CERTIFICATE_VERIFY_FAILED: test for it first. OpenSSL 3 says
+    # "Hostname mismatch" or "IP address mismatch".
+    if "hostname mismatch" in text.lower() or "ip address mismatch" in text.lower():
+        return "the server certificate does not match the host name"
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return "the server certificate is not trusted (certificate verify failed)"
+    if "WRONG_VERSION_NUMBER" in text:
+        return "the server does not speak TLS on this port"
+    if any(m in text for m in ("HANDSHAKE_FAILURE", "PROTOCOL_VERSION", "UNSUPPORTED_PROTOCOL")):
+        return "handshake failed (no TLS version or cipher in common with the server)"
     return "handshake failed"
 
 

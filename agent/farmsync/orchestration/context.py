@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from farmsync.errors import InputError
 from farmsync.inventory.model import Host, Inventory, Policy
 from farmsync.keys.vault import VaultSecret
 from farmsync.nodes.connect import node_for
@@ -32,10 +31,4 @@ class FarmContext:
         return self.inventory.farm
 
     def policy(self) -> Policy:
-        policies = {h.policy for h in self.hosts}
-        if len(policies) > 1:
-            raise InputError(
-                "hosts of one farm must share one farmsync_policy",
-                source=self.inventory.path,
-            )
-        return next(iter(policies)) if policies else Policy()
+        return self.inventory.policy  # one per farm: the inventory loader checks that

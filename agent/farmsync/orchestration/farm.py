@@ -8,19 +8,27 @@ the rollout and nowhere else.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Mapping, Sequence
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from farmsync.errors import FarmsyncError, InputError
 from farmsync.inventory.durations import format_duration
-from farmsync.inventory.model import RecycleKind
+from farmsync.inventory.loader import load_inventory
+from farmsync.inventory.model import Host, Inventory, RecycleKind
+from farmsync.inventory.paths import require_controller_files
+from farmsync.inventory.patterns import select_hosts
+from farmsync.keys.disclosed import DisclosedKeys
 from farmsync.keys.generate import generate_key
 from farmsync.keys.machinekey import MachineKey
-from farmsync.keys.vault import KeyVault, VaultEntry
+from farmsync.keys.vault import KeyVault, VaultEntry, VaultSecret
 from farmsync.nodes.contract import backup_path
 from farmsync.orchestration import interrupt
+from farmsync.orchestration.audit import AuditOptions, AuditReport, run_audit
 from farmsync.orchestration.context import FarmContext
+from farmsync.orchestration.events import NullReporter, Reporter
 from farmsync.orchestration.interrupt_report import explain_interrupt
 from farmsync.orchestration.journal import (
     Journal,
@@ -51,19 +59,63 @@ from farmsync.orchestration.result import (
     Outcome,
     RunResult,
 )
-from farmsync.orchestration.rollout import Rollout
+from farmsync.orchestration.rollout import Rollout, RolloutOptions
 from farmsync.orchestration.session import FarmSession
 from farmsync.orchestration.staged import clear_staged_runs
+from farmsync.orchestration.state import StateDir, default_state_root
 from farmsync.orchestration.survey import NodeReport, survey
 from farmsync.orchestration.vaultstate import settle_key
 
 
 class Farm:
+    """One farm's commands. ``Farm.open`` is the front door; ``Farm(ctx)`` takes a context
+    assembled by hand (tests that swap the node factory, benchmarks)."""
+
     def __init__(self, ctx: FarmContext):
         self.ctx = ctx
         self.notes: list[str] = []  # said once at the top of the result (a vault created)
         self.unfinished: list[RunState] = []  # with --check: the runs a real run would settle
         self.journal_notes: list[str] = []  # what the journal's last read could not use
+
+    @classmethod
+    def open(
+        cls,
+        inventory: str | os.PathLike[str] | Inventory,
+        *,
+        limit: str | None = None,
+        state_dir: str | os.PathLike[str] | None = None,
+        secret: VaultSecret | Callable[[], VaultSecret] | None = None,
+        options: RolloutOptions | None = None,
+        reporter: Reporter | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> Farm:
+        """Load and check ``inventory`` (a file, or an Inventory already loaded) and select
+        ``limit`` (an Ansible host pattern).
+
+        Defaults are the command line's: state under ``$FARMSYNC_STATE_DIR`` (else the XDG
+        state directory), the vault secret from ``$FARMSYNC_VAULT_KEY_FILE`` or
+        ``$FARMSYNC_VAULT_PASSPHRASE``, read only when a command opens the vault. ``environ``
+        (default ``os.environ``) is where those and the inventory's password variables are
+        looked up. Raises InputError for a bad inventory, a controller-side file it names
+        that is missing, or a pattern matching nothing; nothing is contacted.
+        """
+        env = os.environ if environ is None else environ
+        if isinstance(inventory, Inventory):
+            loaded = inventory
+        else:
+            loaded = load_inventory(inventory, environ=env)
+        require_controller_files(loaded)  # a missing key or CA file is bad input, named
+        hosts = select_hosts(loaded, limit)
+        root = Path(state_dir) if state_dir is not None else default_state_root(env)
+        ctx = FarmContext(
+            inventory=loaded,
+            hosts=hosts,
+            state=StateDir(root, loaded.farm),
+            vault_secret=_secret_reader(secret, env),
+            options=options or RolloutOptions(),
+            reporter=reporter or NullReporter(),
+        )
+        return cls(ctx)
 
     # --- the commands --------------------------------------------------------------------
     def rotate(
@@ -127,6 +179,21 @@ class Farm:
                 journal, run_id, RunKind.ROTATE, key, store, settle, owner=owner
             )
             return self._with_recovered(_unstored_key(result), recovered)
+
+    def audit(
+        self, options: AuditOptions | None = None, *, disclosed: DisclosedKeys | None = None
+    ) -> AuditReport:
+        """Read every node and judge the keys it uses (read-only: no lock, no vault)."""
+        ctx = self.ctx
+        return run_audit(
+            ctx.farm,
+            ctx.hosts,
+            ctx.state.journal,
+            options or AuditOptions(),
+            ctx.reporter,
+            disclosed=disclosed,
+            factory=ctx.factory,
+        )
 
     def sync(self) -> RunResult:
         """Put the vault's active key on every node that lacks it (no new key)."""
@@ -243,89 +310,69 @@ class Farm:
         ctx = self.ctx
         run_id = new_run_id()
         with self._locked(run_id, RunKind.RESTORE) as (journal, recovered):
-            host = ctx.inventory.hosts.get(host_name)
-            if host is None:
-                close = difflib.get_close_matches(host_name, list(ctx.inventory.hosts), n=3)
-                hint = f" (did you mean {' or '.join(close)}?)" if close else ""
-                raise InputError(f"no host {host_name!r} in the inventory{hint}", source="--host")
-            hosts = [host]
+            host = self._restore_host(host_name)
             result = RunResult(run_id, RunKind.RESTORE, ctx.farm, Outcome.UNCHANGED)
-            recorder = RunRecorder(journal, run_id, RunKind.RESTORE)
-            with FarmSession(hosts, forks=1, reporter=ctx.reporter, factory=ctx.factory) as session:
+            session = FarmSession([host], forks=1, reporter=ctx.reporter, factory=ctx.factory)
+            with session:
                 if session.failures:
                     result.outcome = Outcome.NOT_STARTED
                     result.messages.extend(str(e) for e in session.failures.values())
                     return self._with_recovered(result, recovered)
-                node = session.nodes[host.name]
-                backups = node.list_backups(list(host.root_configs))
-                paths = [p for p, runs in backups.items() if backup_run in runs]
-                if not paths:
-                    raise InputError(
-                        f"{host.name} has no backup from run {backup_run!r}", source="--run"
-                    )
-                before = survey(
-                    session.nodes, session.hosts, {host.name: paths}, forks=1, reporter=ctx.reporter
-                )[host.name]
+                paths = _paths_backed_up_by(session, host, backup_run)
+                before = self._read_files(session, host, paths)
                 if ctx.options.check:
-                    # What would go back: each file's key now and in the run's backup.
-                    saved = survey(
-                        session.nodes,
-                        session.hosts,
-                        {host.name: [backup_path(p, backup_run) for p in paths]},
-                        forks=1,
-                        reporter=ctx.reporter,
-                    )[host.name]
-                    host_result = result.host(host.name)
-                    host_result.status = HostStatus.WOULD_CHANGE
-                    for old, backup in zip(before.files, saved.files, strict=True):
-                        host_result.files.append(
-                            FileResult(
-                                old.path,
-                                FileStatus.WOULD_CHANGE,
-                                old.fingerprint if old.explicit else None,
-                                backup.fingerprint if backup.explicit else None,
-                                old_autogenerate=old.fingerprint is not None and not old.explicit,
-                            )
-                        )
-                    result.outcome = Outcome.CHECKED
-                    result.summary = (
-                        f"would put back {host.name}'s files from before run {backup_run} "
-                        "(the backups that run made)"
-                    )
+                    backups = [backup_path(p, backup_run) for p in paths]
+                    saved = self._read_files(session, host, backups)
+                    _report_would_restore(result, host.name, before, saved, backup_run)
                     return self._with_recovered(result, recovered)
-                journal.start_run(
-                    run_id,
-                    RunKind.RESTORE,
-                    hosts={host.name: paths},
-                    detail=f"restore backups of run {backup_run}",
-                )
-                recorder.host(Step.ROLLBACK, host.name, StepResult.STARTED)
-                node.rollback(paths, backup_run)
-                after = survey(
-                    session.nodes, session.hosts, {host.name: paths}, forks=1, reporter=ctx.reporter
-                )[host.name]
-                recorder.host(Step.ROLLBACK, host.name, StepResult.OK)
-                recycled = ctx.options.recycle and host.recycle.kind is not RecycleKind.NONE
-                if recycled:
-                    node.recycle()  # the running application must read the restored file
-                recorder.end(Outcome.CHANGED)
-            host_result = result.host(host.name)
-            host_result.recycled = recycled
-            host_result.status = HostStatus.CHANGED
-            now = {f.path: f.fingerprint for f in after.files}  # empty if the read-back failed
-            for old in before.files:
-                host_result.files.append(
-                    FileResult(old.path, FileStatus.CHANGED, old.fingerprint, now.get(old.path))
-                )
-            result.outcome = Outcome.CHANGED
-            result.summary = (
-                f"{host.name} is back on its files from before run {backup_run} "
-                "(the backups that run made)"
-            )
+                after, recycled = self._put_back(session, journal, run_id, host, paths, backup_run)
+            _report_restored(result, host.name, before, after, recycled, backup_run)
             warning = self._mixed_after_restore(host.name, after)
             if warning is not None:
                 result.messages.append(warning)
             return self._with_recovered(result, recovered)
+
+    def _restore_host(self, host_name: str) -> Host:
+        inventory = self.ctx.inventory
+        host = inventory.hosts.get(host_name)
+        if host is None:
+            close = difflib.get_close_matches(host_name, list(inventory.hosts), n=3)
+            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+            raise InputError(f"no host {host_name!r} in the inventory{hint}", source="--host")
+        return host
+
+    def _read_files(self, session: FarmSession, host: Host, paths: list[str]) -> NodeReport:
+        return survey(
+            session.nodes, session.hosts, {host.name: paths}, forks=1, reporter=self.ctx.reporter
+        )[host.name]
+
+    def _put_back(
+        self,
+        session: FarmSession,
+        journal: Journal,
+        run_id: str,
+        host: Host,
+        paths: list[str],
+        backup_run: str,
+    ) -> tuple[NodeReport, bool]:
+        """Journal, roll the node back to the run's backups, read them back, recycle."""
+        recorder = RunRecorder(journal, run_id, RunKind.RESTORE)
+        journal.start_run(
+            run_id,
+            RunKind.RESTORE,
+            hosts={host.name: paths},
+            detail=f"restore backups of run {backup_run}",
+        )
+        node = session.nodes[host.name]
+        recorder.host(Step.ROLLBACK, host.name, StepResult.STARTED)
+        node.rollback(paths, backup_run)
+        after = self._read_files(session, host, paths)
+        recorder.host(Step.ROLLBACK, host.name, StepResult.OK)
+        recycled = self.ctx.options.recycle and host.recycle.kind is not RecycleKind.NONE
+        if recycled:
+            node.recycle()  # the running application must read the restored file
+        recorder.end(Outcome.CHANGED)
+        return after, recycled
 
     def _marker_note(self, reports: Mapping[str, NodeReport]) -> str | None:
         """recover reads the farm markers too: say when this vault is behind the farm, which
@@ -431,8 +478,31 @@ class Farm:
             return None
         return KeyVault.open(ctx.state.vault, ctx.vault_secret())
 
-    def _locked(self, run_id: str, kind: RunKind, accept: Sequence[str] = ()) -> _LockedRun:
-        return _LockedRun(self, run_id, kind, accept)
+    @contextmanager
+    def _locked(
+        self, run_id: str, kind: RunKind, accept: Sequence[str] = ()
+    ) -> Iterator[tuple[Journal, list[RunResult]]]:
+        """Lock the farm, settle what a dead controller left, hand over the journal."""
+        ctx = self.ctx
+        ctx.state.ensure()
+        lock = FarmLock(ctx.state.lock, ctx.farm, command=f"{ctx.command} {kind}")
+        acquire_waiting(lock, ctx.lock_wait, ctx.reporter)
+        try:
+            lock.set_run_id(run_id)
+            journal = Journal(ctx.state.journal)
+            if ctx.options.check:
+                # --check changes nothing, not even to settle an earlier run: say so instead.
+                self.unfinished = journal.unfinished_runs()
+                recovered = [
+                    RunResult(state.run_id, RunKind(state.kind), ctx.farm, Outcome.CHECKED)
+                    for state in self.unfinished
+                ]
+            else:
+                recovered = recover_runs(journal, ctx, run_id, accept)
+            self.journal_notes = _journal_notes(journal, kind)
+            yield journal, recovered
+        finally:
+            lock.release()
 
     def _with_recovered(self, result: RunResult, recovered: Sequence[RunResult]) -> RunResult:
         earlier_lines: list[str] = []
@@ -446,42 +516,71 @@ class Farm:
         return result
 
 
-class _LockedRun:
-    """Lock the farm, recover what a dead controller left, hand over the journal."""
+def _secret_reader(
+    secret: VaultSecret | Callable[[], VaultSecret] | None, environ: Mapping[str, str]
+) -> Callable[[], VaultSecret]:
+    """The vault secret as the context takes it: read when a command opens the vault."""
+    if isinstance(secret, VaultSecret):
+        given = secret
+        return lambda: given
+    if secret is not None:
+        return secret
+    return lambda: VaultSecret.from_env(environ)
 
-    def __init__(self, farm: Farm, run_id: str, kind: RunKind, accept: Sequence[str] = ()):
-        self.farm = farm
-        self.run_id = run_id
-        self.kind = kind
-        self.accept = accept
-        self.lock: FarmLock | None = None
 
-    def __enter__(self) -> tuple[Journal, list[RunResult]]:
-        ctx = self.farm.ctx
-        ctx.state.ensure()
-        self.lock = FarmLock(ctx.state.lock, ctx.farm, command=f"{ctx.command} {self.kind}")
-        acquire_waiting(self.lock, ctx.lock_wait, ctx.reporter)
-        try:
-            self.lock.set_run_id(self.run_id)
-            journal = Journal(ctx.state.journal)
-            if ctx.options.check:
-                # --check changes nothing, not even to settle an earlier run: say so instead.
-                self.farm.unfinished = journal.unfinished_runs()
-                recovered = [
-                    RunResult(state.run_id, RunKind(state.kind), ctx.farm, Outcome.CHECKED)
-                    for state in journal.unfinished_runs()
-                ]
-            else:
-                recovered = recover_runs(journal, ctx, self.run_id, self.accept)
-            self.farm.journal_notes = _journal_notes(journal, self.kind)
-        except BaseException:
-            self.lock.release()
-            raise
-        return journal, recovered
+def _paths_backed_up_by(session: FarmSession, host: Host, backup_run: str) -> list[str]:
+    """The host's managed files that have a backup from ``backup_run``."""
+    backups = session.nodes[host.name].list_backups(list(host.root_configs))
+    paths = [p for p, runs in backups.items() if backup_run in runs]
+    if not paths:
+        raise InputError(f"{host.name} has no backup from run {backup_run!r}", source="--run")
+    return paths
 
-    def __exit__(self, *exc: object) -> None:
-        if self.lock is not None:
-            self.lock.release()
+
+def _report_would_restore(
+    result: RunResult, host_name: str, before: NodeReport, saved: NodeReport, backup_run: str
+) -> None:
+    """--check: each file's key now and in the run's backup."""
+    host_result = result.host(host_name)
+    host_result.status = HostStatus.WOULD_CHANGE
+    for old, backup in zip(before.files, saved.files, strict=True):
+        host_result.files.append(
+            FileResult(
+                old.path,
+                FileStatus.WOULD_CHANGE,
+                old.fingerprint if old.explicit else None,
+                backup.fingerprint if backup.explicit else None,
+                old_autogenerate=old.fingerprint is not None and not old.explicit,
+            )
+        )
+    result.outcome = Outcome.CHECKED
+    result.summary = (
+        f"would put back {host_name}'s files from before run {backup_run} "
+        "(the backups that run made)"
+    )
+
+
+def _report_restored(
+    result: RunResult,
+    host_name: str,
+    before: NodeReport,
+    after: NodeReport,
+    recycled: bool,
+    backup_run: str,
+) -> None:
+    host_result = result.host(host_name)
+    host_result.recycled = recycled
+    host_result.status = HostStatus.CHANGED
+    now = {f.path: f.fingerprint for f in after.files}  # empty if the read-back failed
+    for old in before.files:
+        host_result.files.append(
+            FileResult(old.path, FileStatus.CHANGED, old.fingerprint, now.get(old.path))
+        )
+    result.outcome = Outcome.CHANGED
+    result.summary = (
+        f"{host_name} is back on its files from before run {backup_run} "
+        "(the backups that run made)"
+    )
 
 
 def _vault_saves(vault: Path) -> int:

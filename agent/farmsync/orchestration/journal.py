@@ -331,12 +331,6 @@ class Journal:
         """Runs with a run-start and no run-end, oldest first."""
         return [r for r in self.runs() if not r.finished]
 
-    def run(self, run_id: str) -> RunState | None:
-        for r in self.runs():
-            if r.run_id == run_id:
-                return r
-        return None
-
 
 def _encode(record: Mapping[str, object]) -> bytes:
     return (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode()

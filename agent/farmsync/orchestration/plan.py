@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from farmsync.errors import ConfigFileError, FarmsyncError, InputError, NodeError, NodeErrorKind
 from farmsync.inventory.model import Host
-from farmsync.keys.machinekey import MachineKey, framework_of_path, validate_key
+from farmsync.keys.machinekey import MachineKey
 from farmsync.nodes.contract import CommitItem, StageItem, sha256_hex
 from farmsync.orchestration.marker import Marker, with_marker
 from farmsync.orchestration.recorder import FileHashes
@@ -23,7 +23,7 @@ from farmsync.orchestration.result import (
     HostStatus,
     RunResult,
 )
-from farmsync.orchestration.survey import FileCondition, NodeReport
+from farmsync.orchestration.survey import FileCondition, FileReport, NodeReport
 from farmsync.webconfig.diff import masked_diff
 from farmsync.webconfig.editor import apply_machine_key
 
@@ -82,18 +82,31 @@ def make_plan(
     """Work out every file's new content; record per-file expectations in ``result``.
 
     A file whose key changes also gets ``marker`` (the farm marker), in the same bytes."""
-    plan = Plan()
-    target = key.fingerprint()
     pending = HostStatus.WOULD_CHANGE if check else HostStatus.PENDING
-    file_pending = FileStatus(pending.value)
+    planner = _Planner(key, pending, diff, marker)
     for host in hosts:
-        report = reports[host.name]
-        host_result = result.host(host.name)
+        planner.plan_host(host, reports[host.name], result.host(host.name))
+    return planner.plan
+
+
+class _Planner:
+    """One plan being made: the key, the marker, and how changes are labelled and shown."""
+
+    def __init__(self, key: MachineKey, pending: HostStatus, diff: bool, marker: Marker | None):
+        self.plan = Plan()
+        self.key = key
+        self.target = key.fingerprint()
+        self.pending = pending
+        self.file_pending = FileStatus(pending.value)
+        self.diff = diff
+        self.marker = marker
+
+    def plan_host(self, host: Host, report: NodeReport, host_result: HostResult) -> None:
         host_result.status = HostStatus.UNCHANGED
         if not report.present():
             _blame(
                 host_result,
-                plan,
+                self.plan,
                 NodeError(
                     host.name,
                     NodeErrorKind.NOT_FOUND,
@@ -101,81 +114,90 @@ def make_plan(
                     phase="read",
                 ),
             )
-            continue
+            return
         changes: list[FileChange] = []
         for file in report.files:
-            source = f"{host.name}:{file.path}"
-            if file.condition is FileCondition.MISSING:
-                host_result.files.append(FileResult(file.path, FileStatus.MISSING))
-                continue
-            if file.condition is FileCondition.UNREADABLE:
-                _blame(
-                    host_result,
-                    plan,
-                    NodeError(
-                        host.name,
-                        file.error_kind or NodeErrorKind.REMOTE,
-                        file.error or "unreadable",
-                        phase="read",
-                        path=file.path,
-                    ),
-                )
-                continue
-            if file.condition in (FileCondition.MALFORMED, FileCondition.ENCRYPTED):
-                plan.bad_input = True
-                _blame(
-                    host_result,
-                    plan,
-                    ConfigFileError(
-                        file.error or "not editable", source=source, line=file.error_line
-                    ),
-                )
-                continue
-            assert file.content is not None and file.sha256 is not None
-            if file.fingerprint is not None:
-                plan.old_fingerprints.add(file.fingerprint)
-                old_key = file.key
-                if old_key is not None and old_key.is_explicit:
-                    plan.old_keys[file.fingerprint] = old_key
-            try:
-                validate_key(key, framework_of_path(file.path), source=source)
-                new = apply_machine_key(file.content, key, source)
-            except InputError as exc:
-                plan.bad_input = True
-                _blame(host_result, plan, exc)
-                continue
-            if new == file.content:
-                host_result.files.append(
-                    FileResult(
-                        file.path,
-                        FileStatus.UNCHANGED,
-                        _shown(file.fingerprint, file.explicit),
-                        target,
-                        old_autogenerate=not file.explicit,
-                    )
-                )
-                continue
-            if marker is not None:
-                new = with_marker(new, marker, source)
-            changes.append(
-                FileChange(file.path, file.sha256, file.fingerprint, new, sha256_hex(new))
-            )
-            shown = masked_diff(file.content, new, source) if diff else None
+            change = self.plan_file(host.name, file, host_result)
+            if change is not None:
+                changes.append(change)
+        if changes:
+            self.plan.changes[host.name] = changes
+            if host_result.status is not HostStatus.FAILED:
+                host_result.status = self.pending
+
+    def plan_file(
+        self, host_name: str, file: FileReport, host_result: HostResult
+    ) -> FileChange | None:
+        """One file's change, or None when it needs none or cannot take one (then blamed)."""
+        plan = self.plan
+        if file.condition is FileCondition.MISSING:
+            host_result.files.append(FileResult(file.path, FileStatus.MISSING))
+            return None
+        source = f"{host_name}:{file.path}"
+        problem = _unusable(host_name, source, file)
+        if problem is not None:
+            plan.bad_input = plan.bad_input or isinstance(problem, ConfigFileError)
+            _blame(host_result, plan, problem)
+            return None
+        assert file.content is not None and file.sha256 is not None
+        _remember_old_key(plan, file)
+        try:
+            # The editor is the one gate for the key: it checks it against the file's framework.
+            new = apply_machine_key(file.content, self.key, source)
+        except InputError as exc:
+            plan.bad_input = True
+            _blame(host_result, plan, exc)
+            return None
+        old_shown = _shown(file.fingerprint, file.explicit)
+        if new == file.content:
             host_result.files.append(
                 FileResult(
                     file.path,
-                    file_pending,
-                    _shown(file.fingerprint, file.explicit),
-                    target,
-                    shown,
+                    FileStatus.UNCHANGED,
+                    old_shown,
+                    self.target,
                     old_autogenerate=not file.explicit,
                 )
             )
-        if changes:
-            plan.changes[host.name] = changes
-            if host_result.status is not HostStatus.FAILED:
-                host_result.status = pending
-    return plan
+            return None
+        if self.marker is not None:
+            new = with_marker(new, self.marker, source)
+        shown = masked_diff(file.content, new, source) if self.diff else None
+        host_result.files.append(
+            FileResult(
+                file.path,
+                self.file_pending,
+                old_shown,
+                self.target,
+                shown,
+                old_autogenerate=not file.explicit,
+            )
+        )
+        return FileChange(file.path, file.sha256, file.fingerprint, new, sha256_hex(new))
+
+
+def _unusable(host_name: str, source: str, file: FileReport) -> FarmsyncError | None:
+    """Why a file that exists cannot be planned: unreadable, malformed or encrypted."""
+    if file.condition is FileCondition.UNREADABLE:
+        return NodeError(
+            host_name,
+            file.error_kind or NodeErrorKind.REMOTE,
+            file.error or "unreadable",
+            phase="read",
+            path=file.path,
+        )
+    if file.condition in (FileCondition.MALFORMED, FileCondition.ENCRYPTED):
+        return ConfigFileError(file.error or "not editable", source=source, line=file.error_line)
+    return None
+
+
+def _remember_old_key(plan: Plan, file: FileReport) -> None:
+    """The key a file holds before the change (a first rotation records it for rollback)."""
+    if file.fingerprint is None:
+        return
+    plan.old_fingerprints.add(file.fingerprint)
+    if file.key is not None and file.key.is_explicit:
+        plan.old_keys[file.fingerprint] = file.key
 
 
 def _shown(fingerprint: str | None, explicit: bool) -> str | None:

@@ -17,7 +17,12 @@ from typing import TypeVar
 from farmsync.errors import FarmsyncError, NodeError, NodeErrorKind, describe_error
 from farmsync.inventory.model import Host, RecycleKind
 from farmsync.keys.machinekey import MachineKey
-from farmsync.nodes.contract import ArmedCommit, NodeOperations
+from farmsync.nodes.contract import (
+    DEFAULT_BACKUP_RETENTION,
+    DEFAULT_COMMIT_TIMEOUT,
+    ArmedCommit,
+    NodeOperations,
+)
 from farmsync.orchestration import interrupt
 from farmsync.orchestration.events import Event, Phase, Reporter, Status
 from farmsync.orchestration.identity import identity_problems
@@ -34,14 +39,18 @@ from farmsync.orchestration.survey import FileReport, NodeReport, survey
 T = TypeVar("T")
 V = TypeVar("V")
 
+DEFAULT_FORKS = 50  # nodes worked on at once
+
 
 @dataclass(frozen=True)
 class RolloutOptions:
-    forks: int = 50
+    """How a farm command runs; these defaults are the command line's defaults too."""
+
+    forks: int = DEFAULT_FORKS
     check: bool = False
     diff: bool = False
-    timeout: float = 60.0
-    keep_backups: int = 10
+    timeout: float = DEFAULT_COMMIT_TIMEOUT
+    keep_backups: int = DEFAULT_BACKUP_RETENTION
     recycle: bool = True
     clear_staged: tuple[str, ...] = ()  # other runs' staging files to remove (--clear-staged)
 

@@ -60,10 +60,6 @@ class StateDir:
         self.root = Path(root)
         self.farm = farm
 
-    @classmethod
-    def default(cls, farm: str, environ: Mapping[str, str] | None = None) -> StateDir:
-        return cls(default_state_root(environ), farm)
-
     @property
     def farm_dir(self) -> Path:
         return self.root / self.farm

@@ -15,7 +15,7 @@ from farmsync.errors import describe_error
 from farmsync.inventory.model import Host
 from farmsync.keys.disclosed import DisclosedKeys
 from farmsync.nodes.connect import node_for
-from farmsync.nodes.contract import NodeOperations
+from farmsync.nodes.contract import DEFAULT_COMMIT_TIMEOUT, NodeOperations
 from farmsync.orchestration.audit.expected import expected_key
 from farmsync.orchestration.audit.model import AuditModel, NodeModel, Severity
 from farmsync.orchestration.audit.report import AuditReport
@@ -24,14 +24,15 @@ from farmsync.orchestration.audit.rules import evaluate
 from farmsync.orchestration.events import Event, Phase, Reporter, Status
 from farmsync.orchestration.journal import Journal
 from farmsync.orchestration.pool import TaskResult, run_each
+from farmsync.orchestration.rollout import DEFAULT_FORKS
 from farmsync.orchestration.session import FarmSession, NodeFactory
 from farmsync.orchestration.survey import as_farmsync_error
 
 
 @dataclass(frozen=True)
 class AuditOptions:
-    forks: int = 50
-    timeout: float = 60.0  # the longest wait for one node (caps farmsync_timeout)
+    forks: int = DEFAULT_FORKS
+    timeout: float = DEFAULT_COMMIT_TIMEOUT  # the longest wait for one node (caps farmsync_timeout)
     fail_on: Severity = Severity.HIGH
 
 
@@ -79,8 +80,8 @@ def run_audit(
     nodes = read_nodes(capped, options.forks, reporter, factory)
     journal = Journal(journal_path)
     runs = journal.runs() if journal_path.is_file() else []
-    policies = {h.policy for h in hosts}
-    max_age = next(iter(policies)).max_key_age_days if len(policies) == 1 else None
+    # One policy per farm: the inventory loader refuses hosts that differ.
+    max_age = hosts[0].policy.max_key_age_days if hosts else None
     model = AuditModel(
         farm,
         nodes,
