@@ -1,0 +1,406 @@
+"""The playbooks run for real: ansible-playbook from the venv reads the lab's own
+inventory/lab.yml, and the farm's tickets and ViewState show what happened.
+
+One three-node lab (real sshd + Mono System.Web per node) is shared by every test here. Each
+test starts from whatever key the farm holds and leaves it on one key. Every run's whole
+output (and Ansible's log) is scanned for key material.
+
+Needs `farmsync audit` (issue 8): the rotate.yml, audit-nightly.yml and emergency-rotate.yml
+tests. rotate.yml also runs `farmsync doctor` (issue 10) once that command exists, and this
+test then checks the step ran. The rotate-rolling.yml tests need neither.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import re
+import secrets
+import stat
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from farmsync.fsutil import atomic_write_private
+from farmsync.keys.generate import generate_key
+from farmsync.keys.vault import KeyVault, VaultSecret
+from farmsync.lab.aspnet import AspNetNode
+from farmsync.lab.proof import check, cross_check, issue
+from farmsync.orchestration.state import StateDir
+from farmsync.webconfig.editor import apply_machine_key
+from farmsync.webconfig.parser import inspect_config
+from tests.playbooks.ansible_runner import FARMSYNC, Ansible, PlaybookRun, key_material
+from tests.playbooks.standins import LoadBalancer, Webhook, serve
+from tests.servers.lab_fixtures import LabFarm
+
+LAB_NODES = 3
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("playbooks-lab")]
+
+
+@dataclass
+class Farm:
+    """The lab, farmsync's state for it, and Ansible set up to run the playbooks."""
+
+    lab: LabFarm
+    ansible: Ansible
+    state_dir: Path
+    passphrase: str
+    runs: list[PlaybookRun] = field(default_factory=list)
+
+    @property
+    def inventory(self) -> Path:
+        return self.lab.inventory_path
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.ansible.env
+
+    def node(self, name: str) -> AspNetNode:
+        return self.lab.aspnet(name)
+
+    def key(self, name: str) -> str:
+        path = self.node(name).root_web_config
+        found = inspect_config(path.read_bytes(), str(path)).root_key
+        assert found is not None
+        return found.key.fingerprint()
+
+    def keys(self) -> dict[str, str]:
+        return {name: self.key(name) for name in self.lab.names}
+
+    def urls(self) -> dict[str, str]:
+        return {name: self.node(name).url for name in self.lab.names}
+
+    def farmsync(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(FARMSYNC), *args, "-i", str(self.inventory)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    def one_key(self) -> str:
+        """Bring the farm onto one key if it is not (so each test stands alone)."""
+        if len(set(self.keys().values())) != 1:
+            done = self.farmsync("rotate")
+            assert done.returncode == 0, done.stderr
+        (key,) = set(self.keys().values())
+        return key
+
+    def vault_secrets(self) -> list[str]:
+        path = StateDir(self.state_dir, "lab").vault
+        if not path.exists():
+            return []
+        vault = KeyVault.open(path, VaultSecret.from_passphrase(self.passphrase))
+        return [k for e in vault.entries() for k in (e.key.validation_key, e.key.decryption_key)]
+
+    def play(self, name: str, **extra: Any) -> PlaybookRun:
+        """Run a playbook against the lab's inventory; its output must carry no key."""
+        done = self.ansible.playbook(name, self.inventory, {"farmsync_bin": str(FARMSYNC), **extra})
+        self.runs.append(done)
+        leaked = key_material(
+            done.output + self.ansible.log(), [*self.vault_secrets(), self.passphrase]
+        )
+        assert not leaked, f"{name}: key material in Ansible's output: {leaked}"
+        return done
+
+
+@pytest.fixture(scope="module")
+def farm(lab_farm: LabFarm, tmp_path_factory: pytest.TempPathFactory) -> Farm:
+    state_dir = tmp_path_factory.mktemp("farmsync-state")
+    passphrase = secrets.token_urlsafe(16)
+    # The vault secret and the state dir reach farmsync from ansible-playbook's environment.
+    ansible = Ansible(
+        tmp_path_factory.mktemp("ansible"),
+        {
+            "FARMSYNC_STATE_DIR": str(state_dir),
+            "FARMSYNC_VAULT_PASSPHRASE": passphrase,
+        },
+    )
+    return Farm(lab_farm, ansible, state_dir, passphrase)
+
+
+def task_results(output: str, task: str) -> list[str]:
+    """How each host came out of the task named ``task`` ("ok", "changed", "skipping", ...)."""
+    found: list[str] = []
+    lines = output.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("TASK [") and task in line:
+            for after in lines[i + 1 :]:
+                if after.startswith(("TASK [", "PLAY ")):
+                    break
+                word = after.split(":", 1)[0]
+                if word in ("ok", "changed", "skipping", "fatal", "failed"):
+                    found.append(word)
+    return found
+
+
+def grouped(calls: list[Any]) -> list[tuple[str, set[str]]]:
+    """Consecutive calls of one kind, as (action, hosts): a batch's drains, its health
+    checks (retries included), its undrains."""
+    groups: list[tuple[str, set[str]]] = []
+    for call in calls:
+        if groups and groups[-1][0] == call.action:
+            groups[-1][1].add(call.host)
+        else:
+            groups.append((call.action, {call.host}))
+    return groups
+
+
+@contextlib.contextmanager
+def load_balancer(
+    farm: Farm, failing: set[str] | None = None
+) -> Iterator[tuple[LoadBalancer, dict[str, Any]]]:
+    """The stand-in load balancer, and the playbook variables that point at it. Each call
+    records the node's key fingerprint and ASP.NET pid at that moment."""
+    lb = LoadBalancer(
+        {name: url + "Form.aspx" for name, url in farm.urls().items()},
+        lambda host: (farm.key(host), farm.node(host).pid),
+        failing or set(),
+    )
+    with serve(lb) as base:
+        yield (
+            lb,
+            {
+                "farmsync_lb_drain_url": base + "/drain/{{ inventory_hostname }}",
+                "farmsync_lb_undrain_url": base + "/undrain/{{ inventory_hostname }}",
+                "farmsync_lb_drain_body": {"state": "drain"},
+                "farmsync_lb_undrain_body": {"state": "ready"},
+                "farmsync_health_url": base + "/health/{{ inventory_hostname }}",
+                "farmsync_health_retries": 2,
+                "farmsync_health_delay": 1,
+            },
+        )
+
+
+# --- rotate-rolling.yml ------------------------------------------------------------------------
+def test_rolling_rotation_drains_changes_recycles_checks_and_undrains_batch_by_batch(
+    farm: Farm,
+) -> None:
+    before = farm.keys()
+    pids = {name: farm.node(name).pid for name in farm.lab.names}
+
+    with load_balancer(farm) as (lb, lb_vars):
+        done = farm.play("rotate-rolling.yml", farmsync_serial=2, **lb_vars)
+
+    assert done.returncode == 0, done.output[-4000:]
+    first, second = {"node1", "node2"}, {"node3"}
+    assert grouped(lb.calls) == [
+        ("drain", first),
+        ("health", first),
+        ("undrain", first),
+        ("drain", second),
+        ("health", second),
+        ("undrain", second),
+    ]
+    (key,) = set(farm.keys().values())  # one key at the end
+    assert key not in before.values()
+    for call in lb.calls:
+        fingerprint, pid = call.observed
+        if call.action == "drain":  # still on its own key, not yet recycled
+            assert (fingerprint, pid) == (before[call.host], pids[call.host]), call
+        else:  # checked and undrained only on the new key, after its recycle
+            assert fingerprint == key and pid != pids[call.host], call
+    assert all(c.body == {"state": "drain"} for c in lb.calls if c.action == "drain")
+    assert all(c.body == {"state": "ready"} for c in lb.calls if c.action == "undrain")
+    # The first batch got a new key, the later one that same key.
+    assert task_results(done.stdout, "Run farmsync rotate (first batch) or sync") == [
+        "changed",
+        "changed",
+    ]
+    assert '"rotate", "--limit", "node1:node2", "-i"' in done.stdout
+    assert '"sync", "--limit", "node3", "-i"' in done.stdout
+    assert cross_check(farm.urls()).everywhere()
+
+
+def test_failed_health_check_on_the_second_batch_stops_the_play_with_that_batch_drained(
+    farm: Farm,
+) -> None:
+    start = farm.one_key()
+    earlier = issue(farm.urls())
+
+    with load_balancer(farm, failing={"node2"}) as (lb, lb_vars):
+        done = farm.play("rotate-rolling.yml", **lb_vars)  # one host per batch
+
+    assert done.returncode != 0
+    assert grouped(lb.calls) == [
+        ("drain", {"node1"}),
+        ("health", {"node1"}),
+        ("undrain", {"node1"}),
+        ("drain", {"node2"}),
+        ("health", {"node2"}),  # and no undrain: it stays drained
+    ]
+    assert [c.host for c in lb.calls if c.action == "health"].count("node2") == 3  # 2 retries
+    keys = farm.keys()
+    assert keys["node1"] == keys["node2"] != start  # rotated, then synced
+    assert keys["node3"] == start  # the play stopped before it
+    message = next(line for line in done.stdout.splitlines() if line.startswith("fatal: [node2]"))
+    assert "node2 failed its health check" in message
+    assert "node2, which stays drained" in message
+    assert f"`farmsync rollback -i {farm.inventory}`" in message
+    assert f"`farmsync sync -i {farm.inventory} --limit node2`" in message
+
+    # Do what the message says: rollback puts the whole farm back on the key it had.
+    back = farm.farmsync("rollback")
+    assert back.returncode == 0, back.stderr
+    assert set(farm.keys().values()) == {start}
+    assert check(farm.urls(), earlier).everywhere()
+
+
+# --- rotate.yml --------------------------------------------------------------------------------
+def test_rotate_playbook_stops_on_farmsyncs_exit_code_with_its_message(farm: Farm) -> None:
+    start = farm.one_key()
+
+    # The lab's policy has no max_key_age: `rotate --if-due` is bad input (exit 2).
+    done = farm.play("rotate.yml", farmsync_only_when_due=True)
+
+    assert done.returncode != 0
+    assert "farmsync rotate exited 2 (bad input, nothing was contacted or changed)" in done.stdout
+    assert "--if-due needs farmsync_policy.max_key_age" in done.stdout
+    assert task_results(done.stdout, "Run farmsync audit") == []  # never reached
+    assert set(farm.keys().values()) == {start}
+
+
+def test_rotate_playbook_rotates_and_tickets_and_viewstate_cross_every_node(farm: Farm) -> None:
+    """Needs `farmsync audit` (issue 8); runs `farmsync doctor` (issue 10) once it exists."""
+    start = farm.one_key()
+    earlier = issue(farm.urls())
+    has_doctor = (
+        subprocess.run(
+            [str(FARMSYNC), "doctor", "--help"], capture_output=True, check=False
+        ).returncode
+        == 0
+    )
+
+    done = farm.play("rotate.yml")
+
+    assert done.returncode == 0, done.output[-4000:]
+    (key,) = set(farm.keys().values())
+    assert key != start
+    assert cross_check(farm.urls()).everywhere()
+    after = check(farm.urls(), earlier)
+    assert not any(
+        ok for m in (after.tickets, after.viewstate) for r in m.values() for ok in r.values()
+    )
+    assert task_results(done.stdout, "Run farmsync doctor") == (
+        ["ok"] if has_doctor else ["skipping"]
+    )
+    assert task_results(done.stdout, "Run farmsync rotate") == ["changed"]
+    assert task_results(done.stdout, "Run farmsync audit --fail-on high") == ["ok"]
+    assert f'"target_fingerprint": "{key}"' in done.stdout  # farmsync's JSON summary, shown
+    assert "rotate changed" in done.stdout and f"key {key}" in done.stdout
+
+
+# --- audit-nightly.yml -------------------------------------------------------------------------
+def _metric(text: str, name: str, labels: str = "") -> float:
+    pattern = rf"^{name}(\{{[^}}]*{re.escape(labels)}[^}}]*\}})? ([0-9.e+-]+)$"
+    found = re.search(pattern, text, re.M)
+    assert found, f"no {name}{labels} in the textfile"
+    return float(found.group(2))
+
+
+def test_audit_nightly_writes_the_prometheus_file_and_a_dated_report(
+    farm: Farm, tmp_path: Path
+) -> None:
+    """Needs `farmsync audit` (issue 8)."""
+    farm.one_key()
+    prom, reports = tmp_path / "textfile" / "farmsync.prom", tmp_path / "reports"
+    today = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
+
+    done = farm.play(
+        "audit-nightly.yml", farmsync_prometheus_file=str(prom), farmsync_report_dir=str(reports)
+    )
+
+    assert done.returncode == 0, done.output[-4000:]
+    text = prom.read_text()
+    assert _metric(text, "farmsync_audit_nodes") == 3
+    assert _metric(text, "farmsync_audit_distinct_keys") == 1
+    assert _metric(text, "farmsync_audit_success") == 1
+    for name in ("farmsync_audit_findings", "farmsync_audit_last_run_timestamp_seconds"):
+        _metric(text, name)
+    (report,) = reports.iterdir()
+    assert re.fullmatch(rf"farmsync-audit-lab-{today}T\d{{6}}Z\.json", report.name)
+    assert stat.S_IMODE(report.stat().st_mode) == 0o600
+    assert stat.S_IMODE(reports.stat().st_mode) == 0o700
+    assert json.loads(report.read_text())["schema"] == 1
+
+
+def test_audit_nightly_fails_on_a_drifted_node_after_keeping_the_report(
+    farm: Farm, tmp_path: Path
+) -> None:
+    """Needs `farmsync audit` (issue 8)."""
+    farm.one_key()
+    node3 = farm.node("node3")
+    path = node3.root_web_config
+    atomic_write_private(path, apply_machine_key(path.read_bytes(), generate_key(), str(path)))
+    node3.restart()
+    prom, reports = tmp_path / "farmsync.prom", tmp_path / "reports"
+
+    done = farm.play(
+        "audit-nightly.yml", farmsync_prometheus_file=str(prom), farmsync_report_dir=str(reports)
+    )
+
+    assert done.returncode != 0
+    assert "The audit found findings at or above high" in done.stdout
+    (report,) = reports.iterdir()
+    assert json.loads(report.read_text())["schema"] == 1
+    assert _metric(prom.read_text(), "farmsync_audit_findings", 'severity="high"') >= 1
+    synced = farm.farmsync("sync")
+    assert synced.returncode == 0, synced.stderr
+
+
+# --- emergency-rotate.yml ----------------------------------------------------------------------
+def test_emergency_rotation_posts_fingerprints_and_no_key_to_the_webhook(farm: Farm) -> None:
+    """Needs `farmsync audit` (issue 8)."""
+    start = farm.one_key()
+    token = secrets.token_hex(8)
+    hook = Webhook()
+
+    with serve(hook=hook) as base:
+        done = farm.play(
+            "emergency-rotate.yml",
+            farmsync_webhook_url=base + "/hook",
+            farmsync_webhook_headers={"Authorization": f"Bearer {token}"},
+            farmsync_emergency_reason="INC-4711",
+        )
+
+    assert done.returncode == 0, done.output[-4000:]
+    (key,) = set(farm.keys().values())
+    assert key != start
+    assert cross_check(farm.urls()).everywhere()
+    (body,) = hook.bodies
+    assert body["event"] == "farmsync.emergency-rotate" and body["reason"] == "INC-4711"
+    assert body["farm"] == "lab"
+    rotation = body["rotation"]
+    assert rotation["outcome"] == "changed" and rotation["exit_code"] == 0
+    assert rotation["new_fingerprint"] == key
+    assert rotation["old_fingerprints"] == [start]
+    assert rotation["hosts"] == {name: "changed" for name in farm.lab.names}
+    assert body["audit_before"]["exit_code"] == 0 and body["audit_after"]["exit_code"] == 0
+    assert key_material(hook.raw[0].decode(), farm.vault_secrets()) == []
+    assert token not in done.output + farm.ansible.log()  # the POST task is no_log
+
+
+def test_emergency_rotation_that_cannot_start_still_tells_the_webhook(farm: Farm) -> None:
+    start = farm.one_key()
+    hook = Webhook()
+    farm.lab.lab.stop_sshd("node2")
+    try:
+        with serve(hook=hook) as base:
+            done = farm.play("emergency-rotate.yml", farmsync_webhook_url=base + "/hook")
+    finally:
+        farm.lab.lab.start_sshd("node2")
+
+    assert done.returncode != 0
+    assert "farmsync rotate exited 3 (could not run" in done.stdout
+    (body,) = hook.bodies
+    assert body["rotation"]["exit_code"] == 3
+    assert body["rotation"]["outcome"] == "not-started"
+    assert body["rotation"]["new_fingerprint"] is None  # planned, never deployed
+    assert set(farm.keys().values()) == {start}

@@ -1,0 +1,144 @@
+"""The playbooks as files: Ansible parses each one, ansible-lint passes them on its production
+profile, each says in its header what it does, and farmsync is only ever run as an argv."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from farmsync.errors import ExitCode
+from farmsync.keys.generate import generate_key
+from tests.playbooks.ansible_runner import PLAYBOOK_NAMES, PLAYBOOKS, ROOT, Ansible, key_material
+
+ROLE = PLAYBOOKS / "roles" / "farmsync"
+
+
+@pytest.fixture(scope="module")
+def ansible(tmp_path_factory: pytest.TempPathFactory) -> Ansible:
+    return Ansible(tmp_path_factory.mktemp("ansible"))
+
+
+@pytest.mark.parametrize("name", PLAYBOOK_NAMES)
+def test_ansible_parses_the_playbook(ansible: Ansible, name: str) -> None:
+    done = ansible.playbook(name, ROOT / "inventory" / "example.yml", None, "--syntax-check")
+    assert done.returncode == 0, done.output
+    assert f"playbook: {PLAYBOOKS / name}" in done.stdout
+
+
+def test_a_broken_playbook_fails_the_syntax_check(ansible: Ansible, tmp_path: Path) -> None:
+    # The check above can fail: a task with two modules is refused.
+    broken = PLAYBOOKS / "rotate.yml"
+    copy = tmp_path / "broken.yml"
+    copy.write_text(
+        broken.read_text().replace(
+            "      changed_when: false\n",
+            "      ansible.builtin.debug: {msg: x}\n      changed_when: false\n",
+            1,
+        )
+    )
+    done = ansible.playbook(str(copy), ROOT / "inventory" / "example.yml", None, "--syntax-check")
+    assert done.returncode != 0
+    assert "conflicting action statements" in done.output
+
+
+def test_ansible_lint_passes_every_playbook_on_the_production_profile(ansible: Ansible) -> None:
+    done = ansible.lint(*(PLAYBOOKS / name for name in PLAYBOOK_NAMES))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Profile 'production' was required, and it passed" in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("name", PLAYBOOK_NAMES)
+def test_every_playbook_says_what_it_does_for_whom_with_what_and_how(name: str) -> None:
+    header = []
+    for line in (PLAYBOOKS / name).read_text().splitlines()[1:]:
+        if not line.startswith("#"):
+            break
+        header.append(line)
+    text = "\n".join(header)
+    assert header and header[0].startswith(f"# {name}: ")
+    for section in ("What it does", "Hosts:", "Variables", "Example:"):
+        assert section in text, f"{name}: no {section!r} in its header"
+    assert "ansible-playbook" in text.split("Example:")[1]
+
+
+def test_the_readme_lists_every_playbook() -> None:
+    readme = (PLAYBOOKS / "README.md").read_text()
+    for name in PLAYBOOK_NAMES:
+        assert f"`{name}`" in readme
+
+
+def _tasks(node: Any) -> Iterator[dict[str, Any]]:
+    """Every task of a play list or task list, blocks included."""
+    if isinstance(node, list):
+        for item in node:
+            yield from _tasks(item)
+    elif isinstance(node, dict):
+        if "hosts" in node:  # a play
+            for key in ("pre_tasks", "tasks", "post_tasks", "handlers"):
+                yield from _tasks(node.get(key, []))
+            return
+        yield node
+        for key in ("block", "rescue", "always"):
+            yield from _tasks(node.get(key, []))
+
+
+def _yaml_files() -> list[Path]:
+    return [PLAYBOOKS / n for n in PLAYBOOK_NAMES] + sorted((ROLE / "tasks").glob("*.yml"))
+
+
+def test_commands_are_argv_lists_and_no_task_uses_a_shell() -> None:
+    commands = 0
+    for path in _yaml_files():
+        for task in _tasks(yaml.safe_load(path.read_text())):
+            modules = set(task) & {
+                "shell",
+                "ansible.builtin.shell",
+                "raw",
+                "ansible.builtin.raw",
+                "script",
+                "ansible.builtin.script",
+                "ansible.windows.win_shell",
+                "ansible.windows.win_command",
+                "command",
+            }
+            assert not modules, f"{path.name}: {task.get('name')} uses {modules}"
+            if "ansible.builtin.command" in task:
+                commands += 1
+                args = task["ansible.builtin.command"]
+                assert isinstance(args, dict) and set(args) == {"argv"}, (
+                    f"{path.name}: {task.get('name')} is not an argv command"
+                )
+    assert commands >= 4  # farmsync's run, doctor --help, systemd-analyze (twice)
+
+
+def test_the_exit_code_meanings_match_farmsyncs_exit_codes() -> None:
+    defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+    meanings = defaults["farmsync_exit_meanings"]
+    codes = {v for k, v in vars(ExitCode).items() if k.isupper() and v != ExitCode.OK}
+    assert codes <= set(meanings) <= codes | {130}  # 130: interrupted (SIGINT)
+
+
+def test_secret_tasks_are_no_log() -> None:
+    tasks = {
+        t.get("name"): t
+        for t in _tasks(yaml.safe_load((PLAYBOOKS / "install-controller.yml").read_text()))
+    }
+    for name in ("Write the secrets environment file", "Write the vault key file"):
+        assert tasks[name]["no_log"] is True and tasks[name]["diff"] is False
+    emergency = {
+        t.get("name"): t
+        for t in _tasks(yaml.safe_load((PLAYBOOKS / "emergency-rotate.yml").read_text()))
+    }
+    assert emergency["Post the summary to the webhook"]["no_log"] is True
+
+
+def test_the_key_scan_finds_a_key_and_a_named_secret() -> None:
+    key = generate_key()
+    text = f'validationKey="{key.validation_key}" decryptionKey="{key.decryption_key}"'
+    assert len(key_material(text)) == 2
+    assert key_material("fingerprint mk-0123456789abcdef, run 20261127T101010Z-abc123") == []
+    assert key_material("the pass is Hunter2!", ["hunter2!"]) == ["secret hunt…"]
