@@ -3,6 +3,7 @@ profile, each says in its header what it does, and farmsync is only ever run as 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 import yaml
 
 from farmsync.errors import ExitCode
+from farmsync.inventory.variables import FARMSYNC_VARIABLES
 from farmsync.keys.generate import generate_key
 from tests.playbooks.ansible_runner import PLAYBOOK_NAMES, PLAYBOOKS, ROOT, Ansible, key_material
 
@@ -142,3 +144,37 @@ def test_the_key_scan_finds_a_key_and_a_named_secret() -> None:
     assert len(key_material(text)) == 2
     assert key_material("fingerprint mk-0123456789abcdef, run 20261127T101010Z-abc123") == []
     assert key_material("the pass is Hunter2!", ["hunter2!"]) == ["secret hunt…"]
+
+
+def _documented_variables(text: str) -> set[str]:
+    return set(re.findall(r"\bfarmsync_[a-z0-9_]*[a-z0-9]", text))
+
+
+def test_documented_variables_exist_and_never_pose_as_inventory_variables() -> None:
+    defaults = set(yaml.safe_load((ROLE / "defaults" / "main.yml").read_text()))
+    # A playbook default with an inventory variable's name would be read from the inventory.
+    assert not defaults & set(FARMSYNC_VARIABLES)
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## With Ansible", 1)[1].split("\n## ", 1)[0]
+    docs = [section, (PLAYBOOKS / "README.md").read_text()]
+    for name in PLAYBOOK_NAMES:
+        lines = (PLAYBOOKS / name).read_text().splitlines()
+        docs.append("\n".join(line for line in lines if line.startswith("#")))
+    unknown = set().union(*map(_documented_variables, docs)) - defaults - set(FARMSYNC_VARIABLES)
+    assert not unknown, f"documented but defined nowhere: {sorted(unknown)}"
+
+
+def test_the_readme_covers_ansible_awx_and_two_load_balancers() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## With Ansible", 1)[1].split("\n## ", 1)[0]
+    for name in (
+        "rotate.yml",
+        "audit-nightly.yml",
+        "rotate-rolling.yml",
+        "emergency-rotate.yml",
+        "install-controller.yml",
+        "prepare-windows-nodes.yml",
+    ):
+        assert f"`{name}`" in section
+    for word in ("AWX", "job template", "HAProxy", "runtime", "F5", "farmsync_lb_drain_url"):
+        assert word in section
