@@ -196,6 +196,10 @@ class HookedNode(NodeOperations):
     def recycle(self) -> None:
         self.inner.recycle()
 
+    def audit(self, request: Any) -> Any:
+        self._hook("audit")
+        return self.inner.audit(request)
+
 
 def hooked_factory(hooks_by_host: dict[str, dict[str, Callable[[], None]]]) -> NodeFactory:
     def factory(host: Any) -> NodeOperations:

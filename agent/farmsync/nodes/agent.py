@@ -43,7 +43,7 @@ from farmsync.nodes.contract import (
 )
 
 PROTOCOL_VERSION = 1
-OPS = ("read", "stage", "commit", "rollback", "cleanup", "list_backups", "recycle")
+OPS = ("read", "stage", "commit", "rollback", "cleanup", "list_backups", "recycle", "audit")
 TEMP_SUFFIX = ".farmsync-{run_id}.tmp"  # rollback / backup copies before their rename
 # Run ids become part of file names: keep them to a safe alphabet (no separators, no '..').
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\Z")
@@ -517,6 +517,11 @@ def run_op(
         return {"files": [state_to_json(s) for s in read_files(_str_list(args, "paths"))]}
     if op == "list_backups":
         return {"backups": list_backups(_str_list(args, "paths"))}
+    if op == "audit":  # read-only; its own module (agent_audit.py), loaded when asked for
+        from farmsync.nodes import agent_audit
+
+        request = agent_audit.request_from_json(args)
+        return agent_audit.audit_to_json(agent_audit.audit_read(request))
     if op == "recycle":
         command = args.get("command")
         pools = args.get("app_pools") or []

@@ -22,8 +22,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from farmsync.errors import NodeError, NodeErrorKind
+
+if TYPE_CHECKING:
+    from farmsync.nodes.auditread import AuditRead, AuditRequest
 
 STAGE_SUFFIX = ".farmsync-{run_id}.new"
 BACKUP_SUFFIX = ".farmsync-{run_id}.bak"
@@ -175,6 +179,15 @@ class NodeOperations(ABC):
     @abstractmethod
     def recycle(self) -> None:
         """Do what ``farmsync_recycle`` says (nothing, a command, IIS app pools)."""
+
+    # --- optional capabilities ----------------------------------------------------------
+    def audit(self, request: AuditRequest) -> AuditRead:
+        """Everything the audit reads, in one read-only round trip (see nodes/auditread.py).
+
+        Optional: a transport without it refuses with a PROTOCOL NodeError."""
+        raise NodeError(
+            self.host_name, NodeErrorKind.PROTOCOL, "this transport cannot audit", phase="audit"
+        )
 
 
 def raise_for_state(host: str, state: FileState, phase: str) -> None:

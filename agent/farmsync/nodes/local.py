@@ -10,7 +10,8 @@ from collections.abc import Sequence
 
 from farmsync.errors import NodeError
 from farmsync.inventory.model import Host
-from farmsync.nodes import agent
+from farmsync.nodes import agent, agent_audit
+from farmsync.nodes.auditread import AuditRead, AuditRequest
 from farmsync.nodes.contract import (
     DEFAULT_BACKUP_RETENTION,
     ArmedCommit,
@@ -112,6 +113,10 @@ class LocalNode(NodeOperations):
             return agent.list_backups(paths)
         except agent.AgentError as err:
             raise self._call_failed("list_backups", err) from None
+
+    def audit(self, request: AuditRequest) -> AuditRead:
+        self.round_trips += 1
+        return agent_audit.audit_read(request)
 
     def recycle(self) -> None:
         self.round_trips += 1

@@ -19,6 +19,7 @@ from typing import Any
 from farmsync.errors import NodeError, NodeErrorKind
 from farmsync.inventory.model import RecycleSpec
 from farmsync.nodes.agent import OPS, PROTOCOL_VERSION
+from farmsync.nodes.auditread import AuditRead, AuditRequest, read_from_json
 from farmsync.nodes.contract import CommitItem, FileState, FileStatus, StageItem
 
 CMD_EXE_LIMIT = 8191  # longest command line cmd.exe accepts
@@ -214,6 +215,14 @@ def cleanup_args(paths: Sequence[str], run_id: str, keep_backups: int) -> dict[s
 
 def list_backups_args(paths: Sequence[str]) -> dict[str, Any]:
     return {"paths": list(paths)}
+
+
+def audit_args(request: AuditRequest) -> dict[str, Any]:
+    return request.to_json()
+
+
+def audit_from_result(result: Mapping[str, Any], *, host: str = "node") -> AuditRead:
+    return read_from_json(result, files_from_result(result, host=host), host)
 
 
 def recycle_args(spec: RecycleSpec) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from farmsync.errors import NodeError, NodeErrorKind
 from farmsync.inventory.model import Host, RecycleKind, RecycleSpec, Shell
+from farmsync.nodes.auditread import AuditRead, AuditRequest
 from farmsync.nodes.contract import (
     DEFAULT_BACKUP_RETENTION,
     ArmedCommit,
@@ -36,6 +37,7 @@ class _Ops(Protocol):
     def cleanup(self, paths: Sequence[str], run_id: str, keep_backups: int) -> None: ...
     def list_backups(self, paths: Sequence[str]) -> dict[str, list[str]]: ...
     def recycle(self, spec: RecycleSpec) -> None: ...
+    def audit(self, request: AuditRequest) -> AuditRead: ...
 
 
 class SshNode(NodeOperations):
@@ -105,6 +107,9 @@ class SshNode(NodeOperations):
 
     def list_backups(self, paths: Sequence[str]) -> dict[str, list[str]]:
         return self._trip().list_backups(paths) if paths else {}
+
+    def audit(self, request: AuditRequest) -> AuditRead:
+        return self._trip().audit(request)
 
     def recycle(self) -> None:
         if self.host.recycle.kind is not RecycleKind.NONE:

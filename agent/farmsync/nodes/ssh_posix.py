@@ -34,6 +34,7 @@ import paramiko
 from farmsync.errors import NodeError, NodeErrorKind
 from farmsync.inventory.model import RecycleKind, RecycleSpec
 from farmsync.nodes.agent import AgentError, check_run_id, error_kind
+from farmsync.nodes.auditread import AuditRead, AuditRequest
 from farmsync.nodes.contract import (
     ArmedCommit,
     CommitItem,
@@ -45,6 +46,7 @@ from farmsync.nodes.contract import (
     sha256_hex,
     staging_path,
 )
+from farmsync.nodes.ssh_audit import sftp_audit
 from farmsync.nodes.ssh_connect import SshConnection, node_errors
 from farmsync.nodes.ssh_sftp import (
     StagingFailure,
@@ -299,6 +301,11 @@ class PosixOps:
         sftp = self.conn.sftp()
         with node_errors(self.host, "read"):
             return {path: self.read_one(sftp, path) for path in paths}
+
+    def audit(self, request: AuditRequest) -> AuditRead:
+        sftp = self.conn.sftp()
+        with node_errors(self.host, "audit"):
+            return sftp_audit(sftp, self.read_one, request)
 
     # --- stage --------------------------------------------------------------------------
     def stage(self, items: Sequence[StageItem], run_id: str) -> None:

@@ -17,6 +17,7 @@ import paramiko
 from farmsync.errors import NodeError, NodeErrorKind
 from farmsync.inventory.model import RecycleSpec
 from farmsync.nodes import psagent
+from farmsync.nodes.auditread import AuditRead, AuditRequest
 from farmsync.nodes.contract import ArmedCommit, CommitItem, FileState, StageItem
 from farmsync.nodes.ssh_connect import SshConnection, node_errors
 
@@ -125,6 +126,10 @@ class PowerShellOps:
 
     def recycle(self, spec: RecycleSpec) -> None:
         self.run("recycle", psagent.recycle_args(spec), "recycle")
+
+    def audit(self, request: AuditRequest) -> AuditRead:
+        result = self.run("audit", psagent.audit_args(request), "audit")
+        return psagent.audit_from_result(result, host=self.host)
 
     def arm_commit(self, items: Sequence[CommitItem], run_id: str) -> ArmedCommit:
         args = psagent.commit_args(items, run_id)

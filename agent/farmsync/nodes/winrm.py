@@ -19,6 +19,7 @@ from winrm.protocol import Protocol
 from farmsync.errors import NodeError, NodeErrorKind
 from farmsync.inventory.model import Host
 from farmsync.nodes import psagent
+from farmsync.nodes.auditread import AuditRead, AuditRequest
 from farmsync.nodes.contract import (
     DEFAULT_BACKUP_RETENTION,
     ArmedCommit,
@@ -115,6 +116,10 @@ class WinrmNode(NodeOperations):
 
     def recycle(self) -> None:
         self._run("recycle", psagent.recycle_args(self.host.recycle))
+
+    def audit(self, request: AuditRequest) -> AuditRead:
+        result = self._run("audit", psagent.audit_args(request))
+        return psagent.audit_from_result(result, host=self.host_name)
 
 
 class WinrmArmedCommit(ArmedCommit):
