@@ -383,6 +383,9 @@ def test_emergency_rotation_posts_fingerprints_and_no_key_to_the_webhook(farm: F
     assert rotation["old_fingerprints"] == [start]
     assert rotation["hosts"] == {name: "changed" for name in farm.lab.names}
     assert body["audit_before"]["exit_code"] == 0 and body["audit_after"]["exit_code"] == 0
+    assert body["audit_before"]["fingerprints"] == [start]
+    assert body["audit_after"]["fingerprints"] == [key]
+    assert body["audit_after"]["summary"]["distinct_keys"] == 1
     assert key_material(hook.raw[0].decode(), farm.vault_secrets()) == []
     assert token not in done.output + farm.ansible.log()  # the POST task is no_log
 
