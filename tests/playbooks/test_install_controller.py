@@ -61,9 +61,12 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return built
 
 
-def install(tmp_path: Path, wheel: Path, **extra: object) -> tuple[PlaybookRun, Path, str]:
-    root = tmp_path / "root"
-    root.mkdir()
+def install(
+    tmp_path: Path, wheel: Path, root: Path | None = None, **extra: object
+) -> tuple[PlaybookRun, Path, str]:
+    if root is None:
+        root = tmp_path / "root"
+        root.mkdir()
     passphrase = "vault pass 'with' $quotes"
     ansible = Ansible(tmp_path / "ansible", {"FARMSYNC_VAULT_PASSPHRASE": passphrase})
     user = pwd.getpwuid(os.getuid()).pw_name
@@ -108,10 +111,18 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+@pytest.fixture(scope="module")
+def installed(
+    tmp_path_factory: pytest.TempPathFactory, wheel: Path
+) -> tuple[PlaybookRun, Path, str]:
+    """One install, shared: creating the venv is the slow part."""
+    return install(tmp_path_factory.mktemp("install"), wheel)
+
+
 def test_install_controller_lays_out_the_venv_state_secrets_and_units(
-    tmp_path: Path, wheel: Path
+    installed: tuple[PlaybookRun, Path, str],
 ) -> None:
-    done, root, passphrase = install(tmp_path, wheel)
+    done, root, passphrase = installed
 
     assert done.returncode == 0, done.output[-4000:]
     venv, etc, state = root / "opt/farmsync/venv", root / "etc/farmsync", root / "var/lib/farmsync"
@@ -190,8 +201,12 @@ def test_install_controller_lays_out_the_venv_state_secrets_and_units(
     assert "skipping: [localhost] => (item=farmsync-rotate.timer)" in done.stdout
 
 
-def test_a_schedule_systemd_cannot_read_stops_the_install(tmp_path: Path, wheel: Path) -> None:
-    done, _, _ = install(tmp_path, wheel, farmsync_audit_on_calendar="every full moon")
+def test_a_schedule_systemd_cannot_read_stops_the_install(
+    tmp_path: Path, wheel: Path, installed: tuple[PlaybookRun, Path, str]
+) -> None:
+    # Over the install above (runs after its test, in file order): the venv is there already.
+    root = installed[1]
+    done, _, _ = install(tmp_path, wheel, root, farmsync_audit_on_calendar="every full moon")
 
     if not HAS_SYSTEMD_ANALYZE:  # "where that command exists": the install says it skipped
         assert done.returncode == 0, done.output[-4000:]
