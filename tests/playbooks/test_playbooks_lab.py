@@ -225,26 +225,28 @@ def test_failed_health_check_on_the_second_batch_stops_the_play_with_that_batch_
     start = farm.one_key()
     earlier = issue(farm.urls())
 
+    # Batches [node1] and [node2, node3]; node2 fails its health check, node3 passes its own.
     with load_balancer(farm, failing={"node2"}) as (lb, lb_vars):
-        done = farm.play("rotate-rolling.yml", **lb_vars)  # one host per batch
+        done = farm.play("rotate-rolling.yml", farmsync_serial=[1, 2], **lb_vars)
 
     assert done.returncode != 0
+    second = {"node2", "node3"}
     assert grouped(lb.calls) == [
         ("drain", {"node1"}),
         ("health", {"node1"}),
         ("undrain", {"node1"}),
-        ("drain", {"node2"}),
-        ("health", {"node2"}),  # and no undrain: it stays drained
+        ("drain", second),
+        ("health", second),  # and no undrain: the whole batch stays drained
     ]
     assert [c.host for c in lb.calls if c.action == "health"].count("node2") == 3  # 2 retries
     keys = farm.keys()
-    assert keys["node1"] == keys["node2"] != start  # rotated, then synced
-    assert keys["node3"] == start  # the play stopped before it
+    assert keys["node1"] != start  # the first batch rotated
+    assert keys["node2"] == keys["node3"] == keys["node1"]  # the second synced to that key
     message = next(line for line in done.stdout.splitlines() if line.startswith("fatal: [node2]"))
     assert "node2 failed its health check" in message
-    assert "node2, which stays drained" in message
+    assert "node2, node3, which stays drained" in message
     assert f"`farmsync rollback -i {farm.inventory}`" in message
-    assert f"`farmsync sync -i {farm.inventory} --limit node2`" in message
+    assert f"`farmsync sync -i {farm.inventory} --limit node2:node3`" in message
 
     # Do what the message says: rollback puts the whole farm back on the key it had.
     back = farm.farmsync("rollback")
