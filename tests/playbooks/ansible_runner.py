@@ -96,7 +96,7 @@ class Ansible:
         )
         return PlaybookRun(argv, done.returncode, done.stdout, done.stderr)
 
-    def lint(self, *paths: Path) -> subprocess.CompletedProcess[str]:
+    def lint(self, *paths: Path, cwd: Path = PLAYBOOKS) -> subprocess.CompletedProcess[str]:
         argv = [
             str(VENV_BIN / "ansible-lint"),
             "--offline",
@@ -105,10 +105,17 @@ class Ansible:
             "--nocolor",
             *map(str, paths),
         ]
+        # Offline: no requirements installed, no version or schema fetched; caches in home.
+        env = {
+            **self.env,
+            "ANSIBLE_LINT_NODEPS": "1",
+            "ANSIBLE_LINT_SKIP_SCHEMA_UPDATE": "1",
+            "XDG_CACHE_HOME": str(self.home / "cache"),
+        }
         return subprocess.run(
             argv,
-            cwd=PLAYBOOKS,
-            env=self.env,
+            cwd=cwd,
+            env=env,
             capture_output=True,
             text=True,
             timeout=600,

@@ -4,6 +4,7 @@ profile, each says in its header what it does, and farmsync is only ever run as 
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,9 +49,23 @@ def test_a_broken_playbook_fails_the_syntax_check(ansible: Ansible, tmp_path: Pa
 
 
 def test_ansible_lint_passes_every_playbook_on_the_production_profile(ansible: Ansible) -> None:
-    done = ansible.lint(*(PLAYBOOKS / name for name in PLAYBOOK_NAMES))
+    done = ansible.lint(PLAYBOOKS)  # the playbooks, the role, its tasks and defaults
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Profile 'production' was required, and it passed" in done.stdout + done.stderr
+
+
+def test_ansible_lint_refuses_a_task_the_production_profile_forbids(
+    ansible: Ansible, tmp_path: Path
+) -> None:
+    copy = tmp_path / "playbooks"
+    shutil.copytree(PLAYBOOKS, copy)
+    rotate = copy / "rotate.yml"
+    rotate.write_text(rotate.read_text() + "    - command: /bin/true\n")  # no name, no FQCN
+
+    done = ansible.lint(copy, cwd=copy)
+
+    assert done.returncode != 0
+    assert "fqcn[action-core]" in done.stdout + done.stderr
 
 
 @pytest.mark.parametrize("name", PLAYBOOK_NAMES)
