@@ -57,6 +57,7 @@ class LoadBalancer:
 class Webhook:
     bodies: list[Any] = field(default_factory=list)
     raw: list[bytes] = field(default_factory=list)
+    authorization: list[str | None] = field(default_factory=list)
     url: str = ""
 
 
@@ -105,6 +106,7 @@ def _handler(lb: LoadBalancer | None, hook: Webhook | None) -> type[BaseHTTPRequ
                 return
             with lock:
                 hook.raw.append(body)
+                hook.authorization.append(self.headers.get("Authorization"))
                 hook.bodies.append(json.loads(body))
             self._reply(202, {"ok": True})
 

@@ -100,9 +100,11 @@ class Farm:
         vault = KeyVault.open(path, VaultSecret.from_passphrase(self.passphrase))
         return [k for e in vault.entries() for k in (e.key.validation_key, e.key.decryption_key)]
 
-    def play(self, name: str, **extra: Any) -> PlaybookRun:
+    def play(self, name: str, *options: str, **extra: Any) -> PlaybookRun:
         """Run a playbook against the lab's inventory; its output must carry no key."""
-        done = self.ansible.playbook(name, self.inventory, {"farmsync_bin": str(FARMSYNC), **extra})
+        done = self.ansible.playbook(
+            name, self.inventory, {"farmsync_bin": str(FARMSYNC), **extra}, *options
+        )
         self.runs.append(done)
         leaked = key_material(
             done.output + self.ansible.log(), [*self.vault_secrets(), self.passphrase]
@@ -280,7 +282,7 @@ def test_rotate_playbook_rotates_and_tickets_and_viewstate_cross_every_node(farm
         == 0
     )
 
-    done = farm.play("rotate.yml")
+    done = farm.play("rotate.yml", "-vvv")  # Ansible's most talkative: still no key
 
     assert done.returncode == 0, done.output[-4000:]
     (key,) = set(farm.keys().values())
@@ -358,17 +360,27 @@ def test_audit_nightly_fails_on_a_drifted_node_after_keeping_the_report(
 
 
 # --- emergency-rotate.yml ----------------------------------------------------------------------
-def test_emergency_rotation_posts_fingerprints_and_no_key_to_the_webhook(farm: Farm) -> None:
+def test_emergency_rotation_posts_fingerprints_and_no_key_to_the_webhook(
+    farm: Farm, tmp_path: Path
+) -> None:
     """Needs `farmsync audit` (issue 8)."""
     start = farm.one_key()
     token = secrets.token_hex(8)
     hook = Webhook()
+    # The token comes from a vars file (an Ansible Vault file in real use): -vvv prints the
+    # command line, so a secret given with -e on it would show there.
+    headers = tmp_path / "hook-vars.json"
+    headers.write_text(
+        json.dumps({"farmsync_webhook_headers": {"Authorization": f"Bearer {token}"}})
+    )
 
     with serve(hook=hook) as base:
         done = farm.play(
             "emergency-rotate.yml",
+            "-vvv",
+            "-e",
+            f"@{headers}",
             farmsync_webhook_url=base + "/hook",
-            farmsync_webhook_headers={"Authorization": f"Bearer {token}"},
             farmsync_emergency_reason="INC-4711",
         )
 
@@ -389,6 +401,7 @@ def test_emergency_rotation_posts_fingerprints_and_no_key_to_the_webhook(farm: F
     assert body["audit_after"]["fingerprints"] == [key]
     assert body["audit_after"]["summary"]["distinct_keys"] == 1
     assert key_material(hook.raw[0].decode(), farm.vault_secrets()) == []
+    assert hook.authorization == [f"Bearer {token}"]
     assert token not in done.output + farm.ansible.log()  # the POST task is no_log
 
 
