@@ -33,6 +33,7 @@ class LoadBalancer:
     node_urls: Mapping[str, str]
     observe: Callable[[str], Any] = lambda host: None
     failing: set[str] = field(default_factory=set)
+    after: Callable[[Call], Any] = lambda call: None  # a test's fault, right after a call
     calls: list[Call] = field(default_factory=list)
     url: str = ""
 
@@ -85,8 +86,10 @@ def _handler(lb: LoadBalancer | None, hook: Webhook | None) -> type[BaseHTTPRequ
             if lb is None or action not in ("drain", "undrain") or host not in lb.node_urls:
                 self._reply(404, {"error": "unknown"})
                 return
+            call = Call(action, host, lb.observe(host), json.loads(body or b"null"))
             with lock:
-                lb.calls.append(Call(action, host, lb.observe(host), json.loads(body or b"null")))
+                lb.calls.append(call)
+            lb.after(call)
             self._reply(200, {"host": host, "state": action})
 
         def do_GET(self) -> None:

@@ -257,6 +257,37 @@ def test_failed_health_check_on_the_second_batch_stops_the_play_with_that_batch_
     assert check(farm.urls(), earlier).everywhere()
 
 
+def test_a_batch_farmsync_cannot_change_stops_the_play_drained_and_says_why(farm: Farm) -> None:
+    start = farm.one_key()
+
+    with load_balancer(farm) as (lb, lb_vars):
+        # node2's sshd goes away once the first batch is back in the pool.
+        lb.after = lambda call: (
+            farm.lab.lab.stop_sshd("node2")
+            if (call.action, call.host) == ("undrain", "node1")
+            else None
+        )
+        try:
+            done = farm.play("rotate-rolling.yml", **lb_vars)
+        finally:
+            farm.lab.lab.start_sshd("node2")
+
+    assert done.returncode != 0
+    assert grouped(lb.calls) == [
+        ("drain", {"node1"}),
+        ("health", {"node1"}),
+        ("undrain", {"node1"}),
+        ("drain", {"node2"}),  # then sync could not reach it: no health check, no undrain
+    ]
+    assert "farmsync sync exited 3 (could not run" in done.stdout
+    assert "The play stopped at the batch node2, which stays drained" in done.stdout
+    keys = farm.keys()
+    assert keys["node1"] != start and keys["node2"] == keys["node3"] == start
+    back = farm.farmsync("rollback")
+    assert back.returncode == 0, back.stderr
+    assert set(farm.keys().values()) == {start}
+
+
 # --- rotate.yml --------------------------------------------------------------------------------
 def test_rotate_playbook_stops_on_farmsyncs_exit_code_with_its_message(farm: Farm) -> None:
     start = farm.one_key()
