@@ -452,4 +452,6 @@ def test_emergency_rotation_that_cannot_start_still_tells_the_webhook(farm: Farm
     assert body["rotation"]["exit_code"] == 3
     assert body["rotation"]["outcome"] == "not-started"
     assert body["rotation"]["new_fingerprint"] is None  # planned, never deployed
+    assert body["audit_before"]["exit_code"] == 3  # node2 could not be read either
+    assert body["audit_before"]["fingerprints"] == [start]  # what the nodes it read hold
     assert set(farm.keys().values()) == {start}
