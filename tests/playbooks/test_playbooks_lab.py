@@ -100,10 +100,13 @@ class Farm:
         vault = KeyVault.open(path, VaultSecret.from_passphrase(self.passphrase))
         return [k for e in vault.entries() for k in (e.key.validation_key, e.key.decryption_key)]
 
-    def play(self, name: str, *options: str, **extra: Any) -> PlaybookRun:
-        """Run a playbook against the lab's inventory; its output must carry no key."""
+    def play(
+        self, name: str, *options: str, inventory: Path | None = None, **extra: Any
+    ) -> PlaybookRun:
+        """Run a playbook against the lab's inventory (or ``inventory``); its output must
+        carry no key."""
         done = self.ansible.playbook(
-            name, self.inventory, {"farmsync_bin": str(FARMSYNC), **extra}, *options
+            name, inventory or self.inventory, {"farmsync_bin": str(FARMSYNC), **extra}, *options
         )
         self.runs.append(done)
         leaked = key_material(
@@ -299,6 +302,27 @@ def test_rotate_playbook_stops_on_farmsyncs_exit_code_with_its_message(farm: Far
     assert "farmsync rotate exited 2 (bad input, nothing was contacted or changed)" in done.stdout
     assert "--if-due needs farmsync_policy.max_key_age" in done.stdout
     assert task_results(done.stdout, "Run farmsync audit") == []  # never reached
+    assert set(farm.keys().values()) == {start}
+
+
+def test_rotate_playbook_only_when_due_leaves_a_young_key_alone(farm: Farm, tmp_path: Path) -> None:
+    """Needs `farmsync audit` (issue 8)."""
+    start = farm.one_key()
+    text = farm.inventory.read_text()
+    assert "          decryption: AES\n" in text
+    policy = tmp_path / "lab-90d.yml"  # the same farm, with a max_key_age policy
+    policy.write_text(
+        text.replace(
+            "          decryption: AES\n", "          decryption: AES\n          max_key_age: 90d\n"
+        )
+    )
+
+    done = farm.play("rotate.yml", inventory=policy, farmsync_only_when_due=True)
+
+    assert done.returncode == 0, done.output[-4000:]
+    assert '"--if-due"' in done.stdout
+    assert task_results(done.stdout, "Run farmsync rotate --if-due") == ["ok"]  # not changed
+    assert '"outcome": "unchanged"' in done.stdout
     assert set(farm.keys().values()) == {start}
 
 
