@@ -5,9 +5,11 @@ One three-node lab (real sshd + Mono System.Web per node) is shared by every tes
 test starts from whatever key the farm holds and leaves it on one key. Every run's whole
 output (and Ansible's log) is scanned for key material.
 
-Needs `farmsync audit` (issue 8): the rotate.yml, audit-nightly.yml and emergency-rotate.yml
-tests. rotate.yml also runs `farmsync doctor` (issue 10) once that command exists, and this
-test then checks the step ran. The rotate-rolling.yml tests need neither.
+Commands from other issues: `farmsync audit` (issue 8) is run by every rotate.yml,
+audit-nightly.yml and emergency-rotate.yml test (the emergency ones only record its exit
+code). rotate.yml runs `farmsync doctor` (issue 10) once this farmsync has it: the rotate.yml
+tests then need it to find the lab ready, and the full rotation test checks the step ran (or
+was skipped, before it exists). The rotate-rolling.yml tests need neither.
 """
 
 from __future__ import annotations
