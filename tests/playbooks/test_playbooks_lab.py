@@ -5,9 +5,10 @@ One three-node lab (real sshd + Mono System.Web per node) is shared by every tes
 test starts from whatever key the farm holds and leaves it on one key. Every run's whole
 output (and Ansible's log) is scanned for key material.
 
-Commands from other issues: `farmsync audit` (issue 8) is run by every rotate.yml,
-audit-nightly.yml and emergency-rotate.yml test (the emergency ones only record its exit
-code). rotate.yml runs `farmsync doctor` (issue 10) once this farmsync has it: the rotate.yml
+Commands from other issues: `farmsync audit` (issue 8) is needed by every rotate.yml,
+audit-nightly.yml and emergency-rotate.yml test but the one whose rotate fails first (the
+emergency tests check the audits' exit codes and fingerprints in the webhook's body).
+rotate.yml runs `farmsync doctor` (issue 10) once this farmsync has it: the rotate.yml
 tests then need it to find the lab ready, and the full rotation test checks the step ran (or
 was skipped, before it exists). The rotate-rolling.yml tests need neither.
 """
