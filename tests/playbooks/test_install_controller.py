@@ -82,7 +82,10 @@ def install(
             "farmsync_package": str(wheel),
             "farmsync_pip_extra_args": "--no-deps --no-index",
             "farmsync_venv_python": sys.executable,
-            "farmsync_inventory_src": str(ROOT / "inventory" / "example.yml"),
+            # Relative to where ansible-playbook runs (the test's Ansible home).
+            "farmsync_inventory_src": os.path.relpath(
+                ROOT / "inventory" / "example.yml", tmp_path / "ansible"
+            ),
             "farmsync_secrets": {"FARMSYNC_WINRM_PASSWORD": WINRM_PASSWORD},
             "farmsync_rotate_on_calendar": "Mon..Fri *-*-* 04:05",
             **extra,
