@@ -32,7 +32,8 @@ class Call:
 class LoadBalancer:
     node_urls: Mapping[str, str]
     observe: Callable[[str], Any] = lambda host: None
-    failing: set[str] = field(default_factory=set)
+    failing: set[str] = field(default_factory=set)  # health checks answer 503
+    refusing: set[str] = field(default_factory=set)  # drains answer 503
     after: Callable[[Call], Any] = lambda call: None  # a test's fault, right after a call
     calls: list[Call] = field(default_factory=list)
     url: str = ""
@@ -90,6 +91,9 @@ def _handler(lb: LoadBalancer | None, hook: Webhook | None) -> type[BaseHTTPRequ
             with lock:
                 lb.calls.append(call)
             lb.after(call)
+            if action == "drain" and host in lb.refusing:
+                self._reply(503, {"host": host, "error": "refused"})
+                return
             self._reply(200, {"host": host, "state": action})
 
         def do_GET(self) -> None:

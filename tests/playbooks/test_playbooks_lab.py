@@ -294,6 +294,29 @@ def test_a_batch_farmsync_cannot_change_stops_the_play_drained_and_says_why(farm
     assert set(farm.keys().values()) == {start}
 
 
+def test_a_drain_the_load_balancer_refuses_stops_the_play_before_any_change(farm: Farm) -> None:
+    start = farm.one_key()
+
+    with load_balancer(farm) as (lb, lb_vars):
+        lb.refusing = {"node2"}
+        done = farm.play("rotate-rolling.yml", **lb_vars)
+
+    assert done.returncode != 0
+    assert grouped(lb.calls) == [
+        ("drain", {"node1"}),
+        ("health", {"node1"}),
+        ("undrain", {"node1"}),
+        ("drain", {"node2"}),
+    ]
+    assert "The load balancer did not drain node2 (HTTP 503" in done.stdout
+    assert "Nothing was changed on the batch node2" in done.stdout
+    keys = farm.keys()
+    assert keys["node1"] != start and keys["node2"] == keys["node3"] == start
+    synced = farm.farmsync("sync")  # finish the way the message says, outside Ansible
+    assert synced.returncode == 0, synced.stderr
+    assert len(set(farm.keys().values())) == 1
+
+
 # --- rotate.yml --------------------------------------------------------------------------------
 def test_rotate_playbook_stops_on_farmsyncs_exit_code_with_its_message(farm: Farm) -> None:
     start = farm.one_key()
