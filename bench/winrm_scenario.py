@@ -55,7 +55,9 @@ def run_winrm(count: int, runs: int = 1, forks: int = FORKS) -> ScenarioResult:
                 endpoint = WsmanEndpoint(
                     "farmsync-bench",
                     password,
-                    ssl_context=ca.server_context(),
+                    # Its own certificate: a node's identity (farmsync refuses two hosts
+                    # showing one certificate and machine id).
+                    ssl_context=ca.with_new_server(node_dir / "tls").server_context(),
                     working_directory=str(node_dir),
                 )
                 endpoint.start()

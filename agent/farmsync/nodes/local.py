@@ -6,7 +6,7 @@ remote agents have (staging beside the target, atomic replace, backups, error ki
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from farmsync.errors import NodeError
 from farmsync.inventory.model import Host
@@ -17,6 +17,7 @@ from farmsync.nodes.contract import (
     ArmedCommit,
     CommitItem,
     FileState,
+    NodeIdentity,
     NodeOperations,
     StageItem,
 )
@@ -66,6 +67,11 @@ class LocalNode(NodeOperations):
     def connect(self) -> None:
         """Nothing to open: the files are here."""
 
+    def identity(self) -> NodeIdentity:
+        # Every local host is this machine: their files are compared with each other, but
+        # two local hosts are not one node twice (each manages its own files).
+        return NodeIdentity(f"local machine {agent.machine_id() or 'unknown'}", unique=False)
+
     def close(self) -> None:
         """Nothing to close."""
 
@@ -91,10 +97,12 @@ class LocalNode(NodeOperations):
             raise self._call_failed("commit", err) from None
         return LocalArmedCommit(self, items, run_id)
 
-    def rollback(self, paths: Sequence[str], run_id: str) -> None:
+    def rollback(
+        self, paths: Sequence[str], run_id: str, expected: Mapping[str, str] | None = None
+    ) -> None:
         self.round_trips += 1
         try:
-            agent.rollback_files(paths, run_id)
+            agent.rollback_files(paths, run_id, expected)
         except agent.AgentError as err:
             raise self._call_failed("rollback", err) from None
 

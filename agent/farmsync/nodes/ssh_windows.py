@@ -114,8 +114,10 @@ class PowerShellOps:
     def stage(self, items: Sequence[StageItem], run_id: str) -> None:
         self.run("stage", psagent.stage_args(items, run_id), "stage")
 
-    def rollback(self, paths: Sequence[str], run_id: str) -> None:
-        self.run("rollback", psagent.rollback_args(paths, run_id), "rollback")
+    def rollback(
+        self, paths: Sequence[str], run_id: str, expected: Mapping[str, str] | None = None
+    ) -> None:
+        self.run("rollback", psagent.rollback_args(paths, run_id, expected), "rollback")
 
     def cleanup(self, paths: Sequence[str], run_id: str, keep_backups: int) -> None:
         self.run("cleanup", psagent.cleanup_args(paths, run_id, keep_backups), "cleanup")
