@@ -193,3 +193,16 @@ def test_the_readme_covers_ansible_awx_and_two_load_balancers() -> None:
         assert f"`{name}`" in section
     for word in ("AWX", "job template", "HAProxy", "runtime", "F5", "farmsync_lb_drain_url"):
         assert word in section
+
+
+def test_a_farmsync_that_cannot_be_started_is_named_not_taken_for_bad_input(
+    ansible: Ansible, tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-such-farmsync"
+    done = ansible.playbook(
+        "rotate.yml", ROOT / "inventory" / "example.yml", {"farmsync_bin": str(missing)}
+    )
+    assert done.returncode != 0
+    assert f"could not run {missing}" in done.stdout
+    assert "set farmsync_bin to the farmsync command" in done.stdout
+    assert "bad input" not in done.stdout
