@@ -312,9 +312,17 @@ def test_a_drain_the_load_balancer_refuses_stops_the_play_before_any_change(farm
     assert "Nothing was changed on the batch node2" in done.stdout
     keys = farm.keys()
     assert keys["node1"] != start and keys["node2"] == keys["node3"] == start
-    synced = farm.farmsync("sync")  # finish the way the message says, outside Ansible
-    assert synced.returncode == 0, synced.stderr
-    assert len(set(farm.keys().values())) == 1
+    new_key = keys["node1"]
+
+    # Finish the way the message says: the same playbook, every batch syncing.
+    with load_balancer(farm) as (lb, lb_vars):
+        resumed = farm.play("rotate-rolling.yml", farmsync_rolling_resume=True, **lb_vars)
+
+    assert resumed.returncode == 0, resumed.output[-4000:]
+    assert [action for action, _ in grouped(lb.calls)] == ["drain", "health", "undrain"] * 3
+    assert '"rotate", "--limit"' not in resumed.stdout
+    assert '"sync", "--limit", "node1", "-i"' in resumed.stdout
+    assert set(farm.keys().values()) == {new_key}
 
 
 # --- rotate.yml --------------------------------------------------------------------------------
