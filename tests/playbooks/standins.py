@@ -51,9 +51,6 @@ class LoadBalancer:
         finally:
             conn.close()
 
-    def of(self, action: str) -> list[str]:
-        return [c.host for c in self.calls if c.action == action]
-
 
 @dataclass
 class Webhook:

@@ -23,7 +23,7 @@ import secrets
 import stat
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,6 @@ class Farm:
     ansible: Ansible
     state_dir: Path
     passphrase: str
-    runs: list[PlaybookRun] = field(default_factory=list)
 
     @property
     def inventory(self) -> Path:
@@ -111,7 +110,6 @@ class Farm:
         done = self.ansible.playbook(
             name, inventory or self.inventory, {"farmsync_bin": str(FARMSYNC), **extra}, *options
         )
-        self.runs.append(done)
         leaked = key_material(
             done.output + self.ansible.log(), [*self.vault_secrets(), self.passphrase]
         )
