@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from farmsync import __version__
-from tests.playbooks.ansible_runner import ROOT, Ansible, PlaybookRun, key_material
+from tests.playbooks.playbook_runner import ROOT, Ansible, PlaybookRun, key_material
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("playbooks-install")]
 

@@ -37,7 +37,7 @@ from farmsync.lab.proof import check, cross_check, issue
 from farmsync.orchestration.state import StateDir
 from farmsync.webconfig.editor import apply_machine_key
 from farmsync.webconfig.parser import inspect_config
-from tests.playbooks.ansible_runner import FARMSYNC, Ansible, PlaybookRun, key_material
+from tests.playbooks.playbook_runner import FARMSYNC, Ansible, PlaybookRun, key_material
 from tests.playbooks.standins import LoadBalancer, Webhook, serve
 from tests.servers.lab_fixtures import LabFarm
 

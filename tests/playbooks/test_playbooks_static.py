@@ -15,7 +15,7 @@ import yaml
 from farmsync.errors import ExitCode
 from farmsync.inventory.variables import FARMSYNC_VARIABLES
 from farmsync.keys.generate import generate_key
-from tests.playbooks.ansible_runner import PLAYBOOK_NAMES, PLAYBOOKS, ROOT, Ansible, key_material
+from tests.playbooks.playbook_runner import PLAYBOOK_NAMES, PLAYBOOKS, ROOT, Ansible, key_material
 
 ROLE = PLAYBOOKS / "roles" / "farmsync"
 
