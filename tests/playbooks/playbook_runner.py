@@ -135,3 +135,18 @@ def key_material(text: str, secrets: Iterable[str] = ()) -> list[str]:
     lowered = text.lower()
     found += [f"secret {s[:4]}…" for s in secrets if s and s.lower() in lowered]
     return found
+
+
+def task_results(output: str, task: str) -> list[str]:
+    """How each host came out of the task named ``task`` ("ok", "changed", "skipping", ...)."""
+    found: list[str] = []
+    lines = output.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("TASK [") and task in line:
+            for after in lines[i + 1 :]:
+                if after.startswith(("TASK [", "PLAY ")):
+                    break
+                word = after.split(":", 1)[0]
+                if word in ("ok", "changed", "skipping", "fatal", "failed"):
+                    found.append(word)
+    return found

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from farmsync import __version__
-from tests.playbooks.playbook_runner import ROOT, Ansible, PlaybookRun, key_material
+from tests.playbooks.playbook_runner import ROOT, Ansible, PlaybookRun, key_material, task_results
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("playbooks-install")]
 
@@ -211,6 +211,9 @@ def test_a_schedule_systemd_cannot_read_stops_the_install(
     root = installed[1]
     done, _, _ = install(tmp_path, wheel, root, farmsync_audit_on_calendar="every full moon")
 
+    # The same secrets again: their files are left as they were.
+    assert task_results(done.stdout, "Write the secrets environment file") == ["ok"]
+    assert task_results(done.stdout, "Write the vault key file") == ["ok"]
     if not HAS_SYSTEMD_ANALYZE:  # "where that command exists": the install says it skipped
         assert done.returncode == 0, done.output[-4000:]
         return

@@ -37,7 +37,13 @@ from farmsync.lab.proof import check, cross_check, issue
 from farmsync.orchestration.state import StateDir
 from farmsync.webconfig.editor import apply_machine_key
 from farmsync.webconfig.parser import inspect_config
-from tests.playbooks.playbook_runner import FARMSYNC, Ansible, PlaybookRun, key_material
+from tests.playbooks.playbook_runner import (
+    FARMSYNC,
+    Ansible,
+    PlaybookRun,
+    key_material,
+    task_results,
+)
 from tests.playbooks.standins import LoadBalancer, Webhook, serve
 from tests.servers.lab_fixtures import LabFarm
 
@@ -130,21 +136,6 @@ def farm(lab_farm: LabFarm, tmp_path_factory: pytest.TempPathFactory) -> Farm:
         },
     )
     return Farm(lab_farm, ansible, state_dir, passphrase)
-
-
-def task_results(output: str, task: str) -> list[str]:
-    """How each host came out of the task named ``task`` ("ok", "changed", "skipping", ...)."""
-    found: list[str] = []
-    lines = output.splitlines()
-    for i, line in enumerate(lines):
-        if line.startswith("TASK [") and task in line:
-            for after in lines[i + 1 :]:
-                if after.startswith(("TASK [", "PLAY ")):
-                    break
-                word = after.split(":", 1)[0]
-                if word in ("ok", "changed", "skipping", "fatal", "failed"):
-                    found.append(word)
-    return found
 
 
 def grouped(calls: list[Any]) -> list[tuple[str, set[str]]]:
