@@ -61,6 +61,11 @@ class Farm:
     passphrase: str
 
     @property
+    def name(self) -> str:
+        """The farm's name (the lab names each farm after its directory)."""
+        return self.lab.inventory().farm
+
+    @property
     def inventory(self) -> Path:
         return self.lab.inventory_path
 
@@ -102,9 +107,8 @@ class Farm:
         return key
 
     def vault_secrets(self) -> list[str]:
-        path = StateDir(self.state_dir, "lab").vault
-        if not path.exists():
-            return []
+        path = StateDir(self.state_dir, self.name).vault
+        assert path.exists(), "no vault: the scan would have no keys to look for"
         vault = KeyVault.open(path, VaultSecret.from_passphrase(self.passphrase))
         return [k for e in vault.entries() for k in (e.key.validation_key, e.key.decryption_key)]
 
@@ -407,7 +411,7 @@ def test_audit_nightly_writes_the_prometheus_file_and_a_dated_report(
     for name in ("farmsync_audit_findings", "farmsync_audit_last_run_timestamp_seconds"):
         _metric(text, name)
     (report,) = reports.iterdir()
-    assert re.fullmatch(rf"farmsync-audit-lab-{today}T\d{{6}}Z\.json", report.name)
+    assert re.fullmatch(rf"farmsync-audit-{farm.name}-{today}T\d{{6}}Z\.json", report.name)
     assert stat.S_IMODE(report.stat().st_mode) == 0o600
     assert stat.S_IMODE(reports.stat().st_mode) == 0o700
     assert json.loads(report.read_text())["schema"] == 1
@@ -468,7 +472,7 @@ def test_emergency_rotation_posts_fingerprints_and_no_key_to_the_webhook(
     assert cross_check(farm.urls()).everywhere()
     (body,) = hook.bodies
     assert body["event"] == "farmsync.emergency-rotate" and body["reason"] == "INC-4711"
-    assert body["farm"] == "lab"
+    assert body["farm"] == farm.name
     rotation = body["rotation"]
     assert rotation["outcome"] == "changed" and rotation["exit_code"] == 0
     assert rotation["new_fingerprint"] == key
