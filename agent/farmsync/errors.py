@@ -7,7 +7,11 @@ fingerprints only.
 
 from __future__ import annotations
 
+import errno
+import os
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 
@@ -23,9 +27,13 @@ class ExitCode:
 
 
 class FarmsyncError(Exception):
-    """Base of every error farmsync raises on purpose."""
+    """Base of every error farmsync raises on purpose.
+
+    ``details`` are further lines (one fact each) that the CLI prints below the message.
+    """
 
     exit_code: int = ExitCode.NODE_FAILURE
+    details: tuple[str, ...] = ()
 
 
 class InputError(FarmsyncError):
@@ -77,6 +85,41 @@ class LockHeldError(FarmsyncError):
         self.farm = farm
         self.holder = holder
         super().__init__(f"farm {farm!r} is locked by {holder}")
+
+
+# Why the controller's own state directory cannot be written: each is an operator's matter.
+STATE_WRITE_ERRNOS = {
+    errno.ENOSPC: "is full",
+    errno.EDQUOT: "is over its disk quota",
+    errno.EROFS: "is on a read-only file system",
+}
+
+
+class StateError(FarmsyncError):
+    """The controller's state directory (lock, journal, vault) cannot be written."""
+
+    exit_code = ExitCode.CANNOT_START
+
+    def __init__(self, directory: str, problem: str, action: str):
+        self.directory = directory
+        self.problem = problem
+        super().__init__(
+            f"the state directory {directory} {problem} (could not {action}): free space or make "
+            "it writable, then run the command again (`farmsync recover` settles a run it cut "
+            "short)"
+        )
+
+
+@contextmanager
+def state_writes(directory: str | os.PathLike[str], action: str) -> Iterator[None]:
+    """Turn a full, read-only or over-quota state directory into a :class:`StateError`."""
+    try:
+        yield
+    except OSError as exc:
+        problem = STATE_WRITE_ERRNOS.get(exc.errno or 0)
+        if problem is None:
+            raise
+        raise StateError(os.fspath(directory), problem, action) from None
 
 
 class NodeErrorKind(StrEnum):

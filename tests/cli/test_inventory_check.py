@@ -214,3 +214,16 @@ def test_on_an_80_column_terminal_nothing_is_cut() -> None:
     for host in ADDRESSES:
         assert host in text
     assert all(root in text for root in WINDOWS_ROOTS)
+
+
+def test_line_breaks_between_paths_stay_line_breaks_while_the_data_is_escaped() -> None:
+    """Control characters in the data are shown as escapes; a cell listing two root configs
+    still shows them on two lines."""
+    code, out, err = check()
+
+    assert code == 0, err
+    assert "\\n" not in out
+    lines = out.splitlines()
+    for root in WINDOWS_ROOTS:
+        assert any(root in line for line in lines), out
+    assert not any(all(root in line for root in WINDOWS_ROOTS) for line in lines)

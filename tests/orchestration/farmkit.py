@@ -226,6 +226,7 @@ class HookedNode(NodeOperations):
         self.inner.rollback(paths, run_id, expected)
 
     def cleanup(self, paths: Sequence[str], run_id: str, keep_backups: int = 10) -> None:
+        self._hook("cleanup")
         self.inner.cleanup(paths, run_id, keep_backups)
 
     def list_backups(self, paths: Sequence[str]) -> dict[str, list[str]]:

@@ -1,8 +1,9 @@
 """A real controller process that stalls at a chosen point of its commit, to be SIGKILLed.
 
-Usage: python -m tests.orchestration.stalling_controller INVENTORY HOST before|after
+Usage: python -m tests.orchestration.stalling_controller INVENTORY HOST before|after|restore:RUN
   before: stall just before releasing HOST's commit (others already released)
   after:  stall just after releasing HOST's commit (before verification and run end)
+  restore:RUN: restore HOST's backups of run RUN, stalling just before they are put back
 Prints "STALLED" when it reaches the point, then sleeps until killed.
 """
 
@@ -32,7 +33,8 @@ def stall() -> None:
 def main() -> None:
     inventory_path, host, when = sys.argv[1], sys.argv[2], sys.argv[3]
     inventory = load_inventory(inventory_path)
-    hook = "release" if when == "before" else "released"
+    restore_run = when.removeprefix("restore:") if when.startswith("restore:") else None
+    hook = "rollback" if restore_run else "release" if when == "before" else "released"
     ctx = FarmContext(
         inventory=inventory,
         hosts=select_hosts(inventory, None),
@@ -41,7 +43,10 @@ def main() -> None:
         options=RolloutOptions(forks=1, timeout=30),
         factory=hooked_factory({host: {hook: stall}}),
     )
-    Farm(ctx).rotate()
+    farm = Farm(ctx)
+    result = farm.restore(host, restore_run) if restore_run else farm.rotate()
+    # Never stalled: say why, for the test that waits for "STALLED".
+    print(f"FINISHED {result.outcome.value}: {'; '.join(result.messages)}", flush=True)
 
 
 if __name__ == "__main__":

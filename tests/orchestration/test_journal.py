@@ -17,6 +17,7 @@ import pytest
 from farmsync.keys.generate import generate_key
 from farmsync.nodes.contract import sha256_hex
 from farmsync.orchestration.journal import (
+    DETAIL_MAX_BYTES,
     REDACTED,
     Journal,
     JournalRecordError,
@@ -333,3 +334,77 @@ def test_threads_appending_at_once_never_tear_or_drop_records(journal: Journal) 
     assert len(journal.records()) == 1 + 8 * 3 and journal.damaged_lines == []
     [state] = journal.unfinished_runs()
     assert all(f.last[Step.ARM] == "ok" for f in state.files.values())
+
+
+# --- lines the journal cannot use ----------------------------------------------------------
+
+
+def test_a_record_the_whitelist_refuses_is_a_damaged_line_not_a_run(journal: Journal) -> None:
+    run = new_run_id()
+    journal.start_run(run, RunKind.SYNC, hosts={"web1": ["/x"]})
+    journal.end_run(run, RunKind.SYNC, StepResult.OK)
+    no_kind = {"ts": "t", "run_id": "forged-1", "event": "run-start"}
+    unknown_field = {**_record("forged-2", "read"), "validationKey": "00"}
+    with journal.path.open("ab") as f:
+        f.write(json.dumps(no_kind).encode() + b"\n" + json.dumps(unknown_field).encode() + b"\n")
+
+    assert [r.run_id for r in journal.runs()] == [run]
+    assert journal.unfinished_runs() == []
+    assert [(d.line, d.run_id) for d in journal.damage] == [(3, "forged-1"), (4, "forged-2")]
+    assert journal.damage[0].problem == "journal record lacks 'kind'"
+    assert journal.damage[1].problem == "journal field 'validationKey' is not allowed"
+    report = journal.damage_report()
+    assert report[0].startswith(f"journal {journal.path} line 3 is damaged and was ignored")
+    assert "move those lines" in report[-1]
+
+
+def _record(run: str, event: str, **fields: object) -> dict[str, object]:
+    return {"ts": "t", "run_id": run, "kind": "rotate", "event": event, **fields}
+
+
+def test_a_run_whose_start_is_lost_is_rebuilt_and_assumed_released(journal: Journal) -> None:
+    run = "20250101T000000Z-abcdef"
+    journal.start_run(run, RunKind.ROTATE, hosts=HOSTS, target_fp="mk-11bb")
+    _stage_all(journal, run)
+    lines = journal.path.read_bytes().splitlines(keepends=True)
+    lines[0] = b'{"run-start", torn by bit rot\n'
+    journal.path.write_bytes(b"".join(lines))
+
+    [state] = journal.unfinished_runs()
+
+    assert state.run_id == run and state.start_missing and not state.complete
+    assert set(state.files) == {(h, p) for h, ps in HOSTS.items() for p in ps}
+    assert state.commit_attempted  # its commit records may be what was lost
+    assert [(d.line, d.run_id) for d in journal.damage] == [(1, None)]
+
+
+def test_a_run_left_without_an_end_before_a_later_run_is_superseded(journal: Journal) -> None:
+    first, second = "20250101T000000Z-000001", "20250101T000000Z-000002"
+    journal.start_run(first, RunKind.ROTATE, hosts={"web1": ["/x"]})
+    journal.start_run(second, RunKind.ROTATE, hosts={"web1": ["/x"]})
+
+    older, newer = journal.unfinished_runs()
+
+    assert (older.run_id, older.superseded_by) == (first, second)
+    assert newer.superseded_by is None and newer.complete
+
+
+def test_a_damaged_line_counts_against_the_runs_open_at_that_line(journal: Journal) -> None:
+    done, open_run = "20250101T000000Z-000001", "20250101T000000Z-000002"
+    journal.start_run(done, RunKind.SYNC, hosts={"web1": ["/x"]})
+    journal.end_run(done, RunKind.SYNC, StepResult.OK)
+    journal.start_run(open_run, RunKind.ROTATE, hosts={"web1": ["/x"]})
+    with journal.path.open("ab") as f:
+        f.write(b"\xff\xfe no run named here\n")
+    journal.append(open_run, RunKind.ROTATE, Step.READ, StepResult.OK, host="web1", path="/x")
+
+    runs = {r.run_id: r for r in journal.runs()}
+
+    assert runs[done].complete and runs[done].damaged_lines == []
+    assert runs[open_run].damaged_lines == [4] and runs[open_run].commit_attempted
+
+
+def test_details_are_capped_in_bytes_whatever_their_characters(journal: Journal) -> None:
+    rec = journal.append("run-1", "rotate", "stage", "failed", detail="\x1b" * 1999)
+    encoded = json.dumps(rec["detail"], ensure_ascii=False).encode()
+    assert len(encoded) <= DETAIL_MAX_BYTES and str(rec["detail"]).endswith("...")

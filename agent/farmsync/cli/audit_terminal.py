@@ -4,8 +4,8 @@ Colour only on a terminal (rich decides, and honours NO_COLOR); never a key valu
 from __future__ import annotations
 
 from rich.console import Console
-from rich.markup import escape
 
+from farmsync.cli.printable import markup
 from farmsync.orchestration.audit.model import Finding, Scope, ScopeKind, Severity
 from farmsync.orchestration.audit.report import AuditReport
 
@@ -37,38 +37,38 @@ def _where(finding: Finding) -> str:
 
 def render_audit(report: AuditReport, console: Console) -> None:
     colour = "green" if report.exit_code == 0 else "red"
-    console.print(f"[{colour}]{escape(report.summary_line())}[/]")
+    console.print(f"[{colour}]{markup(report.summary_line())}[/]")
     expected = report.model.expected
     if expected.identity:
         basis = f"run {expected.run_id}" if expected.source == "journal" else expected.source
-        console.print(f"expected key: {escape(expected.identity)} (from {escape(basis)})")
+        console.print(f"expected key: {markup(expected.identity)} (from {markup(basis)})")
     for note in report.notes:
-        console.print(f"note: {escape(note)}", style="dim")
+        console.print(f"note: {markup(note)}", style="dim")
     for node in report.unreachable:
-        console.print(f"[red]{escape(node.host)}: not read: {escape(str(node.error))}[/]")
+        console.print(f"[red]{markup(node.host)}: not read: {markup(str(node.error))}[/]")
     for group in report.key_groups():
         name = group.fingerprint or f"AutoGenerate ({group.identity.split(':', 1)[1]})"
         hosts = sorted({s.host for s in group.scopes})
         marker = "" if group.identity != expected.identity else " [green](expected)[/]"
         console.print(
-            f"[bold]{escape(name)}[/]{marker}: {len(hosts)} node(s), {len(group.scopes)} place(s)"
+            f"[bold]{markup(name)}[/]{marker}: {len(hosts)} node(s), {len(group.scopes)} place(s)"
         )
         for scope in group.scopes:
-            console.print(f"  {escape(_scope_text(scope))}")
+            console.print(f"  {markup(_scope_text(scope))}")
     unknown = report.unknown_scopes()
     if unknown:
         console.print(f"[bold]unknown[/]: {len(unknown)} place(s)")
         for scope in unknown:
             reason = scope.state.reason or scope.state.status.value
             reason = reason.removeprefix(scope.path + ": ")
-            console.print(f"  {escape(_scope_text(scope))}: {escape(reason)}")
+            console.print(f"  {markup(_scope_text(scope))}: {markup(reason)}")
     if report.findings:
         console.print("findings:")
     for finding in report.findings:
         style = SEVERITY_STYLE[finding.severity]
         controls = f" [{', '.join(finding.controls)}]" if finding.controls else ""
         console.print(
-            f"[{style}]{finding.severity.value.upper():8}[/] {escape(finding.id)} "
-            f"{escape(_where(finding))}: {escape(finding.message)}{escape(controls)}"
+            f"[{style}]{finding.severity.value.upper():8}[/] {markup(finding.id)} "
+            f"{markup(_where(finding))}: {markup(finding.message)}{markup(controls)}"
         )
-        console.print(f"         -> {escape(finding.action)}")
+        console.print(f"         -> {markup(finding.action)}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from farmsync.cli.printable import printable
 from farmsync.cli.secret import vault_secret_source
 from farmsync.inventory.loader import load_inventory
 from farmsync.inventory.paths import require_controller_files
@@ -26,7 +27,8 @@ def build_context(
     inventory = load_inventory(inventory_path)
     for warning in inventory.warnings:  # a typo'd ansible_* name, a plain-text password, ...
         where = f"{warning.source}:{warning.line}" if warning.line else warning.source
-        print(f"farmsync: warning: {where}: {warning.message}", file=sys.stderr, flush=True)
+        text = printable(f"{where}: {warning.message}")
+        print(f"farmsync: warning: {text}", file=sys.stderr, flush=True)
     require_controller_files(inventory)  # a missing key file is bad input, named, exit 2
     hosts = select_hosts(inventory, limit)
     state = StateDir(state_dir or default_state_root(), inventory.farm)

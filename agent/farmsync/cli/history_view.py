@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
+from farmsync.cli.printable import markup
 from farmsync.cli.render import print_json
 from farmsync.cli.secret import vault_secret_source
 from farmsync.inventory.loader import load_inventory
@@ -47,10 +47,12 @@ def show_history(
     state = StateDir(state_dir or default_state_root(), inventory.farm)
     vault = KeyVault.open(state.vault, vault_secret_source(key_file)())
     names = list(inventory.hosts)
+    journal = Journal(state.journal)
     if live:
         held = holdings.live(list(inventory.hosts.values()), node_for)
     else:
-        held = holdings.from_journal(Journal(state.journal), names)
+        held = holdings.from_journal(journal, names)
+    journal.records()  # the lines it cannot use, reported below
     entries: list[dict[str, object]] = []
     for entry in vault.entries():
         summary: dict[str, object] = dict(entry.summary())
@@ -73,13 +75,22 @@ def show_history(
                 "takeovers": takeovers,
                 "keys": entries,
                 "holdings": {"as_of": held.as_of, "total": held.total, "unknown": held.unknown},
+                "journal": {
+                    "damaged_lines": [
+                        {"line": d.line, "problem": d.problem, "run_id": d.run_id}
+                        for d in journal.damage
+                    ],
+                    "torn_last_line": journal.torn_tail,
+                },
             },
             out,
         )
         return
+    for note in journal.damage_report():
+        (err or out).print(f"[yellow]warning: {markup(note)}[/]", soft_wrap=True)
     wide = not out.is_terminal or out.width >= WIDE_HISTORY
     if wide:
-        table = Table(title=f"key history of farm {escape(inventory.farm)}")
+        table = Table(title=f"key history of farm {markup(inventory.farm)}")
         columns = ("fingerprint", "status", "origin", "on the farm", "created", "stored by run")
         for column in columns:
             table.add_column(column, no_wrap=True)
@@ -95,7 +106,7 @@ def show_history(
         out.print(table)
     else:
         # A narrow terminal: two lines per key, nothing cut (fingerprints, run ids).
-        out.print(f"key history of farm {escape(inventory.farm)}")
+        out.print(f"key history of farm {markup(inventory.farm)}")
         for e in entries:
             out.print(
                 f"{e['fingerprint']}  {e['status']:<9} {e['origin']:<9}  {_count(e, held.total)}"
@@ -106,14 +117,16 @@ def show_history(
     out.print(f"on the farm: as of {held.as_of}")
     out.print(f"  ({source}{'' if live else '; --live reads the nodes'})")
     if held.unknown:
-        out.print(f"key not known for: {', '.join(held.unknown)}")
+        out.print(f"key not known for: {markup(', '.join(held.unknown))}")
     if any(e["origin"] == "imported" for e in entries):
         out.print(IMPORTED_NOTE, soft_wrap=False)  # prose: wrap it at words
     for taken in takeovers:
         out.print(
-            f"took the farm over at {taken.get('at')} (run {taken.get('run_id')}) from vault "
-            f"{taken.get('from_vault_id')} at {taken.get('from_vault')}, generation "
-            f"{taken.get('from_generation')}",
+            markup(
+                f"took the farm over at {taken.get('at')} (run {taken.get('run_id')}) from vault "
+                f"{taken.get('from_vault_id')} at {taken.get('from_vault')}, generation "
+                f"{taken.get('from_generation')}"
+            ),
             soft_wrap=False,
         )
     if show_keys:

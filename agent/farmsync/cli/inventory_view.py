@@ -6,9 +6,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
+from farmsync.cli.printable import markup
 from farmsync.cli.render import print_json
 from farmsync.errors import ExitCode
 from farmsync.inventory.describe import HostSummary, describe_inventory
@@ -28,15 +28,15 @@ def _policy_text(policy: Policy) -> str:
 
 def _print_narrow(farm: str, summaries: list[HostSummary], out: Console) -> None:
     """The table's content as a few short lines per host, for a terminal too narrow for it."""
-    out.print(f"farm {escape(farm)}: {len(summaries)} host(s)")
+    out.print(f"farm {markup(farm)}: {len(summaries)} host(s)")
     for s in summaries:
-        out.print(f"{escape(s.name)} ({escape(', '.join(s.groups))})", soft_wrap=True)
-        out.print(f"    {s.transport}/{s.shell} {escape(s.address)}", soft_wrap=True)
-        out.print(f"    password: {escape(s.password_source)}", soft_wrap=True)
+        out.print(f"{markup(s.name)} ({markup(', '.join(s.groups))})", soft_wrap=True)
+        out.print(f"    {s.transport}/{s.shell} {markup(s.address)}", soft_wrap=True)
+        out.print(f"    password: {markup(s.password_source)}", soft_wrap=True)
         for root in s.root_configs:
-            out.print(f"    root: {escape(root)}", soft_wrap=True)
+            out.print(f"    root: {markup(root)}", soft_wrap=True)
         for app in s.app_configs:
-            out.print(f"    application: {escape(app)}", soft_wrap=True)
+            out.print(f"    application: {markup(app)}", soft_wrap=True)
 
 
 def show_inventory(path: Path, as_json: bool, out: Console, err: Console) -> None:
@@ -67,8 +67,8 @@ def show_inventory(path: Path, as_json: bool, out: Console, err: Console) -> Non
             raise SystemExit(ExitCode.BAD_INPUT)
         return
     for warning in warnings:
-        err.print(f"[yellow]{escape(warning)}[/]", soft_wrap=True)
-    table = Table(title=f"farm {escape(inventory.farm)}: {len(summaries)} host(s)")
+        err.print(f"[yellow]{markup(warning)}[/]", soft_wrap=True)
+    table = Table(title=f"farm {markup(inventory.farm)}: {len(summaries)} host(s)")
     columns = ["host", "groups", "transport", "address", "password", "root web.config files"]
     with_apps = any(s.app_configs for s in summaries)
     if with_apps:
@@ -77,15 +77,15 @@ def show_inventory(path: Path, as_json: bool, out: Console, err: Console) -> Non
         table.add_column(column)
     for s in summaries:
         row = [
-            escape(s.name),
-            escape(",".join(s.groups)),
+            markup(s.name),
+            markup(",".join(s.groups)),
             f"{s.transport}/{s.shell}",
-            escape(s.address),
-            escape(s.password_source),
-            escape("\n".join(s.root_configs)),
+            markup(s.address),
+            markup(s.password_source),
+            "\n".join(markup(p) for p in s.root_configs),
         ]
         if with_apps:
-            row.append(escape("\n".join(s.app_configs)))
+            row.append("\n".join(markup(p) for p in s.app_configs))
         table.add_row(*row)
     natural = out.measure(table, options=out.options.update_width(100_000)).maximum
     if out.is_terminal and natural > out.width:
@@ -93,13 +93,13 @@ def show_inventory(path: Path, as_json: bool, out: Console, err: Console) -> Non
     else:
         out.print(table)
     if policy is not None:
-        out.print(f"key policy: {escape(_policy_text(policy))}", soft_wrap=False)
+        out.print(f"key policy: {markup(_policy_text(policy))}", soft_wrap=False)
     if missing:
         for problem in missing:
-            err.print(f"farmsync: error: {escape(str(problem))}", soft_wrap=True)
+            err.print(f"farmsync: error: {markup(str(problem))}", soft_wrap=True)
         out.print(
-            f"[red]not ready[/]: {len(missing)} file(s) that {escape(str(path))} names are "
+            f"[red]not ready[/]: {len(missing)} file(s) that {markup(str(path))} names are "
             "missing on this controller"
         )
         raise SystemExit(ExitCode.BAD_INPUT)
-    out.print(f"[green]ok[/]: {escape(str(path))} is valid")
+    out.print(f"[green]ok[/]: {markup(str(path))} is valid")

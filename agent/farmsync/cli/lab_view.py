@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
+from farmsync.cli.printable import markup
 from farmsync.cli.render import print_json
 from farmsync.fsutil import atomic_write_private
 from farmsync.lab.farm import STATE_FILE, Lab, LabStatus
@@ -15,14 +15,14 @@ from farmsync.orchestration.state import default_state_root
 
 
 def _table(status: LabStatus) -> Table:
-    table = Table(title=f"lab in {escape(status.state_dir)}")
+    table = Table(title=f"lab in {markup(status.state_dir)}")
     for column in ("node", "up", "http", "ssh", "key"):
         table.add_column(column)
     for node in status.nodes:
         table.add_row(
             node.name,
             "[green]yes[/]" if node.up else "[red]no[/]",
-            escape(node.http_url),
+            markup(node.http_url),
             f"{node.ssh_address}:{node.ssh_port}",
             node.key_fingerprint or "",
         )
@@ -63,13 +63,13 @@ def lab_up(nodes: int, inventory_out: Path, lab_dir: Path | None, out: Console) 
     status = Lab(where, inventory_path=inventory_out).up(nodes)
     _record(where)
     out.print(_table(status))
-    out.print(f"inventory written to {escape(str(status.inventory_path))}")
+    out.print(f"inventory written to {markup(str(status.inventory_path))}")
 
 
 def lab_down(lab_dir: Path | None, out: Console) -> None:
     where = find_lab_dir(lab_dir)
     stopped = Lab(where).down()
-    out.print(f"stopped {len(stopped)} process(es) of the lab in {escape(str(where.absolute()))}")
+    out.print(f"stopped {len(stopped)} process(es) of the lab in {markup(str(where.absolute()))}")
 
 
 def lab_status(lab_dir: Path | None, as_json: bool, out: Console) -> None:

@@ -16,6 +16,7 @@ from rich.console import Console
 
 from farmsync import __version__
 from farmsync.cli.output import SETTINGS, colour_wanted, output_options
+from farmsync.cli.printable import printable
 from farmsync.cli.render import print_json, render_run
 from farmsync.cli.reporters import PlainReporter, QuietReporter, RichReporter
 from farmsync.cli.secret import prompt_secret, vault_secret_source, will_prompt
@@ -34,7 +35,9 @@ class FarmsyncGroup(click.Group):
         try:
             return super().invoke(ctx)
         except FarmsyncError as exc:
-            click.echo(f"farmsync: error: {exc}", err=True)
+            click.echo(f"farmsync: error: {printable(exc)}", err=True)
+            for line in exc.details:
+                click.echo(f"farmsync:   {printable(line)}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             # Outside a rollout (start-up, reading, a second Ctrl-C): no traceback, exit 130.
@@ -54,6 +57,17 @@ class FarmsyncGroup(click.Group):
                 err=True,
             )
             ctx.exit(ExitCode.NODE_FAILURE)
+
+
+class PrintableFormatter(logging.Formatter):
+    """Log lines quote host names and node text: show their control characters as escapes."""
+
+    def __init__(self, inner: logging.Formatter | None):
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(self.inner.format(record))
 
 
 def stdout_console() -> Console:
@@ -337,7 +351,7 @@ def _run_farm(
         if result.exit_code != 0:
             # The why, also where scripts look for it.
             for message in result.messages:
-                click.echo(f"farmsync: {message}", err=True)
+                click.echo(f"farmsync: {printable(message)}", err=True)
     sys.exit(result.exit_code)
 
 
@@ -387,9 +401,16 @@ def rollback(run: RunArgs) -> None:
 
 @cli.command(epilog=ENVIRONMENT_EPILOG)
 @run_options
-def recover(run: RunArgs) -> None:
+@click.option(
+    "--accept-current",
+    "accept_current",
+    multiple=True,
+    metavar="HOST",
+    help="Take HOST's files as they are now as the unfinished run's outcome (repeatable).",
+)
+def recover(run: RunArgs, accept_current: tuple[str, ...]) -> None:
     """Finish or roll back an interrupted run; exit 0 when no run is left half done."""
-    _run_farm(run, lambda farm: farm.recover())
+    _run_farm(run, lambda farm: farm.recover(accept_current))
 
 
 @cli.command(epilog=ENVIRONMENT_EPILOG)
@@ -564,6 +585,8 @@ def main() -> None:
     # Warnings from farmsync (insecure settings) reach stderr; paramiko's transport thread
     # logs tracebacks for connections farmsync already reports as node errors.
     logging.basicConfig(level=logging.WARNING, format="farmsync: %(levelname)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(PrintableFormatter(handler.formatter))
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
     from farmsync.orchestration import interrupt
 
@@ -573,10 +596,11 @@ def main() -> None:
     except click.UsageError as exc:
         # One line, as every other error: what is wrong and where to read more.
         where = exc.ctx.command_path if exc.ctx is not None else "farmsync"
-        click.echo(f"farmsync: error: {exc.format_message()} (see `{where} --help`)", err=True)
+        message = printable(exc.format_message())  # it may quote what was typed
+        click.echo(f"farmsync: error: {message} (see `{where} --help`)", err=True)
         sys.exit(ExitCode.BAD_INPUT)
     except click.ClickException as exc:
-        click.echo(f"farmsync: error: {exc.format_message()}", err=True)
+        click.echo(f"farmsync: error: {printable(exc.format_message())}", err=True)
         sys.exit(exc.exit_code)
     except (KeyboardInterrupt, click.exceptions.Abort):  # before click took over
         print("farmsync: interrupted", file=sys.stderr)

@@ -12,10 +12,10 @@ from typing import Any
 
 from rich import box
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from farmsync.cli.printable import markup, printable, printable_lines
 from farmsync.orchestration.journal import RunKind
 from farmsync.orchestration.result import FileResult, FileStatus, HostStatus, Outcome, RunResult
 
@@ -27,6 +27,7 @@ _STYLE = {
     "not-started": "dim",
     "rolled-back": "yellow",
     "missing": "dim",
+    "accepted": "yellow",  # recover --accept-current: taken as it is
 }
 AUTOGENERATE = "AutoGenerate"  # a key per node: never shown as one fingerprint
 MIN_PATH = 16
@@ -126,7 +127,7 @@ def run_table(result: RunResult, width: int | None) -> Table:
     the middle, and when even that leaves too little room each file goes on a line of its
     own under its host. Fingerprints, host names and the run id are never cut."""
     rows = _rows(result)
-    title = f"{result.kind} {escape(result.farm)} (run {result.run_id})"
+    title = f"{result.kind} {markup(result.farm)} (run {result.run_id})"
     table = Table(title=title, expand=False, box=box.SQUARE)
     by_host = {h.host: h for h in result.hosts}
     hosts_w = _widest("host", [r[0] for r in rows])
@@ -155,18 +156,19 @@ def run_table(result: RunResult, width: int | None) -> Table:
     for name, status, path, old, new, first in rows:
         shown = short.get(path, path)
         table.add_row(
-            Text(name) if first else "",
+            Text(printable(name)) if first else "",
             Text(status, style=_STYLE.get(status, "red")) if first else "",
-            Text(shown),
+            Text(printable(shown)),
             old,
             new,
         )
         host = by_host[name]
         if _own_error(host.error, result) and first and len(host.files) <= 1:
-            table.add_row("", "", Text(host.error or "", style="red"), "", "")
+            table.add_row("", "", Text(printable(host.error or ""), style="red"), "", "")
     for host in result.hosts:
         if _own_error(host.error, result) and len(host.files) > 1:
-            table.add_row(Text(host.host), "", Text(host.error or "", style="red"), "", "")
+            error = Text(printable(host.error or ""), style="red")
+            table.add_row(Text(printable(host.host)), "", error, "", "")
     return table
 
 
@@ -185,13 +187,14 @@ def _stacked_table(
     blank = [""] * (2 if drop_new else 3)
     for name, status, path, old, new, first in rows:
         if first:
-            table.add_row(Text(name), Text(status, style=_STYLE.get(status, "red")), *blank[1:])
+            shown = Text(status, style=_STYLE.get(status, "red"))
+            table.add_row(Text(printable(name)), shown, *blank[1:])
             host = by_host[name]
             if _own_error(host.error, result):
-                table.add_row(Text(host.error or "", style="red"), *blank)
+                table.add_row(Text(printable(host.error or ""), style="red"), *blank)
         if path:
             keys = [old] if drop_new else [old, new]
-            table.add_row(Text("  " + short[path]), "", *keys)
+            table.add_row(Text("  " + printable(short[path])), "", *keys)
     return table
 
 
@@ -216,7 +219,7 @@ def render_run(
     for host in result.hosts:
         for file in host.files:
             if file.diff:
-                console.print(escape(file.diff), highlight=False)
+                console.print(Text(printable_lines(file.diff)), highlight=False)
     if result.commit_window_ms is not None and table:
         console.print(
             f"commit window (files differ across nodes): {result.commit_window_ms:.1f} ms; "
@@ -233,9 +236,9 @@ def render_run(
         )
     if messages:
         for message in result.messages:
-            console.print(escape(message), highlight=False)
+            console.print(markup(message), highlight=False)
     colour = "green" if result.exit_code == 0 else "red"
-    console.print(f"[{colour}]{escape(headline(result))}[/]", soft_wrap=True)
+    console.print(f"[{colour}]{markup(headline(result))}[/]", soft_wrap=True)
 
 
 def headline(result: RunResult) -> str:

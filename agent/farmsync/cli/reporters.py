@@ -8,7 +8,6 @@ from types import TracebackType
 from typing import TextIO
 
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -18,6 +17,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from farmsync.cli.printable import markup, printable
 from farmsync.orchestration.events import Event, Status
 
 
@@ -39,8 +39,8 @@ class PlainReporter:
         if event.status is Status.START:
             self._print(f"[{event.phase.value}] {event.total} host(s)")
             return
-        host = event.host or "-"
-        detail = f" {event.detail}" if event.detail else ""
+        host = printable(event.host or "-")
+        detail = f" {printable(event.detail)}" if event.detail else ""
         self._print(f"[{event.phase.value}] {host}: {event.status.value}{detail}")
 
 
@@ -77,15 +77,15 @@ class RichReporter:
             self.tasks[phase] = self.progress.add_task(phase, total=event.total or 0)
             return
         if event.status is Status.FAILED:
-            # Host names, paths and node messages are data: never let rich read them as markup.
+            # Host names, paths and node messages are data: neither markup nor terminal controls.
             self.progress.console.print(
-                f"[red]✗[/red] {phase} {escape(event.host or '-')}: {escape(event.detail)}",
+                f"[red]✗[/red] {phase} {markup(event.host or '-')}: {markup(event.detail)}",
                 markup=True,
                 highlight=False,
             )
         if event.status is Status.WARNING:
             self.progress.console.print(
-                f"[yellow]![/yellow] {phase} {escape(event.host or '-')}: {escape(event.detail)}",
+                f"[yellow]![/yellow] {phase} {markup(event.host or '-')}: {markup(event.detail)}",
                 markup=True,
                 highlight=False,
             )

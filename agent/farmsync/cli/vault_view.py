@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape
 
+from farmsync.cli.printable import markup
 from farmsync.cli.secret import prompt_secret, vault_secret_source
 from farmsync.errors import InputError, VaultError
 from farmsync.inventory.loader import load_inventory
@@ -51,6 +51,6 @@ def rekey(
         # The proof: the file opens with the new secret.
         KeyVault.open(state.vault, new, farm=inventory.farm)
     out.print(
-        f"vault {escape(str(state.vault))} of farm {escape(inventory.farm)} is now sealed "
-        f"with {escape(new.source)}; the old secret no longer opens it"
+        f"vault {markup(str(state.vault))} of farm {markup(inventory.farm)} is now sealed "
+        f"with {markup(new.source)}; the old secret no longer opens it"
     )

@@ -6,16 +6,26 @@ Syntax as in Ansible: ``all`` or ``*``; host and group names; wildcards (``web*`
 ``!term`` excludes. Evaluation order is Ansible's: all unions first, then intersections, then
 exclusions, whatever order they are written in.
 
-Stricter than Ansible on one point: a term that matches nothing is an error rather than a
+Stricter than Ansible on two points. A term that matches nothing is an error rather than a
 warning, because a mistyped exclusion would otherwise silently include the host it meant to
-spare.
+spare. And a ``~`` regex gets bounded work: at most 256 characters, matched in a child
+process limited to 2 s of CPU. Python's backtracking engine can take exponential time
+(``~(a|aa)+$b`` against a 40-character name took 24 s), and no rule about the pattern's
+shape (nested quantifiers, alternation under a star, ``a*a*a*...``) catches every slow case,
+so the budget is enforced by the kernel (RLIMIT_CPU), which works the same from any thread
+and cannot be confused by the machine's load; the child costs ~20 ms, paid only by ``~``.
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import json
 import re
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
 
 from farmsync.errors import InputError
 from farmsync.inventory.model import Host, Inventory
@@ -26,6 +36,23 @@ _TERM = re.compile(r"(?:[^\s:\[\]]|\[[^\]]*\])+")
 _IPV6 = re.compile(r"^[0-9A-Fa-f]*(?::[0-9A-Fa-f]*){2,}$")
 _SUBSCRIPT = re.compile(r"^(.+)\[(?:(-?[0-9]+)|([0-9]+)[:-]([0-9]*))\]$")
 _GLOB_CHARS = (".", "?", "*", "[")
+REGEX_MAX_CHARS = 256
+REGEX_CPU_SECONDS = 2
+# Runs with -I -S: no site, no environment, nothing imported but what it names.
+_REGEX_CHILD = """
+import json, re, resource, sys
+_, hard = resource.getrlimit(resource.RLIMIT_CPU)
+limit = {cpu}
+if hard != resource.RLIM_INFINITY:
+    limit = min(limit, max(hard - 1, 1))
+    hard = min(hard, limit + 1)
+else:
+    hard = limit + 1
+resource.setrlimit(resource.RLIMIT_CPU, (limit, hard))
+request = json.load(sys.stdin)
+pattern = re.compile(request["pattern"])
+json.dump([name for name in request["names"] if pattern.match(name)], sys.stdout)
+"""
 
 
 def split_pattern(pattern: str) -> list[str]:
@@ -54,15 +81,71 @@ def _matcher(expression: str) -> re.Pattern[str]:
         raise InputError(f"invalid pattern {expression!r}: {exc}", source=SOURCE) from None
 
 
+def _regex_matches(expression: str, names: Sequence[str]) -> set[str]:
+    """The names a ``~`` regex matches, found by a child process with a CPU budget."""
+    if len(expression) - 1 > REGEX_MAX_CHARS:
+        raise InputError(
+            f"regex host pattern is {len(expression) - 1} characters long; "
+            f"the limit is {REGEX_MAX_CHARS}",
+            source=SOURCE,
+        )
+    _matcher(expression)  # a syntax error is reported here, with the re module's words
+    over_budget = InputError(
+        f"regex host pattern {expression!r} needs more than {REGEX_CPU_SECONDS} s of CPU "
+        "to match the inventory's names (it backtracks too much, as nested or ambiguous "
+        "repetitions like '(a|aa)+' do); simplify it or use a wildcard",
+        source=SOURCE,
+    )
+    try:
+        child = subprocess.run(
+            [sys.executable, "-I", "-S", "-c", _REGEX_CHILD.format(cpu=REGEX_CPU_SECONDS)],
+            input=json.dumps({"pattern": expression[1:], "names": list(names)}),
+            capture_output=True,
+            text=True,
+            timeout=60 * REGEX_CPU_SECONDS,  # a wall-clock backstop; the CPU limit comes first
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise over_budget from None
+    except OSError as exc:
+        raise InputError(
+            f"cannot match regex host pattern {expression!r}: no Python to run the matcher "
+            f"({exc.strerror or exc})",
+            source=SOURCE,
+        ) from None
+    if child.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
+        raise over_budget
+    try:
+        found = json.loads(child.stdout) if child.returncode == 0 else None
+    except ValueError:
+        found = None
+    if not isinstance(found, list):
+        raise InputError(
+            f"cannot match regex host pattern {expression!r}: the matcher failed "
+            f"(exit {child.returncode})",
+            source=SOURCE,
+        )
+    return {name for name in found if isinstance(name, str)}
+
+
 def _enumerate(inventory: Inventory, expression: str) -> list[str]:
-    matcher = _matcher(expression)
+    if expression.startswith("~"):
+        hits = _regex_matches(expression, [*inventory.groups, *inventory.hosts])
+
+        def is_match(name: str) -> bool:
+            return name in hits
+    else:
+        matcher = _matcher(expression)
+
+        def is_match(name: str) -> bool:
+            return matcher.match(name) is not None
     found: dict[str, None] = {}
-    groups = [name for name in inventory.groups if matcher.match(name)]
+    groups = [name for name in inventory.groups if is_match(name)]
     for group in groups:
         found.update(dict.fromkeys(inventory.groups[group]))
     is_pattern = expression.startswith("~") or any(c in expression for c in _GLOB_CHARS)
     if not groups or is_pattern:
-        found.update(dict.fromkeys(name for name in inventory.hosts if matcher.match(name)))
+        found.update(dict.fromkeys(name for name in inventory.hosts if is_match(name)))
     return list(found)
 
 

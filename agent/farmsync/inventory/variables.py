@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -193,11 +194,26 @@ def _unique(values: Iterable[Any]) -> tuple[Any, ...]:
     return tuple(dict.fromkeys(values))
 
 
+_PATH_SEPARATORS = re.compile(r"[/\\]")
+
+
+def _managed_path(item: Any) -> str:
+    """A path farmsync will write beside: no control character (a NUL ends the name the node
+    sees, a newline splits the commit script's lines) and no ``..`` that walks out of it."""
+    path = _require_str(item).strip()
+    for char in path:
+        if unicodedata.category(char) == "Cc":
+            raise VariableError(f"path {path!r} contains a control character (U+{ord(char):04X})")
+    if ".." in _PATH_SEPARATORS.split(path):
+        raise VariableError(f"path {path!r} has a '..' component; write the path it means")
+    return path
+
+
 def _path_list(value: Any) -> tuple[str, ...]:
     paths: list[str] = []
     for item, line in _items(value, "paths"):
         try:
-            paths.append(_require_str(item).strip())
+            paths.append(_managed_path(item))
         except VariableError as exc:
             raise VariableError(f"list item: {exc.message}", line) from None
     return _unique(paths)

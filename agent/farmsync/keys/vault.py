@@ -37,7 +37,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from farmsync.errors import InputError, VaultError
+from farmsync.errors import InputError, VaultError, state_writes
 from farmsync.fsutil import atomic_write_private
 from farmsync.keys.machinekey import MachineKey
 
@@ -539,7 +539,8 @@ class KeyVault:
         header = _HEADER.pack(MAGIC, FORMAT_VERSION, p.log2_n, p.r, p.p, salt, nonce)
         sealed = AESGCM(p.derive(self._secret, salt)).encrypt(nonce, self._document(), header)
         try:
-            atomic_write_private(self.path, header + sealed)
+            with state_writes(self.path.parent, f"save the vault {self.path.name}"):
+                atomic_write_private(self.path, header + sealed)
         except OSError as e:
             raise VaultError(f"cannot write vault {self.path}: {e.strerror or e}") from None
 

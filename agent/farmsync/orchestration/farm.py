@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from farmsync.errors import FarmsyncError, InputError
 from farmsync.inventory.durations import format_duration
@@ -62,6 +63,7 @@ class Farm:
         self.ctx = ctx
         self.notes: list[str] = []  # said once at the top of the result (a vault created)
         self.unfinished: list[RunState] = []  # with --check: the runs a real run would settle
+        self.journal_notes: list[str] = []  # what the journal's last read could not use
 
     # --- the commands --------------------------------------------------------------------
     def rotate(
@@ -165,15 +167,17 @@ class Farm:
             )
             return self._with_recovered(result, recovered)
 
-    def recover(self) -> RunResult:
+    def recover(self, accept_current: Sequence[str] = ()) -> RunResult:
         """Finish or undo unfinished runs, then report the keys the farm holds.
 
         Exit 0 means no run is left half done: every node is on its run's old key or all on
-        its new one. Recovery raises (exit 3) while a node it needs is unreachable.
+        its new one. Recovery raises (exit 3) while a node it needs is unreachable, or while a
+        file on the new content has no backup proven to be its original: ``accept_current``
+        names hosts whose files, as they are now, are then taken as the run's outcome.
         """
         ctx = self.ctx
         run_id = new_run_id()
-        with self._locked(run_id, RunKind.RECOVER) as (journal, recovered):
+        with self._locked(run_id, RunKind.RECOVER, accept_current) as (journal, recovered):
             result = RunResult(run_id, RunKind.RECOVER, ctx.farm, Outcome.UNCHANGED)
             with FarmSession(
                 ctx.hosts, forks=ctx.options.forks, reporter=ctx.reporter, factory=ctx.factory
@@ -380,7 +384,7 @@ class Farm:
         result.messages.extend(self.notes)
         # Belt and braces: the journal refuses any record that contains this run's key.
         journal.forbid(key.validation_key, key.decryption_key)
-        recorder = RunRecorder(journal, run_id, kind)
+        recorder = RunRecorder(journal, run_id, kind, settle_bytes=_vault_saves(ctx.state.vault))
         with (
             interrupt.deferred(),
             FarmSession(
@@ -427,8 +431,8 @@ class Farm:
             return None
         return KeyVault.open(ctx.state.vault, ctx.vault_secret())
 
-    def _locked(self, run_id: str, kind: RunKind) -> _LockedRun:
-        return _LockedRun(self, run_id, kind)
+    def _locked(self, run_id: str, kind: RunKind, accept: Sequence[str] = ()) -> _LockedRun:
+        return _LockedRun(self, run_id, kind, accept)
 
     def _with_recovered(self, result: RunResult, recovered: Sequence[RunResult]) -> RunResult:
         earlier_lines: list[str] = []
@@ -438,17 +442,18 @@ class Farm:
             else:
                 text = f"recovered unfinished run {earlier.run_id}: {earlier.outcome.value}"
             earlier_lines += [text, *earlier.messages]
-        result.messages[:0] = earlier_lines
+        result.messages[:0] = [*self.journal_notes, *earlier_lines]
         return result
 
 
 class _LockedRun:
     """Lock the farm, recover what a dead controller left, hand over the journal."""
 
-    def __init__(self, farm: Farm, run_id: str, kind: RunKind):
+    def __init__(self, farm: Farm, run_id: str, kind: RunKind, accept: Sequence[str] = ()):
         self.farm = farm
         self.run_id = run_id
         self.kind = kind
+        self.accept = accept
         self.lock: FarmLock | None = None
 
     def __enter__(self) -> tuple[Journal, list[RunResult]]:
@@ -467,7 +472,8 @@ class _LockedRun:
                     for state in journal.unfinished_runs()
                 ]
             else:
-                recovered = recover_runs(journal, ctx, self.run_id)
+                recovered = recover_runs(journal, ctx, self.run_id, self.accept)
+            self.farm.journal_notes = _journal_notes(journal, self.kind)
         except BaseException:
             self.lock.release()
             raise
@@ -476,6 +482,29 @@ class _LockedRun:
     def __exit__(self, *exc: object) -> None:
         if self.lock is not None:
             self.lock.release()
+
+
+def _vault_saves(vault: Path) -> int:
+    """Room for settling a run: up to two vault saves (a first rotation also records the key
+    it replaced), each a whole new copy beside the old one, plus the entry it adds."""
+    try:
+        size = vault.stat().st_size
+    except FileNotFoundError:
+        size = 0
+    return 2 * (size + 4096) + 8192
+
+
+def _journal_notes(journal: Journal, kind: RunKind) -> list[str]:
+    """Damaged journal lines block nothing, but are never silent: `recover` lists them and
+    says what to do; the other commands mention them in one line."""
+    if kind is RunKind.RECOVER:
+        return journal.damage_report()
+    if journal.damage:
+        return [
+            f"journal {journal.path} has {len(journal.damage)} damaged line(s), ignored: "
+            "`farmsync recover` lists them"
+        ]
+    return []
 
 
 def _unstored_key(result: RunResult) -> RunResult:

@@ -9,76 +9,55 @@ Durability: every record is one ``write`` of a whole line followed by ``fsync`` 
 action. A SIGKILL during the write can leave a torn last line; readers ignore it and the
 next writer cuts it off before appending.
 
-Secrecy: records are checked against a whitelist of fields and types, and no string in a
-structured field may contain a run of 32 or more hex digits (key material looks like that:
-validationKey is 64-128 hex, decryptionKey 16-64). Structured fields that break the rule are
-refused (:class:`JournalRecordError`); free text (``detail``) has such runs replaced by
-``<redacted>`` instead, because error messages from nodes are not under our control and a
-journal write must not fail in the middle of a commit. File hashes are 64 hex digits, so
-they go in the two dedicated fields ``old_sha256``/``new_sha256``, which accept exactly a
-lowercase SHA-256 and nothing else. An AES-256 decryptionKey has the same shape as a hash,
-so callers also register the run's keys with :meth:`Journal.forbid`: a registered value is
-refused in every field, hash fields included.
+The journal file is this module; what a record may hold is :mod:`journal_guard`'s, and what
+a run's records add up to is :mod:`runstate`'s (both re-exported here).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
 import secrets
 import socket
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 
+from farmsync.errors import state_writes
 from farmsync.fsutil import fsync_directory
+from farmsync.orchestration.journal_guard import (
+    DETAIL_MAX_BYTES,
+    KEY_MATERIAL_HEX_RUN,
+    REDACTED,
+    JournalRecordError,
+    RecordGuard,
+    RunKind,
+    Step,
+    StepResult,
+    is_run_id,
+)
+from farmsync.orchestration.runstate import DamagedLine, FileProgress, RunState, rebuild_runs
 
+__all__ = [
+    "DETAIL_MAX_BYTES",
+    "KEY_MATERIAL_HEX_RUN",
+    "REDACTED",
+    "DamagedLine",
+    "FileProgress",
+    "Journal",
+    "JournalRecordError",
+    "RunKind",
+    "RunState",
+    "Step",
+    "StepResult",
+    "new_run_id",
+]
 
-class RunKind(StrEnum):
-    ROTATE = "rotate"
-    SYNC = "sync"
-    ROLLBACK = "rollback"
-    RESTORE = "restore"
-    RECOVER = "recover"
-
-
-class Step(StrEnum):
-    RUN_START = "run-start"
-    READ = "read"
-    STAGE = "stage"
-    ARM = "arm"
-    COMMIT = "commit"
-    VERIFY = "verify"
-    ROLLBACK = "rollback"
-    CLEANUP = "cleanup"
-    RECYCLE = "recycle"
-    RUN_END = "run-end"
-
-
-class StepResult(StrEnum):
-    STARTED = "started"  # intent, written before the action (commit, rollback)
-    OK = "ok"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-
-
-class JournalRecordError(ValueError):
-    """A record that may not be journaled (unknown field, wrong type, looks like key material).
-
-    The message names the field, never the value.
-    """
-
-
-KEY_MATERIAL_HEX_RUN = 32
-_HEX_RUN = re.compile(rf"[0-9A-Fa-f]{{{KEY_MATERIAL_HEX_RUN},}}")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_DETAIL_MAX = 2000
-REDACTED = "<redacted>"
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_RAW_RUN_ID = re.compile(rb'"run_id"\s*:\s*"([A-Za-z0-9][A-Za-z0-9._-]{0,63})"')
 # Other processes are kept out by the farm lock; threads of this one (the orchestrator works
 # on nodes in parallel) by this lock, so one never "repairs" a line another is writing.
 _APPEND_LOCK = threading.Lock()
@@ -94,210 +73,6 @@ def _utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
-# --- the whitelist -----------------------------------------------------------------------
-
-
-def _is_str(v: object) -> bool:
-    return isinstance(v, str)
-
-
-def _is_count(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-
-def _one_of(enum: type[StrEnum]) -> Callable[[object], bool]:
-    values = {e.value for e in enum}
-    return lambda v: isinstance(v, str) and v in values
-
-
-def _is_sha256(v: object) -> bool:
-    return isinstance(v, str) and bool(_SHA256.match(v))
-
-
-def _is_run_id(v: object) -> bool:
-    return isinstance(v, str) and bool(_RUN_ID.match(v))
-
-
-def _is_host_map(v: object) -> bool:
-    return isinstance(v, dict) and all(
-        isinstance(h, str) and isinstance(ps, list) and all(isinstance(p, str) for p in ps)
-        for h, ps in v.items()
-    )
-
-
-_FIELDS: dict[str, Callable[[object], bool]] = {
-    "ts": _is_str,
-    "run_id": _is_run_id,
-    "kind": _one_of(RunKind),
-    "event": _one_of(Step),
-    "result": _one_of(StepResult),
-    "host": _is_str,
-    "path": _is_str,
-    "old_fp": _is_str,
-    "new_fp": _is_str,
-    "old_sha256": _is_sha256,
-    "new_sha256": _is_sha256,
-    "error_kind": _is_str,
-    "detail": _is_str,
-    "elapsed_ms": _is_count,
-    # run-start only
-    "target_fp": _is_str,
-    "previous_fp": _is_str,
-    "hosts": _is_host_map,  # host -> the paths this run manages on it
-    "controller": _is_str,
-    "pid": _is_count,
-}
-_REQUIRED = ("ts", "run_id", "kind", "event")
-_HASH_FIELDS = frozenset({"old_sha256", "new_sha256"})
-_FREE_TEXT = frozenset({"detail"})
-
-
-def _strings(value: object) -> Iterable[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield from _strings(k)
-            yield from _strings(v)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
-
-
-# --- records as read back ----------------------------------------------------------------
-
-
-@dataclass
-class FileProgress:
-    """How far one run got with one file on one host, rebuilt from the journal."""
-
-    host: str
-    path: str
-    old_sha256: str | None = None  # the live file when read / when staged against
-    new_sha256: str | None = None  # the staged content, what a finished commit leaves
-    last: dict[str, str] = field(default_factory=dict)  # step -> its latest result
-
-    @property
-    def staged(self) -> bool:
-        return self.last.get(Step.STAGE) == StepResult.OK
-
-    @property
-    def commit_attempted(self) -> bool:
-        """A commit was released (or may have been): the live file may be the new one."""
-        return Step.COMMIT in self.last
-
-    @property
-    def committed(self) -> bool:
-        return self.last.get(Step.COMMIT) == StepResult.OK
-
-    @property
-    def verified(self) -> bool:
-        return self.last.get(Step.VERIFY) == StepResult.OK
-
-    @property
-    def rolled_back(self) -> bool:
-        return self.last.get(Step.ROLLBACK) == StepResult.OK
-
-    @property
-    def cleaned(self) -> bool:
-        return self.last.get(Step.CLEANUP) == StepResult.OK
-
-
-@dataclass
-class RunState:
-    """A run as the journal tells it; for unfinished runs, what recovery must finish or undo."""
-
-    run_id: str
-    kind: str
-    started_at: str
-    target_fp: str | None = None
-    previous_fp: str | None = None
-    hosts: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    files: dict[tuple[str, str], FileProgress] = field(default_factory=dict)
-    controller: str | None = None
-    pid: int | None = None
-    last_event: str | None = None
-    ended_at: str | None = None
-    result: str | None = None  # the run-end result; None while unfinished
-    end_detail: str | None = None
-    failed_hosts: list[str] = field(default_factory=list)
-
-    @property
-    def finished(self) -> bool:
-        return self.ended_at is not None
-
-    @property
-    def commit_attempted(self) -> bool:
-        return any(f.commit_attempted for f in self.files.values())
-
-    @property
-    def all_committed(self) -> bool:
-        return bool(self.files) and all(f.committed for f in self.files.values())
-
-    def file(self, host: str, path: str) -> FileProgress:
-        key = (host, path)
-        if key not in self.files:
-            self.files[key] = FileProgress(host, path)
-            if path not in self.hosts.get(host, ()):
-                self.hosts[host] = (*self.hosts.get(host, ()), path)
-        return self.files[key]
-
-    def _targets(self, host: str | None, path: str | None) -> list[FileProgress]:
-        if host is not None and path is not None:
-            return [self.file(host, path)]
-        return [f for (h, _), f in self.files.items() if host is None or h == host]
-
-    def apply(self, rec: Mapping[str, object]) -> None:
-        event = str(rec.get("event"))
-        self.last_event = event
-        result = rec.get("result")
-        raw_host, raw_path = rec.get("host"), rec.get("path")
-        host = raw_host if isinstance(raw_host, str) else None
-        path = raw_path if isinstance(raw_path, str) else None
-        if event == Step.RUN_END:
-            self.ended_at = str(rec.get("ts"))
-            self.result = str(result) if result is not None else None
-            detail = rec.get("detail")
-            self.end_detail = detail if isinstance(detail, str) else None
-            return
-        if result == StepResult.FAILED and host is not None and host not in self.failed_hosts:
-            self.failed_hosts.append(host)
-        if result is None:
-            return
-        for progress in self._targets(host, path):
-            progress.last[event] = str(result)
-            old, new = rec.get("old_sha256"), rec.get("new_sha256")
-            if isinstance(old, str) and event in (Step.READ, Step.STAGE):
-                progress.old_sha256 = old
-            if isinstance(new, str) and event == Step.STAGE:
-                progress.new_sha256 = new
-
-    @classmethod
-    def from_start(cls, rec: Mapping[str, object]) -> RunState:
-        def opt_str(name: str) -> str | None:
-            v = rec.get(name)
-            return v if isinstance(v, str) else None
-
-        pid = rec.get("pid")
-        state = cls(
-            run_id=str(rec["run_id"]),
-            kind=str(rec.get("kind")),
-            started_at=str(rec.get("ts")),
-            target_fp=opt_str("target_fp"),
-            previous_fp=opt_str("previous_fp"),
-            controller=opt_str("controller"),
-            pid=pid if isinstance(pid, int) else None,
-            last_event=Step.RUN_START,
-        )
-        hosts = rec.get("hosts")
-        if isinstance(hosts, dict):
-            for host, paths in hosts.items():
-                state.hosts[str(host)] = ()
-                for p in paths if isinstance(paths, list) else ():
-                    state.file(str(host), str(p))
-        return state
-
-
 # --- the journal -------------------------------------------------------------------------
 
 
@@ -306,8 +81,14 @@ class Journal:
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
-        self._forbidden: set[str] = set()
-        self.damaged_lines: list[int] = []  # 1-based lines skipped by the last read
+        self.guard = RecordGuard()
+        self.damage: list[DamagedLine] = []  # lines skipped by the last read
+        self.torn_tail = False  # the last read ignored a last line cut short by a crash
+
+    @property
+    def damaged_lines(self) -> list[int]:
+        """1-based numbers of the lines the last read skipped (a torn last line aside)."""
+        return [d.line for d in self.damage]
 
     def __repr__(self) -> str:
         return f"Journal({str(self.path)!r})"
@@ -315,48 +96,11 @@ class Journal:
     # -- guarding -------------------------------------------------------------------------
     def forbid(self, *values: str) -> None:
         """Refuse any record containing one of ``values`` (the run's key material)."""
-        for v in values:
-            if v:
-                self._forbidden.add(v.lower())
-
-    def _contains_forbidden(self, text: str) -> bool:
-        low = text.lower()
-        return any(secret in low for secret in self._forbidden)
-
-    def _redact(self, text: str) -> str:
-        text = _HEX_RUN.sub(REDACTED, text)
-        for secret in self._forbidden:
-            text = re.sub(re.escape(secret), REDACTED, text, flags=re.IGNORECASE)
-        if len(text) > _DETAIL_MAX:
-            text = text[: _DETAIL_MAX - 3] + "..."
-        return text
+        self.guard.forbid(*values)
 
     def validate(self, record: Mapping[str, object]) -> dict[str, object]:
         """The record as it will be written; raises JournalRecordError if it may not be."""
-        clean: dict[str, object] = {}
-        for name, value in record.items():
-            if value is None or (value == "" and name in _HASH_FIELDS):
-                continue  # absent, None and "no hash" mean the same; keep lines short
-            check = _FIELDS.get(name)
-            if check is None:
-                raise JournalRecordError(f"journal field {name!r} is not allowed")
-            if name in _FREE_TEXT and isinstance(value, str):
-                value = self._redact(value)
-            if not check(value):
-                raise JournalRecordError(f"journal field {name!r} has a wrong type or format")
-            for text in _strings(value):
-                if self._contains_forbidden(text):
-                    raise JournalRecordError(f"journal field {name!r} contains key material")
-                if name not in _HASH_FIELDS and _HEX_RUN.search(text):
-                    raise JournalRecordError(
-                        f"journal field {name!r} looks like key material "
-                        f"({KEY_MATERIAL_HEX_RUN}+ hex digits)"
-                    )
-            clean[name] = value
-        for name in _REQUIRED:
-            if name not in clean:
-                raise JournalRecordError(f"journal record lacks {name!r}")
-        return clean
+        return self.guard.validate(record)
 
     # -- writing --------------------------------------------------------------------------
     def append(
@@ -378,8 +122,7 @@ class Journal:
                 **fields,
             }
         )
-        line = (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
-        self._write_line(line)
+        self._write_line(_encode(record))
         return record
 
     def start_run(
@@ -416,8 +159,48 @@ class Journal:
     ) -> dict[str, object]:
         return self.append(run_id, kind, Step.RUN_END, result, detail=detail, elapsed_ms=elapsed_ms)
 
+    # -- space for the records of a run in progress ---------------------------------------
+    @property
+    def reserve_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".reserve")
+
+    def reserve(self, nbytes: int) -> None:
+        """Set ``nbytes`` of the state file system aside for the records a run will write.
+
+        A run that changes live files must be able to journal every step to the end: a
+        journal that fills up between a commit and its record leaves a run that only
+        ``recover`` can settle. So, before the first node is touched, the run writes (and
+        fsyncs) a reserve file as large as its remaining records can be; an append that
+        meets a full file system or quota drops the reserve and writes again into the space
+        it freed. Random bytes, because a compressing file system would store zeros in
+        nothing; a plain file rather than ``fallocate`` beyond the journal's end, because it
+        works on every file system and quota and the journal's format stays untouched. A
+        state directory too full to hold the reserve refuses the run before it starts.
+        """
+        with _APPEND_LOCK, state_writes(self.path.parent, "reserve space for the journal"):
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(self.reserve_path, flags, 0o600)
+            try:
+                chunk = os.urandom(min(max(nbytes, 1), 1 << 20))
+                left = nbytes
+                while left > 0:
+                    left -= os.write(fd, chunk[:left])
+                os.fsync(fd)
+            except BaseException:
+                os.close(fd)
+                self.reserve_path.unlink(missing_ok=True)
+                raise
+            os.close(fd)
+
+    def release_reserve(self) -> None:
+        self.reserve_path.unlink(missing_ok=True)
+
+    def line_size(self, **fields: object) -> int:
+        """Bytes one record of these fields takes in the journal (for :meth:`reserve`)."""
+        return len(_encode(fields))
+
     def _write_line(self, line: bytes) -> None:
-        with _APPEND_LOCK:
+        with _APPEND_LOCK, state_writes(self.path.parent, "write the journal"):
             self._write_line_locked(line)
 
     def _write_line_locked(self, line: bytes) -> None:
@@ -425,11 +208,17 @@ class Journal:
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             self._repair_torn_tail(fd)
-            view = memoryview(line)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
+            start = os.fstat(fd).st_size
+            try:
+                _write_all(fd, line)
+            except OSError as exc:
+                if exc.errno not in _NO_SPACE or not self.reserve_path.exists():
+                    raise
+                # The space set aside for this run: free it, cut off what part of the line
+                # got written, and write the line again.
+                self.release_reserve()
+                os.ftruncate(fd, start)
+                _write_all(fd, line)
         finally:
             os.close(fd)
         if created:
@@ -464,40 +253,79 @@ class Journal:
 
     # -- reading --------------------------------------------------------------------------
     def records(self) -> list[dict[str, object]]:
-        """Every readable record, in order. A torn last line is ignored silently; any other
-        unreadable line is skipped and its number kept in :attr:`damaged_lines`."""
-        self.damaged_lines = []
+        """Every valid record, in order. A line that is not one (not JSON, or a record the
+        whitelist refuses, such as a run-start without ``kind``) is skipped and described in
+        :attr:`damage`; a last line cut short by a crash sets :attr:`torn_tail`."""
+        return [rec for _, rec in self._numbered_records()]
+
+    def _numbered_records(self) -> list[tuple[int, dict[str, object]]]:
+        self.damage = []
+        self.torn_tail = False
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
             return []
         lines = data.split(b"\n")
         torn_tail = lines.pop()  # b"" when the file ends with a newline
-        out: list[dict[str, object]] = []
+        out: list[tuple[int, dict[str, object]]] = []
         for number, raw in enumerate(lines, start=1):
-            rec = _parse(raw)
-            if rec is None:
-                if raw.strip():
-                    self.damaged_lines.append(number)
+            if not raw.strip():
                 continue
-            out.append(rec)
-        last = _parse(torn_tail) if torn_tail else None
-        if last is not None:  # complete record that only lacks its newline
-            out.append(last)
+            rec = self._checked(number, raw)
+            if rec is not None:
+                out.append((number, rec))
+        if torn_tail.strip():
+            if _parse(torn_tail) is None:
+                self.torn_tail = True
+            else:  # a complete record that only lacks its newline
+                rec = self._checked(len(lines) + 1, torn_tail)
+                if rec is not None:
+                    out.append((len(lines) + 1, rec))
         return out
 
-    def runs(self) -> list[RunState]:
-        """Every run in the journal, oldest first (records of unknown runs are ignored)."""
-        runs: dict[str, RunState] = {}
-        for rec in self.records():
+    def _checked(self, number: int, raw: bytes) -> dict[str, object] | None:
+        rec = _parse(raw)
+        if rec is None:
+            found = _RAW_RUN_ID.search(raw)
+            self.damage.append(
+                DamagedLine(
+                    number,
+                    "not a JSON record with run_id and event",
+                    found.group(1).decode() if found else None,
+                )
+            )
+            return None
+        try:
+            return self.validate(rec)
+        except JournalRecordError as exc:
             run_id = rec.get("run_id")
-            if not isinstance(run_id, str):
-                continue
-            if rec.get("event") == Step.RUN_START:
-                runs[run_id] = RunState.from_start(rec)
-            elif run_id in runs:
-                runs[run_id].apply(rec)
-        return list(runs.values())
+            named = run_id if isinstance(run_id, str) and is_run_id(run_id) else None
+            self.damage.append(DamagedLine(number, str(exc), named))
+            return None
+
+    def damage_report(self) -> list[str]:
+        """What the last read skipped, line by line, and what the operator should do."""
+        notes = [
+            f"journal {self.path} line {d.line} is damaged and was ignored: {d.problem}"
+            + (f" (run {d.run_id})" if d.run_id else "")
+            for d in self.damage
+        ]
+        if self.torn_tail:
+            notes.append(
+                f"journal {self.path}: its last line was cut short by a crash and was ignored "
+                "(the next write removes it)"
+            )
+        if self.damage:
+            notes.append(
+                "farmsync relies on no damaged line: a run they belong to is settled by reading "
+                "its nodes, not from the journal; keep the journal as evidence, or move those "
+                "lines into a file of your own to silence this notice"
+            )
+        return notes
+
+    def runs(self) -> list[RunState]:
+        """Every run in the journal, oldest first (see :func:`rebuild_runs`)."""
+        return rebuild_runs(self._numbered_records(), self.damage)
 
     def unfinished_runs(self) -> list[RunState]:
         """Runs with a run-start and no run-end, oldest first."""
@@ -508,6 +336,17 @@ class Journal:
             if r.run_id == run_id:
                 return r
         return None
+
+
+def _encode(record: Mapping[str, object]) -> bytes:
+    return (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    os.fsync(fd)
 
 
 def _parse(raw: bytes) -> dict[str, object] | None:

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
-from farmsync.errors import LockHeldError
+from farmsync.errors import LockHeldError, state_writes
 
 _HOLDER_MAX_BYTES = 4096
 _HOLDER_READ_ATTEMPTS = 5
@@ -73,6 +73,10 @@ class FarmLock:
         return self._fd is not None
 
     def acquire(self) -> FarmLock:
+        with state_writes(self.path.parent, "take the farm lock"):
+            return self._acquire()
+
+    def _acquire(self) -> FarmLock:
         if self._fd is not None:
             raise RuntimeError(f"lock of farm {self.farm!r} already held by this object")
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -95,14 +99,19 @@ class FarmLock:
             "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "farm": self.farm,
         }
-        self._write_holder()
+        try:
+            self._write_holder()
+        except BaseException:
+            self.release()  # a lock we cannot describe is not kept
+            raise
         return self
 
     def set_run_id(self, run_id: str) -> None:
         self.run_id = run_id
         if self._fd is not None:
             self._info["run_id"] = run_id
-            self._write_holder()
+            with state_writes(self.path.parent, "update the farm lock"):
+                self._write_holder()
 
     def release(self) -> None:
         fd, self._fd = self._fd, None

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from farmsync.errors import NodeError, describe_error
-from farmsync.orchestration.journal import Journal, RunKind, Step, StepResult
+from farmsync.orchestration.journal import DETAIL_MAX_BYTES, Journal, RunKind, Step, StepResult
 from farmsync.orchestration.result import Outcome
 
 
@@ -23,6 +23,10 @@ class FileHashes:
     new_sha256: str
     old_fp: str | None = None
 
+
+_TS = "2000-01-01T00:00:00.000000+00:00"
+_FILE_RECORDS = 7  # read, stage, commit intent and result, verify, rollback intent and result
+_HOST_RECORDS = 2  # arm, recycle
 
 # Outcomes after which the farm is consistent and the run needs no recovery.
 _CONSISTENT = {
@@ -35,10 +39,11 @@ _CONSISTENT = {
 
 
 class RunRecorder:
-    def __init__(self, journal: Journal, run_id: str, kind: RunKind):
+    def __init__(self, journal: Journal, run_id: str, kind: RunKind, *, settle_bytes: int = 0):
         self.journal = journal
         self.run_id = run_id
         self.kind = kind
+        self.settle_bytes = settle_bytes  # what settling the run writes besides the journal
 
     def start(
         self, target_fp: str, files: Mapping[str, Sequence[FileHashes]], previous_fp: str | None
@@ -63,6 +68,46 @@ class RunRecorder:
                     old_fp=item.old_fp,
                     new_fp=target_fp,
                 )
+
+    def reserve(self, files: Mapping[str, Sequence[str]]) -> None:
+        """Set aside journal space for every record this run may still write (the read and
+        stage records, commit intent and result, verify, rollback intent and result per file;
+        arm and recycle per host; the start and the end), each with a full-size detail, and
+        the :attr:`settle_bytes` of the vault's saves; the rollout frees it just before it
+        settles the vault."""
+        fp, sha, error_kind = "mk-" + "0" * 16, "0" * 64, "connection-lost"
+
+        def size(event: Step, **fields: object) -> int:
+            """One record's bytes, with the longest result and a full-size detail."""
+            return self.journal.line_size(
+                ts=_TS,
+                run_id=self.run_id,
+                kind=self.kind,
+                event=event,
+                result=StepResult.STARTED,
+                detail="",
+                **fields,
+            ) + DETAIL_MAX_BYTES
+
+        hosts = {h: list(ps) for h, ps in files.items()}
+        start = {"target_fp": fp, "previous_fp": fp, "controller": "x" * 64, "pid": 2**31}
+        total = size(Step.RUN_START, hosts=hosts, **start)
+        total += size(Step.RUN_END, elapsed_ms=2**40)
+        for host, paths in files.items():
+            for path in paths:
+                record = size(
+                    Step.ROLLBACK,
+                    host=host,
+                    path=path,
+                    old_sha256=sha,
+                    new_sha256=sha,
+                    old_fp=fp,
+                    new_fp=fp,
+                    error_kind=error_kind,
+                )
+                total += _FILE_RECORDS * record
+            total += _HOST_RECORDS * size(Step.RECYCLE, host=host, error_kind=error_kind)
+        self.journal.reserve(total + self.settle_bytes)
 
     def files(
         self,
@@ -97,6 +142,7 @@ class RunRecorder:
             self.journal.end_run(
                 self.run_id, self.kind, result, detail=outcome.value, elapsed_ms=elapsed_ms
             )
+            self.journal.release_reserve()
 
 
 def _error_fields(exc: BaseException | None) -> dict[str, object]:

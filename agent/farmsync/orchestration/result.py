@@ -51,6 +51,7 @@ class HostStatus(StrEnum):
     NOT_STARTED = "not-started"  # the run did not start because of another host
     FINISHED = "finished"  # recover: an unfinished run finished on it
     CLEANED_UP = "cleaned-up"  # recover: only an unreleased run's staging files removed
+    ACCEPTED = "accepted"  # recover --accept-current: its files taken as they are
 
 
 class FileStatus(StrEnum):

@@ -131,12 +131,20 @@ class Rollout:
             result.outcome = Outcome.ABORTED
             return result
 
-        if before_change is not None:
-            before_change(plan)
-        previous = next(iter(plan.old_fingerprints)) if len(plan.old_fingerprints) == 1 else None
-        self.recorder.start(
-            result.target_fingerprint, {h: plan.hashes(h) for h in plan.changes}, previous
-        )
+        # Room in the journal for every record of the run, before anything is stored or staged.
+        self.recorder.reserve({h: plan.paths(h) for h in plan.changes})
+        try:
+            if before_change is not None:
+                before_change(plan)
+            previous = (
+                next(iter(plan.old_fingerprints)) if len(plan.old_fingerprints) == 1 else None
+            )
+            self.recorder.start(
+                result.target_fingerprint, {h: plan.hashes(h) for h in plan.changes}, previous
+            )
+        except BaseException:
+            self.recorder.journal.release_reserve()  # no node touched: nothing to journal
+            raise
         return self._finish(self._apply(key, plan), plan, settle)
 
     def _apply(self, key: MachineKey, plan: Plan) -> Outcome:
@@ -173,6 +181,8 @@ class Rollout:
             return result
         vault_settled = True
         if settle is not None:
+            # The vault's save is what the journal's reserve was partly set aside for.
+            self.recorder.journal.release_reserve()
             try:
                 settle(outcome, plan)
             except FarmsyncError as exc:
@@ -496,7 +506,12 @@ class Rollout:
 def restore_originals(
     node: NodeOperations, files: Sequence[FileHashes], run_id: str, phase: str
 ) -> None:
-    """Put ``run_id``'s backups back on one node, then check each file is its original again."""
+    """Put ``run_id``'s backups back on one node, then check each file is its original again.
+
+    A file that is no longer its original is restored only from a backup proven to be that
+    original (by its hash): otherwise nothing on the node is touched, and the run stays open
+    for `recover` to say which file holds what.
+    """
     paths = [f.path for f in files]
     # The node fences a late commit, then restores only where the live file is not the
     # original, and only from a backup that is (PROTOCOL.md, rollback).

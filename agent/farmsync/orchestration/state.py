@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from farmsync.errors import InputError
+from farmsync.errors import InputError, state_writes
 
 STATE_DIR_ENV = "FARMSYNC_STATE_DIR"
 VAULT_FILE = "vault.fsv"
@@ -82,8 +82,9 @@ class StateDir:
 
     def ensure(self) -> StateDir:
         """Create the root and the farm directory (0700) if missing; returns self."""
-        _make_private_dir(self.root, tighten=False)
-        _make_private_dir(self.farm_dir, tighten=True)
+        with state_writes(self.root, "create the farm's state directory"):
+            _make_private_dir(self.root, tighten=False)
+            _make_private_dir(self.farm_dir, tighten=True)
         return self
 
     def __repr__(self) -> str:

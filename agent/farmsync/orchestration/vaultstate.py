@@ -18,7 +18,8 @@ def settle_key(
 ) -> None:
     """A deployed key becomes the farm's active key; a first rotation also records the
     hand-made key it ``replaced`` (as retired) so `rollback` can go back to it. A rotation's
-    key that was not deployed is abandoned, unless the vault already holds it as active."""
+    key that was not deployed is abandoned, unless the vault already moved it on (active,
+    retired)."""
     entry = vault.find(fingerprint)
     if entry is None:
         return
@@ -26,5 +27,7 @@ def settle_key(
         if replaced is not None and replaced.is_explicit:
             vault.import_retired(replaced, run_id)
         vault.mark_active(fingerprint, run_id)
-    elif kind is RunKind.ROTATE and entry.status is not KeyStatus.ACTIVE:
+    elif kind is RunKind.ROTATE and entry.status is KeyStatus.GENERATED:
+        # Only a key that never went further: a retired key stays a rollback target even if
+        # a journal record (damaged, forged) says its run failed.
         vault.mark_abandoned(fingerprint)
