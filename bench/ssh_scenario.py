@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench.checks import MAX_ROUND_TRIPS, add_run_metrics
+from bench.checks import MAX_ROUND_TRIPS, add_run_metrics, disk_fingerprints
 from bench.farm import BenchFarm, HostVars, NodeLedger, rotate
 from bench.measure import PhaseClock, ThreadSampler
 from bench.report import ScenarioResult
@@ -37,8 +37,10 @@ def start_nodes(root: Path, keys: SshdKeys, count: int, started: list[SshdNode])
     """Start ``count`` sshd nodes, a few at a time; each lands in ``started`` as it starts,
     so the caller's ``finally`` stops every one that did even if a later one fails."""
 
+    width = max(2, len(str(count)))  # web001..web200 sort like their numbers
+
     def start(index: int) -> None:
-        node = SshdNode(root / f"web{index + 1:02d}" / "sshd", keys=keys)
+        node = SshdNode(root / f"web{index + 1:0{width}d}" / "sshd", keys=keys)
         try:
             node.start()
         finally:
@@ -53,6 +55,27 @@ def start_nodes(root: Path, keys: SshdKeys, count: int, started: list[SshdNode])
         except BaseException:
             pool.shutdown(cancel_futures=True)  # Ctrl-C: start no more, stop what started
             raise
+
+
+def write_ssh_farm(root: Path, name: str, nodes: Sequence[SshdNode]) -> BenchFarm:
+    """The inventory for started nodes, each with its root web.config beside its sshd dir."""
+    hosts: dict[str, HostVars] = {}
+    configs: dict[str, Path] = {}
+    for node in nodes:
+        host = node.directory.parent.name
+        config = node.directory.parent / "www" / "web.config"
+        configs[host] = config
+        hosts[host] = {
+            "_group": "ssh_linux",
+            "ansible_host": node.host,
+            "ansible_port": node.port,
+            "ansible_user": node.user,
+            "ansible_connection": "ssh",
+            "ansible_ssh_private_key_file": str(node.client_key_path),
+            "farmsync_known_hosts": str(node.known_hosts_path),
+            "farmsync_root_configs": [str(config)],
+        }
+    return BenchFarm.write(root, name, hosts, configs)
 
 
 def accepted_counts(nodes: Sequence[SshdNode]) -> list[int]:
@@ -76,23 +99,8 @@ def run_ssh(count: int, runs: int = 2, forks: int = FORKS) -> ScenarioResult:
             keys = SshdKeys.generate(root / "keys")
             start_nodes(root, keys, count, started)
             started.sort(key=lambda n: str(n.directory))
-            hosts: dict[str, HostVars] = {}
-            configs: dict[str, Path] = {}
-            for node in started:
-                name = node.directory.parent.name
-                config = node.directory.parent / "www" / "web.config"
-                configs[name] = config
-                hosts[name] = {
-                    "_group": "ssh_linux",
-                    "ansible_host": node.host,
-                    "ansible_port": node.port,
-                    "ansible_user": node.user,
-                    "ansible_connection": "ssh",
-                    "ansible_ssh_private_key_file": str(node.client_key_path),
-                    "farmsync_known_hosts": str(node.known_hosts_path),
-                    "farmsync_root_configs": [str(config)],
-                }
-            farm = BenchFarm.write(root, "benchssh", hosts, configs)
+            farm = write_ssh_farm(root, "benchssh", started)
+            configs = farm.configs
             wall_limit = max(WALL_S_MIN, count * WALL_S_PER_NODE)
             windows: list[float] = []
             trips_max: list[int] = []
@@ -117,7 +125,7 @@ def run_ssh(count: int, runs: int = 2, forks: int = FORKS) -> ScenarioResult:
                     out.add("threads peak (all)", threads.peak)
                     out.add("pool workers peak", threads.workers_peak, "", "<=", forks)
                     out.add("ssh transports peak", threads.transports_peak, "", "<=", count)
-                    add_run_metrics(out, result, configs, ledger, clock)
+                    add_run_metrics(out, result, disk_fingerprints(configs), ledger, clock)
             out.add("commit window max", max(windows, default=None), "ms", "<", COMMIT_WINDOW_MS)
             out.add("logins/node/run min", min(logins, default=None), "", "==", 1)
             out.add("logins/node/run max", max(logins, default=None), "", "==", 1)

@@ -15,7 +15,7 @@ from pathlib import Path
 from tests.servers.wsman_endpoint import WsmanEndpoint
 from tests.servers.wsman_fixtures import make_ca
 
-from bench.checks import MAX_ROUND_TRIPS, add_run_metrics
+from bench.checks import MAX_ROUND_TRIPS, add_run_metrics, disk_fingerprints
 from bench.farm import BenchFarm, HostVars, NodeLedger, rotate
 from bench.measure import PhaseClock
 from bench.report import ScenarioResult
@@ -98,7 +98,7 @@ def run_winrm(count: int, runs: int = 1, forks: int = FORKS) -> ScenarioResult:
                         sum(e.requests.values()) - requests_before[n] for n, e in endpoints.items()
                     ]
                     out.add("http requests/node max", max(requests, default=None))
-                    add_run_metrics(out, result, configs, ledger, clock)
+                    add_run_metrics(out, result, disk_fingerprints(configs), ledger, clock)
             out.add("commit window max", max(windows, default=None), "ms", "<", COMMIT_WINDOW_MS)
             out.add("shells/node/run min", min(shells, default=None), "", "==", 1)
             out.add("shells/node/run max", max(shells, default=None), "", "==", 1)

@@ -1,0 +1,124 @@
+"""Plot wall time against farm size for the three tools, from a saved bench JSON.
+
+Run by ``bench/results.py`` with the comparison venv's Python (matplotlib lives there, not in
+farmsync's environment): ``python bench/plot.py RESULTS.json OUT.png``. Standalone on purpose:
+it imports nothing from farmsync or the bench.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import matplotlib  # type: ignore[import-not-found]
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # type: ignore[import-not-found]
+
+TOOLS = (("farmsync", "#1b7837"), ("pyinfra", "#2166ac"), ("ansible", "#b2182b"))
+
+
+def _metric(scenario: dict[str, Any], name: str) -> float | None:
+    for metric in scenario["metrics"]:
+        if metric["name"] == name:
+            value = metric["value"]
+            return float(value) if value is not None else None
+    return None
+
+
+def series(document: dict[str, Any], tool: str) -> list[tuple[int, float, float, float]]:
+    """(N, median, min, max) of wall seconds for one tool's comparison scenarios."""
+    points = []
+    for scenario in document["scenarios"]:
+        name = scenario["scenario"]
+        prefix, _, size = name.rpartition("-")
+        if prefix != tool or not size.isdigit():
+            continue
+        median = _metric(scenario, "wall median")
+        low, high = _metric(scenario, "wall min"), _metric(scenario, "wall max")
+        if median is not None and low is not None and high is not None:
+            points.append((int(size), median, low, high))
+    return sorted(points)
+
+
+def in_process(document: dict[str, Any]) -> list[tuple[int, float]]:
+    """farmsync's in-process ssh-N rotations (no interpreter start): the last run's wall."""
+    points = []
+    for scenario in document["scenarios"]:
+        prefix, _, size = scenario["scenario"].rpartition("-")
+        if prefix != "ssh" or not size.isdigit():
+            continue
+        walls = [
+            m["value"]
+            for m in scenario["metrics"]
+            if m["name"].startswith("run ") and m["name"].endswith(" wall") and m["value"]
+        ]
+        if walls:
+            points.append((int(size), float(min(walls))))
+    return sorted(points)
+
+
+def main(source: str, target: str) -> None:
+    with open(source) as f:
+        document = json.load(f)
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    for tool, colour in TOOLS:
+        points = series(document, tool)
+        if not points:
+            continue
+        sizes = [p[0] for p in points]
+        medians = [p[1] for p in points]
+        below = [p[1] - p[2] for p in points]
+        above = [p[3] - p[1] for p in points]
+        ax.errorbar(
+            sizes,
+            medians,
+            yerr=[below, above],
+            marker="o",
+            capsize=4,
+            color=colour,
+            label=f"{tool} (CLI, median, min-max)",
+        )
+        for size, median in zip(sizes, medians, strict=True):
+            ax.annotate(
+                f"{median:.1f} s",
+                (size, median),
+                textcoords="offset points",
+                xytext=(6, -4),
+                fontsize=8,
+                color=colour,
+            )
+    extra = [p for p in in_process(document) if p[0] > 0]
+    if extra:
+        ax.plot(
+            [p[0] for p in extra],
+            [p[1] for p in extra],
+            linestyle="--",
+            marker="s",
+            color="#5aae61",
+            label="farmsync in process (ssh-N, best run)",
+        )
+    machine = document["machine"]
+    ax.set_title(
+        f"One key into N sshd nodes' web.config, read back ({document['date']})\n"
+        f"{machine['cpus']} CPUs, {machine.get('cpu', '')}, load {machine['load average before']}",
+        fontsize=10,
+    )
+    ax.set_xlabel("nodes (N)")
+    ax.set_ylabel("wall time (s)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ticks = sorted(
+        {p[0] for tool, _ in TOOLS for p in series(document, tool)} | {p[0] for p in extra}
+    )
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([str(t) for t in ticks])
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(target)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
