@@ -8,7 +8,6 @@ files live in the simulated nodes' memory and are read back from there after the
 
 from __future__ import annotations
 
-import resource
 import tempfile
 from pathlib import Path
 
@@ -16,7 +15,13 @@ from tests.orchestration.farmkit import node_config
 
 from bench.checks import add_run_metrics
 from bench.farm import BenchFarm, HostVars, NodeLedger, rotate
-from bench.measure import PhaseClock, ThreadSampler, current_rss_mib, peak_rss_mib
+from bench.measure import (
+    PhaseClock,
+    ThreadSampler,
+    controller_cpu_s,
+    current_rss_mib,
+    peak_rss_mib,
+)
 from bench.report import ScenarioResult
 from bench.sim_transport import CONNECT_RTTS, JITTER_S, RTT_S, SimNetwork
 from farmsync.webconfig.parser import inspect_config
@@ -86,10 +91,10 @@ def run_sim(count: int, forks: int = FORKS) -> ScenarioResult:
         clock = PhaseClock()
         ctx = farm.context(forks=forks, reporter=clock, factory=ledger)
         rss_before = current_rss_mib()
-        cpu_before = _cpu_seconds()
+        cpu_before = controller_cpu_s()
         with ThreadSampler() as threads:
             result, wall = rotate(ctx)
-        cpu = _cpu_seconds() - cpu_before
+        cpu = controller_cpu_s() - cpu_before
         out.add("wall", round(wall, 2), "s", "<=", WALL_S)
         out.add("controller cpu", round(cpu, 2), "s")
         out.add("rss before run", round(rss_before, 1), "MiB")
@@ -103,11 +108,6 @@ def run_sim(count: int, forks: int = FORKS) -> ScenarioResult:
         out.add("ctime skew (replaced)", _round(ctime_skew), "ms")
         add_run_metrics(out, result, sim_fingerprints(network), ledger, clock)
     return out
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def _round(value: float | None) -> float | None:

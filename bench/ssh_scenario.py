@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bench.checks import MAX_ROUND_TRIPS, add_run_metrics, disk_fingerprints
 from bench.farm import BenchFarm, HostVars, NodeLedger, rotate
-from bench.measure import PhaseClock, ThreadSampler
+from bench.measure import PhaseClock, ThreadSampler, controller_cpu_s, peak_rss_mib
 from bench.report import ScenarioResult
 from farmsync.lab.sshd import SshdKeys, SshdNode
 
@@ -110,8 +110,10 @@ def run_ssh(count: int, runs: int = 2, forks: int = FORKS) -> ScenarioResult:
                 clock = PhaseClock()
                 ctx = farm.context(forks=forks, reporter=clock, factory=ledger)
                 before = accepted_counts(started)
+                cpu_before = controller_cpu_s()
                 with ThreadSampler() as threads:
                     result, wall = rotate(ctx)
+                cpu = controller_cpu_s() - cpu_before
                 after = accepted_counts(started)
                 logins.extend(b - a for a, b in zip(before, after, strict=True))
                 if result.commit_window_ms is not None:
@@ -125,6 +127,11 @@ def run_ssh(count: int, runs: int = 2, forks: int = FORKS) -> ScenarioResult:
                     out.add("threads peak (all)", threads.peak)
                     out.add("pool workers peak", threads.workers_peak, "", "<=", forks)
                     out.add("ssh transports peak", threads.transports_peak, "", "<=", count)
+                    # What one controller process spends per node (paramiko's key exchange,
+                    # crypto, channel threads): the floor for how many nodes it can carry.
+                    out.add("controller cpu", round(cpu, 2), "s")
+                    out.add("controller cpu/node", round(cpu / count * 1000, 1), "ms")
+                    out.add("peak rss (process)", round(peak_rss_mib(), 1), "MiB")
                     add_run_metrics(out, result, disk_fingerprints(configs), ledger, clock)
             out.add("commit window max", max(windows, default=None), "ms", "<", COMMIT_WINDOW_MS)
             out.add("logins/node/run min", min(logins, default=None), "", "==", 1)
