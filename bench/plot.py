@@ -15,6 +15,7 @@ import matplotlib  # type: ignore[import-not-found]
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # type: ignore[import-not-found]
+from matplotlib.ticker import FuncFormatter, LogLocator  # type: ignore[import-not-found]
 
 TOOLS = (("farmsync", "#1b7837"), ("pyinfra", "#2166ac"), ("ansible", "#b2182b"))
 
@@ -43,11 +44,12 @@ def series(document: dict[str, Any], tool: str) -> list[tuple[int, float, float,
 
 
 def in_process(document: dict[str, Any]) -> list[tuple[int, float]]:
-    """farmsync's in-process ssh-N rotations (no interpreter start): the last run's wall."""
+    """farmsync's in-process ssh-N rotations (no interpreter start) that changed the farm:
+    the best run's wall."""
     points = []
     for scenario in document["scenarios"]:
         prefix, _, size = scenario["scenario"].rpartition("-")
-        if prefix != "ssh" or not size.isdigit():
+        if prefix != "ssh" or not size.isdigit() or not scenario["ok"]:
             continue
         walls = [
             m["value"]
@@ -57,6 +59,27 @@ def in_process(document: dict[str, Any]) -> list[tuple[int, float]]:
         if walls:
             points.append((int(size), float(min(walls))))
     return sorted(points)
+
+
+def failed_in_process(document: dict[str, Any]) -> list[int]:
+    return sorted(
+        int(s["scenario"].rpartition("-")[2])
+        for s in document["scenarios"]
+        if s["scenario"].startswith("ssh-") and not s["ok"]
+    )
+
+
+def load_range(document: dict[str, Any]) -> tuple[float, float]:
+    """Lowest and highest 1-minute load average seen before/after any scenario."""
+    machine = document["machine"]
+    loads = [machine["load average before"], machine["load average after"]]
+    for scenario in document["scenarios"]:
+        loads += [
+            m["value"]
+            for m in scenario["metrics"]
+            if m["name"].startswith("load average") and m["value"] is not None
+        ]
+    return min(loads), max(loads)
 
 
 def main(source: str, target: str) -> None:
@@ -100,11 +123,24 @@ def main(source: str, target: str) -> None:
             label="farmsync in process (ssh-N, best run)",
         )
     machine = document["machine"]
+    low, high = load_range(document)
     ax.set_title(
         f"One key into N sshd nodes' web.config, read back ({document['date']})\n"
-        f"{machine['cpus']} CPUs, {machine.get('cpu', '')}, load {machine['load average before']}",
+        f"{machine['cpus']} CPUs ({machine.get('cpu', '')}), shared: load average "
+        f"{low:.1f}-{high:.1f}",
         fontsize=10,
     )
+    failed = failed_in_process(document)
+    if failed:
+        ax.text(
+            0.99,
+            0.02,
+            "not plotted (did not complete): " + ", ".join(f"ssh-{n}" for n in failed),
+            transform=ax.transAxes,
+            ha="right",
+            fontsize=8,
+            color="#555555",
+        )
     ax.set_xlabel("nodes (N)")
     ax.set_ylabel("wall time (s)")
     ax.set_xscale("log")
@@ -114,6 +150,9 @@ def main(source: str, target: str) -> None:
     )
     ax.set_xticks(ticks)
     ax.set_xticklabels([str(t) for t in ticks])
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
