@@ -57,8 +57,11 @@ def start_nodes(root: Path, keys: SshdKeys, count: int, started: list[SshdNode])
             raise
 
 
-def write_ssh_farm(root: Path, name: str, nodes: Sequence[SshdNode]) -> BenchFarm:
-    """The inventory for started nodes, each with its root web.config beside its sshd dir."""
+def write_ssh_farm(
+    root: Path, name: str, nodes: Sequence[SshdNode], timeout: float | None = None
+) -> BenchFarm:
+    """The inventory for started nodes, each with its root web.config beside its sshd dir;
+    ``timeout`` sets ``farmsync_timeout`` (default: farmsync's own)."""
     hosts: dict[str, HostVars] = {}
     configs: dict[str, Path] = {}
     for node in nodes:
@@ -75,6 +78,8 @@ def write_ssh_farm(root: Path, name: str, nodes: Sequence[SshdNode]) -> BenchFar
             "farmsync_known_hosts": str(node.known_hosts_path),
             "farmsync_root_configs": [str(config)],
         }
+        if timeout is not None:
+            hosts[host]["farmsync_timeout"] = timeout
     return BenchFarm.write(root, name, hosts, configs)
 
 
@@ -90,8 +95,13 @@ def accepted_counts(nodes: Sequence[SshdNode]) -> list[int]:
     return counts
 
 
-def run_ssh(count: int, runs: int = 2, forks: int = FORKS) -> ScenarioResult:
-    out = ScenarioResult(f"ssh-{count}", f"{runs} rotations of {count} sshd nodes, forks={forks}")
+def run_ssh(
+    count: int, runs: int = 2, forks: int = FORKS, timeout: float | None = None
+) -> ScenarioResult:
+    detail = f", farmsync_timeout={timeout:g} s" if timeout is not None else ""
+    out = ScenarioResult(
+        f"ssh-{count}", f"{runs} rotations of {count} sshd nodes, forks={forks}{detail}"
+    )
     started: list[SshdNode] = []
     with tempfile.TemporaryDirectory(prefix="farmsync-bench-ssh-") as tmp:
         root = Path(tmp)
@@ -99,7 +109,7 @@ def run_ssh(count: int, runs: int = 2, forks: int = FORKS) -> ScenarioResult:
             keys = SshdKeys.generate(root / "keys")
             start_nodes(root, keys, count, started)
             started.sort(key=lambda n: str(n.directory))
-            farm = write_ssh_farm(root, "benchssh", started)
+            farm = write_ssh_farm(root, "benchssh", started, timeout)
             configs = farm.configs
             wall_limit = max(WALL_S_MIN, count * WALL_S_PER_NODE)
             windows: list[float] = []
