@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
+from bench.audit_scenario import run_audit_local, run_audit_ssh
 from bench.compare_scenario import ORDER, Comparison
 from bench.local_scenario import run_local
 from bench.report import ScenarioResult
@@ -69,6 +70,18 @@ def farmsync_scenarios(quick: bool) -> list[Scenario]:
             partial(run_winrm, winrm, runs=runs),
         )
     )
+    audit_local = 200 if quick else 1000
+    audit_ssh = 5 if quick else 20
+    scenarios += [
+        Scenario(
+            f"audit-local-{audit_local}",
+            f"audit {audit_local} local hosts",
+            partial(run_audit_local, audit_local),
+        ),
+        Scenario(
+            f"audit-{audit_ssh}", f"audit {audit_ssh} sshd nodes", partial(run_audit_ssh, audit_ssh)
+        ),
+    ]
     return scenarios
 
 

@@ -5,7 +5,9 @@ itself (pool, journal, vault, survey, plan, barrier) at sizes no machine here ca
 servers. Each :class:`SimNode` meets the :class:`NodeOperations` contract over its own
 in-memory disk, with the semantics the real agents have: staging beside the target, hash
 checks at stage and arm, a byte-identical backup, an atomic replace that keeps the staged
-file's mtime (as rename(2) does), rollback from the backup, cleanup keeping the newest backups.
+file's mtime (as rename(2) does), rollback behind its fence (staging file removed first, the
+original never overwritten by anything else), cleanup keeping the newest backups by run id.
+A simulated node proves no identity (``identity()`` is None): each is its own node.
 
 Latency: every round trip blocks the calling thread for one round-trip time (``rtt``, plus or
 minus ``jitter``, uniformly), as a blocking client over a real network does; ``connect``
@@ -22,7 +24,7 @@ import itertools
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -37,6 +39,7 @@ from farmsync.nodes.contract import (
     NodeOperations,
     StageItem,
     backup_path,
+    backups_newest_first,
     sha256_hex,
     staging_path,
 )
@@ -263,20 +266,49 @@ class SimNode(NodeOperations):
         return SimArmedCommit(self, items, run_id)
 
     def commit_now(self, items: Sequence[CommitItem], run_id: str) -> None:
-        """What the node does when the release arrives: re-check, back up, replace."""
+        """What the node does when the release arrives: re-check, back up, replace.
+
+        A run's backup is never replaced (BACKUP_EXISTS), as on every real transport."""
         with self.disk.lock:
             self._check(items, run_id)
+            for item in items:
+                if backup_path(item.path, run_id) in self.disk.files:
+                    raise NodeError(
+                        self.host_name,
+                        NodeErrorKind.BACKUP_EXISTS,
+                        "this run's backup already exists; it was not replaced",
+                        phase="commit",
+                        path=item.path,
+                    )
             for item in items:
                 self.disk.copy(item.path, backup_path(item.path, run_id))
                 self.disk.rename(staging_path(item.path, run_id), item.path)
 
-    def rollback(self, paths: Sequence[str], run_id: str) -> None:
+    def rollback(
+        self, paths: Sequence[str], run_id: str, expected: Mapping[str, str] | None = None
+    ) -> None:
         self._trip()
+        expected = expected or {}
         with self.disk.lock:
             for path in paths:
+                # The fence first: a released, unacknowledged commit finds nothing to land.
                 self.disk.files.pop(staging_path(path, run_id), None)
-                if backup_path(path, run_id) in self.disk.files:
-                    self.disk.copy(backup_path(path, run_id), path)
+                want = expected.get(path)
+                live = self.disk.files.get(path)
+                if want is not None and live is not None and live.sha256 == want:
+                    continue
+                backup = self.disk.files.get(backup_path(path, run_id))
+                if backup is None:
+                    continue
+                if want is not None and backup.sha256 != want:
+                    raise NodeError(
+                        self.host_name,
+                        NodeErrorKind.VERIFY,
+                        "neither the live file nor this run's backup holds the original",
+                        phase="rollback",
+                        path=path,
+                    )
+                self.disk.copy(backup_path(path, run_id), path)
 
     def cleanup(
         self, paths: Sequence[str], run_id: str, keep_backups: int = DEFAULT_BACKUP_RETENTION
@@ -286,17 +318,17 @@ class SimNode(NodeOperations):
             for path in paths:
                 self.disk.files.pop(staging_path(path, run_id), None)
                 for old in self._backups(path)[keep_backups:]:
-                    self.disk.files.pop(backup_path(path, old), None)
+                    if old != run_id:  # this run's own backup always stays
+                        self.disk.files.pop(backup_path(path, old), None)
 
     def _backups(self, path: str) -> list[str]:
-        """Run ids with a backup of ``path``, newest first (by the backup's mtime)."""
+        """Run ids with a backup of ``path``, newest first (by run id, as the contract says)."""
         prefix, suffix = path + ".farmsync-", ".bak"
-        found = [
-            (f.mtime_ns, name[len(prefix) : -len(suffix)])
-            for name, f in self.disk.files.items()
+        return backups_newest_first(
+            name[len(prefix) : -len(suffix)]
+            for name in self.disk.files
             if name.startswith(prefix) and name.endswith(suffix)
-        ]
-        return [run_id for _, run_id in sorted(found, reverse=True)]
+        )
 
     def list_backups(self, paths: Sequence[str]) -> dict[str, list[str]]:
         self._trip()

@@ -68,7 +68,9 @@ def run_winrm(count: int, runs: int = 1, forks: int = FORKS) -> ScenarioResult:
                 node_dir = root / name
                 config = node_dir / "www" / "web.config"
                 config.parent.mkdir(parents=True)
-                context = ca.server_context()
+                # Its own certificate: a node's identity (farmsync refuses two hosts
+                # showing one certificate and machine id).
+                context = ca.with_new_server(node_dir / "tls").server_context()
                 wire[name] = count_bytes(context)
                 endpoint = WsmanEndpoint(
                     "farmsync-bench",

@@ -87,6 +87,9 @@ class NodeErrorKind(StrEnum):
     PERMISSION = "permission-denied"
     DISK_FULL = "disk-full"
     IS_DIRECTORY = "is-directory"
+    NOT_REGULAR = "not-a-regular-file"  # a device, FIFO or socket at a managed path
+    TOO_LARGE = "too-large"  # past the 8 MiB a web.config may have
+    BACKUP_EXISTS = "backup-exists"  # a run's backup is never replaced: two paths, one file
     NOT_FOUND = "not-found"
     CHANGED = "changed-since-read"
     VERIFY = "verify-mismatch"

@@ -19,14 +19,18 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from farmsync.fsutil import atomic_write_private
 from farmsync.inventory.patterns import select_hosts
 from farmsync.keys.generate import generate_key
 from farmsync.keys.vault import VaultSecret
 from farmsync.lab.proof import Credentials, check, cross_check, issue
+from farmsync.lab.sshd import SshdKeys, SshdNode
+from farmsync.nodes.contract import backup_path
 from farmsync.orchestration.context import FarmContext
 from farmsync.orchestration.farm import Farm
 from farmsync.orchestration.result import Outcome
@@ -34,7 +38,7 @@ from farmsync.orchestration.rollout import RolloutOptions
 from farmsync.orchestration.state import StateDir
 from farmsync.webconfig.editor import apply_machine_key
 from farmsync.webconfig.parser import inspect_config
-from tests.orchestration.farmkit import hooked_factory
+from tests.orchestration.farmkit import hooked_factory, slow_mv, wait_for_file
 from tests.servers.lab_fixtures import LabFarm
 
 LAB_NODES = 3
@@ -58,14 +62,16 @@ class Driver:
             env=self.env, capture_output=True, text=True, timeout=120, check=False,
         )
 
-    def farm(self, hooks: dict[str, dict[str, Callable[[], None]]]) -> Farm:
+    def farm(
+        self, hooks: dict[str, dict[str, Callable[[], None]]], timeout: float = 20
+    ) -> Farm:
         inventory = self.lab.inventory()
         return Farm(FarmContext(
             inventory=inventory,
             hosts=select_hosts(inventory, None),
             state=StateDir(Path(self.env["FARMSYNC_STATE_DIR"]), inventory.farm),
             vault_secret=lambda: VaultSecret.from_passphrase(self.env["FARMSYNC_VAULT_PASSPHRASE"]),
-            options=RolloutOptions(forks=4, timeout=20),
+            options=RolloutOptions(forks=4, timeout=timeout),
             factory=hooked_factory(hooks),
         ))
 
@@ -263,5 +269,139 @@ def test_controller_killed_mid_commit_then_recover(driver: Driver) -> None:
 
     assert recovered.returncode == 0, recovered.stderr
     assert any("rolled-back" in m for m in json.loads(recovered.stdout)["messages"])
+    assert driver.snapshot() == files
+    driver.assert_consistent(before=earlier)
+
+
+# --- issue 14: faults found by fault injection, on the real lab ------------------------------
+
+
+def _lab_inventory(driver: Driver) -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load(driver.lab.inventory_path.read_text())
+    return document
+
+
+def _hosts_of(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    groups = document["all"]["children"]
+    hosts: dict[str, dict[str, Any]] = next(iter(groups.values()))["hosts"]
+    return hosts
+
+
+@pytest.mark.slow
+def test_a_node_listed_twice_under_another_address_is_refused_and_the_farm_keeps_working(
+    driver: Driver, tmp_path: Path
+) -> None:
+    """The reproduction: node2 again as `localhost`, its host key trusted under that name.
+    Rotating in a loop once made the third run `inconsistent`; now the first is refused."""
+    driver.ensure_one_key()
+    earlier, files = issue(driver.urls), driver.snapshot()
+    document = _lab_inventory(driver)
+    hosts = _hosts_of(document)
+    node2 = dict(hosts["node2"])
+    known = tmp_path / "known_hosts"
+    line = Path(node2["farmsync_known_hosts"]).read_text().strip()
+    port = node2["ansible_port"]
+    alias = line.replace(f"[127.0.0.1]:{port}", f"[localhost]:{port}")
+    known.write_text(f"{line}\n{alias}\n")
+    hosts["node2-by-name"] = {
+        **node2, "ansible_host": "localhost", "farmsync_known_hosts": str(known)
+    }
+    inventory = tmp_path / "lab-twice.yml"
+    inventory.write_text(yaml.safe_dump(document, sort_keys=False))
+
+    for _ in range(3):
+        done = subprocess.run(
+            [sys.executable, "-m", "farmsync.cli.main", "rotate", "-i", str(inventory)],
+            env=driver.env, capture_output=True, text=True, timeout=120, check=False,
+        )
+        assert done.returncode == 2, done.stderr
+        said = done.stdout + done.stderr
+        assert "'node2'" in said and "'node2-by-name'" in said
+
+    assert driver.snapshot() == files
+    driver.assert_consistent(before=earlier)
+    assert driver.farmsync("rotate").returncode == 0  # the farm is not locked up
+    driver.assert_consistent()
+
+
+@pytest.mark.slow
+def test_backups_dated_in_the_future_do_not_break_restore_of_this_run(driver: Driver) -> None:
+    driver.ensure_one_key()
+    config = driver.configs()["node1"]
+    future = 1_900_000_000  # 2030: a node whose clock once ran ahead
+    planted = []
+    for i in range(10):
+        old = Path(backup_path(str(config), f"20250101T0000{i:02d}Z-aaaaaa"))
+        old.write_bytes(config.read_bytes())
+        os.utime(old, (future + i, future + i))
+        planted.append(old)
+    before = driver.snapshot()
+
+    rotated = driver.farmsync("rotate", "--json")
+    assert rotated.returncode == 0, rotated.stderr
+    run_id = json.loads(rotated.stdout)["run_id"]
+    assert Path(backup_path(str(config), run_id)).read_bytes() == before["node1"]
+    restored = driver.farmsync("restore", "--host", "node1", "--run", run_id)
+
+    assert restored.returncode == 0, restored.stderr
+    assert config.read_bytes() == before["node1"]
+    for old in planted:
+        old.unlink(missing_ok=True)
+    assert driver.farmsync("sync").returncode == 0
+    driver.assert_consistent()
+
+
+@pytest.mark.slow
+def test_a_device_at_a_managed_path_is_refused_before_anything_changes(driver: Driver) -> None:
+    driver.ensure_one_key()
+    earlier, files = issue(driver.urls), driver.snapshot()
+    config = driver.configs()["node3"]
+    saved = config.with_name("web.config.saved")
+    os.replace(config, saved)
+    config.symlink_to("/dev/zero")
+    try:
+        result = driver.farmsync("rotate", "--json")
+    finally:
+        config.unlink()
+        os.replace(saved, config)
+
+    assert result.returncode == 3, result.stderr
+    node3 = next(h for h in json.loads(result.stdout)["hosts"] if h["host"] == "node3")
+    assert node3["error_kind"] == "not-a-regular-file"
+    assert driver.snapshot() == files
+    driver.assert_consistent(before=earlier)
+
+
+@pytest.mark.slow
+def test_a_commit_that_timed_out_cannot_land_after_the_rollback(
+    driver: Driver, tmp_path: Path
+) -> None:
+    """node1's armed shell finds an mv that sleeps 3 s; the commit timeout is 1.5 s. The
+    rollback fences the late commit; the recycle (a Mono restart) waits until the late mv
+    ran; the farm must end on its old key, with the run closed as rolled back."""
+    driver.ensure_one_key()
+    earlier, files = issue(driver.urls), driver.snapshot()
+    lab = driver.lab.lab
+    bin_dir, marker = slow_mv(tmp_path, 3.0)
+    port = next(n.ssh_port for n in lab.status().nodes if n.name == "node1")
+    lab.stop_sshd("node1")
+    slow = SshdNode(
+        driver.lab.aspnet("node1").node_dir / "sshd",
+        keys=SshdKeys.load(lab.state_dir / "ssh"),
+        honour_file_modes=False,
+        path_prefix=(bin_dir,),
+    )
+    slow.start(port=port)
+    seen: list[str] = []
+    try:
+        hooks = {"node1": {"recycle": lambda: seen.append(wait_for_file(marker))}}
+        result = driver.farm(hooks, timeout=1.5).rotate()
+    finally:
+        slow.stop()
+        lab.start_sshd("node1")
+
+    assert result.outcome is Outcome.ROLLED_BACK, result.messages
+    assert seen, "the recycle did not wait for the late mv"
+    assert wait_for_file(marker) != "0", "the late rename found a staging file"
     assert driver.snapshot() == files
     driver.assert_consistent(before=earlier)

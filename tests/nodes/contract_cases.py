@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import resource
 import stat
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -108,8 +109,11 @@ def read_reports_content_hash_mtime_and_missing(node: NodeOperations, root: Path
     before = node.round_trips
     states = node.read([a, b, missing])
     assert node.round_trips == before + 1, "one round trip for all paths"
-    assert states[a] == FileState(a, FileStatus.OK, OLD, sha(OLD), states[a].mtime)
+    assert states[a] == FileState(
+        a, FileStatus.OK, OLD, sha(OLD), states[a].mtime, file_id=states[a].file_id
+    )
     assert states[b].content == NEW and states[b].sha256 == sha(NEW)
+    assert states[a].file_id and states[b].file_id and states[a].file_id != states[b].file_id
     assert states[a].mtime is not None
     # The contract promises whole-second precision: SFTP v3 carries no more.
     assert abs(states[a].mtime - os.stat(a).st_mtime) < 1.0
@@ -274,6 +278,106 @@ def invalid_run_id_is_refused(node: NodeOperations, root: Path) -> None:
     assert leftovers(root) == [] and not (root.parent / "escape").exists()
 
 
+def read_gives_one_file_one_id_whatever_the_path(node: NodeOperations, root: Path) -> None:
+    """A directory symlinked to another managed directory: two paths, one file, one id."""
+    real = live(root / "v4", "web.config")
+    (root / "v4-64").symlink_to(root / "v4", target_is_directory=True)
+    alias = str(root / "v4-64" / "web.config")
+    other = live(root / "v2", "web.config")
+    states = node.read([real, alias, other])
+    assert states[real].file_id is not None
+    assert states[alias].file_id == states[real].file_id
+    assert states[other].file_id != states[real].file_id
+
+
+def read_refuses_devices_and_oversized_files_without_reading_them(
+    node: NodeOperations, root: Path
+) -> None:
+    sparse = root / "huge.config"
+    with open(sparse, "wb") as f:
+        f.truncate(2 * 1024**3)  # 2 GiB, sparse: costs no disk, would cost memory if read
+    (root / "zero.config").symlink_to("/dev/zero")
+    os.mkfifo(root / "fifo.config")
+    paths = [str(sparse), str(root / "zero.config"), str(root / "fifo.config")]
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    states = node.read(paths)
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert states[str(sparse)].status is FileStatus.ERROR
+    assert states[str(sparse)].error_kind is NodeErrorKind.TOO_LARGE
+    for path in paths[1:]:
+        assert states[path].status is FileStatus.ERROR
+        assert states[path].error_kind is NodeErrorKind.NOT_REGULAR, path
+    assert grown_kib < 64 * 1024, "the controller read the file instead of refusing it"
+
+
+def commit_never_replaces_an_existing_backup(node: NodeOperations, root: Path) -> None:
+    path = live(root)
+    stage(node, path, NEW, "run1")
+    first = Path(backup_path(path, "run1"))
+    first.write_bytes(b"the original, kept by the first of two aliases")
+    items = [CommitItem(path, sha(OLD), sha(NEW))]
+    expect_commit_refused(node, items, "run1", NodeErrorKind.BACKUP_EXISTS)
+    assert first.read_bytes() == b"the original, kept by the first of two aliases"
+    assert Path(path).read_bytes() == OLD
+
+
+def rollback_fences_a_released_commit_that_has_not_landed(
+    node: NodeOperations, root: Path
+) -> None:
+    """The rollback removes the staging file first, so a commit released later (a late
+    COMMIT still in flight when the controller gave up) finds nothing to put in place."""
+    path = live(root)
+    stage(node, path, NEW, "run1")
+    armed = node.arm_commit([CommitItem(path, sha(OLD), sha(NEW))], "run1")
+    node.rollback([path], "run1", {path: sha(OLD)})
+    assert not Path(staging_path(path, "run1")).exists()
+
+    def late_commit() -> None:
+        armed.release()
+        armed.wait(30)
+
+    expect_node_error(NodeErrorKind.NOT_FOUND, late_commit)
+    assert Path(path).read_bytes() == OLD
+    assert node.read([path])[path].sha256 == sha(OLD)
+
+
+def rollback_acts_on_what_the_live_file_holds(node: NodeOperations, root: Path) -> None:
+    path = live(root)
+    stage(node, path, NEW, "run1")
+    commit(node, path, NEW, "run1")
+    backup = Path(backup_path(path, "run1"))
+    backup.write_bytes(b"not the original")  # a backup the run did not make
+    err = expect_node_error(
+        NodeErrorKind.VERIFY, lambda: node.rollback([path], "run1", {path: sha(OLD)})
+    )
+    assert err.path == path
+    assert Path(path).read_bytes() == NEW, "left as it is"
+    assert backup.read_bytes() == b"not the original"
+    Path(path).write_bytes(OLD)  # the live file already holds the original: nothing to do
+    node.rollback([path], "run1", {path: sha(OLD)})
+    assert Path(path).read_bytes() == OLD
+
+
+def backups_are_ordered_by_run_id_not_by_file_time(node: NodeOperations, root: Path) -> None:
+    path = live(root)
+    future = 1_900_000_000  # 2030: a node whose clock once ran ahead
+    for i in range(4):  # old runs whose backups claim to be from the future
+        old = Path(backup_path(path, f"20250101T00000{i}Z-aaaaaa"))
+        old.write_bytes(OLD)
+        os.utime(old, (future + i, future + i))
+    current = "20261127T120000Z-bbbbbb"
+    stage(node, path, NEW, current)
+    commit(node, path, NEW, current)
+    assert node.list_backups([path])[path][0] == current
+    node.cleanup([path], current, keep_backups=2)
+    assert node.list_backups([path]) == {
+        path: [current, "20250101T000003Z-aaaaaa"]
+    }
+    node.cleanup([path], current, keep_backups=0)
+    assert node.list_backups([path]) == {path: [current]}, "never the run in progress"
+    assert Path(backup_path(path, current)).read_bytes() == OLD
+
+
 CONTRACT_CASES: list[ContractCase] = [
     read_reports_content_hash_mtime_and_missing,
     read_of_directory_is_an_error_state,
@@ -290,6 +394,12 @@ CONTRACT_CASES: list[ContractCase] = [
     binary_content_and_unicode_names_round_trip,
     errors_never_carry_file_contents,
     invalid_run_id_is_refused,
+    read_gives_one_file_one_id_whatever_the_path,
+    read_refuses_devices_and_oversized_files_without_reading_them,
+    commit_never_replaces_an_existing_backup,
+    rollback_fences_a_released_commit_that_has_not_landed,
+    rollback_acts_on_what_the_live_file_holds,
+    backups_are_ordered_by_run_id_not_by_file_time,
 ]
 
 
@@ -378,8 +488,10 @@ class ProcessAgentNode(NodeOperations):
             raise AssertionError("agent neither armed nor failed")
         return ProcessArmedCommit(self, proc, reader.output)
 
-    def rollback(self, paths: Sequence[str], run_id: str) -> None:
-        self._run("rollback", psagent.rollback_args(paths, run_id))
+    def rollback(
+        self, paths: Sequence[str], run_id: str, expected: Mapping[str, str] | None = None
+    ) -> None:
+        self._run("rollback", psagent.rollback_args(paths, run_id, expected))
 
     def cleanup(
         self, paths: Sequence[str], run_id: str, keep_backups: int = DEFAULT_BACKUP_RETENTION

@@ -221,9 +221,38 @@ def test_error_mapping_covers_the_windows_failures() -> None:
     ):
         assert needle in common + psagent.resource_text("read.ps1")
     commit = psagent.resource_text("commit.ps1")
-    assert "[System.IO.File]::Replace($staging, $target, $backup)" in commit
+    # Backups are created exclusively, never by ReplaceFile (which replaces an existing one).
+    assert "Write-FarmsyncNewFile -Path $backup -Bytes $live -LikePath $target -Exclusive" in commit
+    assert "[System.IO.File]::Replace($staging, $target, [NullString]::Value)" in commit
+    assert "'backup-exists'" in commit
     assert "FileStream" in common and "Flush($true)" in common and "WriteThrough" in common
     assert "Get-Acl -LiteralPath" in common and "Set-Acl -LiteralPath" in common
+
+
+def test_issue_14_rules_hold_in_the_scripts() -> None:
+    """What PowerShell cannot prove here, read from the scripts: same rules as the twin."""
+    common = psagent.resource_text("common.ps1")
+    read = psagent.resource_text("read.ps1")
+    # Bounded reads: only seekable (regular) files, the length checked before reading, the
+    # read stopping one byte past the limit.
+    assert "$FarmsyncMaxFileBytes = 8 * 1024 * 1024" in common
+    assert "-not $stream.CanSeek" in common and "'not-a-regular-file'" in common
+    assert "$stream.Length -gt $FarmsyncMaxFileBytes" in common and "'too-large'" in common
+    assert "New-Object byte[] ($FarmsyncMaxFileBytes + 1)" in common
+    assert "ReadAllBytes" not in common + read
+    # Identity: volume serial + file index of the open handle, and the machine's GUID.
+    assert "GetFileInformationByHandle" in common and "VolumeSerialNumber" in common
+    assert "RegistryView]::Registry64" in common and "'MachineGuid'" in common
+    assert "file_id = $fileId" in read and "machine_id = (Get-FarmsyncMachineId)" in read
+    # The rollback fences first, then acts on what the live file holds.
+    rollback = psagent.resource_text("rollback.ps1")
+    fence = rollback.index("Remove-FarmsyncFile -Path (Get-FarmsyncStagingPath")
+    assert fence < rollback.index("Get-FarmsyncHashOrNull -Target $target")
+    assert fence < rollback.index("Restore-FarmsyncBackup")
+    assert "'verify-mismatch'" in rollback
+    # Backups by run id, never by file time; never the run in progress.
+    assert "LastWriteTimeUtc.Ticks" not in common and "CompareOrdinal($b.RunId, $a.RunId)" in common
+    assert "$backups[$i].RunId -cne $runId" in psagent.resource_text("cleanup.ps1")
 
 
 # --- the real thing, where PowerShell exists ---------------------------------------------------

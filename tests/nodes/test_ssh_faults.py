@@ -7,6 +7,7 @@ disk is a real 64 KiB tmpfs, which needs root (CAP_SYS_ADMIN) to mount.
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from farmsync.errors import NodeError, NodeErrorKind
+from farmsync.nodes import agent
 from farmsync.nodes.contract import (
     CommitItem,
     FileStatus,
@@ -24,6 +26,7 @@ from farmsync.nodes.contract import (
     staging_path,
 )
 from farmsync.nodes.ssh import SshNode
+from farmsync.nodes.ssh_connect import map_error
 from tests.servers.sshd_fixtures import SAMPLE_WEB_CONFIG, SshdTestNode
 
 NEW = SAMPLE_WEB_CONFIG.replace(b"0F1E2D3C", b"AAAABBBB")
@@ -146,3 +149,14 @@ def test_lost_connection_is_a_node_error(sshd_node: SshdTestNode) -> None:
         with pytest.raises(NodeError) as err:
             node.read([str(sshd_node.config)])
     assert err.value.kind in (NodeErrorKind.CONNECTION_LOST, NodeErrorKind.TIMEOUT)
+
+
+@pytest.mark.parametrize(
+    "code",
+    [errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS,
+     errno.EISDIR, errno.ENOENT],
+)
+def test_the_ssh_transport_maps_errno_as_the_agent_does(code: int) -> None:
+    """One table of error kinds: an EDQUOT over SSH is what it is from the agent."""
+    exc = OSError(code, os.strerror(code))
+    assert map_error("web1", exc, "stage", "/srv/web.config").kind is agent.error_kind(exc)

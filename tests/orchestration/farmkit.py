@@ -11,7 +11,8 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,37 @@ class TestFarm:
         )
 
 
+SLOW_MV = """#!/bin/sh
+# An mv that takes its time: the commit it serves lands after the controller gave up.
+sleep {delay}
+/bin/mv "$@"
+status=$?
+echo "$status" > {marker}.tmp && /bin/mv {marker}.tmp {marker}
+exit $status
+"""
+
+
+def slow_mv(directory: Path, delay: float) -> tuple[Path, Path]:
+    """A bin directory holding an ``mv`` that sleeps ``delay`` s first (put it first on a
+    node's PATH), and the file it writes its exit status to once it ran."""
+    bin_dir = directory / "slow-bin"
+    bin_dir.mkdir()
+    marker = directory / "late-mv-status"
+    mv = bin_dir / "mv"
+    mv.write_text(SLOW_MV.format(delay=delay, marker=marker))
+    mv.chmod(0o755)
+    return bin_dir, marker
+
+
+def wait_for_file(path: Path, limit: float = 30.0) -> str:
+    """The text of ``path`` once it exists (fails after ``limit`` seconds)."""
+    deadline = time.monotonic() + limit
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.1)
+    return path.read_text().strip()
+
+
 def write_inventory(path: Path, farm: str, hosts: dict[str, dict[str, Any]]) -> None:
     groups: dict[str, dict[str, Any]] = {}
     for name, variables in hosts.items():
@@ -183,9 +215,14 @@ class HookedNode(NodeOperations):
 
         return Armed()
 
-    def rollback(self, paths: Sequence[str], run_id: str) -> None:
+    def identity(self) -> Any:
+        return self.inner.identity()
+
+    def rollback(
+        self, paths: Sequence[str], run_id: str, expected: Mapping[str, str] | None = None
+    ) -> None:
         self._hook("rollback")
-        self.inner.rollback(paths, run_id)
+        self.inner.rollback(paths, run_id, expected)
 
     def cleanup(self, paths: Sequence[str], run_id: str, keep_backups: int = 10) -> None:
         self.inner.cleanup(paths, run_id, keep_backups)
@@ -194,7 +231,12 @@ class HookedNode(NodeOperations):
         return self.inner.list_backups(paths)
 
     def recycle(self) -> None:
+        self._hook("recycle")
         self.inner.recycle()
+
+    def audit(self, request: Any) -> Any:
+        self._hook("audit")
+        return self.inner.audit(request)
 
 
 def hooked_factory(hooks_by_host: dict[str, dict[str, Callable[[], None]]]) -> NodeFactory:

@@ -38,6 +38,23 @@ class TestCA:
     ca_pem: Path
     cert_pem: Path
     key_pem: Path
+    ca_key_pem: Path | None = None
+
+    def with_new_server(self, directory: Path) -> TestCA:
+        """The same CA with a server certificate of its own: each test endpoint proves its
+        own identity (farmsync refuses two hosts that show one certificate and machine)."""
+        assert self.ca_key_pem is not None
+        directory.mkdir(parents=True, exist_ok=True)
+        ca_cert = x509.load_pem_x509_certificate(self.ca_pem.read_bytes())
+        ca_key = serialization.load_pem_private_key(self.ca_key_pem.read_bytes(), None)
+        assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+        key, cert = _server_cert(ca_key, ca_cert)
+        return TestCA(
+            self.ca_pem,
+            _write_pem(directory, "server.pem", cert),
+            _write_key(directory, "server.key", key),
+            self.ca_key_pem,
+        )
 
     def server_context(self) -> ssl.SSLContext:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -104,10 +121,9 @@ def _write_key(directory: Path, name: str, key: ec.EllipticCurvePrivateKey) -> P
     return path
 
 
-def make_ca(directory: Path, label: str) -> TestCA:
-    """Generate a CA and a server certificate signed by it, as PEM files in ``directory``."""
-    directory.mkdir(parents=True, exist_ok=True)
-    ca_key, ca_cert = _new_ca(label)
+def _server_cert(
+    ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
     cert = _issue("localhost", key.public_key(), ca_key, ca_cert.subject, [
         (x509.SubjectAlternativeName([
@@ -119,10 +135,19 @@ def make_ca(directory: Path, label: str) -> TestCA:
         (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
         (x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False),
     ])
+    return key, cert
+
+
+def make_ca(directory: Path, label: str) -> TestCA:
+    """Generate a CA and a server certificate signed by it, as PEM files in ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key, ca_cert = _new_ca(label)
+    key, cert = _server_cert(ca_key, ca_cert)
     return TestCA(
         _write_pem(directory, "ca.pem", ca_cert),
         _write_pem(directory, "server.pem", cert),
         _write_key(directory, "server.key", key),
+        _write_key(directory, "ca.key", ca_key),
     )
 
 
@@ -163,7 +188,9 @@ def make_wsman_server(
     def start(*, tls: bool = True, untrusted: bool = False, **options: Any) -> WsmanEndpoint:
         node_root = tmp_path / "node"
         node_root.mkdir(exist_ok=True)
-        ca = wsman_rogue_ca if untrusted else wsman_ca
+        ca = (wsman_rogue_ca if untrusted else wsman_ca).with_new_server(
+            tmp_path / f"wsman-cert-{len(started)}"
+        )
         endpoint = WsmanEndpoint(
             options.pop("username", "farmsync-" + secrets.token_hex(4)),
             options.pop("password", secrets.token_urlsafe(16)),

@@ -417,6 +417,12 @@ def lab_status(lab_dir: Path, as_json: bool) -> None:
     run(lab_dir, as_json, stdout_console())
 
 
+# --- audit (cli/audit_cmd.py) ---------------------------------------------------------------
+from farmsync.cli.audit_cmd import audit_command  # noqa: E402  (uses the options above)
+
+cli.add_command(audit_command(inventory_option, state_dir_option, reporter_for, stdout_console))
+
+
 def main() -> None:
     # Warnings from farmsync (insecure settings) reach stderr; paramiko's transport thread
     # logs tracebacks for connections farmsync already reports as node errors.

@@ -21,6 +21,7 @@ from farmsync.keys.machinekey import MachineKey, is_auto_generate
 Disclosure = Literal["validation", "decryption", "both"]
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_KEY_HEX = re.compile(r"[0-9A-Fa-f]{2,256}")
 _EMPTY = hashlib.sha256(b"").hexdigest()
 _HEADER = ["validationkey", "decryptionkey"]
 BUNDLED_LIST_NAME = "ms-disclosed-machinekeys-sha256.csv"
@@ -74,6 +75,52 @@ class DisclosedKeys:
             if cells[1] != _EMPTY:
                 decryption.add(cells[1])
         return cls(frozenset(validation), frozenset(decryption), rows)
+
+    @classmethod
+    def parse_plain(cls, text: str, source: str) -> DisclosedKeys:
+        """Plain ``VALIDATIONKEY,DECRYPTIONKEY`` lines (hex; either half may be empty; ``#``
+        starts a comment). Errors name the line only, never a value."""
+        validation: set[str] = set()
+        decryption: set[str] = set()
+        rows = 0
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            cells = [c.strip() for c in line.split(",")]
+            if len(cells) != 2 or not any(cells) or not all(
+                _KEY_HEX.fullmatch(c) for c in cells if c
+            ):
+                raise InputError(
+                    "expected VALIDATIONKEY,DECRYPTIONKEY in hexadecimal", source=source,
+                    line=number,
+                )
+            rows += 1
+            if cells[0]:
+                validation.add(key_hash(cells[0]))
+            if cells[1]:
+                decryption.add(key_hash(cells[1]))
+        return cls(frozenset(validation), frozenset(decryption), rows)
+
+    @classmethod
+    def load_any(cls, path: str | Path) -> DisclosedKeys:
+        """A list in Microsoft's format (its header line first) or plain key lines."""
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot read disclosed-keys list: {exc.__class__.__name__}",
+                             source=source) from None
+        first = next((line for line in text.splitlines() if line.strip()), "")
+        if [c.strip().lower() for c in first.split(",")] == _HEADER:
+            return cls.parse(text, source)
+        return cls.parse_plain(text, source)
+
+    def merged(self, other: DisclosedKeys) -> DisclosedKeys:
+        return DisclosedKeys(
+            self.validation_hashes | other.validation_hashes,
+            self.decryption_hashes | other.decryption_hashes,
+            self.rows + other.rows,
+        )
 
     def __len__(self) -> int:
         return self.rows

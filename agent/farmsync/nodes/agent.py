@@ -27,23 +27,26 @@ import signal
 import stat
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
 from farmsync.errors import NodeErrorKind
 from farmsync.fsutil import fsync_directory
 from farmsync.nodes.contract import (
+    MAX_FILE_BYTES,
     CommitItem,
     FileState,
     FileStatus,
     StageItem,
     backup_path,
+    backups_newest_first,
+    file_id,
     sha256_hex,
     staging_path,
 )
 
 PROTOCOL_VERSION = 1
-OPS = ("read", "stage", "commit", "rollback", "cleanup", "list_backups", "recycle")
+OPS = ("read", "stage", "commit", "rollback", "cleanup", "list_backups", "recycle", "audit")
 TEMP_SUFFIX = ".farmsync-{run_id}.tmp"  # rollback / backup copies before their rename
 # Run ids become part of file names: keep them to a safe alphabet (no separators, no '..').
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\Z")
@@ -55,6 +58,8 @@ _NOT_FOUND = {errno.ENOENT, errno.ENOTDIR}
 # os.link failures after which a durable copy is the way to make the backup.
 _NO_HARDLINK = {errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV, errno.ENOSYS}
 _ACL_XATTR = "system.posix_acl_access"
+# Where this machine keeps its stable id (systemd, then D-Bus): the twin's MachineGuid.
+_MACHINE_ID_FILES = ("/etc/machine-id", "/var/lib/dbus/machine-id")
 
 
 class AgentError(Exception):
@@ -108,7 +113,11 @@ def temp_path(path: str, run_id: str) -> str:
 
 
 def _read_regular(path: str, shown: str, action: str = "read") -> tuple[bytes, os.stat_result]:
-    """Bytes and stat of a regular file; raises AgentError (NOT_FOUND when missing)."""
+    """Bytes and stat of a regular file of at most MAX_FILE_BYTES; raises AgentError
+    (NOT_FOUND when missing, NOT_REGULAR for a device or FIFO, TOO_LARGE past the limit).
+
+    The size is checked on the open descriptor before reading, and the read stops one byte
+    past the limit, so a huge or endless file costs no more than the limit in memory."""
     try:
         # O_NONBLOCK: opening a FIFO planted at the path must not wait forever for a writer.
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
@@ -119,15 +128,54 @@ def _read_regular(path: str, shown: str, action: str = "read") -> tuple[bytes, o
         if stat.S_ISDIR(st.st_mode):
             raise AgentError(NodeErrorKind.IS_DIRECTORY, f"cannot {action}: is a directory", shown)
         if not stat.S_ISREG(st.st_mode):
-            raise AgentError(NodeErrorKind.REMOTE, f"cannot {action}: not a regular file", shown)
+            raise AgentError(
+                NodeErrorKind.NOT_REGULAR, f"cannot {action}: not a regular file", shown
+            )
+        if st.st_size > MAX_FILE_BYTES:
+            raise _too_large(action, shown)
         chunks = []
-        while chunk := os.read(fd, 1 << 20):
+        left = MAX_FILE_BYTES + 1
+        while left > 0 and (chunk := os.read(fd, min(left, 1 << 20))):
             chunks.append(chunk)
+            left -= len(chunk)
+        if left <= 0:  # grew past the limit while being read
+            raise _too_large(action, shown)
         return b"".join(chunks), st
     except OSError as exc:
         raise os_error(exc, action, shown) from None
     finally:
         os.close(fd)
+
+
+def _too_large(action: str, shown: str) -> AgentError:
+    limit = MAX_FILE_BYTES // (1024 * 1024)
+    return AgentError(NodeErrorKind.TOO_LARGE, f"cannot {action}: larger than {limit} MiB", shown)
+
+
+def machine_id() -> str | None:
+    """This machine's stable id (Windows: MachineGuid; elsewhere: the systemd machine id)."""
+    if sys.platform == "win32":  # pragma: no cover - Windows only
+        import winreg
+
+        try:
+            with winreg.OpenKey(
+                winreg.HKEY_LOCAL_MACHINE,
+                r"SOFTWARE\Microsoft\Cryptography",
+                0,
+                winreg.KEY_READ | winreg.KEY_WOW64_64KEY,
+            ) as key:
+                return str(winreg.QueryValueEx(key, "MachineGuid")[0]).lower()
+        except OSError:
+            return None
+    for name in _MACHINE_ID_FILES:
+        try:
+            with open(name, "rb") as f:
+                text = f.read(64).decode("ascii", "replace").strip()
+        except OSError:
+            continue
+        if text:
+            return text
+    return None
 
 
 def _remove_file(path: str) -> bool:
@@ -152,13 +200,18 @@ def _copy_permissions(fd: int, like_path: str, like: os.stat_result) -> None:
     os.setxattr(fd, _ACL_XATTR, acl)
 
 
-def _write_new(path: str, data: bytes, like_path: str, like: os.stat_result) -> None:
+def _write_new(
+    path: str, data: bytes, like_path: str, like: os.stat_result, *, replace_ours: bool = True
+) -> None:
     """Create ``path`` exclusively with ``like``'s permissions, write ``data``, fsync.
 
     Permissions are set before any byte is written, so secret content is never readable by
     anyone the live file does not allow. On failure the partial file is removed.
+    ``replace_ours``: first remove a leftover of an earlier attempt of the same run (staging
+    and temp files); a backup passes False and fails with EEXIST instead.
     """
-    _remove_file(path)  # a leftover of an earlier attempt of the same run
+    if replace_ours:
+        _remove_file(path)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(path, flags, 0o600)
     try:
@@ -178,31 +231,33 @@ def _write_new(path: str, data: bytes, like_path: str, like: os.stat_result) -> 
         raise
 
 
-def _durable_copy(src: str, dst: str, run_id: str) -> None:
-    """Copy ``src`` to ``dst`` (bytes, permissions, mtime) via a temp file and a rename."""
+def _exclusive_copy(src: str, dst: str) -> None:
+    """Copy ``src`` to a new ``dst`` (bytes, permissions, mtime); EEXIST if ``dst`` exists.
+
+    Written in place with O_EXCL rather than through a rename, which would replace an
+    existing file: a backup is never overwritten."""
     data, st = _read_regular(src, src, "copy")
-    tmp = temp_path(dst, run_id)
-    _write_new(tmp, data, src, st)
-    try:
-        os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))  # backups age by their content
-        os.replace(tmp, dst)
-    except BaseException:
-        _remove_file(tmp)
-        raise
+    _write_new(dst, data, src, st, replace_ours=False)
+    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 # --- the operations -------------------------------------------------------------------------
 
 
 def read_one(path: str) -> FileState:
-    """Content, hash and mtime of one file; missing and unreadable files are states, not errors."""
+    """Content, hash, mtime and identity of one file; missing and unreadable files are
+    states, not errors."""
     try:
         data, st = _read_regular(resolve(path), path)
     except AgentError as err:
         if err.kind is NodeErrorKind.NOT_FOUND:
             return FileState(path=path, status=FileStatus.MISSING)
         return FileState(path, FileStatus.ERROR, error_kind=err.kind, error=err.detail)
-    return FileState(path, FileStatus.OK, data, sha256_hex(data), st.st_mtime)
+    # (st_dev, st_ino): on Windows CPython fills them from GetFileInformationByHandle(Ex),
+    # volume serial number and file index, the same pair read.ps1 reports.
+    return FileState(
+        path, FileStatus.OK, data, sha256_hex(data), st.st_mtime, file_id(st.st_dev, st.st_ino)
+    )
 
 
 def read_files(paths: Sequence[str]) -> list[FileState]:
@@ -268,14 +323,26 @@ def check_commit(items: Sequence[CommitItem], run_id: str) -> None:
         _check_live(item.path, target, item.expected_sha256)
 
 
-def _make_backup(target: str, bpath: str, run_id: str) -> None:
-    _remove_file(bpath)  # this run's backup from an earlier, rolled-back attempt
+def _make_backup(target: str, bpath: str) -> None:
+    """Keep the live file at ``bpath``, never replacing a file already there: a run makes
+    one backup per file, so an existing one means a second path (an alias, a symlinked
+    directory) reached the same file, and replacing it would lose the original."""
     try:
         os.link(target, bpath, follow_symlinks=False)
     except OSError as exc:
+        if exc.errno == errno.EEXIST:
+            raise _backup_exists(bpath) from None
         if exc.errno not in _NO_HARDLINK:
             raise
-        _durable_copy(target, bpath, run_id)
+        try:
+            _exclusive_copy(target, bpath)
+        except FileExistsError:
+            raise _backup_exists(bpath) from None
+
+
+def _backup_exists(bpath: str) -> AgentError:
+    detail = "this run's backup already exists (two paths reach one file?); it was not replaced"
+    return AgentError(NodeErrorKind.BACKUP_EXISTS, detail, bpath)
 
 
 def _restore(bpath: str, target: str, run_id: str) -> None:
@@ -307,7 +374,7 @@ def commit_files(items: Sequence[CommitItem], run_id: str) -> list[str]:
         for item in items:
             target = current = resolve(item.path)
             bpath = backup_path(target, run_id)
-            _make_backup(target, bpath, run_id)
+            _make_backup(target, bpath)
             os.replace(staging_path(target, run_id), target)
             done.append((target, bpath))
             fsync_directory(os.path.dirname(target))
@@ -323,31 +390,68 @@ def commit_files(items: Sequence[CommitItem], run_id: str) -> list[str]:
     return [i.path for i in items]
 
 
-def rollback_files(paths: Sequence[str], run_id: str) -> tuple[list[str], list[str]]:
-    """Put each path's backup of ``run_id`` back; (restored, skipped-without-backup)."""
+def _hash_or_none(path: str, shown: str) -> str | None:
+    """SHA-256 of a regular file, None when it does not exist."""
+    try:
+        data, _ = _read_regular(path, shown)
+    except AgentError as err:
+        if err.kind is NodeErrorKind.NOT_FOUND:
+            return None
+        raise
+    return sha256_hex(data)
+
+
+def rollback_files(
+    paths: Sequence[str], run_id: str, expected: Mapping[str, str] | None = None
+) -> tuple[list[str], list[str]]:
+    """Put each path's backup of ``run_id`` back; (restored, skipped).
+
+    The fence comes first: the run's staging file is removed before anything else, so a
+    commit released earlier and not acknowledged (still running, or about to) finds nothing
+    to rename and can no longer land behind this rollback. Then, when ``expected`` gives a
+    path's original hash, the live file decides: already the original -> skipped; otherwise
+    restored only from a backup that holds the original, and if none does, both files are
+    left as they are (VERIFY): an original is never overwritten with anything else.
+    """
     check_run_id(run_id)
+    expected = expected or {}
     restored: list[str] = []
     skipped: list[str] = []
     for path in paths:
         target = resolve(path)
-        bpath = backup_path(target, run_id)
-        if os.path.lexists(bpath):
-            _restore(bpath, target, run_id)
-            restored.append(path)
-        else:
-            skipped.append(path)
+        spath = staging_path(target, run_id)
         try:
-            _remove_file(staging_path(target, run_id))
+            _remove_file(spath)
         except OSError as exc:
-            raise os_error(exc, "remove staging file", staging_path(target, run_id)) from None
+            raise os_error(exc, "remove staging file", spath) from None
+        bpath = backup_path(target, run_id)
+        want = expected.get(path)
+        if want is not None and _hash_or_none(target, path) == want.lower():
+            skipped.append(path)
+            continue
+        if not os.path.lexists(bpath):
+            skipped.append(path)
+            continue
+        if want is not None and _hash_or_none(bpath, bpath) != want.lower():
+            raise AgentError(
+                NodeErrorKind.VERIFY,
+                "neither the live file nor this run's backup holds the original; "
+                "both left as they are",
+                path,
+            )
+        _restore(bpath, target, run_id)
+        restored.append(path)
     return restored, skipped
 
 
 def _backups(target: str) -> list[tuple[str, str]]:
-    """(run_id, backup file) of every farmsync backup of ``target``, newest first (by mtime)."""
+    """(run_id, backup file) of every farmsync backup of ``target``, newest run first.
+
+    Ordered by run id (the controller's timestamps), never by mtime: a file dated in the
+    future must not outlive the backups of real runs."""
     directory, name = os.path.split(target)
     prefix, suffix = name + ".farmsync-", ".bak"
-    found: list[tuple[int, str, str, str]] = []
+    found: dict[str, str] = {}
     try:
         entries = list(os.scandir(directory))
     except OSError as exc:
@@ -358,14 +462,13 @@ def _backups(target: str) -> list[tuple[str, str]]:
         run_id = entry.name[len(prefix) : -len(suffix)]
         if not _RUN_ID.match(run_id) or not entry.is_file(follow_symlinks=False):
             continue
-        mtime = entry.stat(follow_symlinks=False).st_mtime_ns
-        found.append((mtime, entry.name, run_id, entry.path))
-    found.sort(reverse=True)
-    return [(run_id, full) for _, _, run_id, full in found]
+        found[run_id] = entry.path
+    return [(run_id, found[run_id]) for run_id in backups_newest_first(found)]
 
 
 def cleanup_files(paths: Sequence[str], run_id: str, keep_backups: int) -> list[str]:
-    """Remove this run's staging and temp files, and backups beyond the newest ``keep_backups``."""
+    """Remove this run's staging and temp files, and backups beyond the newest ``keep_backups``
+    (never this run's own backup)."""
     check_run_id(run_id)
     if keep_backups < 0:
         raise AgentError(NodeErrorKind.PROTOCOL, "keep_backups must be >= 0")
@@ -373,7 +476,7 @@ def cleanup_files(paths: Sequence[str], run_id: str, keep_backups: int) -> list[
     for path in paths:
         target = resolve(path)
         doomed = [staging_path(target, run_id), temp_path(target, run_id)]
-        doomed += [full for _, full in _backups(target)[keep_backups:]]
+        doomed += [full for rid, full in _backups(target)[keep_backups:] if rid != run_id]
         for victim in doomed:
             try:
                 if _remove_file(victim):
@@ -489,6 +592,7 @@ def state_to_json(state: FileState) -> dict[str, Any]:
         out["content_b64"] = base64.b64encode(state.content).decode("ascii")
         out["sha256"] = state.sha256
         out["mtime"] = state.mtime
+        out["file_id"] = state.file_id
     elif state.status is FileStatus.ERROR:
         out["error_kind"] = state.error_kind.value if state.error_kind else None
         out["error"] = state.error
@@ -514,9 +618,15 @@ def run_op(
 ) -> dict[str, Any]:
     """Run one decoded request; ``commit`` emits the armed line and reads the word."""
     if op == "read":
-        return {"files": [state_to_json(s) for s in read_files(_str_list(args, "paths"))]}
+        files = [state_to_json(s) for s in read_files(_str_list(args, "paths"))]
+        return {"files": files, "machine_id": machine_id()}
     if op == "list_backups":
         return {"backups": list_backups(_str_list(args, "paths"))}
+    if op == "audit":  # read-only; its own module (agent_audit.py), loaded when asked for
+        from farmsync.nodes import agent_audit
+
+        request = agent_audit.request_from_json(args)
+        return agent_audit.audit_to_json(agent_audit.audit_read(request))
     if op == "recycle":
         command = args.get("command")
         pools = args.get("app_pools") or []
@@ -546,7 +656,12 @@ def run_op(
             return {"aborted": True}
         return {"committed": commit_files(commit_items, run_id)}
     if op == "rollback":
-        restored, skipped = rollback_files(_str_list(args, "paths"), run_id)
+        expected = args.get("expected") or {}
+        if not isinstance(expected, dict) or not all(
+            isinstance(v, str) for v in expected.values()
+        ):
+            raise AgentError(NodeErrorKind.PROTOCOL, "argument 'expected' must map paths to hashes")
+        restored, skipped = rollback_files(_str_list(args, "paths"), run_id, expected)
         return {"restored": restored, "skipped": skipped}
     keep = _arg(args, "keep_backups", int)
     return {"removed": cleanup_files(_str_list(args, "paths"), run_id, keep)}

@@ -18,13 +18,20 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from farmsync.errors import NodeError, NodeErrorKind
+from farmsync.webconfig.parser import MAX_CONFIG_BYTES
 
+if TYPE_CHECKING:
+    from farmsync.nodes.auditread import AuditRead, AuditRequest
+
+# A read refuses a file larger than the parser takes, before reading it, on every transport.
+MAX_FILE_BYTES = MAX_CONFIG_BYTES
 STAGE_SUFFIX = ".farmsync-{run_id}.new"
 BACKUP_SUFFIX = ".farmsync-{run_id}.bak"
 DEFAULT_BACKUP_RETENTION = 10
@@ -42,6 +49,32 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def file_id(device: int, index: int) -> str:
+    """A file's identity on its node: (st_dev, st_ino) on POSIX, (volume serial number, file
+    index) on Windows, as ``"<device>:<index>"`` in lower-case hex."""
+    return f"{device:x}:{index:x}"
+
+
+def backups_newest_first(run_ids: Iterable[str]) -> list[str]:
+    """Run ids newest first. Run ids start with the controller's UTC timestamp, so their
+    order is the runs' order; file times are not trusted (a node's clock may have run ahead)."""
+    return sorted(set(run_ids), reverse=True)
+
+
+@dataclass(frozen=True)
+class NodeIdentity:
+    """What a node proved about itself, to tell two inventory entries for one node apart.
+
+    ``proof`` is the SSH host key fingerprint, or the WinRM server certificate fingerprint
+    plus the machine id the agent reports; for the local transport, this machine.
+    ``unique``: two hosts with this proof are one node (False for local hosts, which share
+    the machine by design). File ids (FileState.file_id) are compared within one proof.
+    """
+
+    proof: str
+    unique: bool = True
+
+
 class FileStatus(StrEnum):
     OK = "ok"
     MISSING = "missing"
@@ -57,6 +90,7 @@ class FileState:
     content: bytes | None = field(default=None, repr=False)
     sha256: str | None = None
     mtime: float | None = None  # epoch seconds; whole-second precision (SFTP v3 has no more)
+    file_id: str | None = None  # see file_id(); same value = same file on this node
     error_kind: NodeErrorKind | None = None
     error: str | None = None  # human detail when status is ERROR
 
@@ -107,6 +141,11 @@ class NodeOperations(ABC):
         self.host_name = host_name
         self.round_trips = 0
 
+    def identity(self) -> NodeIdentity | None:
+        """What this node proved about itself so far (after ``connect``, for WinRM after the
+        first ``read``); None when it proved nothing."""
+        return None
+
     # --- life cycle ---------------------------------------------------------------------
     @abstractmethod
     def connect(self) -> None:
@@ -155,26 +194,41 @@ class NodeOperations(ABC):
         armed.wait(timeout)
 
     @abstractmethod
-    def rollback(self, paths: Sequence[str], run_id: str) -> None:
+    def rollback(
+        self, paths: Sequence[str], run_id: str, expected: Mapping[str, str] | None = None
+    ) -> None:
         """Atomically put each path's backup from ``run_id`` back; the backup stays.
 
-        A path with no backup for that run (never committed) is left as it is; its staging
-        file, if any, is removed.
+        First, for every path, the run's staging file is removed (the fence: a commit that
+        was released but never acknowledged can no longer land afterwards). A path with no
+        backup for that run (never committed) is then left as it is. With ``expected``
+        (path -> SHA-256 of the original), a live file already holding it is left alone, and
+        a backup that does not hold it is never restored (VERIFY, both files untouched).
         """
 
     @abstractmethod
     def cleanup(
         self, paths: Sequence[str], run_id: str, keep_backups: int = DEFAULT_BACKUP_RETENTION
     ) -> None:
-        """Remove this run's staging files; keep the newest ``keep_backups`` backups per path."""
+        """Remove this run's staging files; keep the newest ``keep_backups`` backups per path
+        (by run id, see :func:`backups_newest_first`) and always this run's own."""
 
     @abstractmethod
     def list_backups(self, paths: Sequence[str]) -> dict[str, list[str]]:
-        """Run ids that have a backup, per path, newest first."""
+        """Run ids that have a backup, per path, newest first (by run id)."""
 
     @abstractmethod
     def recycle(self) -> None:
         """Do what ``farmsync_recycle`` says (nothing, a command, IIS app pools)."""
+
+    # --- optional capabilities ----------------------------------------------------------
+    def audit(self, request: AuditRequest) -> AuditRead:
+        """Everything the audit reads, in one read-only round trip (see nodes/auditread.py).
+
+        Optional: a transport without it refuses with a PROTOCOL NodeError."""
+        raise NodeError(
+            self.host_name, NodeErrorKind.PROTOCOL, "this transport cannot audit", phase="audit"
+        )
 
 
 def raise_for_state(host: str, state: FileState, phase: str) -> None:

@@ -6,16 +6,18 @@ remote agents have (staging beside the target, atomic replace, backups, error ki
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from farmsync.errors import NodeError
 from farmsync.inventory.model import Host
-from farmsync.nodes import agent
+from farmsync.nodes import agent, agent_audit
+from farmsync.nodes.auditread import AuditRead, AuditRequest
 from farmsync.nodes.contract import (
     DEFAULT_BACKUP_RETENTION,
     ArmedCommit,
     CommitItem,
     FileState,
+    NodeIdentity,
     NodeOperations,
     StageItem,
 )
@@ -65,6 +67,11 @@ class LocalNode(NodeOperations):
     def connect(self) -> None:
         """Nothing to open: the files are here."""
 
+    def identity(self) -> NodeIdentity:
+        # Every local host is this machine: their files are compared with each other, but
+        # two local hosts are not one node twice (each manages its own files).
+        return NodeIdentity(f"local machine {agent.machine_id() or 'unknown'}", unique=False)
+
     def close(self) -> None:
         """Nothing to close."""
 
@@ -90,10 +97,12 @@ class LocalNode(NodeOperations):
             raise self._call_failed("commit", err) from None
         return LocalArmedCommit(self, items, run_id)
 
-    def rollback(self, paths: Sequence[str], run_id: str) -> None:
+    def rollback(
+        self, paths: Sequence[str], run_id: str, expected: Mapping[str, str] | None = None
+    ) -> None:
         self.round_trips += 1
         try:
-            agent.rollback_files(paths, run_id)
+            agent.rollback_files(paths, run_id, expected)
         except agent.AgentError as err:
             raise self._call_failed("rollback", err) from None
 
@@ -112,6 +121,10 @@ class LocalNode(NodeOperations):
             return agent.list_backups(paths)
         except agent.AgentError as err:
             raise self._call_failed("list_backups", err) from None
+
+    def audit(self, request: AuditRequest) -> AuditRead:
+        self.round_trips += 1
+        return agent_audit.audit_read(request)
 
     def recycle(self) -> None:
         self.round_trips += 1

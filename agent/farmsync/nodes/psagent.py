@@ -19,6 +19,7 @@ from typing import Any
 from farmsync.errors import NodeError, NodeErrorKind
 from farmsync.inventory.model import RecycleSpec
 from farmsync.nodes.agent import OPS, PROTOCOL_VERSION
+from farmsync.nodes.auditread import AuditRead, AuditRequest, read_from_json
 from farmsync.nodes.contract import CommitItem, FileState, FileStatus, StageItem
 
 CMD_EXE_LIMIT = 8191  # longest command line cmd.exe accepts
@@ -204,8 +205,13 @@ def commit_args(items: Sequence[CommitItem], run_id: str) -> dict[str, Any]:
     }
 
 
-def rollback_args(paths: Sequence[str], run_id: str) -> dict[str, Any]:
-    return {"run_id": run_id, "paths": list(paths)}
+def rollback_args(
+    paths: Sequence[str], run_id: str, expected: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    args: dict[str, Any] = {"run_id": run_id, "paths": list(paths)}
+    if expected:
+        args["expected"] = dict(expected)
+    return args
 
 
 def cleanup_args(paths: Sequence[str], run_id: str, keep_backups: int) -> dict[str, Any]:
@@ -214,6 +220,14 @@ def cleanup_args(paths: Sequence[str], run_id: str, keep_backups: int) -> dict[s
 
 def list_backups_args(paths: Sequence[str]) -> dict[str, Any]:
     return {"paths": list(paths)}
+
+
+def audit_args(request: AuditRequest) -> dict[str, Any]:
+    return request.to_json()
+
+
+def audit_from_result(result: Mapping[str, Any], *, host: str = "node") -> AuditRead:
+    return read_from_json(result, files_from_result(result, host=host), host)
 
 
 def recycle_args(spec: RecycleSpec) -> dict[str, Any]:
@@ -235,12 +249,14 @@ def file_state(entry: Any, *, host: str = "node") -> FileState:
         if status is FileStatus.OK:
             content = base64.b64decode(entry["content_b64"], validate=True)
             mtime = entry.get("mtime")
+            ident = entry.get("file_id")
             return FileState(
                 path,
                 status,
                 content,
                 str(entry["sha256"]).lower(),
                 float(mtime) if mtime is not None else None,
+                file_id=ident if isinstance(ident, str) and ident else None,
             )
     except (KeyError, ValueError, TypeError):
         raise _protocol(host, "read", "file entry") from None
@@ -257,6 +273,12 @@ def files_from_result(result: Mapping[str, Any], *, host: str = "node") -> dict[
         raise _protocol(host, "read", "file list")
     states = (file_state(entry, host=host) for entry in files)
     return {state.path: state for state in states}
+
+
+def machine_id_from_result(result: Mapping[str, Any]) -> str | None:
+    """The machine id a ``read`` reports (Windows: MachineGuid), if any."""
+    value = result.get("machine_id")
+    return value.lower() if isinstance(value, str) and value else None
 
 
 def backups_from_result(result: Mapping[str, Any], *, host: str = "node") -> dict[str, list[str]]:

@@ -10,16 +10,18 @@ file content ever reaches a remote command line.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from farmsync.errors import NodeError, NodeErrorKind
 from farmsync.inventory.model import Host, RecycleKind, RecycleSpec, Shell
+from farmsync.nodes.auditread import AuditRead, AuditRequest
 from farmsync.nodes.contract import (
     DEFAULT_BACKUP_RETENTION,
     ArmedCommit,
     CommitItem,
     FileState,
+    NodeIdentity,
     NodeOperations,
     StageItem,
 )
@@ -32,10 +34,13 @@ class _Ops(Protocol):
     def read(self, paths: Sequence[str]) -> dict[str, FileState]: ...
     def stage(self, items: Sequence[StageItem], run_id: str) -> None: ...
     def arm_commit(self, items: Sequence[CommitItem], run_id: str) -> ArmedCommit: ...
-    def rollback(self, paths: Sequence[str], run_id: str) -> None: ...
+    def rollback(
+        self, paths: Sequence[str], run_id: str, expected: Mapping[str, str] | None
+    ) -> None: ...
     def cleanup(self, paths: Sequence[str], run_id: str, keep_backups: int) -> None: ...
     def list_backups(self, paths: Sequence[str]) -> dict[str, list[str]]: ...
     def recycle(self, spec: RecycleSpec) -> None: ...
+    def audit(self, request: AuditRequest) -> AuditRead: ...
 
 
 class SshNode(NodeOperations):
@@ -70,6 +75,9 @@ class SshNode(NodeOperations):
 
             self._ops = PosixOps(conn)
 
+    def identity(self) -> NodeIdentity | None:
+        return self._conn.identity() if self._conn is not None else None
+
     def close(self) -> None:
         conn, self._conn, self._ops = self._conn, None, None
         if conn is not None:
@@ -93,9 +101,11 @@ class SshNode(NodeOperations):
     def arm_commit(self, items: Sequence[CommitItem], run_id: str) -> ArmedCommit:
         return self._trip().arm_commit(items, run_id)
 
-    def rollback(self, paths: Sequence[str], run_id: str) -> None:
+    def rollback(
+        self, paths: Sequence[str], run_id: str, expected: Mapping[str, str] | None = None
+    ) -> None:
         if paths:
-            self._trip().rollback(paths, run_id)
+            self._trip().rollback(paths, run_id, expected)
 
     def cleanup(
         self, paths: Sequence[str], run_id: str, keep_backups: int = DEFAULT_BACKUP_RETENTION
@@ -105,6 +115,9 @@ class SshNode(NodeOperations):
 
     def list_backups(self, paths: Sequence[str]) -> dict[str, list[str]]:
         return self._trip().list_backups(paths) if paths else {}
+
+    def audit(self, request: AuditRequest) -> AuditRead:
+        return self._trip().audit(request)
 
     def recycle(self) -> None:
         if self.host.recycle.kind is not RecycleKind.NONE:

@@ -8,11 +8,14 @@ exception type escapes the SSH transport.
 
 from __future__ import annotations
 
+import base64
 import errno
+import hashlib
 import os
 import socket
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -20,6 +23,7 @@ import paramiko
 
 from farmsync.errors import NodeError, NodeErrorKind
 from farmsync.inventory.model import Host
+from farmsync.nodes.contract import NodeIdentity
 
 SYSTEM_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts",)
 USER_KNOWN_HOSTS = ("~/.ssh/known_hosts",)
@@ -29,7 +33,7 @@ _ERRNO_KINDS = {
     errno.EPERM: NodeErrorKind.PERMISSION,
     errno.EROFS: NodeErrorKind.PERMISSION,
     errno.ENOSPC: NodeErrorKind.DISK_FULL,
-    errno.EDQUOT: NodeErrorKind.QUOTA,
+    errno.EDQUOT: NodeErrorKind.DISK_FULL,  # as the node agent says it (agent.error_kind)
     errno.EFBIG: NodeErrorKind.DISK_FULL,
     errno.EISDIR: NodeErrorKind.IS_DIRECTORY,
     errno.ENOENT: NodeErrorKind.NOT_FOUND,
@@ -42,6 +46,41 @@ _ERRNO_KINDS = {
 
 def _key_name(key: paramiko.PKey) -> str:
     return f"{key.get_name()} {key.fingerprint}"
+
+
+def host_key_fingerprint(key: paramiko.PKey) -> str:
+    """OpenSSH's form: ``SHA256:`` and the unpadded base64 of the key blob's SHA-256."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
+
+
+def bounded(
+    host: str, phase: str, channel: paramiko.Channel, request: Callable[[], None], timeout: float
+) -> None:
+    """Run a channel request that paramiko waits for without a limit (exec, subsystem).
+
+    The request runs in a helper thread; at the deadline the channel is closed, which wakes
+    that thread, and TIMEOUT is raised here."""
+    failed: list[BaseException] = []
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            request()
+        except BaseException as exc:  # handed to the caller below
+            failed.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name=f"farmsync-{phase}-{host}", daemon=True).start()
+    if not done.wait(timeout):
+        channel.close()
+        raise NodeError(
+            host, NodeErrorKind.TIMEOUT, f"the node did not answer within {timeout:g}s",
+            phase=phase,
+        )
+    if failed:
+        raise failed[0]
 
 
 def map_error(
@@ -223,26 +262,53 @@ class SshConnection:
             raise NodeError(self.host.name, NodeErrorKind.CONNECTION_LOST, "not connected")
         return self._clients[-1]
 
+    def identity(self) -> NodeIdentity | None:
+        """The node's proof of identity: the host key it authenticated the connection with."""
+        transport = self._clients[-1].get_transport() if self._clients else None
+        if transport is None:
+            return None
+        key = transport.get_remote_server_key()
+        return NodeIdentity(f"ssh host key {key.get_name()} {host_key_fingerprint(key)}")
+
+    def _session(self, phase: str) -> paramiko.Channel:
+        transport = self.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise NodeError(
+                self.host.name, NodeErrorKind.CONNECTION_LOST, "connection closed", phase=phase
+            )
+        channel = transport.open_session(timeout=self.host.timeout)
+        channel.settimeout(self.host.timeout)
+        return channel
+
     def sftp(self) -> paramiko.SFTPClient:
+        """The connection's one SFTP channel, opened on first use under the host's deadline:
+        paramiko's open_sftp() waits for the subsystem and its version packet with no limit,
+        so a node whose SFTP server never answers would hang the run."""
         if self._sftp is None:
             with node_errors(self.host.name, "sftp"):
-                self._sftp = self.client.open_sftp()
-                channel = self._sftp.get_channel()
-                if channel is not None:
-                    channel.settimeout(self.host.timeout)
+                channel = self._session("sftp")
+                try:
+                    bounded(
+                        self.host.name, "sftp", channel,
+                        lambda: channel.invoke_subsystem("sftp"), self.host.timeout,
+                    )
+                    # The version exchange reads under the channel's timeout set above.
+                    self._sftp = paramiko.SFTPClient(channel)
+                except BaseException:
+                    channel.close()
+                    raise
         return self._sftp
 
     def exec(self, command: str) -> paramiko.Channel:
         """Start ``command`` on the node; the caller talks to it over stdin/stdout."""
         self.sent_commands.append(command)
         with node_errors(self.host.name, "exec"):
-            transport = self.client.get_transport()
-            if transport is None or not transport.is_active():
-                raise NodeError(self.host.name, NodeErrorKind.CONNECTION_LOST, "connection closed")
-            channel = transport.open_session(timeout=self.host.timeout)
+            channel = self._session("exec")
             try:
-                channel.settimeout(self.host.timeout)
-                channel.exec_command(command)
+                bounded(
+                    self.host.name, "exec", channel,
+                    lambda: channel.exec_command(command), self.host.timeout,
+                )
             except BaseException:
                 channel.close()  # refused or timed out: the channel must not linger
                 raise

@@ -27,27 +27,33 @@ import posixpath
 import shlex
 import stat
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import paramiko
 
 from farmsync.errors import NodeError, NodeErrorKind
 from farmsync.inventory.model import RecycleKind, RecycleSpec
-from farmsync.nodes.agent import AgentError, check_run_id, error_kind
+from farmsync.nodes.agent import AgentError, check_run_id
+from farmsync.nodes.auditread import AuditRead, AuditRequest
 from farmsync.nodes.contract import (
+    MAX_FILE_BYTES,
     ArmedCommit,
     CommitItem,
     FileState,
     FileStatus,
     StageItem,
     backup_path,
+    backups_newest_first,
     raise_for_state,
     sha256_hex,
     staging_path,
 )
+from farmsync.nodes.ssh_audit import sftp_audit
 from farmsync.nodes.ssh_connect import SshConnection, node_errors
 from farmsync.nodes.ssh_sftp import (
     StagingFailure,
+    TooLarge,
+    failure,
     read_all,
     remove_quietly,
     reraise_if_transport,
@@ -74,7 +80,8 @@ check() {
     [ -f "$new" ] || { printf 'FAIL\tnotstaged\t%s\n' "$live"; exit 1; }
     h=$(sha256sum < "$new") && [ "${h%% *}" = "$stg" ] \
       || { printf 'FAIL\tstaged\t%s\n' "$live"; exit 1; }
-    [ ! -d "$bak" ] || { printf 'FAIL\tbackup\t%s\n' "$live"; exit 1; }
+    # A run makes one backup per file: one already there means two paths reach this file.
+    [ ! -e "$bak" ] && [ ! -L "$bak" ] || { printf 'FAIL\tbackupexists\t%s\n' "$bak"; exit 1; }
   done
 }
 check || exit 1
@@ -85,7 +92,15 @@ check || exit 1  # again, a few ms later: narrows the window between arm and rel
 printf '%s' "$items" | {
   undo=''
   while IFS="$tab" read -r exp stg live new bak; do
-    if ! { ln -f -- "$live" "$bak" 2>/dev/null || cp -p -- "$live" "$bak"; }; then
+    # Exclusive: ln never replaces an existing name, and without hard links the copy is
+    # made under noclobber (O_EXCL), so an existing backup is never overwritten.
+    if ! { ln -- "$live" "$bak" 2>/dev/null \
+        || if [ -e "$bak" ] || [ -L "$bak" ]; then
+             printf '%s: File exists\n' "$bak" >&2; false
+           else
+             (set -C; cat -- "$live" > "$bak") \
+               && chmod --reference="$live" -- "$bak" && touch -r "$live" -- "$bak"
+           fi; }; then
       step=backup
     elif ! mv -f -- "$new" "$live"; then
       step=replace
@@ -116,8 +131,9 @@ def classify_stderr(text: str) -> NodeErrorKind:
         ("Operation not permitted", NodeErrorKind.PERMISSION),
         ("Read-only file system", NodeErrorKind.PERMISSION),
         ("No space left", NodeErrorKind.DISK_FULL),
-        ("Disk quota", NodeErrorKind.QUOTA),
+        ("Disk quota", NodeErrorKind.DISK_FULL),  # EDQUOT: disk-full on every transport
         ("Is a directory", NodeErrorKind.IS_DIRECTORY),
+        ("File exists", NodeErrorKind.BACKUP_EXISTS),  # the backup, created under noclobber
     ):
         if needle in text:
             return kind
@@ -229,6 +245,12 @@ class ShellArmedCommit(ArmedCommit):
                 self.host, NodeErrorKind.CHANGED,
                 "staging file missing or changed; nothing committed", phase="commit", path=path,
             )
+        if step == "backupexists":
+            return NodeError(
+                self.host, NodeErrorKind.BACKUP_EXISTS,
+                "this run's backup already exists (two paths reach one file?); "
+                "it was not replaced", phase="commit", path=path,
+            )
         with contextlib.suppress(NodeError):  # a slow exit must not hide the failure itself
             self.lines.exit_status(10.0)  # stderr is complete once the process has exited
         message = self.lines.stderr().splitlines()
@@ -264,6 +286,23 @@ def _check_path(host: str, path: str, phase: str) -> None:
         raise NodeError(host, NodeErrorKind.PROTOCOL, "unusable path", phase=phase, path=path)
 
 
+_TOO_LARGE = f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB"
+
+
+def _error_state(path: str, kind: NodeErrorKind, detail: str) -> FileState:
+    return FileState(path, FileStatus.ERROR, error_kind=kind, error=detail)
+
+
+@contextlib.contextmanager
+def sftp_errors(host: str, phase: str, path: str | None = None) -> Iterator[None]:
+    """node_errors, plus the classified SFTP failures of ssh_sftp as NodeErrors."""
+    try:
+        with node_errors(host, phase, path):
+            yield
+    except StagingFailure as exc:
+        raise NodeError(host, exc.kind, exc.detail, phase=phase, path=path) from None
+
+
 class PosixOps:
     """The phases for a POSIX node; SshNode counts round trips and owns the connection."""
 
@@ -274,25 +313,34 @@ class PosixOps:
 
     # --- read ---------------------------------------------------------------------------
     def read_one(self, sftp: paramiko.SFTPClient, path: str) -> FileState:
+        """One file: only a regular file, its size checked before reading, the read bounded.
+
+        The file id is the path with every symlink resolved (SFTP REALPATH): SFTP v3 carries
+        no inode number. Two paths reaching one file through links or a symlinked directory
+        get the same id; a bind mount is caught at commit time, where the run's one backup
+        per file already exists (BACKUP_EXISTS)."""
         try:
             attrs = sftp.stat(path)
-            if stat.S_ISDIR(attrs.st_mode or 0):
-                return FileState(
-                    path, FileStatus.ERROR, error_kind=NodeErrorKind.IS_DIRECTORY,
-                    error="is a directory",
-                )
+            mode = attrs.st_mode or 0
+            if stat.S_ISDIR(mode):
+                return _error_state(path, NodeErrorKind.IS_DIRECTORY, "is a directory")
+            if not stat.S_ISREG(mode):
+                return _error_state(path, NodeErrorKind.NOT_REGULAR, "not a regular file")
+            if (attrs.st_size or 0) > MAX_FILE_BYTES:
+                return _error_state(path, NodeErrorKind.TOO_LARGE, _TOO_LARGE)
             content = read_all(sftp, path)
+            real = sftp.normalize(path)
+        except TooLarge:
+            return _error_state(path, NodeErrorKind.TOO_LARGE, _TOO_LARGE)
         except OSError as exc:
             reraise_if_transport(sftp, exc)
-            kind = error_kind(exc)  # the node agent's table, so every transport agrees
-            if kind is NodeErrorKind.NOT_FOUND:
+            if exc.errno == errno.ENOENT:
                 return FileState(path, FileStatus.MISSING)
-            return FileState(
-                path, FileStatus.ERROR, error_kind=kind, error=exc.strerror or "unreadable"
-            )
+            kind, detail = failure(sftp, exc, path)
+            return _error_state(path, kind, detail)
         return FileState(
             path, FileStatus.OK, content=content, sha256=sha256_hex(content),
-            mtime=float(attrs.st_mtime or 0),
+            mtime=float(attrs.st_mtime or 0), file_id="path:" + real,
         )
 
     def read(self, paths: Sequence[str]) -> dict[str, FileState]:
@@ -300,11 +348,16 @@ class PosixOps:
         with node_errors(self.host, "read"):
             return {path: self.read_one(sftp, path) for path in paths}
 
+    def audit(self, request: AuditRequest) -> AuditRead:
+        sftp = self.conn.sftp()
+        with node_errors(self.host, "audit"):
+            return sftp_audit(sftp, self.read_one, request)
+
     # --- stage --------------------------------------------------------------------------
     def stage(self, items: Sequence[StageItem], run_id: str) -> None:
         _check_run_id(self.host, run_id, "stage")
         sftp = self.conn.sftp()
-        with node_errors(self.host, "stage"):
+        with sftp_errors(self.host, "stage"):
             live_attrs: dict[str, paramiko.SFTPAttributes] = {}
             for item in items:  # every live hash first: refuse before writing anything
                 _check_path(self.host, item.path, "stage")
@@ -343,7 +396,8 @@ class PosixOps:
                         ) from None
             except BaseException:
                 for target in written:
-                    with contextlib.suppress(OSError):  # the first error is the one to report
+                    # The first error is the one to report.
+                    with contextlib.suppress(OSError, StagingFailure):
                         remove_quietly(sftp, target)
                 raise
 
@@ -376,37 +430,53 @@ class PosixOps:
         return armed
 
     # --- rollback / cleanup / backups ---------------------------------------------------
-    def rollback(self, paths: Sequence[str], run_id: str) -> None:
+    def _hash_or_none(self, sftp: paramiko.SFTPClient, path: str) -> str | None:
+        state = self.read_one(sftp, path)
+        raise_for_state(self.host, state, "rollback")
+        return state.sha256
+
+    def rollback(
+        self, paths: Sequence[str], run_id: str, expected: Mapping[str, str] | None = None
+    ) -> None:
+        """The fence first (the staging file goes, so a late commit's ``mv`` finds nothing),
+        then the live file decides; see NodeOperations.rollback."""
         _check_run_id(self.host, run_id, "rollback")
+        expected = expected or {}
         sftp = self.conn.sftp()
         for path in paths:
-            with node_errors(self.host, "rollback", path):
+            with sftp_errors(self.host, "rollback", path):
+                remove_quietly(sftp, staging_path(path, run_id))
+                want = expected.get(path)
+                if want is not None and self._hash_or_none(sftp, path) == want.lower():
+                    continue  # already the original: nothing to put back
                 backup = backup_path(path, run_id)
-                try:
-                    attrs = sftp.stat(backup)
-                except OSError as exc:
-                    reraise_if_transport(sftp, exc)
-                    if exc.errno != errno.ENOENT:
-                        raise
-                    remove_quietly(sftp, staging_path(path, run_id))
+                found = self.read_one(sftp, backup)  # a regular file, bounded like any read
+                if found.status is FileStatus.MISSING:
                     continue
+                raise_for_state(self.host, found, "rollback")
+                content = found.content or b""
+                attrs = sftp.stat(backup)  # its mode and owner, for the restored file
+                if want is not None and sha256_hex(content) != want.lower():
+                    raise NodeError(
+                        self.host, NodeErrorKind.VERIFY,
+                        "neither the live file nor this run's backup holds the original; "
+                        "both left as they are", phase="rollback", path=path,
+                    )
                 temp = path + ROLLBACK_SUFFIX.format(run_id=run_id)
                 remove_quietly(sftp, temp)
                 try:
-                    write_file(sftp, temp, read_all(sftp, backup), attrs)
-                except StagingFailure as exc:
+                    write_file(sftp, temp, content, attrs)
+                except StagingFailure:
                     remove_quietly(sftp, temp)
-                    raise NodeError(
-                        self.host, exc.kind, exc.detail, phase="rollback", path=path
-                    ) from None
+                    raise
                 sftp.posix_rename(temp, path)
 
     def _backups(
         self, sftp: paramiko.SFTPClient, paths: Sequence[str]
-    ) -> dict[str, list[tuple[float, str, str]]]:
-        """Per path: (mtime, run_id, backup path), newest first. One listing per directory."""
+    ) -> dict[str, list[tuple[str, str]]]:
+        """Per path: (run_id, backup path), newest run first. One listing per directory."""
         listings: dict[str, list[paramiko.SFTPAttributes]] = {}
-        found: dict[str, list[tuple[float, str, str]]] = {}
+        found: dict[str, list[tuple[str, str]]] = {}
         for path in paths:
             directory, name = posixpath.split(path)
             if directory not in listings:
@@ -418,34 +488,32 @@ class PosixOps:
                         raise
                     listings[directory] = []
             prefix = name + BACKUP_MARK
-            entries = []
+            entries: dict[str, str] = {}
             for attrs in listings[directory]:
                 entry = attrs.filename
                 if entry.startswith(prefix) and entry.endswith(".bak"):
                     run_id = entry[len(prefix) : -len(".bak")]
-                    if _is_run_id(run_id):
-                        entries.append(
-                            (float(attrs.st_mtime or 0), run_id, posixpath.join(directory, entry))
-                        )
-            entries.sort(key=lambda e: (e[0], e[1]), reverse=True)
-            found[path] = entries
+                    if _is_run_id(run_id) and stat.S_ISREG(attrs.st_mode or 0):
+                        entries[run_id] = posixpath.join(directory, entry)
+            found[path] = [(run, entries[run]) for run in backups_newest_first(entries)]
         return found
 
     def list_backups(self, paths: Sequence[str]) -> dict[str, list[str]]:
         sftp = self.conn.sftp()
-        with node_errors(self.host, "list-backups"):
-            return {p: [run for _, run, _ in e] for p, e in self._backups(sftp, paths).items()}
+        with sftp_errors(self.host, "list-backups"):
+            return {p: [run for run, _ in e] for p, e in self._backups(sftp, paths).items()}
 
     def cleanup(self, paths: Sequence[str], run_id: str, keep_backups: int) -> None:
         _check_run_id(self.host, run_id, "cleanup")
         sftp = self.conn.sftp()
-        with node_errors(self.host, "cleanup"):
+        with sftp_errors(self.host, "cleanup"):
             for path in paths:
                 remove_quietly(sftp, staging_path(path, run_id))
                 remove_quietly(sftp, path + ROLLBACK_SUFFIX.format(run_id=run_id))
             for entries in self._backups(sftp, paths).values():
-                for _, _, old in entries[max(keep_backups, 0) :]:
-                    remove_quietly(sftp, old)
+                for run, old in entries[max(keep_backups, 0) :]:
+                    if run != run_id:  # never the backup of the run in progress
+                        remove_quietly(sftp, old)
 
     # --- recycle ------------------------------------------------------------------------
     def recycle(self, spec: RecycleSpec) -> None:

@@ -1,20 +1,29 @@
-"""The few SFTP requests paramiko has no public call for.
+"""The few SFTP requests paramiko has no public call for, and what an SFTP failure means.
 
 paramiko cannot pass attributes on OPEN (so a new file would exist, briefly, with the
-server's default mode before a chmod) nor send OpenSSH's ``fsync@openssh.com``. Both are
-plain SFTP v3 requests; they go through paramiko's request machinery here, in one place.
+server's default mode before a chmod) nor send OpenSSH's ``fsync@openssh.com`` or
+``statvfs@openssh.com``. They are plain SFTP v3 requests; they go through paramiko's request
+machinery here, in one place.
+
+SFTP v3 carries only a few status codes: OpenSSH's sftp-server sends ENOENT as NO_SUCH_FILE,
+EACCES/EPERM as PERMISSION_DENIED and everything else (EROFS, ENOSPC, EDQUOT...) as a bare
+FAILURE. :func:`failure` tells those apart by asking the filesystem (statvfs) whether it is
+read-only or full, so a read-only mount is ``permission-denied``, never ``connection-lost``.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import posixpath
 import stat
+from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 import paramiko
 from paramiko.sftp import (
     CMD_EXTENDED,
+    CMD_EXTENDED_REPLY,
     CMD_HANDLE,
     CMD_OPEN,
     SFTP_FLAG_CREATE,
@@ -23,6 +32,10 @@ from paramiko.sftp import (
 )
 
 from farmsync.errors import NodeErrorKind
+from farmsync.nodes.agent import error_kind
+from farmsync.nodes.contract import MAX_FILE_BYTES
+
+_ST_RDONLY = 0x1  # statvfs@openssh.com's f_flag bit for a read-only mount
 
 
 class _Requester(Protocol):
@@ -69,12 +82,6 @@ def fsync(sftp: paramiko.SFTPClient, handle: paramiko.SFTPFile) -> None:
     _request(sftp)(CMD_EXTENDED, "fsync@openssh.com", handle.handle)
 
 
-def read_all(sftp: paramiko.SFTPClient, path: str) -> bytes:
-    # No prefetch(): for files this small its reader thread costs more than it saves.
-    with sftp.open(path, "rb") as f:
-        return f.read()
-
-
 class StagingFailure(Exception):
     """Writing a staging file failed at a known step; ``detail`` never holds contents."""
 
@@ -84,8 +91,69 @@ class StagingFailure(Exception):
         self.detail = detail
 
 
-def _is_permission(exc: OSError) -> bool:
-    return exc.errno in (errno.EACCES, errno.EPERM)
+def read_all(sftp: paramiko.SFTPClient, path: str, limit: int = MAX_FILE_BYTES) -> bytes:
+    """The file's bytes, reading at most ``limit`` + 1 of them (TooLarge past the limit)."""
+    # No prefetch(): for files this small its reader thread costs more than it saves.
+    chunks: list[bytes] = []
+    left = limit + 1
+    with sftp.open(path, "rb") as f:
+        while left > 0:
+            chunk = f.read(min(left, 32768))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+    if left <= 0:
+        raise TooLarge(path)
+    return b"".join(chunks)
+
+
+class TooLarge(StagingFailure):
+    """The file is past the limit (it grew while it was read)."""
+
+    def __init__(self, path: str):
+        limit = MAX_FILE_BYTES // (1024 * 1024)
+        name = posixpath.basename(path)
+        super().__init__(NodeErrorKind.TOO_LARGE, f"{name} is larger than {limit} MiB")
+
+
+@dataclass(frozen=True)
+class FsState:
+    read_only: bool
+    full: bool
+
+
+def statvfs(sftp: paramiko.SFTPClient, path: str) -> FsState | None:
+    """Is the filesystem holding ``path`` read-only, or full? None when the server cannot say."""
+    try:
+        t, msg = _request(sftp)(CMD_EXTENDED, "statvfs@openssh.com", path)
+    except (OSError, EOFError):
+        return None
+    if t != CMD_EXTENDED_REPLY:
+        return None
+    # bsize, frsize, blocks, bfree, bavail, files, ffree, favail, fsid, flag, namemax
+    fields = [msg.get_int64() for _ in range(11)]
+    return FsState(read_only=bool(fields[9] & _ST_RDONLY), full=fields[4] == 0 or fields[7] == 0)
+
+
+def failure(
+    sftp: paramiko.SFTPClient, exc: OSError, path: str, writing: bool = False
+) -> tuple[NodeErrorKind, str]:
+    """(kind, detail) of an SFTP status failure about ``path``; call reraise_if_transport first.
+
+    ``writing``: the request wrote data, so a bare FAILURE with space left is most likely a
+    quota (EDQUOT, EFBIG), which the node agent also reports as disk-full."""
+    if exc.errno is not None:
+        return error_kind(exc), exc.strerror or str(exc)
+    fs = statvfs(sftp, posixpath.dirname(path) or ".")
+    if fs is not None and fs.read_only:
+        return NodeErrorKind.PERMISSION, "read-only file system"
+    if fs is not None and fs.full:
+        return NodeErrorKind.DISK_FULL, "no space left on the device"
+    if writing:
+        return NodeErrorKind.DISK_FULL, "the write failed (disk full or quota exceeded?)"
+    text = " ".join(str(exc).split())[:200] or "failure"
+    return NodeErrorKind.REMOTE, f"the SFTP server reported: {text}"
 
 
 def write_file(
@@ -100,9 +168,8 @@ def write_file(
         f = create_exclusive(sftp, path, mode)
     except OSError as exc:
         reraise_if_transport(sftp, exc)
-        kind = NodeErrorKind.PERMISSION if _is_permission(exc) else NodeErrorKind.REMOTE
-        detail = f"cannot create the staging file: {exc.strerror or exc}"
-        raise StagingFailure(kind, detail) from None
+        kind, reason = failure(sftp, exc, path)
+        raise StagingFailure(kind, f"cannot create {posixpath.basename(path)}: {reason}") from None
     with f:
         try:
             f.chmod(mode)  # exact mode, whatever the server's umask took away
@@ -133,20 +200,37 @@ def write_file(
             f.close()
         except OSError as exc:
             reraise_if_transport(sftp, exc)
-            # SFTP v3 reports ENOSPC/EDQUOT/EFBIG as a bare FAILURE; on a write that is "full".
-            kind = NodeErrorKind.PERMISSION if _is_permission(exc) else NodeErrorKind.DISK_FULL
-            raise StagingFailure(
-                kind, f"writing the staging file failed (disk full?): {exc.strerror or exc}"
-            ) from None
+            kind, reason = failure(sftp, exc, path, writing=True)
+            detail = f"writing {posixpath.basename(path)} failed: {reason}"
+            raise StagingFailure(kind, detail) from None
     back = read_all(sftp, path)
     if hashlib.sha256(back).digest() != hashlib.sha256(content).digest():
         raise StagingFailure(NodeErrorKind.VERIFY, "staging file reads back different")
 
 
 def remove_quietly(sftp: paramiko.SFTPClient, path: str) -> None:
+    """Remove one of our files if it is there. On a read-only mount, unlink(2) fails with
+    EROFS even for a name that does not exist: that is nothing to remove, not a failure."""
     try:
         sftp.remove(path)
     except OSError as exc:
         reraise_if_transport(sftp, exc)
-        if exc.errno != errno.ENOENT:
-            raise
+        if exc.errno == errno.ENOENT or not exists(sftp, path):
+            return
+        kind, reason = failure(sftp, exc, path)
+        raise SftpFailure(kind, f"cannot remove {posixpath.basename(path)}: {reason}") from None
+
+
+def exists(sftp: paramiko.SFTPClient, path: str) -> bool:
+    try:
+        sftp.lstat(path)
+    except OSError as exc:
+        reraise_if_transport(sftp, exc)
+        if exc.errno == errno.ENOENT:
+            return False
+        raise
+    return True
+
+
+class SftpFailure(StagingFailure):
+    """A classified failure of one SFTP request (see :func:`failure`)."""

@@ -17,6 +17,7 @@ import paramiko
 from farmsync.errors import NodeError, NodeErrorKind
 from farmsync.inventory.model import RecycleSpec
 from farmsync.nodes import psagent
+from farmsync.nodes.auditread import AuditRead, AuditRequest
 from farmsync.nodes.contract import ArmedCommit, CommitItem, FileState, StageItem
 from farmsync.nodes.ssh_connect import SshConnection, node_errors
 
@@ -113,8 +114,10 @@ class PowerShellOps:
     def stage(self, items: Sequence[StageItem], run_id: str) -> None:
         self.run("stage", psagent.stage_args(items, run_id), "stage")
 
-    def rollback(self, paths: Sequence[str], run_id: str) -> None:
-        self.run("rollback", psagent.rollback_args(paths, run_id), "rollback")
+    def rollback(
+        self, paths: Sequence[str], run_id: str, expected: Mapping[str, str] | None = None
+    ) -> None:
+        self.run("rollback", psagent.rollback_args(paths, run_id, expected), "rollback")
 
     def cleanup(self, paths: Sequence[str], run_id: str, keep_backups: int) -> None:
         self.run("cleanup", psagent.cleanup_args(paths, run_id, keep_backups), "cleanup")
@@ -125,6 +128,10 @@ class PowerShellOps:
 
     def recycle(self, spec: RecycleSpec) -> None:
         self.run("recycle", psagent.recycle_args(spec), "recycle")
+
+    def audit(self, request: AuditRequest) -> AuditRead:
+        result = self.run("audit", psagent.audit_args(request), "audit")
+        return psagent.audit_from_result(result, host=self.host)
 
     def arm_commit(self, items: Sequence[CommitItem], run_id: str) -> ArmedCommit:
         args = psagent.commit_args(items, run_id)

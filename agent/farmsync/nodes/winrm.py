@@ -19,11 +19,13 @@ from winrm.protocol import Protocol
 from farmsync.errors import NodeError, NodeErrorKind
 from farmsync.inventory.model import Host
 from farmsync.nodes import psagent
+from farmsync.nodes.auditread import AuditRead, AuditRequest
 from farmsync.nodes.contract import (
     DEFAULT_BACKUP_RETENTION,
     ArmedCommit,
     CommitItem,
     FileState,
+    NodeIdentity,
     NodeOperations,
     StageItem,
 )
@@ -39,6 +41,7 @@ class WinrmNode(NodeOperations):
         super().__init__(host.name)
         self.host = host
         self.shell = WinrmShell(host, protocol_factory)
+        self._machine_id: str | None = None
 
     @property
     def sent_commands(self) -> list[str]:
@@ -71,8 +74,20 @@ class WinrmNode(NodeOperations):
             command.terminate()  # releases the command on the server, finished or not
         return psagent.parse_output(out.stdout, host=self.host_name, phase=op, stderr=out.stderr)
 
+    def identity(self) -> NodeIdentity | None:
+        """The server certificate's SHA-256 (HTTPS) plus the machine id the agent's first read
+        reported (Windows: MachineGuid). Either alone is not enough: a wildcard certificate
+        serves many machines, and cloned machines may share a MachineGuid."""
+        cert = self.shell.peer_certificate_sha256
+        if cert is None and self._machine_id is None:
+            return None
+        return NodeIdentity(
+            f"winrm certificate sha256:{cert or 'none'} machine {self._machine_id or 'unknown'}"
+        )
+
     def read(self, paths: Sequence[str]) -> dict[str, FileState]:
         result = self._run("read", psagent.read_args(paths))
+        self._machine_id = psagent.machine_id_from_result(result) or self._machine_id
         return psagent.files_from_result(result, host=self.host_name)
 
     def stage(self, items: Sequence[StageItem], run_id: str) -> None:
@@ -101,8 +116,10 @@ class WinrmNode(NodeOperations):
             raise
         return WinrmArmedCommit(self, command, reader, out.stderr)
 
-    def rollback(self, paths: Sequence[str], run_id: str) -> None:
-        self._run("rollback", psagent.rollback_args(paths, run_id))
+    def rollback(
+        self, paths: Sequence[str], run_id: str, expected: Mapping[str, str] | None = None
+    ) -> None:
+        self._run("rollback", psagent.rollback_args(paths, run_id, expected))
 
     def cleanup(
         self, paths: Sequence[str], run_id: str, keep_backups: int = DEFAULT_BACKUP_RETENTION
@@ -115,6 +132,10 @@ class WinrmNode(NodeOperations):
 
     def recycle(self) -> None:
         self._run("recycle", psagent.recycle_args(self.host.recycle))
+
+    def audit(self, request: AuditRequest) -> AuditRead:
+        result = self._run("audit", psagent.audit_args(request))
+        return psagent.audit_from_result(result, host=self.host_name)
 
 
 class WinrmArmedCommit(ArmedCommit):

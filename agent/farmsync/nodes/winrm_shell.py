@@ -9,6 +9,7 @@ foreign exception type leaves the WinRM transport.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -17,6 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import requests
+import requests.adapters
+import urllib3
 import urllib3.exceptions
 from winrm.exceptions import (
     InvalidCredentialsError,
@@ -132,6 +135,33 @@ def _isolate_from_environment(protocol: Protocol) -> None:
     transport.session = session
 
 
+class _PeerCertificate(requests.adapters.HTTPAdapter):
+    """Remembers the SHA-256 of the server certificate each HTTPS answer came over: part of
+    the node's identity (two inventory entries reaching one endpoint show the same one)."""
+
+    sha256: str | None = None
+
+    def build_response(
+        self, req: requests.PreparedRequest, resp: urllib3.BaseHTTPResponse
+    ) -> requests.Response:
+        sock = getattr(getattr(resp, "connection", None), "sock", None)
+        getpeercert = getattr(sock, "getpeercert", None)
+        if getpeercert is not None:
+            der = getpeercert(binary_form=True)
+            if der:
+                self.sha256 = hashlib.sha256(der).hexdigest()
+        return super().build_response(req, resp)
+
+
+def _watch_certificate(protocol: Protocol) -> _PeerCertificate | None:
+    session = getattr(protocol.transport, "session", None)
+    if not isinstance(session, requests.Session):
+        return None
+    adapter = _PeerCertificate()
+    session.mount("https://", adapter)
+    return adapter
+
+
 class WinrmShell:
     """One remote shell on one node, opened once and reused by every command of the run."""
 
@@ -141,6 +171,7 @@ class WinrmShell:
         self._protocol: Protocol | None = None
         self._shell_id: str | None = None
         self._contacted = False
+        self._certificate: _PeerCertificate | None = None
         self.sent_commands: list[str] = []  # every command line sent, for the secrets tests
         self.shells_opened = 0
         self.default_operation_timeout, _ = timeouts(host.timeout)
@@ -149,12 +180,18 @@ class WinrmShell:
     def is_open(self) -> bool:
         return self._shell_id is not None
 
+    @property
+    def peer_certificate_sha256(self) -> str | None:
+        """SHA-256 of the server's certificate, once an HTTPS answer came back."""
+        return self._certificate.sha256 if self._certificate is not None else None
+
     def open(self, deadline: float | None = None) -> None:
         """Create the shell; retry with backoff while the shell quota is exceeded."""
         if deadline is None:
             deadline = time.monotonic() + self.host.timeout
         if self._protocol is None:
             self._protocol = self._factory(self.host)
+            self._certificate = _watch_certificate(self._protocol)
         delay = SHELL_CREATE_BACKOFF
         for attempt in range(1, SHELL_CREATE_ATTEMPTS + 1):
             try:

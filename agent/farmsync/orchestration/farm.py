@@ -235,7 +235,9 @@ class Farm:
         with FarmSession(
             ctx.hosts, forks=ctx.options.forks, reporter=ctx.reporter, factory=ctx.factory
         ) as session:
-            rollout = Rollout(session, result, recorder, ctx.reporter, ctx.options)
+            rollout = Rollout(
+                session, result, recorder, ctx.reporter, ctx.options, source=ctx.inventory.path
+            )
             rollout.run(key, ctx.hosts, before_change, settle)
         left_out = len(ctx.inventory.hosts) - len(ctx.hosts)
         if left_out and kind in ("rotate", "rollback") and result.outcome is Outcome.CHANGED:

@@ -19,6 +19,7 @@ from farmsync.inventory.model import Host, RecycleKind
 from farmsync.keys.machinekey import MachineKey
 from farmsync.nodes.contract import ArmedCommit, NodeOperations
 from farmsync.orchestration.events import Event, Phase, Reporter, Status
+from farmsync.orchestration.identity import identity_problems
 from farmsync.orchestration.journal import Step, StepResult
 from farmsync.orchestration.plan import Plan, make_plan
 from farmsync.orchestration.pool import Outcome as PoolOutcome
@@ -51,7 +52,9 @@ class Rollout:
         reporter: Reporter,
         options: RolloutOptions,
         clock: Callable[[], float] = time.monotonic,
+        source: str | None = None,
     ):
+        self.source = source  # the inventory file, named by identity problems
         self.session = session
         self.result = result
         self.recorder = recorder
@@ -81,6 +84,11 @@ class Rollout:
         unreachable = {n: r.error for n, r in reports.items() if r.error is not None}
         if unreachable:
             return self._not_started(unreachable)
+        clashes = identity_problems(hosts, self.session.nodes, reports, self.source)
+        if clashes:  # before anything is staged or the vault is touched
+            result.outcome = Outcome.BAD_INPUT
+            result.messages.extend(str(p) for p in clashes)
+            return result
 
         plan = self._timed(
             Phase.PLAN,
@@ -417,7 +425,9 @@ def restore_originals(
 ) -> None:
     """Put ``run_id``'s backups back on one node, then check each file is its original again."""
     paths = [f.path for f in files]
-    node.rollback(paths, run_id)
+    # The node fences a late commit, then restores only where the live file is not the
+    # original, and only from a backup that is (PROTOCOL.md, rollback).
+    node.rollback(paths, run_id, {f.path: f.old_sha256 for f in files if f.old_sha256})
     states = node.read(paths)
     for f in files:
         if states[f.path].sha256 != f.old_sha256:

@@ -50,6 +50,7 @@ class FileReport:
     condition: FileCondition
     sha256: str | None = None
     mtime: float | None = None
+    file_id: str | None = None  # the node's identity of the file (FileState.file_id)
     fingerprint: str | None = None  # of the root machineKey (DEFAULT_KEY's when absent)
     explicit: bool = False  # an explicit key, not AutoGenerate
     overrides: tuple[LocationOverride, ...] = ()
@@ -153,7 +154,7 @@ def read_node(node: NodeOperations, host: Host, paths: Sequence[str]) -> NodeRep
             )
         else:
             report = inspect_file(host.name, path, state.content)
-            files.append(replace(report, mtime=state.mtime))
+            files.append(replace(report, mtime=state.mtime, file_id=state.file_id))
     return NodeReport(host.name, tuple(files))
 
 

@@ -246,6 +246,7 @@ class ParsedConfig:
     system_web: Tag | None  # configuration/system.web directly (not inside <location>)
     located: list[Located] = field(default_factory=list)
     encrypted_line: int | None = None
+    document: etree._Element | None = field(default=None, repr=False)  # the parsed tree
 
     @property
     def root_key(self) -> Located | None:
@@ -328,7 +329,7 @@ def parse_config(data: bytes, source: str) -> ParsedConfig:
         raise ConfigFileError("root element is not <configuration>", source=source,
                               line=_line_of(text, tags[0].start))
 
-    parsed = ParsedConfig(source, decoded, tags[0], None)
+    parsed = ParsedConfig(source, decoded, tags[0], None, document=root)
     direct = _children(root, "system.web", namespace)
     if len(direct) > 1:
         raise ConfigFileError("<system.web> appears twice under <configuration>",

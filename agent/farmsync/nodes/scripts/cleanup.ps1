@@ -1,6 +1,7 @@
 # cleanup {run_id, paths, keep_backups} -> {removed}
 # Removes the run's staging and temp files, and per path every backup beyond the newest
-# keep_backups (like the IIS configuration history, 10 by default on the controller).
+# keep_backups by run id (like the IIS configuration history, 10 by default on the
+# controller), never the backup of the run in progress.
 $ErrorActionPreference = 'Stop'
 
 function Invoke-FarmsyncOp {
@@ -15,7 +16,9 @@ function Invoke-FarmsyncOp {
         $doomed.Add((Get-FarmsyncStagingPath -Target $target -RunId $runId))
         $doomed.Add((Get-FarmsyncTempPath -Target $target -RunId $runId))
         $backups = Get-FarmsyncBackups -Target $target
-        for ($i = $keep; $i -lt $backups.Count; $i++) { $doomed.Add($backups[$i].Path) }
+        for ($i = $keep; $i -lt $backups.Count; $i++) {
+            if ($backups[$i].RunId -cne $runId) { $doomed.Add($backups[$i].Path) }
+        }
         foreach ($victim in $doomed) {
             if (Remove-FarmsyncFile -Path $victim) { $removed.Add($victim) }
         }

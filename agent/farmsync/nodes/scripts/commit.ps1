@@ -1,6 +1,7 @@
 # commit {run_id, items: [{path, expected_sha256, staged_sha256}]}
 # Checks everything, prints {"armed": true}, waits for the next stdin line: COMMIT replaces
-# every live file (keeping a byte-identical backup) -> {committed}; ABORT or EOF -> {aborted}.
+# every live file (keeping a byte-identical backup, created exclusively) -> {committed};
+# ABORT or EOF -> {aborted}. A backup of the run that already exists is never replaced.
 $ErrorActionPreference = 'Stop'
 
 function Test-FarmsyncCommitReady {
@@ -20,6 +21,10 @@ function Test-FarmsyncCommitReady {
         $live = Read-FarmsyncBytes -Target $target -Shown $path
         if ((Get-FarmsyncSha256 -Bytes $live) -ne ([string]$item.expected_sha256).ToLowerInvariant()) {
             throw (New-FarmsyncError 'changed-since-read' 'live file changed since it was read' $path)
+        }
+        $backup = Get-FarmsyncBackupPath -Target $target -RunId $RunId
+        if (Test-Path -LiteralPath $backup) {
+            throw (New-FarmsyncError 'backup-exists' 'this run''s backup already exists (two paths reach one file?); it was not replaced' $backup)
         }
     }
 }
@@ -46,15 +51,24 @@ function Invoke-FarmsyncOp {
             $target = Resolve-FarmsyncPath -Path $current
             $staging = Get-FarmsyncStagingPath -Target $target -RunId $runId
             $backup = Get-FarmsyncBackupPath -Target $target -RunId $runId
-            $null = Remove-FarmsyncFile -Path $backup
+            # The backup is a new file (CreateNew, write-through) holding the bytes just
+            # checked: ReplaceFile would replace an existing backup, and one already there
+            # means a second path reaches this file, so its original must stay.
+            if (Test-Path -LiteralPath $backup) {
+                throw (New-FarmsyncError 'backup-exists' 'this run''s backup already exists (two paths reach one file?); it was not replaced' $backup)
+            }
+            $live = Read-FarmsyncBytes -Target $target -Shown $current
+            if ((Get-FarmsyncSha256 -Bytes $live) -ne ([string]$item.expected_sha256).ToLowerInvariant()) {
+                throw (New-FarmsyncError 'changed-since-read' 'live file changed since it was read' $current)
+            }
+            Write-FarmsyncNewFile -Path $backup -Bytes $live -LikePath $target -Exclusive
             try {
-                # Renames live -> backup and staging -> live in one call (ReplaceFile).
-                [System.IO.File]::Replace($staging, $target, $backup)
+                # [NullString]: no backup from ReplaceFile itself (ours exists already).
+                [System.IO.File]::Replace($staging, $target, [NullString]::Value)
             } catch {
-                # ReplaceFile can fail after moving the live file to the backup name
-                # (ERROR_UNABLE_TO_MOVE_REPLACEMENT_2): never leave the live path empty.
-                if (-not (Test-Path -LiteralPath $target) -and (Test-Path -LiteralPath $backup -PathType Leaf)) {
-                    [System.IO.File]::Move($backup, $target)
+                # Never leave the live path empty: put the original back from our backup.
+                if (-not (Test-Path -LiteralPath $target)) {
+                    Restore-FarmsyncBackup -Backup $backup -Target $target -RunId $runId
                 }
                 throw
             }

@@ -3,6 +3,46 @@
 $ErrorActionPreference = 'Stop'
 
 $FarmsyncRunIdPattern = '^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\z'
+# Largest file a read takes (contract.MAX_FILE_BYTES): checked before reading, and the read
+# stops one byte past it.
+$FarmsyncMaxFileBytes = 8 * 1024 * 1024
+
+# A file's identity: volume serial number and file index from GetFileInformationByHandle
+# (kernel32; .NET 4.6 has no managed call for it), as "<serial>:<index>" in lower-case hex,
+# the same form as the Python twin's (st_dev, st_ino). Fixed source, compiled once per process.
+$FarmsyncFileIdSource = @'
+using System;
+using System.ComponentModel;
+using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
+namespace Farmsync {
+    public static class FileIdentity {
+        [StructLayout(LayoutKind.Sequential)]
+        private struct ByHandleFileInformation {
+            public uint FileAttributes;
+            public System.Runtime.InteropServices.ComTypes.FILETIME CreationTime;
+            public System.Runtime.InteropServices.ComTypes.FILETIME LastAccessTime;
+            public System.Runtime.InteropServices.ComTypes.FILETIME LastWriteTime;
+            public uint VolumeSerialNumber;
+            public uint FileSizeHigh;
+            public uint FileSizeLow;
+            public uint NumberOfLinks;
+            public uint FileIndexHigh;
+            public uint FileIndexLow;
+        }
+        [DllImport("kernel32.dll", SetLastError = true)]
+        private static extern bool GetFileInformationByHandle(SafeFileHandle file, out ByHandleFileInformation info);
+        public static string Of(SafeFileHandle file) {
+            ByHandleFileInformation info;
+            if (!GetFileInformationByHandle(file, out info)) {
+                throw new Win32Exception(Marshal.GetLastWin32Error());
+            }
+            ulong index = ((ulong)info.FileIndexHigh << 32) | info.FileIndexLow;
+            return info.VolumeSerialNumber.ToString("x") + ":" + index.ToString("x");
+        }
+    }
+}
+'@
 
 function New-FarmsyncError {
     # An exception carrying a NodeErrorKind value and the path at fault.
@@ -125,8 +165,9 @@ function Get-FarmsyncFileHash {
     return (Get-FileHash -LiteralPath $Path -Algorithm SHA256).Hash.ToLowerInvariant()
 }
 
-function Read-FarmsyncBytes {
-    # Bytes of a regular file; is-directory / not-found errors name $Shown.
+function Open-FarmsyncRegularFile {
+    # A read stream on a regular file of at most $FarmsyncMaxFileBytes; is-directory,
+    # not-found, not-a-regular-file and too-large errors name $Shown. The caller disposes it.
     param([string]$Target, [string]$Shown)
     if (Test-Path -LiteralPath $Target -PathType Container) {
         throw (New-FarmsyncError 'is-directory' 'is a directory' $Shown)
@@ -134,9 +175,95 @@ function Read-FarmsyncBytes {
     if (-not (Test-Path -LiteralPath $Target -PathType Leaf)) {
         throw (New-FarmsyncError 'not-found' 'no such file' $Shown)
     }
-    $bytes = [System.IO.File]::ReadAllBytes($Target)
+    try {
+        $stream = [System.IO.FileStream]::new($Target, [System.IO.FileMode]::Open,
+            [System.IO.FileAccess]::Read, [System.IO.FileShare]::ReadWrite)
+    } catch [System.NotSupportedException], [System.ArgumentException] {
+        # FileStream refuses device paths (\\.\..., reserved names such as NUL or COM1).
+        throw (New-FarmsyncError 'not-a-regular-file' 'not a regular file' $Shown)
+    }
+    if (-not $stream.CanSeek) {
+        # A pipe or a character device: no length, possibly no end.
+        $stream.Dispose()
+        throw (New-FarmsyncError 'not-a-regular-file' 'not a regular file' $Shown)
+    }
+    if ($stream.Length -gt $FarmsyncMaxFileBytes) {
+        $stream.Dispose()
+        throw (New-FarmsyncError 'too-large' 'larger than 8 MiB' $Shown)
+    }
+    return $stream
+}
+
+function Read-FarmsyncStream {
+    # The stream's bytes, reading at most $FarmsyncMaxFileBytes + 1 of them.
+    param([System.IO.FileStream]$Stream, [string]$Shown)
+    $buffer = New-Object byte[] ($FarmsyncMaxFileBytes + 1)
+    $total = 0
+    while ($total -lt $buffer.Length) {
+        $count = $Stream.Read($buffer, $total, $buffer.Length - $total)
+        if ($count -le 0) { break }
+        $total += $count
+    }
+    if ($total -gt $FarmsyncMaxFileBytes) {
+        # It grew past the limit while being read.
+        throw (New-FarmsyncError 'too-large' 'larger than 8 MiB' $Shown)
+    }
+    $bytes = New-Object byte[] $total
+    [System.Array]::Copy($buffer, $bytes, $total)
+    return , $bytes
+}
+
+function Read-FarmsyncBytes {
+    # Bytes of a regular file (see Open-FarmsyncRegularFile for the refusals).
+    param([string]$Target, [string]$Shown)
+    $stream = Open-FarmsyncRegularFile -Target $Target -Shown $Shown
+    try {
+        $bytes = Read-FarmsyncStream -Stream $stream -Shown $Shown
+    } finally {
+        $stream.Dispose()
+    }
     # The comma keeps PowerShell from unrolling the byte array into the pipeline.
     return , $bytes
+}
+
+function Get-FarmsyncFileId {
+    # The identity of the file open in $Stream, or $null where kernel32 is not there.
+    param([System.IO.FileStream]$Stream)
+    # Where Add-Type is not allowed (constrained language), the file has no id: the read
+    # still works, and the exclusive backup still protects a file reached twice.
+    if (-not (Test-FarmsyncWindows)) { return $null }
+    try {
+        if ($null -eq ('Farmsync.FileIdentity' -as [type])) {
+            Add-Type -TypeDefinition $FarmsyncFileIdSource
+        }
+        return [Farmsync.FileIdentity]::Of($Stream.SafeFileHandle)
+    } catch {
+        return $null
+    }
+}
+
+function Get-FarmsyncMachineId {
+    # MachineGuid from the 64-bit registry view (a 32-bit PowerShell would otherwise be sent
+    # to WOW6432Node, which has none), lower-case; $null when it cannot be read.
+    try {
+        $base = [Microsoft.Win32.RegistryKey]::OpenBaseKey(
+            [Microsoft.Win32.RegistryHive]::LocalMachine, [Microsoft.Win32.RegistryView]::Registry64)
+        try {
+            $key = $base.OpenSubKey('SOFTWARE\Microsoft\Cryptography')
+            if ($null -eq $key) { return $null }
+            try {
+                $value = $key.GetValue('MachineGuid')
+            } finally {
+                $key.Dispose()
+            }
+        } finally {
+            $base.Dispose()
+        }
+    } catch {
+        return $null
+    }
+    if ($null -eq $value) { return $null }
+    return ([string]$value).ToLowerInvariant()
 }
 
 function Remove-FarmsyncFile {
@@ -169,8 +296,10 @@ function Copy-FarmsyncAcl {
 function Write-FarmsyncNewFile {
     # Create $Path exclusively, give it $LikePath's ACL while still empty, then write $Bytes
     # with write-through and flush to disk. A partial file is removed on failure.
-    param([string]$Path, [byte[]]$Bytes, [string]$LikePath)
-    $null = Remove-FarmsyncFile -Path $Path
+    # Without -Exclusive a leftover of an earlier attempt of the run (staging or temp file) is
+    # removed first; with it (backups) an existing file makes CreateNew fail and stays.
+    param([string]$Path, [byte[]]$Bytes, [string]$LikePath, [switch]$Exclusive)
+    if (-not $Exclusive) { $null = Remove-FarmsyncFile -Path $Path }
     $stream = [System.IO.FileStream]::new($Path, [System.IO.FileMode]::CreateNew,
         [System.IO.FileAccess]::Write, [System.IO.FileShare]::None)
     $stream.Dispose()
@@ -215,7 +344,9 @@ function Restore-FarmsyncBackup {
 }
 
 function Get-FarmsyncBackups {
-    # Backups of $Target as objects {RunId, Path}, newest first (by mtime, then name).
+    # Backups of $Target as objects {RunId, Path}, newest run first. Ordered by run id (the
+    # controller's UTC timestamps), never by file time: a node whose clock once ran ahead
+    # must not keep old backups over the real ones.
     param([string]$Target)
     $directory = [System.IO.Path]::GetDirectoryName($Target)
     $prefix = [System.IO.Path]::GetFileName($Target) + '.farmsync-'
@@ -225,13 +356,11 @@ function Get-FarmsyncBackups {
         if (-not ($name.StartsWith($prefix) -and $name.EndsWith('.bak'))) { continue }
         $runId = $name.Substring($prefix.Length, $name.Length - $prefix.Length - 4)
         if (-not ($runId -cmatch $FarmsyncRunIdPattern)) { continue }
-        $found.Add([pscustomobject]@{
-            RunId = $runId; Path = $file.FullName; Name = $name; Ticks = $file.LastWriteTimeUtc.Ticks
-        })
+        $found.Add([pscustomobject]@{ RunId = $runId; Path = $file.FullName })
     }
-    $sorted = @($found | Sort-Object -Property @{ Expression = 'Ticks'; Descending = $true },
-        @{ Expression = 'Name'; Descending = $true })
-    return , $sorted
+    # Ordinal comparison, as Python's sorted() on the controller and in the twin.
+    $found.Sort([System.Comparison[object]]{ param($a, $b) [string]::CompareOrdinal($b.RunId, $a.RunId) })
+    return , $found.ToArray()
 }
 
 function Invoke-FarmsyncRequest {

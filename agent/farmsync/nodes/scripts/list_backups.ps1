@@ -1,4 +1,4 @@
-# list_backups {paths} -> {backups: {path: [run_id.. newest first]}}
+# list_backups {paths} -> {backups: {path: [run_id.. newest first, by run id]}}
 $ErrorActionPreference = 'Stop'
 
 function Invoke-FarmsyncOp {

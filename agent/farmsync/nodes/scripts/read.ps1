@@ -1,12 +1,20 @@
-# read {paths} -> {files: [{path, status, content_b64?, sha256?, mtime?, error_kind?, error?}]}
-# A missing file is a status, not an error; so is an unreadable one.
+# read {paths} -> {files: [{path, status, content_b64?, sha256?, mtime?, file_id?, error_kind?,
+# error?}], machine_id}
+# A missing file is a status, not an error; so is an unreadable one (a directory, a device,
+# a file past 8 MiB). file_id: volume serial number and file index of the file read.
 $ErrorActionPreference = 'Stop'
 
 function Read-FarmsyncState {
     param([string]$Path)
     try {
         $target = Resolve-FarmsyncPath -Path $Path
-        $bytes = Read-FarmsyncBytes -Target $target -Shown $Path
+        $stream = Open-FarmsyncRegularFile -Target $target -Shown $Path
+        try {
+            $bytes = Read-FarmsyncStream -Stream $stream -Shown $Path
+            $fileId = Get-FarmsyncFileId -Stream $stream
+        } finally {
+            $stream.Dispose()
+        }
         $written = [System.DateTimeOffset][System.IO.File]::GetLastWriteTimeUtc($target)
         return @{
             path = $Path
@@ -14,6 +22,7 @@ function Read-FarmsyncState {
             content_b64 = [System.Convert]::ToBase64String($bytes)
             sha256 = (Get-FarmsyncSha256 -Bytes $bytes)
             mtime = $written.ToUnixTimeMilliseconds() / 1000.0
+            file_id = $fileId
         }
     } catch {
         $info = Get-FarmsyncErrorInfo -ErrorRecord $_
@@ -30,5 +39,5 @@ function Invoke-FarmsyncOp {
     foreach ($path in @($Arguments.paths)) {
         $files.Add((Read-FarmsyncState -Path ([string]$path)))
     }
-    return @{ files = $files.ToArray() }
+    return @{ files = $files.ToArray(); machine_id = (Get-FarmsyncMachineId) }
 }
