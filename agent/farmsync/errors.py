@@ -19,6 +19,7 @@ class ExitCode:
     NODE_FAILURE = 1  # finished, some node failed, farm left consistent
     BAD_INPUT = 2  # bad input or usage; nothing contacted or written
     CANNOT_START = 3  # lock held, unreachable nodes, unfinished run needing care
+    INTERRUPTED = 130  # SIGINT or SIGTERM; the farm's state and the next command are printed
 
 
 class FarmsyncError(Exception):

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.clikit import PASSPHRASE, base_env, error_lines, output_of, run_cli
+from tests.cli.clikit import ANSI, CLI, PASSPHRASE, base_env, error_lines, output_of, run_cli
+from tests.cli.test_terminal import run_in_pty
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "inventory" / "example.yml"
 PASSWORD_ENV = "FARMSYNC_WINRM_PASSWORD"
@@ -30,12 +31,60 @@ def line_of(path: Path, text: str) -> int:
     raise AssertionError(f"{text!r} not in {path}")
 
 
+@pytest.fixture(autouse=True)
+def example_with_its_ca(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example beside the CA file it names (relative to the inventory), as a user has it."""
+    global EXAMPLE_COPY
+    EXAMPLE_COPY = tmp_path_factory.mktemp("example") / "example.yml"
+    EXAMPLE_COPY.write_bytes(EXAMPLE.read_bytes())
+    ca = EXAMPLE_COPY.with_name("contoso-root-ca.pem")
+    ca.write_text("not a real CA: the check only wants a file\n")
+    return EXAMPLE_COPY
+
+
+EXAMPLE_COPY = EXAMPLE
+
+
 def check(*args: str, columns: int | None = None) -> tuple[int, str, str]:
     extra = {PASSWORD_ENV: "not-a-real-password"}
     if columns is not None:
         extra["COLUMNS"] = str(columns)
-    result = run_cli("inventory", "check", "-i", str(EXAMPLE), *args, env=base_env(extra))
+    result = run_cli("inventory", "check", "-i", str(EXAMPLE_COPY), *args, env=base_env(extra))
     return result.returncode, result.stdout, result.stderr
+
+
+def test_inventory_check_names_a_missing_file_and_does_not_call_the_inventory_valid(
+    example_with_its_ca: Path,
+) -> None:
+    ca = example_with_its_ca.with_name("contoso-root-ca.pem")
+    ca.unlink()
+
+    code, out, err = check()
+
+    assert code == 2, out + err
+    assert "is valid" not in out and "not ready" in out
+    assert f"ansible_winrm_ca_trust_path {ca} does not exist" in err
+    # The same inventory is refused by a farm command before anything is contacted.
+    rotate = run_cli(
+        "rotate",
+        "-i",
+        str(EXAMPLE_COPY),
+        env=base_env({PASSWORD_ENV: "x", "FARMSYNC_VAULT_PASSPHRASE": "p"}),
+    )
+    assert rotate.returncode == 2, output_of(rotate)
+    (line,) = error_lines(rotate)
+    assert "contoso-root-ca.pem does not exist on this controller" in line, line
+
+
+def test_inventory_check_shows_the_policy_and_application_configs() -> None:
+    code, out, err = check(columns=300)
+    assert code == 0, err
+    assert "key policy: validation=HMACSHA256, decryption=AES" in out
+    assert "C:\\inetpub\\wwwroot\\shop\\web.config" in out
+    code, out, err = check("--json")
+    doc = json.loads(out)
+    assert doc["policy"]["validation"] == "HMACSHA256" and doc["missing_files"] == []
+    assert any(h["app_configs"] for h in doc["hosts"])
 
 
 def test_example_lists_every_host_with_transport_address_and_root_configs() -> None:
@@ -49,7 +98,7 @@ def test_example_lists_every_host_with_transport_address_and_root_configs() -> N
         assert WINDOWS_ROOTS[0] in rows[host]
     # The second root config of each host is on the row below it.
     assert out.count(WINDOWS_ROOTS[1]) == len(ADDRESSES)
-    assert f"ok: {EXAMPLE} is valid" in out
+    assert f"ok: {EXAMPLE_COPY} is valid" in out
     assert "not-a-real-password" not in out + err
 
 
@@ -66,7 +115,7 @@ def test_example_json_shape() -> None:
     assert code == 0, err
     doc = json.loads(out)
     assert doc["farm"] == "contoso-web"
-    assert doc["inventory"] == str(EXAMPLE)
+    assert doc["inventory"] == str(EXAMPLE_COPY)
     assert isinstance(doc["warnings"], list)
     hosts = {h["name"]: h for h in doc["hosts"]}
     assert set(hosts) == set(ADDRESSES)
@@ -152,3 +201,16 @@ def test_bad_inventory_is_one_error_naming_file_and_line_and_writes_nothing(
         Path("inventory"),
         inventory.relative_to(tmp_path),
     ]
+
+
+def test_on_an_80_column_terminal_nothing_is_cut() -> None:
+    env = base_env({PASSWORD_ENV: "x", "TERM": "xterm-256color"})
+
+    code, screen = run_in_pty([*CLI, "inventory", "check", "-i", str(EXAMPLE_COPY)], env, cols=80)
+
+    text = ANSI.sub("", screen)
+    assert code == 0, text
+    assert max(len(line) for line in text.splitlines()) <= 80, text
+    for host in ADDRESSES:
+        assert host in text
+    assert all(root in text for root in WINDOWS_ROOTS)

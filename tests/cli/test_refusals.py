@@ -127,7 +127,8 @@ def test_encrypted_config_message_names_the_line(refused_runs: Callable[..., Ref
 
 def test_bad_config_message_names_its_source_once(refused_runs: Callable[..., Refused]) -> None:
     run = refused_runs("malformed", "--json")
-    (message,) = json_of(run.result)["messages"]
+    messages = json_of(run.result)["messages"]
+    (message,) = [m for m in messages if not m.startswith("created vault ")]
     assert message.count(run.source) == 1, message
 
 
@@ -137,7 +138,10 @@ def test_bad_config_in_text_mode_names_host_path_and_line(
     run = refused_runs("malformed", "--limit", "web2")
 
     assert run.result.returncode == 2, output_of(run.result)
-    assert f"{run.source}:4:" in run.result.stdout
+    # The reason once, on stderr; the table names the host and what kind of problem it was.
+    assert run.result.stderr.count(f"{run.source}:4:") == 1, output_of(run.result)
+    assert f"{run.source}:4:" not in run.result.stdout
+    assert any("web2" in r and "bad-config" in r for r in run.result.stdout.splitlines())
     assert run.result.stdout.splitlines()[-1].startswith("bad input: nothing was changed")
     assert run.farm.node_files() == run.before
 
@@ -148,7 +152,7 @@ def test_bad_config_in_text_mode_on_the_whole_farm_reports_instead_of_crashing(
     run = refused_runs("malformed")
     assert "Traceback" not in run.result.stderr, run.result.stderr
     assert run.result.returncode == 2, output_of(run.result)
-    assert f"{run.source}:4:" in run.result.stdout
+    assert f"{run.source}:4:" in run.result.stderr
 
 
 @pytest.mark.parametrize("case", sorted(UNREADABLE))
@@ -169,7 +173,8 @@ def test_unreadable_root_config_in_text_mode(refused_runs: Callable[..., Refused
     run = refused_runs("directory", "--limit", "west")
 
     assert run.result.returncode == 3, output_of(run.result)
-    assert f"{run.farm.configs[run.host]}" in run.result.stdout
+    assert f"{run.farm.configs[run.host]}" in run.result.stderr
+    assert any("web3" in r and "is-directory" in r for r in run.result.stdout.splitlines())
     assert run.result.stdout.splitlines()[-1].startswith("not started: nothing was changed")
     assert run.farm.node_files() == run.before
 
@@ -179,7 +184,24 @@ def test_json_host_statuses_say_which_host_failed(refused_runs: Callable[..., Re
     hosts = {h["host"]: h for h in json_of(run.result)["hosts"]}
     assert hosts[run.host]["status"] in {"failed", "unreachable"}
     assert hosts[run.host]["error"]
-    assert {h["status"] for n, h in hosts.items() if n != run.host} == {"unchanged"}
+    # The others were never started: not "unchanged", and no new key that was never written.
+    others = [h for n, h in hosts.items() if n != run.host]
+    assert {h["status"] for h in others} == {"not-started"}
+    assert {f["new_fingerprint"] for h in others for f in h["files"]} == {None}
+    assert json_of(run.result)["target_fingerprint"] is None
+
+
+def test_a_run_that_did_not_start_says_why_once_and_shows_no_key(
+    refused_runs: Callable[..., Refused],
+) -> None:
+    run = refused_runs("directory")
+    out = run.result.stdout + run.result.stderr
+    assert out.count("is a directory") == 1, out
+    headline = run.result.stdout.splitlines()[-1]
+    assert headline == "not started: nothing was changed", headline
+    assert "mk-" not in run.result.stdout.split("\n")[-2] and "(new key)" not in out
+    rows = [line for line in run.result.stdout.splitlines() if "│" in line]
+    assert any("not-started" in row for row in rows), rows
 
 
 # --- the lock ---------------------------------------------------------------------------------

@@ -7,7 +7,11 @@ import re
 
 from tests.cli.clikit import ANSI, LocalFarm, error_lines, json_of, output_of
 
-EVENT_LINE = re.compile(r"^\[(\w+)\] (?:\d+ host\(s\)|(\S+): (ok|failed|skipped)(?: .*)?)$")
+# Not a terminal (a log): each event line starts with its UTC time.
+EVENT_LINE = re.compile(
+    r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z "
+    r"\[(\w+)\] (?:\d+ host\(s\)|(\S+): (ok|failed|skipped)(?: .*)?)$"
+)
 CHANGING_PHASES = ("connect", "read", "stage", "arm", "commit", "verify")
 
 

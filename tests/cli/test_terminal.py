@@ -22,10 +22,12 @@ from farmsync.orchestration.events import Event, Phase, Status
 from tests.cli.clikit import ANSI, CLI, LocalFarm
 
 
-def run_in_pty(argv: Sequence[str], env: Mapping[str, str], timeout: float = 60) -> tuple[int, str]:
-    """Run ``argv`` with stdin, stdout and stderr on a 160x40 pseudo-terminal."""
+def run_in_pty(
+    argv: Sequence[str], env: Mapping[str, str], timeout: float = 60, cols: int = 160
+) -> tuple[int, str]:
+    """Run ``argv`` with stdin, stdout and stderr on a ``cols``x40 pseudo-terminal."""
     master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, cols, 0, 0))
     process = subprocess.Popen(
         list(argv), stdin=slave, stdout=slave, stderr=slave, env=dict(env), close_fds=True
     )

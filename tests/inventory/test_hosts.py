@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from farmsync.inventory.model import (
@@ -123,7 +125,8 @@ def test_local_and_posix_hosts(load: Loader) -> None:
     assert mono.root_configs == ("/etc/mono/4.5/web.config",)  # listed twice, managed once
     assert mono.app_configs == ("/srv/app/web.config",)
     assert mono.recycle == RecycleSpec(kind=RecycleKind.COMMAND, command="systemctl restart xsp")
-    assert mono.ssh.private_key_file == "~/.ssh/id_ed25519"
+    # "~" is the controller user's home, expanded here (paramiko would open "~" literally).
+    assert mono.ssh.private_key_file == os.path.expanduser("~/.ssh/id_ed25519")
     assert mono.ssh.known_hosts_file == "/etc/farmsync/known_hosts"
     assert mono.ssh.jump_host == "jump@bastion.example:2222"
     assert mono.password is None

@@ -24,7 +24,7 @@ from farmsync.lab.aspnet import (
     pid_alive,
     require_mono,
 )
-from farmsync.lab.farm import Lab
+from farmsync.lab.farm import Lab, lab_farm_name
 from farmsync.webconfig.editor import apply_machine_key
 from tests.servers.lab_fixtures import require_mono_or_fail
 
@@ -50,7 +50,9 @@ def test_up_status_recycle_and_down_from_another_process_leave_nothing_running(
 
         # The inventory is an ordinary one: farmsync's own loader reads it.
         inventory = load_inventory(lab.inventory_path)
-        assert inventory.farm == "lab"
+        # Its own farm name: another lab directory is another farm (vault, journal, lock).
+        assert inventory.farm == lab_farm_name(lab.state_dir)
+        assert inventory.farm.startswith("lab-") and inventory.farm != lab_farm_name(tmp_path)
         host = inventory.hosts["node1"]
         node1 = AspNetNode.load(lab.state_dir / "node1")
         assert host.port == started.nodes[0].ssh_port

@@ -20,6 +20,7 @@ import yaml
 
 from farmsync.fsutil import atomic_write_private
 from farmsync.keys.generate import generate_key
+from farmsync.lab.farm import lab_farm_name
 from farmsync.lab.proof import cross_check
 from farmsync.webconfig.editor import apply_machine_key
 from tests.servers.lab_fixtures import LabFarm
@@ -217,4 +218,5 @@ def test_an_unreachable_node_exits_3(auditor: Auditor, tmp_path: Path) -> None:
         ("node2", True),
         ("node3", False),
     ]
-    assert 'farmsync_audit_success{farm="lab"} 0' in prom.read_text()
+    farm = lab_farm_name(auditor.lab.lab.state_dir)  # each lab directory its own farm
+    assert f'farmsync_audit_success{{farm="{farm}"}} 0' in prom.read_text()

@@ -28,6 +28,7 @@ from farmsync.fsutil import atomic_write_private
 from farmsync.inventory.patterns import select_hosts
 from farmsync.keys.generate import generate_key
 from farmsync.keys.vault import VaultSecret
+from farmsync.lab.farm import lab_farm_name
 from farmsync.lab.proof import Credentials, check, cross_check, issue
 from farmsync.lab.sshd import SshdKeys, SshdNode
 from farmsync.nodes.contract import backup_path
@@ -90,7 +91,8 @@ class Driver:
 
     def ensure_one_key(self) -> None:
         """Bring the lab onto one key (if an earlier test has not) so each test stands alone."""
-        state = Path(self.env["FARMSYNC_STATE_DIR"]) / "lab" / "vault.fsv"
+        farm = lab_farm_name(self.lab.lab.state_dir)
+        state = Path(self.env["FARMSYNC_STATE_DIR"]) / farm / "vault.fsv"
         if len(self.fingerprints()) != 1 or not state.exists():
             done = self.farmsync("rotate")
             assert done.returncode == 0, done.stderr

@@ -236,6 +236,7 @@ class HookedNode(NodeOperations):
 
     def audit(self, request: Any) -> Any:
         self._hook("audit")
+        self._hook("read")  # a rollout's first read goes through the audit op (staged runs)
         return self.inner.audit(request)
 
 

@@ -9,6 +9,7 @@ from farmsync.keys.vault import KeyStatus, KeyVault, VaultSecret
 from farmsync.nodes.connect import node_for
 from farmsync.nodes.contract import NodeOperations
 from farmsync.orchestration.farm import Farm
+from farmsync.orchestration.marker import read_marker, without_marker
 from farmsync.orchestration.result import Outcome
 from farmsync.orchestration.rollout import RolloutOptions
 from tests.orchestration.farmkit import PASSPHRASE, TestFarm
@@ -39,9 +40,13 @@ def test_rotation_puts_one_key_on_every_node_of_both_transports(
         backups = farm.backups(host)
         assert len(backups) == 1, host
         assert backups[0].read_bytes() == farm.originals[host], host
-        # Only the machineKey line changed; CRLF and the comment are intact.
+        # Only the machineKey line changed (and the farm marker was added, one CRLF line
+        # before <configuration>); CRLF and the comment are intact.
         new = farm.configs[host].read_bytes()
-        assert new.count(b"\r\n") == farm.originals[host].count(b"\r\n")
+        marker = read_marker(new, host)
+        assert marker is not None and marker.fingerprint == result.target_fingerprint
+        assert marker.run_id == result.run_id and marker.generation == 1
+        assert new.count(b"\r\n") == farm.originals[host].count(b"\r\n") + 1
         assert b"<!-- root web.config of" in new
     assert not farm.leftovers()
     assert result.commit_window_ms is not None and result.commit_window_ms >= 0
@@ -141,7 +146,10 @@ def test_rollback_after_the_first_rotation_returns_to_the_key_the_farm_had(
 
     assert rotated.outcome is back.outcome is Outcome.CHANGED
     assert set(farm.fingerprints().values()) == {original}
-    assert all(p.read_bytes() == shared for p in farm.configs.values())
+    # The original bytes, plus the farm marker of the rollback (generation 2).
+    assert all(without_marker(p.read_bytes()) == shared for p in farm.configs.values())
+    markers = [read_marker(p.read_bytes(), str(p)) for p in farm.configs.values()]
+    assert {m.generation for m in markers if m is not None} == {2} and None not in markers
     entry = vault_of(farm).find(original)
     assert entry is not None and entry.origin.value == "imported"
 
@@ -166,7 +174,8 @@ def test_a_limited_rotation_says_which_hosts_it_left_out(
     result = Farm(farm.context(limit="iis")).rotate()
 
     assert result.outcome is Outcome.CHANGED
-    assert any("left 2 host(s) out" in m for m in result.messages)
+    assert result.left_out == sorted(set(farm.hosts) - {h.host for h in result.hosts})
+    assert len(result.left_out) == 2
 
 
 def test_a_rotation_costs_one_connection_and_one_round_trip_per_phase_per_node(

@@ -15,8 +15,10 @@ import click
 from rich.console import Console
 
 from farmsync import __version__
+from farmsync.cli.output import SETTINGS, colour_wanted, output_options
 from farmsync.cli.render import print_json, render_run
 from farmsync.cli.reporters import PlainReporter, QuietReporter, RichReporter
+from farmsync.cli.secret import prompt_secret, vault_secret_source, will_prompt
 from farmsync.errors import ExitCode, FarmsyncError, InputError, describe_error
 from farmsync.orchestration.events import Reporter
 from farmsync.orchestration.result import RunResult
@@ -34,6 +36,13 @@ class FarmsyncGroup(click.Group):
         except FarmsyncError as exc:
             click.echo(f"farmsync: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            # Outside a rollout (start-up, reading, a second Ctrl-C): no traceback, exit 130.
+            click.echo(
+                "farmsync: interrupted; if a run was under way, `farmsync recover` settles it",
+                err=True,
+            )
+            ctx.exit(ExitCode.INTERRUPTED)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as exc:
@@ -48,21 +57,23 @@ class FarmsyncGroup(click.Group):
 
 
 def stdout_console() -> Console:
-    console = Console(highlight=False, soft_wrap=True)
+    no_color = not colour_wanted()
+    console = Console(highlight=False, soft_wrap=True, no_color=no_color)
     if not console.is_terminal:
         # A log or a pipe has no width: never cut host names, paths or fingerprints.
-        console = Console(highlight=False, soft_wrap=True, width=400)
+        console = Console(highlight=False, soft_wrap=True, width=400, no_color=no_color)
     return console
 
 
 def stderr_console() -> Console:
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, no_color=not colour_wanted())
 
 
 @contextmanager
 def reporter_for(as_json: bool) -> Iterator[Reporter]:
-    """Rich progress on a terminal, one line per event elsewhere, nothing with --json."""
-    if as_json:
+    """Rich progress on a terminal, one timestamped line per event elsewhere, nothing with
+    --json or -q."""
+    if as_json or SETTINGS.verbosity < 0:
         yield QuietReporter()
         return
     console = stderr_console()
@@ -70,7 +81,23 @@ def reporter_for(as_json: bool) -> Iterator[Reporter]:
         with RichReporter(console) as rich_reporter:
             yield rich_reporter
     else:
-        yield PlainReporter()
+        yield PlainReporter(timestamps=True)
+
+
+def _one_inventory(ctx: click.Context, param: click.Parameter, value: tuple[Path, ...]) -> Path:
+    """Several -i are refused: one inventory is one farm, and Ansible's merge of several
+    files (later wins) would silently decide which hosts and keys a farm has."""
+    if not value:
+        raise click.MissingParameter(ctx=ctx, param=param)
+    if len(value) > 1:
+        raise InputError(
+            "one inventory per run: "
+            + ", ".join(str(v) for v in value)
+            + " were given; farmsync does not merge inventories (one file is one farm): "
+            "put the hosts in one file, or run once per farm",
+            source="-i",
+        )
+    return value[0]
 
 
 def inventory_option(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -79,9 +106,10 @@ def inventory_option(f: Callable[..., Any]) -> Callable[..., Any]:
         "--inventory",
         "inventory_path",
         envvar=INVENTORY_ENV,
-        required=True,
+        multiple=True,
+        callback=_one_inventory,
         type=click.Path(dir_okay=False, path_type=Path),
-        help=f"Ansible-style YAML inventory (or ${INVENTORY_ENV}).",
+        help=f"Ansible-style YAML inventory, one (or ${INVENTORY_ENV}).",
     )(f)
 
 
@@ -100,6 +128,8 @@ class RunArgs:
     keep_backups: int
     state_dir: Path | None
     vault_key_file: Path | None
+    wait: float = 0.0
+    clear_staged: tuple[str, ...] = ()
 
     def options(self) -> RolloutOptions:
         return RolloutOptions(
@@ -109,6 +139,7 @@ class RunArgs:
             timeout=self.timeout,
             recycle=not self.no_recycle,
             keep_backups=self.keep_backups,
+            clear_staged=self.clear_staged,
         )
 
 
@@ -117,7 +148,21 @@ state_dir_option = click.option(
     envvar="FARMSYNC_STATE_DIR",
     default=None,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Where vault, journal and lock live (or $FARMSYNC_STATE_DIR).",
+    help=(
+        "Where vault, journal and lock live (or $FARMSYNC_STATE_DIR; default "
+        "$XDG_STATE_HOME/farmsync, else ~/.local/state/farmsync)."
+    ),
+)
+# Every environment variable a farm command reads, for the end of its --help.
+ENVIRONMENT_EPILOG = (
+    "\b\nEnvironment:\n"
+    "  FARMSYNC_INVENTORY         the inventory when -i is not given\n"
+    "  FARMSYNC_STATE_DIR         the state directory (default $XDG_STATE_HOME/farmsync,\n"
+    "                             else ~/.local/state/farmsync)\n"
+    "  FARMSYNC_VAULT_PASSPHRASE  the vault passphrase\n"
+    "  FARMSYNC_VAULT_KEY_FILE    a vault key file instead (0600)\n"
+    "  NO_COLOR                   no colour in the output\n"
+    "  and the variables the inventory names (farmsync_password_env)"
 )
 vault_key_file_option = click.option(
     "--vault-key-file",
@@ -164,9 +209,23 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
             type=click.IntRange(1, 1000),
             help="Backups kept per file on each node.",
         ),
+        click.option(
+            "--clear-staged",
+            multiple=True,
+            metavar="RUN",
+            help="Remove the staging files another (dead) controller's run RUN left on the nodes.",
+        ),
+        click.option(
+            "--wait",
+            default=0.0,
+            metavar="SECONDS",
+            type=click.FloatRange(0, 86400),
+            help="Wait this long for a farm lock another run holds (default: refuse at once).",
+        ),
         state_dir_option,
         vault_key_file_option,
         inventory_option,
+        output_options,
     ]
     wrapped: Callable[..., Any] = command
     for option in reversed(options):
@@ -176,6 +235,7 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 @click.group(cls=FarmsyncGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="farmsync")
+@output_options
 def cli() -> None:
     """Keep the ASP.NET <machineKey> identical on every node of an IIS web farm."""
 
@@ -200,7 +260,8 @@ def cli() -> None:
 def keygen(
     validation: str, decryption: str, compatibility_mode: str | None, fmt: str, force: bool
 ) -> None:
-    """Print a new random machineKey (the only command that prints key material)."""
+    """Print a new random machineKey (key material: with `history --show-keys`, the only
+    output that holds keys)."""
     from farmsync.inventory.model import Policy
     from farmsync.keys.formats import render_key
     from farmsync.keys.generate import generate_key
@@ -232,24 +293,47 @@ def inventory_check(inventory_path: Path, as_json: bool) -> None:
 
 
 # --- farm commands --------------------------------------------------------------------------
-def _run_farm(run: RunArgs, call: Callable[[Any], RunResult], *, limit: str | None = None) -> None:
+def _run_farm(
+    run: RunArgs,
+    call: Callable[[Any], RunResult],
+    *,
+    limit: str | None = None,
+    prompt: bool = True,
+) -> None:
     from farmsync.cli.context import build_context
     from farmsync.orchestration.farm import Farm
 
+    ctx = build_context(
+        run.inventory_path,
+        limit if limit is not None else run.limit,
+        run.options(),
+        run.state_dir,
+        run.vault_key_file,
+        QuietReporter(),
+    )
+    ctx.lock_wait = run.wait
+    if not prompt:  # a command that does not need the vault never asks for its secret
+        ctx.vault_secret = vault_secret_source(run.vault_key_file, prompt=False)
+    elif will_prompt(run.vault_key_file) and ctx.state.vault.exists():
+        ctx.vault_secret()  # ask now, before progress bars take the terminal; kept for the run
+    elif will_prompt(run.vault_key_file) and not run.check:
+        # This run may create the vault: a typo here would seal it for good, so ask twice.
+        typed = prompt_secret("New vault passphrase", confirm=True)
+        ctx.vault_secret = lambda: typed
     with reporter_for(run.as_json) as reporter:
-        ctx = build_context(
-            run.inventory_path,
-            limit if limit is not None else run.limit,
-            run.options(),
-            run.state_dir,
-            run.vault_key_file,
-            reporter,
-        )
+        ctx.reporter = reporter
         result = call(Farm(ctx))
     if run.as_json:
         print_json(result.to_dict(), stdout_console())
     else:
-        render_run(result, stdout_console())
+        # Messages once: with the result when all went well, else on stderr only.
+        render_run(
+            result,
+            stdout_console(),
+            messages=result.exit_code == 0 and SETTINGS.verbosity >= 0,
+            table=SETTINGS.verbosity >= 0,
+            timings=SETTINGS.verbosity > 0,
+        )
         if result.exit_code != 0:
             # The why, also where scripts look for it.
             for message in result.messages:
@@ -257,7 +341,7 @@ def _run_farm(run: RunArgs, call: Callable[[Any], RunResult], *, limit: str | No
     sys.exit(result.exit_code)
 
 
-@cli.command()
+@cli.command(epilog=ENVIRONMENT_EPILOG)
 @run_options
 @click.option(
     "--if-older-than",
@@ -271,36 +355,44 @@ def _run_farm(run: RunArgs, call: Callable[[Any], RunResult], *, limit: str | No
     help="Only rotate when the current key is older than the policy's max_key_age.",
 )
 @click.option("--force", is_flag=True, help="Allow weak algorithms (MD5, DES) in the policy.")
-def rotate(run: RunArgs, if_older_than: str | None, if_due: bool, force: bool) -> None:
+@click.option(
+    "--adopt",
+    is_flag=True,
+    help="Take over a farm whose key another vault wrote (rotates to a fresh key).",
+)
+def rotate(run: RunArgs, if_older_than: str | None, if_due: bool, force: bool, adopt: bool) -> None:
     """Generate a new key and put it on every node, two-phase."""
     from farmsync.inventory.durations import parse_duration
 
     age = parse_duration(if_older_than, source="--if-older-than") if if_older_than else None
-    _run_farm(run, lambda farm: farm.rotate(if_older_than=age, if_due=if_due, force=force))
+    _run_farm(
+        run,
+        lambda farm: farm.rotate(if_older_than=age, if_due=if_due, force=force, adopt=adopt),
+    )
 
 
-@cli.command()
+@cli.command(epilog=ENVIRONMENT_EPILOG)
 @run_options
 def sync(run: RunArgs) -> None:
     """Put the vault's current key on nodes that lack it, without rotating."""
     _run_farm(run, lambda farm: farm.sync())
 
 
-@cli.command()
+@cli.command(epilog=ENVIRONMENT_EPILOG)
 @run_options
 def rollback(run: RunArgs) -> None:
     """Go back to the previous key in the vault, two-phase."""
     _run_farm(run, lambda farm: farm.rollback())
 
 
-@cli.command()
+@cli.command(epilog=ENVIRONMENT_EPILOG)
 @run_options
 def recover(run: RunArgs) -> None:
     """Finish or roll back an interrupted run; exit 0 when no run is left half done."""
     _run_farm(run, lambda farm: farm.recover())
 
 
-@cli.command()
+@cli.command(epilog=ENVIRONMENT_EPILOG)
 @inventory_option
 @click.option("--host", "host_name", required=True, help="The host to restore.")
 @click.option("--run", "run_id", required=True, help="The run whose backup to put back.")
@@ -330,11 +422,13 @@ def restore(
         keep_backups=10,
         state_dir=state_dir,
         vault_key_file=None,
+        wait=0.0,
     )
-    _run_farm(run, lambda farm: farm.restore(host_name, run_id), limit=host_name)
+    # No --limit: the host is checked against the inventory by restore, under --host's name.
+    _run_farm(run, lambda farm: farm.restore(host_name, run_id), prompt=False)
 
 
-@cli.command()
+@cli.command(epilog=ENVIRONMENT_EPILOG)
 @inventory_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 @state_dir_option
@@ -344,14 +438,17 @@ def restore(
     is_flag=True,
     help="Also print the key material itself (for disaster recovery; keep it secret).",
 )
+@click.option("--live", is_flag=True, help="Read the nodes for which key each holds now.")
 def history(
     inventory_path: Path,
     as_json: bool,
     state_dir: Path | None,
     vault_key_file: Path | None,
     show_keys: bool,
+    live: bool,
 ) -> None:
-    """The vault's keys: fingerprint, creation time, the run that set them."""
+    """The vault's keys (status, origin, creation, the run that set them) and which nodes
+    hold each: from the journal's verified runs, or read now with --live."""
     from farmsync.cli.history_view import show_history
 
     show_history(
@@ -362,17 +459,57 @@ def history(
         stdout_console(),
         show_keys=show_keys,
         err=stderr_console(),
+        live=live,
     )
+
+
+# --- vault ----------------------------------------------------------------------------------
+@cli.group()
+def vault() -> None:
+    """The farm's key vault."""
+
+
+@vault.command("rekey", epilog=ENVIRONMENT_EPILOG)
+@inventory_option
+@state_dir_option
+@vault_key_file_option
+@click.option(
+    "--new-key-file",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Seal the vault with this key file (0600) from now on.",
+)
+@click.option(
+    "--new-passphrase-env",
+    default=None,
+    metavar="NAME",
+    help="Seal the vault with the passphrase in environment variable NAME.",
+)
+def vault_rekey(
+    inventory_path: Path,
+    state_dir: Path | None,
+    vault_key_file: Path | None,
+    new_key_file: Path | None,
+    new_passphrase_env: str | None,
+) -> None:
+    """Change the vault's passphrase or key file (asks for the new passphrase, twice, on a
+    terminal when neither --new-key-file nor --new-passphrase-env is given)."""
+    from farmsync.cli.vault_view import rekey
+
+    out = stdout_console()
+    rekey(inventory_path, state_dir, vault_key_file, new_key_file, new_passphrase_env, out)
 
 
 # --- lab ------------------------------------------------------------------------------------
 lab_dir_option = click.option(
     "--dir",
     "lab_dir",
-    default=".lab",
-    show_default=True,
+    default=None,
     type=click.Path(file_okay=False, path_type=Path),
-    help="The lab's state directory (processes, node files, keys).",
+    help=(
+        "The lab's state directory (processes, node files, keys). Default: ./.lab for up; "
+        "for status and down, the lab `lab up` last started, from any directory."
+    ),
 )
 
 
@@ -391,7 +528,7 @@ def lab() -> None:
     help="Where to write the lab's inventory.",
 )
 @lab_dir_option
-def lab_up(nodes: int, inventory_out: Path, lab_dir: Path) -> None:
+def lab_up(nodes: int, inventory_out: Path, lab_dir: Path | None) -> None:
     """Start N lab nodes, each on its own key, and write their inventory."""
     from farmsync.cli.lab_view import lab_up as run
 
@@ -400,7 +537,7 @@ def lab_up(nodes: int, inventory_out: Path, lab_dir: Path) -> None:
 
 @lab.command("down")
 @lab_dir_option
-def lab_down(lab_dir: Path) -> None:
+def lab_down(lab_dir: Path | None) -> None:
     """Stop every process the lab started."""
     from farmsync.cli.lab_view import lab_down as run
 
@@ -410,7 +547,7 @@ def lab_down(lab_dir: Path) -> None:
 @lab.command("status")
 @lab_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
-def lab_status(lab_dir: Path, as_json: bool) -> None:
+def lab_status(lab_dir: Path | None, as_json: bool) -> None:
     """Show the lab's nodes and whether they are up."""
     from farmsync.cli.lab_view import lab_status as run
 
@@ -428,7 +565,23 @@ def main() -> None:
     # logs tracebacks for connections farmsync already reports as node errors.
     logging.basicConfig(level=logging.WARNING, format="farmsync: %(levelname)s: %(message)s")
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
-    cli(prog_name="farmsync")
+    from farmsync.orchestration import interrupt
+
+    interrupt.install()
+    try:
+        code = cli(prog_name="farmsync", standalone_mode=False)
+    except click.UsageError as exc:
+        # One line, as every other error: what is wrong and where to read more.
+        where = exc.ctx.command_path if exc.ctx is not None else "farmsync"
+        click.echo(f"farmsync: error: {exc.format_message()} (see `{where} --help`)", err=True)
+        sys.exit(ExitCode.BAD_INPUT)
+    except click.ClickException as exc:
+        click.echo(f"farmsync: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except (KeyboardInterrupt, click.exceptions.Abort):  # before click took over
+        print("farmsync: interrupted", file=sys.stderr)
+        sys.exit(ExitCode.INTERRUPTED)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import TextIO
 
@@ -21,22 +22,26 @@ from farmsync.orchestration.events import Event, Status
 
 
 class PlainReporter:
-    """One line per host event on stderr: what a scheduler's log wants."""
+    """One line per host event on stderr: what a scheduler's log wants. With ``timestamps``
+    (stderr is not a terminal: cron, systemd, a pipe) each line starts with the UTC time."""
 
-    def __init__(self, stream: TextIO | None = None):
+    def __init__(self, stream: TextIO | None = None, *, timestamps: bool = False):
         self.stream = stream or sys.stderr
+        self.timestamps = timestamps
+
+    def _print(self, text: str) -> None:
+        if self.timestamps:
+            now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+            text = f"{now} {text}"
+        print(text, file=self.stream, flush=True)
 
     def event(self, event: Event) -> None:
         if event.status is Status.START:
-            print(f"[{event.phase.value}] {event.total} host(s)", file=self.stream, flush=True)
+            self._print(f"[{event.phase.value}] {event.total} host(s)")
             return
         host = event.host or "-"
         detail = f" {event.detail}" if event.detail else ""
-        print(
-            f"[{event.phase.value}] {host}: {event.status.value}{detail}",
-            file=self.stream,
-            flush=True,
-        )
+        self._print(f"[{event.phase.value}] {host}: {event.status.value}{detail}")
 
 
 class RichReporter:

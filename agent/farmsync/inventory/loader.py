@@ -41,12 +41,14 @@ from farmsync.inventory.model import (
     Transport,
     WinrmSettings,
 )
+from farmsync.inventory.paths import anchor_relative_paths
 from farmsync.inventory.variables import (
     VARIABLES,
     EnvPassword,
     LineDict,
     LineList,
     VariableError,
+    ansible_typo_message,
     convert,
     is_secret_name,
     unknown_name_message,
@@ -412,6 +414,9 @@ class _Builder:
         problem = unknown_name_message(name)
         if problem is not None:
             raise self.error(problem, line)
+        typo = ansible_typo_message(name)
+        if typo is not None:
+            self.warn(typo, line)
         if name in VARIABLES:
             try:
                 var.typed = convert(name, value)
@@ -801,10 +806,11 @@ def load_inventory(
         for name in builder.groups
     }
     groups["all"] = tuple(order)
-    return Inventory(
+    inventory = Inventory(
         path=source,
         farm=hosts[0].farm,
         hosts={host.name: host for host in hosts},
         groups=groups,
         warnings=tuple(builder.warnings),
     )
+    return anchor_relative_paths(inventory)  # relative key/CA paths: beside the inventory

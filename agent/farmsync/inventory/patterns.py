@@ -13,6 +13,7 @@ spare.
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import re
 
@@ -79,6 +80,13 @@ def _match_term(inventory: Inventory, term: str) -> list[str]:
     return names[int(start) : int(end) + 1]
 
 
+def _did_you_mean(inventory: Inventory, term: str) -> str:
+    """' (did you mean web01?)' for a term close to a host or group name, else ''."""
+    names = [*inventory.hosts, *(g for g in inventory.groups if g not in ("all", "ungrouped"))]
+    close = difflib.get_close_matches(term.lstrip("~"), names, n=3, cutoff=0.6)
+    return f" (did you mean {' or '.join(close)}?)" if close else ""
+
+
 def select_hosts(inventory: Inventory, pattern: str | None) -> list[Host]:
     """The hosts ``pattern`` selects, in inventory order; every host when ``pattern`` is None."""
     if pattern is None:
@@ -96,7 +104,10 @@ def select_hosts(inventory: Inventory, pattern: str | None) -> list[Host]:
     def match(term: str) -> list[str]:
         names = _match_term(inventory, term)
         if not names:
-            raise InputError(f"{term!r} matches no host or group of the inventory", source=SOURCE)
+            hint = _did_you_mean(inventory, term)
+            raise InputError(
+                f"{term!r} matches no host or group of the inventory{hint}", source=SOURCE
+            )
         return names
 
     selected: dict[str, None] = {}

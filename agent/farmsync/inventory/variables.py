@@ -551,6 +551,38 @@ def unknown_name_message(name: str) -> str | None:
     return f"unknown farmsync variable {name!r}{_suggest(name, FARMSYNC_VARIABLES)}"
 
 
+# Ansible variables farmsync does not read but that are right as they are: no typo warning.
+_OTHER_ANSIBLE = frozenset(
+    {
+        "ansible_python_interpreter", "ansible_become", "ansible_become_user",
+        "ansible_become_method", "ansible_become_password", "ansible_become_pass",
+        "ansible_become_exe", "ansible_become_flags", "ansible_ssh_common_args",
+        "ansible_ssh_extra_args", "ansible_sftp_extra_args", "ansible_scp_extra_args",
+        "ansible_ssh_pipelining", "ansible_ssh_executable", "ansible_private_key_file",
+        "ansible_ssh_pass", "ansible_ssh_host", "ansible_ssh_port", "ansible_ssh_user",
+        "ansible_shell_executable", "ansible_winrm_kerberos_delegation",
+        "ansible_winrm_message_encryption", "ansible_winrm_operation_timeout_sec",
+        "ansible_winrm_read_timeout_sec", "ansible_winrm_kinit_cmd",
+        "ansible_winrm_kerberos_hostname_override", "ansible_winrm_service",
+        "ansible_winrm_realm", "ansible_winrm_send_cbt", "ansible_psrp_auth",
+        "ansible_network_os", "ansible_timeout", "ansible_connection_timeout",
+    }
+)
+
+
+def ansible_typo_message(name: str) -> str | None:
+    """A warning for an ``ansible_*`` name farmsync does not read but that is one typo away
+    from one it does (``ansible_conection``): else the setting is silently not applied and
+    the error, if any, comes later and elsewhere (a host "not a Windows host")."""
+    if not name.startswith("ansible_") or name in VARIABLES or name in _OTHER_ANSIBLE:
+        return None
+    known = [n for n in VARIABLES if n.startswith("ansible_")]
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.85)
+    if not close:
+        return None
+    return f"{name!r} is not a variable farmsync reads (did you mean {close[0]!r}?); ignored"
+
+
 def convert(name: str, value: Any) -> Any:
     """The typed value of known variable ``name``; raise VariableError if it is wrong."""
     return VARIABLES[name].convert(value)
@@ -590,6 +622,11 @@ def variables_reference_markdown() -> str:
     rows.append("")
     rows.append(
         "Other `ansible_*` and custom variables are kept and ignored; an unknown `farmsync_*` "
-        "variable is an error."
+        "variable is an error, and an `ansible_*` name one typo away from one farmsync reads "
+        "(`ansible_conection`) is warned about, with the name it probably meant. Relative "
+        "paths of files on the controller (`ansible_ssh_private_key_file`, "
+        "`farmsync_known_hosts`, `ansible_winrm_ca_trust_path`, client certificates) are "
+        "relative to the inventory file, and `~` is the home directory; a file that does not "
+        "exist is an error naming file and line."
     )
     return "\n".join(rows) + "\n"

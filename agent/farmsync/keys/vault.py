@@ -20,8 +20,10 @@ because a save replaces the file atomically.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import secrets
 import stat
 import struct
 from collections.abc import Mapping
@@ -246,6 +248,53 @@ class VaultEntry:
         )
 
 
+# --- identity ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VaultIdentity:
+    """Who this vault is to the farm markers on the nodes (see orchestration/marker.py)."""
+
+    vault_id: str
+    farm_id: str | None = None  # set by the first run that writes a marker
+    generation: int = 0  # the highest marker generation this vault has written
+    takeovers: list[dict[str, Any]] = field(default_factory=list)  # `rotate --adopt` records
+
+    @classmethod
+    def new(cls) -> VaultIdentity:
+        return cls(vault_id=secrets.token_hex(8))
+
+    @classmethod
+    def legacy(cls, farm: str, created_at: str) -> VaultIdentity:
+        """A vault written before identities: an id derived from what it already holds, so
+        that it stays the same without a save."""
+        digest = hashlib.sha256(f"{farm}\0{created_at}".encode()).hexdigest()
+        return cls(vault_id=digest[:16])
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "vault_id": self.vault_id,
+            "farm_id": self.farm_id,
+            "generation": self.generation,
+            "takeovers": self.takeovers,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any], farm: str, created_at: str) -> VaultIdentity:
+        if "vault_id" not in doc:
+            return cls.legacy(farm, created_at)
+        farm_id = doc.get("farm_id")
+        takeovers = doc.get("takeovers") or []
+        if (
+            not isinstance(doc["vault_id"], str)
+            or not (farm_id is None or isinstance(farm_id, str))
+            or not isinstance(doc.get("generation", 0), int)
+            or not isinstance(takeovers, list)
+        ):
+            raise ValueError("bad vault identity")
+        return cls(doc["vault_id"], farm_id, int(doc.get("generation", 0)), list(takeovers))
+
+
 # --- the vault ---------------------------------------------------------------------------
 
 
@@ -260,6 +309,7 @@ class KeyVault:
         params: ScryptParams,
         created_at: str,
         entries: list[VaultEntry],
+        identity: VaultIdentity | None = None,
     ):
         # Use create/open/open_or_create; this only assembles an already-loaded vault.
         self.path = path
@@ -268,6 +318,7 @@ class KeyVault:
         self.created_at = created_at
         self._secret = secret
         self._entries = entries  # oldest first
+        self.identity = identity or VaultIdentity.legacy(farm, created_at)
 
     def __repr__(self) -> str:
         return f"KeyVault({str(self.path)!r}, farm={self.farm!r}, keys={len(self._entries)})"
@@ -285,7 +336,9 @@ class KeyVault:
         path = Path(path)
         if path.exists():
             raise VaultError(f"a key vault already exists at {path}")
-        vault = cls(path, secret, farm, params or ScryptParams(), _utc_now(), [])
+        vault = cls(
+            path, secret, farm, params or ScryptParams(), _utc_now(), [], VaultIdentity.new()
+        )
         vault._save()
         return vault
 
@@ -427,6 +480,24 @@ class KeyVault:
         self._commit(_replaced(self._entries, abandoned))
         return abandoned
 
+    def advance(
+        self, generation: int, farm_id: str, takeover: Mapping[str, Any] | None = None
+    ) -> None:
+        """Record, before any node is touched, the farm marker generation a run is about to
+        write (and the farm's id); ``takeover`` records an ``--adopt`` of another vault's farm."""
+        ident = self.identity
+        takeovers = [*ident.takeovers, dict(takeover)] if takeover else ident.takeovers
+        new = replace(
+            ident, generation=max(ident.generation, generation), farm_id=farm_id,
+            takeovers=takeovers,
+        )
+        old, self.identity = self.identity, new
+        try:
+            self._save()
+        except BaseException:
+            self.identity = old
+            raise
+
     def change_secret(self, secret: VaultSecret) -> None:
         """Re-encrypt the vault under a new passphrase or key file."""
         old, self._secret = self._secret, secret
@@ -458,6 +529,7 @@ class KeyVault:
             "farm": self.farm,
             "created_at": self.created_at,
             "entries": [e._to_json() for e in self._entries],
+            **self.identity.to_json(),
         }
         return json.dumps(doc, separators=(",", ":")).encode("utf-8")
 
@@ -492,10 +564,11 @@ class KeyVault:
                 raise ValueError("bad document")
             entries = [VaultEntry._from_json(e) for e in doc["entries"]]
             created_at = str(doc["created_at"])
+            identity = VaultIdentity.from_json(doc, doc["farm"], created_at)
         except (ValueError, KeyError, TypeError):
             # Authenticated yet unreadable: written by a broken or newer farmsync.
             raise damaged from None
-        return cls(path, secret, doc["farm"], params, created_at, entries)
+        return cls(path, secret, doc["farm"], params, created_at, entries, identity)
 
 
 def _replaced(entries: list[VaultEntry], new: VaultEntry) -> list[VaultEntry]:

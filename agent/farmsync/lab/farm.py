@@ -19,8 +19,10 @@ Nothing here prints: every method returns data for the CLI to render.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -46,9 +48,42 @@ from farmsync.webconfig.parser import inspect_config
 
 STATE_FILE = "lab.json"
 STATE_FORMAT = 1
-LAB_FARM = "lab"
 LAB_GROUP = "lab"
 MAX_NODES = 32  # as the CLI allows
+
+
+def _already_up(status: LabStatus, state_dir: Path) -> str:
+    """A lab that is (partly) running: which nodes are down, and the commands that fix it."""
+    fix = f"farmsync lab down --dir {state_dir} && farmsync lab up --dir {state_dir}"
+    down = [node for node in status.nodes if not node.up]
+    if not down:
+        return f"a lab is already running in {state_dir}; run farmsync lab down first"
+    reasons = []
+    for node in down:
+        why = [
+            what
+            for what, ok in (
+                ("sshd not running", node.sshd_alive),
+                ("ASP.NET not running", node.aspnet_alive),
+                ("HTTP not answering", node.http_reachable or not node.aspnet_alive),
+            )
+            if not ok
+        ]
+        reasons.append(f"{node.name} ({', '.join(why)})")
+    return (
+        f"the lab in {state_dir} is half up: {len(down)} of {len(status.nodes)} node(s) down: "
+        + "; ".join(reasons)
+        + f". To start it afresh: {fix}"
+    )
+
+
+def lab_farm_name(state_dir: Path) -> str:
+    """Each lab its own farm (own vault, journal and lock): ``lab-<dir name>-<hash of path>``.
+
+    Two ``lab up --dir X`` used to share one farm called ``lab``, hence one vault and lock."""
+    base = re.sub(r"[^A-Za-z0-9_-]+", "-", state_dir.name).strip("-_")[:40] or "dir"
+    digest = hashlib.sha256(str(state_dir.absolute()).encode()).hexdigest()[:6]
+    return f"lab-{digest}" if base.lower() == "lab" else f"lab-{base}-{digest}"
 
 
 @dataclass(frozen=True)
@@ -152,10 +187,9 @@ class Lab:
             raise LabError(f"a lab has 1 to {MAX_NODES} nodes, not {nodes}")
         require_mono()
         if self._load_state() is not None:
-            if self.status().any_alive:
-                raise LabError(
-                    f"a lab is already running in {self.state_dir}; run farmsync lab down first"
-                )
+            status = self.status()
+            if status.any_alive:
+                raise LabError(_already_up(status, self.state_dir))
             self.down()
         build = build_host(self.cache_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -238,7 +272,7 @@ class Lab:
             "  children:",
             f"    {LAB_GROUP}:",
             "      vars:",
-            f"        farmsync_farm: {LAB_FARM}",
+            f"        farmsync_farm: {lab_farm_name(self.state_dir)}",
             "        # No compatibility_mode: Mono's System.Web rejects that machineKey attribute.",
             "        farmsync_policy:",
             "          validation: HMACSHA256",

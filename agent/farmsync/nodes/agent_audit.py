@@ -202,6 +202,8 @@ def audit_to_json(read: AuditRead) -> dict[str, Any]:
             else None
         ),
         "env": dict(read.env),
+        # As `read` does: a rollout's first read may be this op (node identity, staged runs).
+        "machine_id": agent.machine_id(),
         "registry": dict(read.registry) if read.registry is not None else None,
         "rsa": (
             {

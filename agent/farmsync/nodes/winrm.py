@@ -135,6 +135,8 @@ class WinrmNode(NodeOperations):
 
     def audit(self, request: AuditRequest) -> AuditRead:
         result = self._run("audit", psagent.audit_args(request))
+        # A rollout's first read may be this op: keep the machine id for identity() too.
+        self._machine_id = psagent.machine_id_from_result(result) or self._machine_id
         return psagent.audit_from_result(result, host=self.host_name)
 
 

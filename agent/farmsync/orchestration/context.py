@@ -25,6 +25,7 @@ class FarmContext:
     reporter: Reporter = field(default_factory=NullReporter)
     factory: NodeFactory = node_for
     command: str = "farmsync"
+    lock_wait: float = 0.0  # seconds to wait for a farm lock another run holds (--wait)
 
     @property
     def farm(self) -> str:

@@ -11,6 +11,15 @@ from typing import Protocol
 
 
 class Phase(StrEnum):
+    """What a progress event is about, for people watching a run.
+
+    Not the journal's ``Step`` on purpose, though eight names are shared: a Step is a record
+    type in a file on disk that a later farmsync must still read (it has ``run-start`` and
+    ``run-end``, and its values may never change), while a Phase is display vocabulary that
+    may grow freely (``lock``, ``connect``, ``plan`` and ``recover`` are never journaled).
+    """
+
+    LOCK = "lock"
     RECOVER = "recover"
     CONNECT = "connect"
     READ = "read"

@@ -7,38 +7,74 @@ the rollout and nowhere else.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import difflib
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
-from farmsync.errors import InputError
+from farmsync.errors import FarmsyncError, InputError
 from farmsync.inventory.durations import format_duration
 from farmsync.inventory.model import RecycleKind
 from farmsync.keys.generate import generate_key
 from farmsync.keys.machinekey import MachineKey
 from farmsync.keys.vault import KeyVault, VaultEntry
+from farmsync.nodes.contract import backup_path
+from farmsync.orchestration import interrupt
 from farmsync.orchestration.context import FarmContext
-from farmsync.orchestration.journal import Journal, Step, StepResult, new_run_id
+from farmsync.orchestration.interrupt_report import explain_interrupt
+from farmsync.orchestration.journal import (
+    Journal,
+    RunKind,
+    RunState,
+    Step,
+    StepResult,
+    new_run_id,
+)
 from farmsync.orchestration.lock import FarmLock
+from farmsync.orchestration.lockwait import acquire_waiting
+from farmsync.orchestration.marker import FarmBehindError, check_farm, markers_of
+from farmsync.orchestration.ownership import Ownership
 from farmsync.orchestration.plan import Plan
 from farmsync.orchestration.recorder import RunRecorder
 from farmsync.orchestration.recover import recover_runs
-from farmsync.orchestration.result import FileResult, Outcome, RunResult
+from farmsync.orchestration.recovery_report import (
+    farm_keys,
+    host_rows,
+    keys_message,
+    what_recovery_did,
+    what_recovery_would_do,
+)
+from farmsync.orchestration.result import (
+    FileResult,
+    FileStatus,
+    HostStatus,
+    Outcome,
+    RunResult,
+)
 from farmsync.orchestration.rollout import Rollout
 from farmsync.orchestration.session import FarmSession
-from farmsync.orchestration.survey import survey
+from farmsync.orchestration.staged import clear_staged_runs
+from farmsync.orchestration.survey import NodeReport, survey
 from farmsync.orchestration.vaultstate import settle_key
 
 
 class Farm:
     def __init__(self, ctx: FarmContext):
         self.ctx = ctx
+        self.notes: list[str] = []  # said once at the top of the result (a vault created)
+        self.unfinished: list[RunState] = []  # with --check: the runs a real run would settle
 
     # --- the commands --------------------------------------------------------------------
     def rotate(
-        self, *, if_older_than: timedelta | None = None, if_due: bool = False, force: bool = False
+        self,
+        *,
+        if_older_than: timedelta | None = None,
+        if_due: bool = False,
+        force: bool = False,
+        adopt: bool = False,
     ) -> RunResult:
         """Rotate; with ``if_older_than`` (or ``if_due``: the policy's max_key_age) only when
-        the current key is at least that old, which is what a scheduler runs."""
+        the current key is at least that old, which is what a scheduler runs. ``adopt`` takes
+        over a farm whose markers name another vault (or a newer generation)."""
         ctx = self.ctx
         run_id = new_run_id()
         if if_due:
@@ -49,7 +85,7 @@ class Farm:
                     source=ctx.inventory.path,
                 )
             if_older_than = timedelta(days=max_age)
-        with self._locked(run_id, "rotate") as (journal, recovered):
+        with self._locked(run_id, RunKind.ROTATE) as (journal, recovered):
             check = ctx.options.check
             vault = self._vault(create=not check)
             current = vault.current() if vault is not None else None
@@ -58,7 +94,7 @@ class Farm:
                 if age < if_older_than:
                     result = RunResult(
                         run_id,
-                        "rotate",
+                        RunKind.ROTATE,
                         ctx.farm,
                         Outcome.UNCHANGED,
                         target_fingerprint=current.fingerprint,
@@ -69,37 +105,43 @@ class Farm:
                     )
                     return self._with_recovered(result, recovered)
             key = generate_key(ctx.policy(), force=force)
+            owner = self._ownership(vault, run_id, RunKind.ROTATE, key.fingerprint(), adopt=adopt)
             if vault is None or check:
-                result = self._roll_out(journal, run_id, "rotate", key)
-                return self._with_recovered(result, recovered)
+                result = self._roll_out(journal, run_id, RunKind.ROTATE, key, owner=owner)
+                return self._with_recovered(_unstored_key(result), recovered)
 
             def store(plan: Plan) -> None:
                 # The last moment before a node is touched: from here on, a key on a node is
-                # always in the vault.
+                # always in the vault, and so is the marker generation that goes with it.
                 vault.add(key, run_id)
+                owner.record()
 
             def settle(outcome: Outcome, plan: Plan) -> None:
                 settle_key(
-                    vault, "rotate", key.fingerprint(), outcome, run_id, plan.single_old_key()
+                    vault, RunKind.ROTATE, key.fingerprint(), outcome, run_id, plan.single_old_key()
                 )
 
-            result = self._roll_out(journal, run_id, "rotate", key, store, settle)
-            return self._with_recovered(result, recovered)
+            result = self._roll_out(
+                journal, run_id, RunKind.ROTATE, key, store, settle, owner=owner
+            )
+            return self._with_recovered(_unstored_key(result), recovered)
 
     def sync(self) -> RunResult:
         """Put the vault's active key on every node that lacks it (no new key)."""
         return self._deploy_stored(
-            "sync", KeyVault.current, "the vault holds no active key yet: run `farmsync rotate`"
+            RunKind.SYNC,
+            KeyVault.current,
+            "the vault holds no active key yet: run `farmsync rotate`",
         )
 
     def rollback(self) -> RunResult:
         """Go back to the key the farm held before the active one."""
         return self._deploy_stored(
-            "rollback", KeyVault.previous, "the vault holds no previous key to go back to"
+            RunKind.ROLLBACK, KeyVault.previous, "the vault holds no previous key to go back to"
         )
 
     def _deploy_stored(
-        self, kind: str, pick: Callable[[KeyVault], VaultEntry | None], none_left: str
+        self, kind: RunKind, pick: Callable[[KeyVault], VaultEntry | None], none_left: str
     ) -> RunResult:
         ctx = self.ctx
         run_id = new_run_id()
@@ -109,11 +151,18 @@ class Farm:
             if entry is None:
                 raise InputError(none_left, source=str(ctx.state.vault))
             assert vault is not None  # an entry came from it
+            owner = self._ownership(vault, run_id, kind, entry.fingerprint)
+
+            def store(_plan: Plan) -> None:
+                if not ctx.options.check:
+                    owner.record()
 
             def settle(outcome: Outcome, _plan: Plan) -> None:
                 settle_key(vault, kind, entry.fingerprint, outcome, run_id)
 
-            result = self._roll_out(journal, run_id, kind, entry.key, settle=settle)
+            result = self._roll_out(
+                journal, run_id, kind, entry.key, store, settle=settle, owner=owner
+            )
             return self._with_recovered(result, recovered)
 
     def recover(self) -> RunResult:
@@ -124,8 +173,8 @@ class Farm:
         """
         ctx = self.ctx
         run_id = new_run_id()
-        with self._locked(run_id, "recover") as (_journal, recovered):
-            result = RunResult(run_id, "recover", ctx.farm, Outcome.UNCHANGED)
+        with self._locked(run_id, RunKind.RECOVER) as (journal, recovered):
+            result = RunResult(run_id, RunKind.RECOVER, ctx.farm, Outcome.UNCHANGED)
             with FarmSession(
                 ctx.hosts, forks=ctx.options.forks, reporter=ctx.reporter, factory=ctx.factory
             ) as session:
@@ -139,38 +188,65 @@ class Farm:
                     {h.name: list(h.root_configs) for h in ctx.hosts},
                     forks=ctx.options.forks,
                     reporter=ctx.reporter,
+                    staged=True,
                 )
-            fingerprints: set[str] = set()
-            for name, report in reports.items():
-                host_result = result.host(name)
-                if report.error is not None:
-                    host_result.status, host_result.error = "unreachable", str(report.error)
-                    result.outcome = Outcome.NOT_STARTED
-                    continue
-                fingerprints |= report.fingerprints()
-            if len(fingerprints) > 1:
+                own = {run.run_id for run in journal.runs()}
+                staged = {
+                    n: [r for r in report.staged_runs if r not in own]
+                    for n, report in reports.items()
+                    if report.staged_runs
+                }
+                if not ctx.options.check:
+                    result.messages.extend(
+                        clear_staged_runs(session, staged, ctx.options.clear_staged, ctx.options)
+                    )
+                for name, runs in sorted(staged.items()):
+                    for run in runs:
+                        if run not in ctx.options.clear_staged:
+                            result.messages.append(
+                                f"{name}: run {run} is staged here, not by this controller's "
+                                f"journal; if its controller is gone: --clear-staged {run}"
+                            )
+            host_rows(result, reports)
+            what_recovery_did(result, recovered)
+            owner_note = self._marker_note(reports)
+            if owner_note is not None:
+                result.messages.append(owner_note)
+            if any(r.error is not None for r in reports.values()):
+                result.outcome = Outcome.NOT_STARTED
+            elif ctx.options.check:
+                result.outcome = Outcome.CHECKED
+                recovered = []  # worded below from the live files, not "would be settled"
+                result.messages.extend(
+                    what_recovery_would_do(state, reports) for state in self.unfinished
+                )
+                if not self.unfinished:
+                    result.messages.append("no run is unfinished: recover has nothing to do")
+            elif any(r.outcome is not Outcome.CHECKED for r in recovered):
+                result.outcome = Outcome.CHANGED
+            explicit, autogenerate = farm_keys(reports)
+            drift = keys_message(explicit, autogenerate)
+            if drift is not None:
                 # No run is half done any more; keys that differ as they did before the run
                 # are drift, which `sync` fixes and the audit reports, not a failed recovery.
-                result.messages.append(
-                    "no unfinished run; the farm holds several keys: "
-                    + ", ".join(sorted(fingerprints))
-                    + " (run `farmsync sync` to put the vault's key everywhere)"
-                )
-            elif len(fingerprints) == 1:
-                result.target_fingerprint = next(iter(fingerprints))
+                result.messages.append(drift)
+            elif len(explicit) == 1:
+                result.target_fingerprint = next(iter(explicit))
             return self._with_recovered(result, recovered)
 
     def restore(self, host_name: str, backup_run: str) -> RunResult:
         """Put ``host_name``'s backups from ``backup_run`` back (one node, not the farm)."""
         ctx = self.ctx
         run_id = new_run_id()
-        with self._locked(run_id, "restore") as (journal, recovered):
+        with self._locked(run_id, RunKind.RESTORE) as (journal, recovered):
             host = ctx.inventory.hosts.get(host_name)
             if host is None:
-                raise InputError(f"no host {host_name!r} in the inventory", source="--host")
+                close = difflib.get_close_matches(host_name, list(ctx.inventory.hosts), n=3)
+                hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+                raise InputError(f"no host {host_name!r} in the inventory{hint}", source="--host")
             hosts = [host]
-            result = RunResult(run_id, "restore", ctx.farm, Outcome.UNCHANGED)
-            recorder = RunRecorder(journal, run_id, "restore")
+            result = RunResult(run_id, RunKind.RESTORE, ctx.farm, Outcome.UNCHANGED)
+            recorder = RunRecorder(journal, run_id, RunKind.RESTORE)
             with FarmSession(hosts, forks=1, reporter=ctx.reporter, factory=ctx.factory) as session:
                 if session.failures:
                     result.outcome = Outcome.NOT_STARTED
@@ -187,11 +263,35 @@ class Farm:
                     session.nodes, session.hosts, {host.name: paths}, forks=1, reporter=ctx.reporter
                 )[host.name]
                 if ctx.options.check:
+                    # What would go back: each file's key now and in the run's backup.
+                    saved = survey(
+                        session.nodes,
+                        session.hosts,
+                        {host.name: [backup_path(p, backup_run) for p in paths]},
+                        forks=1,
+                        reporter=ctx.reporter,
+                    )[host.name]
+                    host_result = result.host(host.name)
+                    host_result.status = HostStatus.WOULD_CHANGE
+                    for old, backup in zip(before.files, saved.files, strict=True):
+                        host_result.files.append(
+                            FileResult(
+                                old.path,
+                                FileStatus.WOULD_CHANGE,
+                                old.fingerprint if old.explicit else None,
+                                backup.fingerprint if backup.explicit else None,
+                                old_autogenerate=old.fingerprint is not None and not old.explicit,
+                            )
+                        )
                     result.outcome = Outcome.CHECKED
+                    result.summary = (
+                        f"would put back {host.name}'s files from before run {backup_run} "
+                        "(the backups that run made)"
+                    )
                     return self._with_recovered(result, recovered)
                 journal.start_run(
                     run_id,
-                    "restore",
+                    RunKind.RESTORE,
                     hosts={host.name: paths},
                     detail=f"restore backups of run {backup_run}",
                 )
@@ -207,56 +307,127 @@ class Farm:
                 recorder.end(Outcome.CHANGED)
             host_result = result.host(host.name)
             host_result.recycled = recycled
-            host_result.status = "changed"
+            host_result.status = HostStatus.CHANGED
             now = {f.path: f.fingerprint for f in after.files}  # empty if the read-back failed
             for old in before.files:
                 host_result.files.append(
-                    FileResult(old.path, "changed", old.fingerprint, now.get(old.path))
+                    FileResult(old.path, FileStatus.CHANGED, old.fingerprint, now.get(old.path))
                 )
             result.outcome = Outcome.CHANGED
-            result.messages.append(f"{host.name} is back on its files from run {backup_run}")
+            result.summary = (
+                f"{host.name} is back on its files from before run {backup_run} "
+                "(the backups that run made)"
+            )
+            warning = self._mixed_after_restore(host.name, after)
+            if warning is not None:
+                result.messages.append(warning)
             return self._with_recovered(result, recovered)
+
+    def _marker_note(self, reports: Mapping[str, NodeReport]) -> str | None:
+        """recover reads the farm markers too: say when this vault is behind the farm, which
+        is why its sync, rollback and rotate would refuse."""
+        try:
+            vault = self._vault(create=False)
+        except FarmsyncError:
+            return None  # no secret here: recover reports without the vault
+        if vault is None:
+            return None
+        try:
+            check_farm(
+                markers_of(reports),
+                farm=self.ctx.farm,
+                vault_id=vault.identity.vault_id,
+                vault_generation=vault.identity.generation,
+                vault_path=str(self.ctx.state.vault.absolute()),
+                command="sync, rollback or rotate from here",
+            )
+        except FarmBehindError as behind:
+            return f"note: {behind}"
+        return None
+
+    def _mixed_after_restore(self, host: str, after: NodeReport) -> str | None:
+        """A restore puts one node back: say so when that leaves it off the vault's key."""
+        try:
+            vault = self._vault(create=False)
+        except FarmsyncError:
+            return None  # no secret here: restore does not need the vault
+        current = vault.current() if vault is not None else None
+        if current is None:
+            return None
+        held = sorted({f.fingerprint or "" for f in after.files} - {current.fingerprint})
+        if not held:
+            return None
+        shown = ", ".join(h if h.startswith("mk-") else "AutoGenerate" for h in held)
+        return (
+            f"warning: {host} now holds {shown}, not the vault's key {current.fingerprint}: "
+            f"the farm is on mixed keys; `farmsync sync -l {host}` puts the vault's key back"
+        )
 
     # --- shared steps --------------------------------------------------------------------
     def _roll_out(
         self,
         journal: Journal,
         run_id: str,
-        kind: str,
+        kind: RunKind,
         key: MachineKey,
         before_change: Callable[[Plan], None] | None = None,
         settle: Callable[[Outcome, Plan], None] | None = None,
+        *,
+        owner: Ownership | None = None,
     ) -> RunResult:
         ctx = self.ctx
         result = RunResult(run_id, kind, ctx.farm, Outcome.UNCHANGED)
+        result.messages.extend(self.notes)
         # Belt and braces: the journal refuses any record that contains this run's key.
         journal.forbid(key.validation_key, key.decryption_key)
         recorder = RunRecorder(journal, run_id, kind)
-        with FarmSession(
-            ctx.hosts, forks=ctx.options.forks, reporter=ctx.reporter, factory=ctx.factory
-        ) as session:
+        with (
+            interrupt.deferred(),
+            FarmSession(
+                ctx.hosts, forks=ctx.options.forks, reporter=ctx.reporter, factory=ctx.factory
+            ) as session,
+        ):
             rollout = Rollout(
                 session, result, recorder, ctx.reporter, ctx.options, source=ctx.inventory.path
             )
-            rollout.run(key, ctx.hosts, before_change, settle)
-        left_out = len(ctx.inventory.hosts) - len(ctx.hosts)
-        if left_out and kind in ("rotate", "rollback") and result.outcome is Outcome.CHANGED:
-            result.messages.append(
-                f"--limit left {left_out} host(s) out: they keep their old key until "
-                "`farmsync sync` puts this one on them"
-            )
+            rollout.run(key, ctx.hosts, before_change, settle, owner)
+            if interrupt.REQUESTED:
+                explain_interrupt(result, interrupt.REQUESTED.signal_name or "SIGINT")
+        if owner is not None and (taken := owner.message()) is not None:
+            result.messages.append(taken)
+        selected = {h.name for h in ctx.hosts}
+        result.left_out = sorted(h for h in ctx.inventory.hosts if h not in selected)
         return result
+
+    def _ownership(
+        self,
+        vault: KeyVault | None,
+        run_id: str,
+        kind: RunKind,
+        target: str,
+        *,
+        adopt: bool = False,
+    ) -> Ownership:
+        ctx = self.ctx
+        return Ownership(
+            vault, str(ctx.state.vault.absolute()), ctx.farm, run_id, kind, target, adopt=adopt
+        )
 
     def _vault(self, *, create: bool) -> KeyVault | None:
         """The farm's vault; with ``create`` made on first use, else None when there is none."""
         ctx = self.ctx
         if create:
-            return KeyVault.open_or_create(ctx.state.vault, ctx.vault_secret(), ctx.farm)
+            existed = ctx.state.vault.exists()
+            vault = KeyVault.open_or_create(ctx.state.vault, ctx.vault_secret(), ctx.farm)
+            if not existed:
+                # A second state directory silently made a second vault: say so, and where.
+                self.notes.append(f"created vault {ctx.state.vault} for farm {ctx.farm}")
+            return vault
         if not ctx.state.vault.exists():
             return None
         return KeyVault.open(ctx.state.vault, ctx.vault_secret())
 
-    def _locked(self, run_id: str, kind: str) -> _LockedRun:
+    def _locked(self, run_id: str, kind: RunKind) -> _LockedRun:
         return _LockedRun(self, run_id, kind)
 
     def _with_recovered(self, result: RunResult, recovered: Sequence[RunResult]) -> RunResult:
@@ -274,7 +445,7 @@ class Farm:
 class _LockedRun:
     """Lock the farm, recover what a dead controller left, hand over the journal."""
 
-    def __init__(self, farm: Farm, run_id: str, kind: str):
+    def __init__(self, farm: Farm, run_id: str, kind: RunKind):
         self.farm = farm
         self.run_id = run_id
         self.kind = kind
@@ -284,14 +455,15 @@ class _LockedRun:
         ctx = self.farm.ctx
         ctx.state.ensure()
         self.lock = FarmLock(ctx.state.lock, ctx.farm, command=f"{ctx.command} {self.kind}")
-        self.lock.acquire()
+        acquire_waiting(self.lock, ctx.lock_wait, ctx.reporter)
         try:
             self.lock.set_run_id(self.run_id)
             journal = Journal(ctx.state.journal)
             if ctx.options.check:
                 # --check changes nothing, not even to settle an earlier run: say so instead.
+                self.farm.unfinished = journal.unfinished_runs()
                 recovered = [
-                    RunResult(state.run_id, state.kind, ctx.farm, Outcome.CHECKED)
+                    RunResult(state.run_id, RunKind(state.kind), ctx.farm, Outcome.CHECKED)
                     for state in journal.unfinished_runs()
                 ]
             else:
@@ -304,6 +476,17 @@ class _LockedRun:
     def __exit__(self, *exc: object) -> None:
         if self.lock is not None:
             self.lock.release()
+
+
+def _unstored_key(result: RunResult) -> RunResult:
+    """A rotation that stopped before its key was stored shows no fingerprint for it: that key
+    exists nowhere (and a --check's key is not the one the real run will generate)."""
+    if result.outcome in (Outcome.CHECKED, Outcome.NOT_STARTED, Outcome.BAD_INPUT):
+        result.target_fingerprint = None
+        for host in result.hosts:
+            for file in host.files:
+                file.new_fingerprint = None
+    return result
 
 
 def _parse_time(text: str) -> datetime:

@@ -14,8 +14,15 @@ from farmsync.errors import ConfigFileError, FarmsyncError, InputError, NodeErro
 from farmsync.inventory.model import Host
 from farmsync.keys.machinekey import MachineKey, framework_of_path, validate_key
 from farmsync.nodes.contract import CommitItem, StageItem, sha256_hex
+from farmsync.orchestration.marker import Marker, with_marker
 from farmsync.orchestration.recorder import FileHashes
-from farmsync.orchestration.result import FileResult, HostResult, RunResult
+from farmsync.orchestration.result import (
+    FileResult,
+    FileStatus,
+    HostResult,
+    HostStatus,
+    RunResult,
+)
 from farmsync.orchestration.survey import FileCondition, NodeReport
 from farmsync.webconfig.diff import masked_diff
 from farmsync.webconfig.editor import apply_machine_key
@@ -70,15 +77,19 @@ def make_plan(
     *,
     check: bool,
     diff: bool,
+    marker: Marker | None = None,
 ) -> Plan:
-    """Work out every file's new content; record per-file expectations in ``result``."""
+    """Work out every file's new content; record per-file expectations in ``result``.
+
+    A file whose key changes also gets ``marker`` (the farm marker), in the same bytes."""
     plan = Plan()
     target = key.fingerprint()
-    pending = "would-change" if check else "pending"
+    pending = HostStatus.WOULD_CHANGE if check else HostStatus.PENDING
+    file_pending = FileStatus(pending.value)
     for host in hosts:
         report = reports[host.name]
         host_result = result.host(host.name)
-        host_result.status = "unchanged"
+        host_result.status = HostStatus.UNCHANGED
         if not report.present():
             _blame(
                 host_result,
@@ -95,7 +106,7 @@ def make_plan(
         for file in report.files:
             source = f"{host.name}:{file.path}"
             if file.condition is FileCondition.MISSING:
-                host_result.files.append(FileResult(file.path, "missing"))
+                host_result.files.append(FileResult(file.path, FileStatus.MISSING))
                 continue
             if file.condition is FileCondition.UNREADABLE:
                 _blame(
@@ -135,27 +146,48 @@ def make_plan(
                 continue
             if new == file.content:
                 host_result.files.append(
-                    FileResult(file.path, "unchanged", file.fingerprint, target)
+                    FileResult(
+                        file.path,
+                        FileStatus.UNCHANGED,
+                        _shown(file.fingerprint, file.explicit),
+                        target,
+                        old_autogenerate=not file.explicit,
+                    )
                 )
                 continue
+            if marker is not None:
+                new = with_marker(new, marker, source)
             changes.append(
                 FileChange(file.path, file.sha256, file.fingerprint, new, sha256_hex(new))
             )
             shown = masked_diff(file.content, new, source) if diff else None
             host_result.files.append(
-                FileResult(file.path, pending, file.fingerprint, target, shown)
+                FileResult(
+                    file.path,
+                    file_pending,
+                    _shown(file.fingerprint, file.explicit),
+                    target,
+                    shown,
+                    old_autogenerate=not file.explicit,
+                )
             )
         if changes:
             plan.changes[host.name] = changes
-            if host_result.status != "failed":
+            if host_result.status is not HostStatus.FAILED:
                 host_result.status = pending
     return plan
+
+
+def _shown(fingerprint: str | None, explicit: bool) -> str | None:
+    """The fingerprint to show: AutoGenerate keys differ per node (and per application with
+    IsolateApps), so they have no one fingerprint to show."""
+    return fingerprint if explicit else None
 
 
 def _blame(host_result: HostResult, plan: Plan, problem: FarmsyncError) -> None:
     """Record a problem that stops the run, and mark the host it is about."""
     plan.problems.append(problem)
-    host_result.status = "failed"
+    host_result.status = HostStatus.FAILED
     host_result.error = str(problem)
     if isinstance(problem, NodeError):
         host_result.error_kind = problem.kind.value

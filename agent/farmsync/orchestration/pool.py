@@ -17,7 +17,10 @@ R = TypeVar("R")
 
 
 @dataclass(frozen=True)
-class Outcome(Generic[R]):
+class TaskResult(Generic[R]):
+    """What one unit of work gave: its value, or the error it raised (named apart from a
+    run's :class:`farmsync.orchestration.result.Outcome`)."""
+
     value: R | None = None
     error: BaseException | None = None
 
@@ -30,19 +33,19 @@ def run_each(
     items: Iterable[tuple[K, T]],
     work: Callable[[K, T], R],
     forks: int,
-    on_done: Callable[[K, Outcome[R]], None] | None = None,
-) -> dict[K, Outcome[R]]:
+    on_done: Callable[[K, TaskResult[R]], None] | None = None,
+) -> dict[K, TaskResult[R]]:
     """Run ``work(key, item)`` for every item with at most ``forks`` in flight."""
     pairs = list(items)
-    results: dict[K, Outcome[R]] = {}
+    results: dict[K, TaskResult[R]] = {}
     if not pairs:
         return results
 
-    def call(key: K, item: T) -> tuple[K, Outcome[R]]:
+    def call(key: K, item: T) -> tuple[K, TaskResult[R]]:
         try:
-            return key, Outcome(value=work(key, item))
+            return key, TaskResult(value=work(key, item))
         except Exception as exc:
-            return key, Outcome(error=exc)
+            return key, TaskResult(error=exc)
 
     with ThreadPoolExecutor(max_workers=max(1, min(forks, len(pairs)))) as pool:
         futures = [pool.submit(call, key, item) for key, item in pairs]

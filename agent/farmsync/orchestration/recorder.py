@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from farmsync.errors import NodeError, describe_error
-from farmsync.orchestration.journal import Journal, Step, StepResult
+from farmsync.orchestration.journal import Journal, RunKind, Step, StepResult
 from farmsync.orchestration.result import Outcome
 
 
@@ -35,7 +35,7 @@ _CONSISTENT = {
 
 
 class RunRecorder:
-    def __init__(self, journal: Journal, run_id: str, kind: str):
+    def __init__(self, journal: Journal, run_id: str, kind: RunKind):
         self.journal = journal
         self.run_id = run_id
         self.kind = kind

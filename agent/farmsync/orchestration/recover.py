@@ -18,10 +18,10 @@ from farmsync.keys.vault import KeyVault
 from farmsync.nodes.contract import NodeOperations, backup_path
 from farmsync.orchestration.context import FarmContext
 from farmsync.orchestration.events import Event, Phase, Status
-from farmsync.orchestration.journal import Journal, RunState, Step, StepResult
+from farmsync.orchestration.journal import Journal, RunKind, RunState, Step, StepResult
 from farmsync.orchestration.pool import run_each
 from farmsync.orchestration.recorder import FileHashes, RunRecorder
-from farmsync.orchestration.result import Outcome, RunResult
+from farmsync.orchestration.result import HostStatus, Outcome, RunResult
 from farmsync.orchestration.rollout import restore_originals
 from farmsync.orchestration.session import FarmSession
 from farmsync.orchestration.vaultstate import settle_key
@@ -53,11 +53,15 @@ def recover_run(state: RunState, journal: Journal, ctx: FarmContext) -> RunResul
             source=ctx.inventory.path,
         )
     hosts = [ctx.inventory.hosts[h] for h in state.hosts]
-    recorder = RunRecorder(journal, state.run_id, state.kind)
+    recorder = RunRecorder(journal, state.run_id, RunKind(state.kind))
     result = RunResult(
-        state.run_id, state.kind, ctx.farm, Outcome.ABORTED, target_fingerprint=state.target_fp
+        state.run_id,
+        RunKind(state.kind),
+        ctx.farm,
+        Outcome.ABORTED,
+        target_fingerprint=state.target_fp,
     )
-    if state.kind == "restore":
+    if state.kind == RunKind.RESTORE:
         # A restore puts one node's own backups back, file by file, each atomically: there is
         # no farm-wide commit to finish or undo. Close it and say how to finish the job.
         recorder.end(Outcome.ABORTED)
@@ -81,6 +85,8 @@ def recover_run(state: RunState, journal: Journal, ctx: FarmContext) -> RunResul
             )
             _settle_vault(state, Outcome.ABORTED, ctx)
             recorder.end(Outcome.ABORTED)
+            for name in state.hosts:
+                result.host(name).status = HostStatus.CLEANED_UP  # staging files only
             return result
         if session.failures:
             raise RecoveryError(
@@ -141,8 +147,9 @@ def recover_run(state: RunState, journal: Journal, ctx: FarmContext) -> RunResul
                 )
 
         touched = {n: session.nodes[n] for n in hashes if on_new[n]}
+        recycled: set[str] = set()
         if ctx.options.recycle:
-            run_each(
+            recycling = run_each(
                 (
                     (n, node)
                     for n, node in touched.items()
@@ -151,6 +158,7 @@ def recover_run(state: RunState, journal: Journal, ctx: FarmContext) -> RunResul
                 lambda _n, node: node.recycle(),
                 ctx.options.forks,
             )
+            recycled = {n for n, o in recycling.items() if o.ok}
         run_each(
             session.nodes.items(),
             lambda name, node: node.cleanup(
@@ -163,7 +171,10 @@ def recover_run(state: RunState, journal: Journal, ctx: FarmContext) -> RunResul
     recorder.end(outcome)
     result.outcome = outcome
     for name in hashes:
-        result.host(name).status = "changed" if outcome is Outcome.CHANGED else "rolled-back"
+        # A host none of whose files had the new content had nothing to undo.
+        done = HostStatus.ROLLED_BACK if on_new[name] else HostStatus.UNCHANGED
+        result.host(name).status = HostStatus.CHANGED if outcome is Outcome.CHANGED else done
+        result.host(name).recycled = name in recycled
     return result
 
 
@@ -178,7 +189,7 @@ def _replaced_key(state: RunState, nodes: Mapping[str, NodeOperations]) -> Machi
     A first rotation records that (hand-made) key in the vault so `rollback` can return to
     it; a run finished by recovery does the same.
     """
-    if state.kind != "rotate" or not state.previous_fp:
+    if state.kind != RunKind.ROTATE or not state.previous_fp:
         return None
     for host, paths in state.hosts.items():
         node = nodes.get(host)
@@ -202,9 +213,9 @@ def _settle_vault(
 ) -> None:
     """A finished rotate or rollback makes its key the active one; an undone rotate abandons it
     (unless the vault already made it active: then it is the key `sync` should deploy)."""
-    if state.kind not in ("rotate", "rollback") or not state.target_fp:
+    if state.kind not in (RunKind.ROTATE, RunKind.ROLLBACK) or not state.target_fp:
         return
     if not ctx.state.vault.exists():
         return  # a run that never got to store its key
     vault = KeyVault.open(ctx.state.vault, ctx.vault_secret())
-    settle_key(vault, state.kind, state.target_fp, outcome, state.run_id, replaced)
+    settle_key(vault, RunKind(state.kind), state.target_fp, outcome, state.run_id, replaced)

@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Any
 
 from farmsync.errors import ExitCode
+from farmsync.orchestration.journal import RunKind
 
 
 class Outcome(StrEnum):
@@ -37,19 +38,47 @@ EXIT_CODES = {
 }
 
 
+class HostStatus(StrEnum):
+    """What happened to one host in a run (a failed host's ``error_kind`` says why)."""
+
+    PENDING = "pending"  # planned, not settled yet (never in a finished result)
+    WOULD_CHANGE = "would-change"  # --check
+    CHANGED = "changed"
+    UNCHANGED = "unchanged"
+    ROLLED_BACK = "rolled-back"
+    FAILED = "failed"
+    UNREACHABLE = "unreachable"  # could not be connected to or read (error_kind: auth, tls...)
+    NOT_STARTED = "not-started"  # the run did not start because of another host
+    FINISHED = "finished"  # recover: an unfinished run finished on it
+    CLEANED_UP = "cleaned-up"  # recover: only an unreleased run's staging files removed
+
+
+class FileStatus(StrEnum):
+    """What happened to one managed file (not the node protocol's FileStatus, a read state)."""
+
+    PENDING = "pending"
+    WOULD_CHANGE = "would-change"
+    CHANGED = "changed"
+    UNCHANGED = "unchanged"
+    ROLLED_BACK = "rolled-back"
+    MISSING = "missing"  # not on this node (e.g. no Framework64)
+    NOT_STARTED = "not-started"
+
+
 @dataclass
 class FileResult:
     path: str
-    status: str  # changed | unchanged | missing | rolled-back | failed | would-change
-    old_fingerprint: str | None = None
-    new_fingerprint: str | None = None
+    status: FileStatus
+    old_fingerprint: str | None = None  # None for AutoGenerate: a key per node, not one key
+    new_fingerprint: str | None = None  # None in a rotation's --check: the key is not made yet
     diff: str | None = None  # masked, only with --diff
+    old_autogenerate: bool = False  # the file held no explicit key (AutoGenerate)
 
 
 @dataclass
 class HostResult:
     host: str
-    status: str  # changed | unchanged | failed | rolled-back | unreachable | would-change
+    status: HostStatus
     files: list[FileResult] = field(default_factory=list)
     error: str | None = None
     error_kind: str | None = None
@@ -59,7 +88,7 @@ class HostResult:
 @dataclass
 class RunResult:
     run_id: str
-    kind: str
+    kind: RunKind
     farm: str
     outcome: Outcome
     target_fingerprint: str | None = None
@@ -68,16 +97,21 @@ class RunResult:
     release_span_ms: float | None = None  # first release sent -> last release sent
     phase_ms: dict[str, float] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)  # inventory hosts --limit did not select
+    summary: str | None = None  # what the run did, in words, when its kind says more (restore)
+    interrupted: str | None = None  # SIGINT / SIGTERM, when the run stopped because of one
 
     @property
     def exit_code(self) -> int:
+        if self.interrupted:
+            return ExitCode.INTERRUPTED
         return EXIT_CODES[self.outcome]
 
     def host(self, name: str) -> HostResult:
         for result in self.hosts:
             if result.host == name:
                 return result
-        result = HostResult(name, "unchanged")
+        result = HostResult(name, HostStatus.UNCHANGED)
         self.hosts.append(result)
         return result
 

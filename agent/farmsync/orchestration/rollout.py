@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -18,15 +18,17 @@ from farmsync.errors import FarmsyncError, NodeError, NodeErrorKind, describe_er
 from farmsync.inventory.model import Host, RecycleKind
 from farmsync.keys.machinekey import MachineKey
 from farmsync.nodes.contract import ArmedCommit, NodeOperations
+from farmsync.orchestration import interrupt
 from farmsync.orchestration.events import Event, Phase, Reporter, Status
 from farmsync.orchestration.identity import identity_problems
 from farmsync.orchestration.journal import Step, StepResult
+from farmsync.orchestration.marker import Marker
 from farmsync.orchestration.plan import Plan, make_plan
-from farmsync.orchestration.pool import Outcome as PoolOutcome
-from farmsync.orchestration.pool import run_each
+from farmsync.orchestration.pool import TaskResult, run_each
 from farmsync.orchestration.recorder import FileHashes, RunRecorder
-from farmsync.orchestration.result import Outcome, RunResult
+from farmsync.orchestration.result import FileStatus, HostStatus, Outcome, RunResult
 from farmsync.orchestration.session import FarmSession
+from farmsync.orchestration.staged import check_staged, clear_staged_runs
 from farmsync.orchestration.survey import NodeReport, survey
 
 T = TypeVar("T")
@@ -41,6 +43,7 @@ class RolloutOptions:
     timeout: float = 60.0
     keep_backups: int = 10
     recycle: bool = True
+    clear_staged: tuple[str, ...] = ()  # other runs' staging files to remove (--clear-staged)
 
 
 class Rollout:
@@ -70,10 +73,13 @@ class Rollout:
         hosts: Sequence[Host],
         before_change: Callable[[Plan], None] | None = None,
         settle: Callable[[Outcome, Plan], None] | None = None,
+        marker_for: Callable[[Mapping[str, NodeReport]], Marker | None] | None = None,
     ) -> RunResult:
-        """Roll ``key`` out; ``before_change`` runs after planning, just before the first node
-        is touched (the rotation stores its new key in the vault there). ``settle`` runs once
-        the farm is on one key again (CHANGED, ROLLED_BACK or ABORTED) and before the run's
+        """Roll ``key`` out; ``marker_for`` sees what every node holds before anything is
+        planned: it refuses a farm this vault is behind and gives the farm marker to write.
+        ``before_change`` runs after planning, just before the first node is touched (the
+        rotation stores its new key in the vault there). ``settle`` runs once the farm is on
+        one key again (CHANGED, ROLLED_BACK or ABORTED) and before the run's
         end is journaled, so the vault is never behind a run the journal calls finished."""
         result = self.result
         result.target_fingerprint = key.fingerprint()
@@ -89,21 +95,39 @@ class Rollout:
             result.outcome = Outcome.BAD_INPUT
             result.messages.extend(str(p) for p in clashes)
             return result
+        staged: dict[str, Sequence[str]] = {
+            n: r.staged_runs for n, r in reports.items() if r.staged_runs
+        }
+        if staged:  # this controller's own runs (a failed cleanup) are not another's
+            own = {run.run_id for run in self.recorder.journal.runs()}
+            staged = {n: [r for r in runs if r not in own] for n, runs in staged.items()}
+        check_staged(staged, self.run_id, self.options.clear_staged)
+        self._clear_staged(staged)
+        marker = marker_for(reports) if marker_for is not None else None
 
         plan = self._timed(
             Phase.PLAN,
             lambda: make_plan(
-                key, hosts, reports, result, check=self.options.check, diff=self.options.diff
+                key,
+                hosts,
+                reports,
+                result,
+                check=self.options.check,
+                diff=self.options.diff,
+                marker=marker,
             ),
         )
         if plan.problems:
             result.outcome = Outcome.BAD_INPUT if plan.bad_input else Outcome.NOT_STARTED
             result.messages.extend(str(p) for p in plan.problems)
-            for host in plan.changes:  # planned, never started
-                self._settle(host, "unchanged")
+            self._mark_not_started(hosts)
             return result
         if self.options.check or not plan.changes:
             result.outcome = Outcome.CHECKED if self.options.check else Outcome.UNCHANGED
+            return result
+        if interrupt.requested():  # nothing stored, nothing touched: stop here
+            self._mark_not_started(hosts)
+            result.outcome = Outcome.ABORTED
             return result
 
         if before_change is not None:
@@ -115,13 +139,19 @@ class Rollout:
         return self._finish(self._apply(key, plan), plan, settle)
 
     def _apply(self, key: MachineKey, plan: Plan) -> Outcome:
-        if not self._timed(Phase.STAGE, lambda: self._stage(plan)):
-            return Outcome.ABORTED
+        if not self._timed(Phase.STAGE, lambda: self._stage(plan)) or interrupt.requested():
+            return Outcome.ABORTED  # _finish removes the staging files
         armed = self._timed(Phase.ARM, lambda: self._arm(plan))
         if armed is None:
             return Outcome.ABORTED
-        if self._timed(Phase.COMMIT, lambda: self._release(armed, plan)) and self._timed(
-            Phase.VERIFY, lambda: self._verify(key, plan)
+        if interrupt.requested():  # armed, not released: withdraw
+            for commit in armed.values():
+                _quietly(commit.abort)
+            return Outcome.ABORTED
+        if (
+            self._timed(Phase.COMMIT, lambda: self._release(armed, plan))
+            and self._timed(Phase.VERIFY, lambda: self._verify(key, plan))
+            and not interrupt.requested()  # stopped during the barrier: roll back below
         ):
             return Outcome.CHANGED
         if self._timed(Phase.ROLLBACK, lambda: self._rollback(plan)):
@@ -153,9 +183,9 @@ class Rollout:
                     "run `farmsync recover` to bring the vault up to date"
                 )
         settled = {
-            Outcome.CHANGED: "changed",
-            Outcome.ROLLED_BACK: "rolled-back",
-            Outcome.ABORTED: "unchanged",
+            Outcome.CHANGED: HostStatus.CHANGED,
+            Outcome.ROLLED_BACK: HostStatus.ROLLED_BACK,
+            Outcome.ABORTED: HostStatus.UNCHANGED,
         }[outcome]
         for host in plan.changes:
             self._settle(host, settled)
@@ -182,6 +212,13 @@ class Rollout:
             {h.name: list(h.root_configs) for h in hosts},
             forks=self.options.forks,
             reporter=self.reporter,
+            staged=True,  # other runs' staging files, in the same round trip
+        )
+
+    def _clear_staged(self, staged: Mapping[str, Sequence[str]]) -> None:
+        """Remove the staging files of the runs named by --clear-staged (on purpose only)."""
+        self.result.messages.extend(
+            clear_staged_runs(self.session, staged, self.options.clear_staged, self.options)
         )
 
     def _stage(self, plan: Plan) -> bool:
@@ -219,8 +256,8 @@ class Rollout:
         first = self.clock()
         sending = run_each(armed.items(), send, self.options.forks)
         released = {name: armed[name] for name, outcome in sending.items() if outcome.ok}
-        outcomes: dict[str, PoolOutcome[None]] = {
-            name: PoolOutcome(error=outcome.error)
+        outcomes: dict[str, TaskResult[None]] = {
+            name: TaskResult(error=outcome.error)
             for name, outcome in sending.items()
             if not outcome.ok
         }
@@ -258,7 +295,7 @@ class Rollout:
             reporter=self.reporter,
             phase=Phase.VERIFY,
         )
-        outcomes: dict[str, PoolOutcome[None]] = {}
+        outcomes: dict[str, TaskResult[None]] = {}
         for name in plan.changes:
             report = reports.get(name)
             error: FarmsyncError | None = None
@@ -275,7 +312,7 @@ class Rollout:
                             phase="verify",
                             path=file.path,
                         )
-            outcomes[name] = PoolOutcome(error=error)
+            outcomes[name] = TaskResult(error=error)
         return self._record(Step.VERIFY, plan, outcomes)
 
     def _rollback(self, plan: Plan) -> bool:
@@ -350,10 +387,10 @@ class Rollout:
         items: Mapping[str, V],
         work: Callable[[str, V], T],
         total: int | None = None,
-    ) -> dict[str, PoolOutcome[T]]:
+    ) -> dict[str, TaskResult[T]]:
         self.reporter.event(Event(phase, Status.START, total=total or len(items)))
 
-        def done(name: str, outcome: PoolOutcome[T]) -> None:
+        def done(name: str, outcome: TaskResult[T]) -> None:
             status = Status.OK if outcome.ok else Status.FAILED
             self.reporter.event(Event(phase, status, name, describe_error(outcome.error)))
 
@@ -363,14 +400,14 @@ class Rollout:
         self,
         step: Step,
         plan: Plan,
-        outcomes: Mapping[str, PoolOutcome[T]],
+        outcomes: Mapping[str, TaskResult[T]],
         per_file: bool = True,
         fail_host: bool = True,
     ) -> bool:
         """Journal each host's outcome; mark failed hosts; True when every host succeeded."""
         ok = True
         for name in plan.changes:
-            outcome = outcomes.get(name) or PoolOutcome(error=_no_connection(name))
+            outcome = outcomes.get(name) or TaskResult(error=_no_connection(name))
             status = StepResult.OK if outcome.ok else StepResult.FAILED
             if per_file:
                 self.recorder.files(step, name, plan.hashes(name), status, outcome.error)
@@ -378,7 +415,7 @@ class Rollout:
                 self.recorder.host(step, name, status, outcome.error)
             if not outcome.ok:
                 ok = False
-                if fail_host or self.result.host(name).status != "failed":
+                if fail_host or self.result.host(name).status is not HostStatus.FAILED:
                     self._fail_host(name, outcome.error)
                 else:
                     self.result.messages.append(
@@ -386,18 +423,18 @@ class Rollout:
                     )
         return ok
 
-    def _settle(self, name: str, status: str) -> None:
+    def _settle(self, name: str, status: HostStatus) -> None:
         """Give a host's pending files (and the host, unless it failed) their final status."""
         host_result = self.result.host(name)
-        if host_result.status != "failed":
+        if host_result.status is not HostStatus.FAILED:
             host_result.status = status
         for file in host_result.files:
-            if file.status == "pending":
-                file.status = status
+            if file.status is FileStatus.PENDING:
+                file.status = FileStatus(status.value)
 
     def _fail_host(self, name: str, exc: BaseException | None) -> None:
         host_result = self.result.host(name)
-        host_result.status = "failed"
+        host_result.status = HostStatus.FAILED
         host_result.error = describe_error(exc)
         if isinstance(exc, NodeError):
             host_result.error_kind = exc.kind.value
@@ -405,12 +442,26 @@ class Rollout:
     def _not_started(self, errors: Mapping[str, FarmsyncError]) -> RunResult:
         for name, exc in errors.items():
             self._fail_host(name, exc)
-            self.result.host(name).status = "unreachable"
+            # error_kind says what went wrong (auth, host-key, tls, timeout, ...).
+            self.result.host(name).status = HostStatus.UNREACHABLE
+        self._mark_not_started(self.session.hosts.values())
         self.result.outcome = Outcome.NOT_STARTED
         self.result.messages.append(
             "not started: " + ", ".join(sorted(errors)) + " could not be read; nothing was changed"
         )
         return self.result
+
+    def _mark_not_started(self, hosts: Iterable[Host]) -> None:
+        """Every host that did not fail itself: ``not-started``, with no new key shown, since
+        none was written."""
+        for host in hosts:
+            host_result = self.result.host(host.name)
+            if host_result.status is not HostStatus.FAILED and host_result.error is None:
+                host_result.status = HostStatus.NOT_STARTED
+            for file in host_result.files:
+                if file.status in (FileStatus.PENDING, FileStatus.UNCHANGED):
+                    file.status = FileStatus.NOT_STARTED
+                    file.new_fingerprint = None
 
     def _timed(self, phase: Phase, step: Callable[[], T]) -> T:
         start = self.clock()

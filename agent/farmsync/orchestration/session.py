@@ -11,7 +11,7 @@ from farmsync.inventory.model import Host
 from farmsync.nodes.connect import node_for
 from farmsync.nodes.contract import NodeOperations
 from farmsync.orchestration.events import Event, Phase, Reporter, Status
-from farmsync.orchestration.pool import Outcome, run_each
+from farmsync.orchestration.pool import TaskResult, run_each
 from farmsync.orchestration.survey import as_farmsync_error
 
 NodeFactory = Callable[[Host], NodeOperations]
@@ -55,7 +55,7 @@ class FarmSession:
             node.connect()
             return node
 
-        def done(name: str, outcome: Outcome[NodeOperations]) -> None:
+        def done(name: str, outcome: TaskResult[NodeOperations]) -> None:
             status = Status.OK if outcome.ok else Status.FAILED
             self.reporter.event(Event(Phase.CONNECT, status, name, describe_error(outcome.error)))
 

@@ -22,6 +22,7 @@ from farmsync.keys.machinekey import MachineKey
 from farmsync.nodes.contract import FileStatus, NodeOperations, sha256_hex
 from farmsync.orchestration.events import Event, Phase, Reporter, Status
 from farmsync.orchestration.pool import run_each
+from farmsync.orchestration.staged import read_with_staged
 from farmsync.webconfig.parser import ConfigInspection, inspect_config
 
 # What ASP.NET uses when a config has no <machineKey>: AutoGenerate keys, different per node.
@@ -78,6 +79,7 @@ class NodeReport:
     host: str
     files: tuple[FileReport, ...] = ()
     error: FarmsyncError | None = None
+    staged_runs: tuple[str, ...] = ()  # runs with staging files beside these files
 
     @property
     def reachable(self) -> bool:
@@ -135,8 +137,16 @@ def inspect_file(host: str, path: str, content: bytes) -> FileReport:
     )
 
 
-def read_node(node: NodeOperations, host: Host, paths: Sequence[str]) -> NodeReport:
-    states = node.read(paths)
+def read_node(
+    node: NodeOperations, host: Host, paths: Sequence[str], *, staged: bool = False
+) -> NodeReport:
+    """What ``paths`` hold; with ``staged`` also the runs whose staging files sit beside them
+    (read in the same round trip, via the read-only audit op where the transport has it)."""
+    staged_runs: tuple[str, ...] = ()
+    if staged:
+        states, staged_runs = read_with_staged(node, paths)
+    else:
+        states = node.read(paths)
     files: list[FileReport] = []
     for path in paths:
         state = states[path]
@@ -155,7 +165,7 @@ def read_node(node: NodeOperations, host: Host, paths: Sequence[str]) -> NodeRep
         else:
             report = inspect_file(host.name, path, state.content)
             files.append(replace(report, mtime=state.mtime, file_id=state.file_id))
-    return NodeReport(host.name, tuple(files))
+    return NodeReport(host.name, tuple(files), staged_runs=staged_runs)
 
 
 def survey(
@@ -166,12 +176,14 @@ def survey(
     forks: int,
     reporter: Reporter,
     phase: Phase = Phase.READ,
+    staged: bool = False,
 ) -> dict[str, NodeReport]:
-    """Read ``paths_of[host]`` on every connected node concurrently."""
+    """Read ``paths_of[host]`` on every connected node concurrently (with ``staged``, also
+    the runs staged beside them: see :func:`read_node`)."""
     reporter.event(Event(phase, Status.START, total=len(nodes)))
 
     def work(name: str, node: NodeOperations) -> NodeReport:
-        return read_node(node, hosts[name], paths_of[name])
+        return read_node(node, hosts[name], paths_of[name], staged=staged)
 
     def done(name: str, outcome: object) -> None:
         err = getattr(outcome, "error", None)

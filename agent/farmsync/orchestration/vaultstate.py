@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from farmsync.keys.machinekey import MachineKey
 from farmsync.keys.vault import KeyStatus, KeyVault
+from farmsync.orchestration.journal import RunKind
 from farmsync.orchestration.result import Outcome
 
 
 def settle_key(
     vault: KeyVault,
-    kind: str,
+    kind: RunKind,
     fingerprint: str,
     outcome: Outcome,
     run_id: str,
@@ -25,5 +26,5 @@ def settle_key(
         if replaced is not None and replaced.is_explicit:
             vault.import_retired(replaced, run_id)
         vault.mark_active(fingerprint, run_id)
-    elif kind == "rotate" and entry.status is not KeyStatus.ACTIVE:
+    elif kind is RunKind.ROTATE and entry.status is not KeyStatus.ACTIVE:
         vault.mark_abandoned(fingerprint)

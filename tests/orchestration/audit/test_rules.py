@@ -8,7 +8,7 @@ from pathlib import Path
 
 from farmsync.keys.disclosed import DisclosedKeys
 from farmsync.nodes.auditread import RsaContainer
-from farmsync.orchestration.audit.model import Expected, KeyStatus, Severity
+from farmsync.orchestration.audit.model import Expected, KeyStatus, NodeModel, Severity
 from farmsync.orchestration.audit.rules import RULES, evaluate
 from tests.orchestration.audit.support import (
     APP,
@@ -273,3 +273,29 @@ def test_an_application_restating_the_farm_key_is_not_an_override() -> None:
         host("a", apps=(app,)), {ROOT.format(host="a"): config(key=GOOD), app: config(key=GOOD)}
     )
     assert findings("application-override", model(n)) == []
+
+
+def test_marker_mismatch() -> None:
+    from farmsync.keys.machinekey import MachineKey
+    from farmsync.orchestration.marker import Marker, with_marker
+
+    good_fp = MachineKey.from_attributes(
+        {"validationKey": V, "decryptionKey": D, "validation": "HMACSHA256", "decryption": "AES"}
+    ).fingerprint()
+
+    def marked(name: str, vault_id: str, fingerprint: str, key: str = GOOD) -> NodeModel:
+        path = ROOT.format(host=name)
+        stamp = Marker("f", "farm1", 2, fingerprint, "R1", vault_id, f"ctl:/{vault_id}")
+        return node(host(name), {path: with_marker(config(key=key), stamp, path)})
+
+    one_vault = model(marked("a", "v1", good_fp), marked("b", "v1", good_fp))
+    assert findings("marker-mismatch", one_vault) == []
+
+    two = model(marked("a", "v1", good_fp), marked("b", "v2", good_fp))
+    two_vaults = findings("marker-mismatch", two)
+    assert [(f.host, f.severity) for f in two_vaults] == [(None, Severity.MEDIUM)]
+    assert "v1, v2" in two_vaults[0].message and "--adopt" in two_vaults[0].action
+
+    edited = findings("marker-mismatch", model(marked("a", "v1", "mk-0000000000000000")))
+    assert [(f.host, f.path) for f in edited] == [("a", ROOT.format(host="a"))]
+    assert "changed outside farmsync" in edited[0].message

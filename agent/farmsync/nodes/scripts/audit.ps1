@@ -1,5 +1,5 @@
 # audit {paths, scan_dirs, iis, windows_facts}
-#   -> {files, leftovers, subfolder_configs, iis, env, registry, rsa, facts_error}
+#   -> {files, leftovers, subfolder_configs, iis, env, registry, rsa, facts_error, machine_id}
 # Read-only: nothing on the node is created, changed or removed. Files are read with .NET (a
 # share without access is unreadable, never missing); no request value reaches a cmdlet.
 # Same answers as farmsync/nodes/agent_audit.py, the Python twin.
@@ -333,5 +333,6 @@ function Invoke-FarmsyncOp {
         registry = $registry
         rsa = $rsa
         facts_error = $factsError
+        machine_id = (Get-FarmsyncMachineId)
     }
 }

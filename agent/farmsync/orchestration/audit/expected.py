@@ -8,12 +8,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from farmsync.orchestration.audit.model import Expected, NodeModel, ScopeKind
-from farmsync.orchestration.journal import RunState
+from farmsync.orchestration.journal import RunKind, RunState
 from farmsync.orchestration.result import Outcome
 
 # Runs that put a key on the farm; an end with these outcomes means every node of the run
 # holds its target key (the outcome is the run-end record's detail).
-_DEPLOYING = ("rotate", "sync", "rollback")
+_DEPLOYING = (RunKind.ROTATE, RunKind.SYNC, RunKind.ROLLBACK)
 _DEPLOYED = (Outcome.CHANGED.value, Outcome.RECYCLE_FAILED.value)
 
 

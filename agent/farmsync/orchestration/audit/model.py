@@ -12,6 +12,7 @@ from farmsync.errors import FarmsyncError
 from farmsync.keys.disclosed import DisclosedKeys
 from farmsync.keys.machinekey import AUTO_MODIFIERS, MachineKey, is_auto_generate
 from farmsync.nodes.auditread import RsaContainer
+from farmsync.orchestration.marker import Marker
 from farmsync.webconfig.effective import ConfigFacts, EffectiveKey
 from farmsync.webconfig.iis import ApplicationHost
 
@@ -121,6 +122,8 @@ class ConfigFile:
     error: str | None = None
     error_line: int | None = None
     leftovers: tuple[str, ...] = ()  # <name>.farmsync-* files beside it
+    marker: Marker | None = None  # the farm marker of a root web.config (orchestration/marker)
+    marker_key: str | None = None  # the fingerprint of the root key the file holds
 
 
 @dataclass

@@ -26,6 +26,7 @@ from farmsync.orchestration.audit.model import (
     ScopeKind,
     key_identity,
 )
+from farmsync.orchestration.marker import Marker, read_marker
 from farmsync.webconfig.effective import ConfigFacts, config_facts, resolve
 from farmsync.webconfig.iis import (
     Application,
@@ -35,6 +36,7 @@ from farmsync.webconfig.iis import (
     parse_application_host,
     root_config_for,
 )
+from farmsync.webconfig.parser import inspect_config
 
 ALL_FRAMEWORKS = ("v4.0.30319", "v2.0.50727")
 
@@ -99,7 +101,22 @@ def _file(
             error_line=exc.line,
             leftovers=leftovers,
         )
-    return ConfigFile(host, path, role, "ok", facts=facts, leftovers=leftovers)
+    marker, held = _marker_of(state.content, path) if role is FileRole.ROOT else (None, None)
+    return ConfigFile(
+        host, path, role, "ok", facts=facts, leftovers=leftovers, marker=marker, marker_key=held
+    )
+
+
+def _marker_of(content: bytes, path: str) -> tuple[Marker | None, str | None]:
+    """The farm marker of a root web.config and the fingerprint of the key it holds."""
+    marker = read_marker(content, path)
+    if marker is None:
+        return None, None
+    try:
+        found = inspect_config(content, path).root_key
+    except ConfigFileError:
+        return marker, None
+    return marker, found.key.fingerprint() if found is not None else None
 
 
 def _parse_iis(host: str, read: AuditRead, files: dict[str, ConfigFile]) -> ApplicationHost | None:

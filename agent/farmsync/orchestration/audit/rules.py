@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from farmsync.orchestration.audit import rules_consistency, rules_files, rules_keys, rules_policy
+from farmsync.orchestration.audit import (
+    rules_consistency,
+    rules_files,
+    rules_keys,
+    rules_marker,
+    rules_policy,
+)
 from farmsync.orchestration.audit.model import AuditModel, Finding
 
 Rule = Callable[[AuditModel], Iterator[Finding]]
@@ -18,6 +24,7 @@ RULES: dict[str, Rule] = {
     "attribute-mismatch": rules_consistency.attribute_mismatch,
     "bitness-mismatch": rules_consistency.bitness_mismatch,
     "rsa-container-mismatch": rules_consistency.rsa_container_mismatch,
+    "marker-mismatch": rules_marker.marker_mismatch,
     "unreadable-config": rules_files.unreadable_config,
     "weak-algorithm": rules_policy.weak_algorithm,
     "key-too-old": rules_policy.key_too_old,

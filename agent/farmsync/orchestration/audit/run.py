@@ -23,7 +23,7 @@ from farmsync.orchestration.audit.resolve import audit_request, is_windows, reso
 from farmsync.orchestration.audit.rules import evaluate
 from farmsync.orchestration.events import Event, Phase, Reporter, Status
 from farmsync.orchestration.journal import Journal
-from farmsync.orchestration.pool import Outcome, run_each
+from farmsync.orchestration.pool import TaskResult, run_each
 from farmsync.orchestration.session import FarmSession, NodeFactory
 from farmsync.orchestration.survey import as_farmsync_error
 
@@ -50,7 +50,7 @@ def read_nodes(
             read = node.audit(audit_request(host))
             return resolve_node(host, read, node.round_trips)
 
-        def done(name: str, outcome: Outcome[NodeModel]) -> None:
+        def done(name: str, outcome: TaskResult[NodeModel]) -> None:
             status = Status.OK if outcome.ok else Status.FAILED
             reporter.event(Event(Phase.READ, status, name, describe_error(outcome.error)))
 
