@@ -378,7 +378,8 @@ def test_a_device_at_a_managed_path_is_refused_before_anything_changes(driver: D
 def test_a_commit_that_timed_out_cannot_land_after_the_rollback(
     driver: Driver, tmp_path: Path
 ) -> None:
-    """node1's armed shell finds an mv that sleeps 3 s; the commit timeout is 1.5 s. The
+    """node1 (whose SFTP server refuses hard links, so it commits with the armed shell) finds
+    an mv that sleeps 3 s; the commit timeout is 1.5 s. The
     rollback fences the late commit; the recycle (a Mono restart) waits until the late mv
     ran; the farm must end on its old key, with the run closed as rolled back."""
     driver.ensure_one_key()
@@ -392,6 +393,8 @@ def test_a_commit_that_timed_out_cannot_land_after_the_rollback(
         keys=SshdKeys.load(lab.state_dir / "ssh"),
         honour_file_modes=False,
         path_prefix=(bin_dir,),
+        # The armed shell runs where SFTP cannot commit: refuse hard links over SFTP.
+        sftp_subsystem="internal-sftp -P hardlink",
     )
     slow.start(port=port)
     seen: list[str] = []

@@ -87,6 +87,9 @@ def test_the_armed_shell_copies_exclusively_when_no_link_is_possible(
     with SshNode(sshd_node.host()) as node:
         node.stage([StageItem(str(live), NEW, sha256_hex(OLD))], "run1")
         node.commit([CommitItem(str(live), sha256_hex(OLD), sha256_hex(NEW))], "run1")
+        # The SFTP commit's probe found the live file at its link limit: the armed shell ran.
+        assert len(node.warnings) == 1 and "armed shell" in node.warnings[0]
+        assert len(node.sent_commands) == 1
         _copy_kept(live, "run1", ino)
         live.write_bytes(OLD)
         node.stage([StageItem(str(live), NEW, sha256_hex(OLD))], "run1")

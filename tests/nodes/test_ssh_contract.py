@@ -1,4 +1,5 @@
-"""SshNode against the shared contract cases, on real sshd nodes (POSIX and Windows flavours)."""
+"""SshNode against the shared contract cases, on real sshd nodes: POSIX (the SFTP commit, and
+the armed shell it falls back to) and Windows flavours."""
 
 from __future__ import annotations
 
@@ -19,6 +20,18 @@ def test_ssh_posix_contract(
     root = tmp_path / "root"
     root.mkdir()
     with SshNode(sshd_node.host()) as node:
+        case(node, root)
+
+
+@pytest.mark.parametrize("case", CONTRACT_CASES, ids=case_id)
+def test_ssh_posix_armed_shell_contract(
+    case: ContractCase, sshd_farm: Callable[..., list[SshdTestNode]], tmp_path: Path
+) -> None:
+    """The armed-shell commit, taken where the node's SFTP server refuses hard links."""
+    (node_dir,) = sshd_farm(1, sftp_subsystem="internal-sftp -P hardlink")
+    root = tmp_path / "root"
+    root.mkdir()
+    with SshNode(node_dir.host()) as node:
         case(node, root)
 
 

@@ -51,7 +51,7 @@ def _rotate_and_inspect(node: SshNode, farm_node: SshdTestNode) -> str:
     armed = node.arm_commit(
         [CommitItem(p, states[p].sha256 or "", sha256_hex(NEW)) for p in paths], "s1"
     )
-    seen = _node_processes_text(farm_node.sshd.pid or 0)  # the armed process is running now
+    seen = _node_processes_text(farm_node.sshd.pid or 0)  # an armed process would run now
     armed.release()
     armed.wait(10)
     assert farm_node.config.read_bytes() == NEW
@@ -68,14 +68,26 @@ def _assert_clean(texts: list[str]) -> None:
 
 
 def test_posix_commands_and_processes_carry_no_keys(sshd_node: SshdTestNode) -> None:
+    """The SFTP commit: no process is started for it, only the configured recycle."""
     recycle = RecycleSpec(RecycleKind.COMMAND, "true")
     with SshNode(sshd_node.host(recycle=recycle)) as node:
         seen = _rotate_and_inspect(node, sshd_node)
+    assert node.sent_commands == ["true"]
+    _assert_clean([*node.sent_commands, seen])
+
+
+def test_posix_armed_shell_fallback_carries_no_keys(
+    sshd_farm: Callable[..., list[SshdTestNode]],
+) -> None:
+    (farm_node,) = sshd_farm(1, sftp_subsystem="internal-sftp -P hardlink")  # forces it
+    recycle = RecycleSpec(RecycleKind.COMMAND, "true")
+    with SshNode(farm_node.host(recycle=recycle)) as node:
+        seen = _rotate_and_inspect(node, farm_node)
     assert "/bin/sh" in seen  # the armed commit process was found and inspected
     assert set(node.sent_commands) == {COMMIT_COMMAND, "true"}
     _assert_clean([*node.sent_commands, seen])
     # nor a path: the commit script takes everything on stdin
-    assert not any(str(sshd_node.web_root) in c for c in node.sent_commands)
+    assert not any(str(farm_node.web_root) in c for c in node.sent_commands)
 
 
 def test_windows_commands_and_processes_carry_no_keys(

@@ -173,6 +173,7 @@ class HookedNode(NodeOperations):
         super().__init__(inner.host_name)
         self.inner = inner
         self.hooks = hooks
+        self.warnings = inner.warnings  # the rollout reports the real node's warnings
 
     def _hook(self, name: str) -> None:
         hook = self.hooks.get(name)

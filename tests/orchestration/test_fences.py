@@ -1,4 +1,5 @@
-"""A commit that timed out must not land after the rollback (issue 14, High #2).
+"""A commit that timed out must not land after the rollback (issue 14, High #2), on the
+armed shell (a node whose SFTP server cannot commit) and on the SFTP commit (issue 9).
 
 Reproduction: on one node the armed shell finds first on its PATH an ``mv`` that sleeps
 before doing the rename, and the rotation's commit timeout is shorter than the sleep. The
@@ -10,6 +11,7 @@ under a journal that says "rolled back".
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from tests.orchestration.farmkit import (
     slow_mv,
     wait_for_file,
 )
+from tests.servers import sftp_proxy
 
 MV_DELAY = 3.0
 COMMIT_TIMEOUT = 1.5
@@ -42,7 +45,12 @@ def _slow_mv_on_path(farm: TestFarm, name: str, request: pytest.FixtureRequest) 
     old: SshdNode = farm.handles[name]
     port = old.port
     old.stop()
-    node = SshdNode(old.directory, keys=old.keys, path_prefix=(bin_dir,))
+    # The armed shell runs only where the SFTP commit cannot: deny the hard link (by the
+    # request name `sftp-server -Q requests` lists), keep posix-rename for the rollback.
+    node = SshdNode(
+        old.directory, keys=old.keys, path_prefix=(bin_dir,),
+        sftp_subsystem="internal-sftp -P hardlink",
+    )
     request.addfinalizer(node.stop)
     node.start(port=port)
     farm.handles[name] = node
@@ -70,6 +78,10 @@ def test_a_commit_that_timed_out_cannot_land_after_the_rollback(
 
     assert result.outcome is Outcome.ROLLED_BACK, result.messages
     assert result.host("web1").error_kind == "timeout"
+    assert [m for m in result.messages if "using the armed shell" in m] == [
+        "web1: SFTP commit unavailable (hardlink@openssh.com is refused by the node's SFTP "
+        "server); using the armed shell"
+    ]
     assert seen, "the recycle did not wait for the late mv"
     status = wait_for_file(marker)
     assert status != "0", "the late rename found a staging file to put in place"
@@ -110,3 +122,43 @@ def test_a_rollback_that_cannot_verify_overwrites_nothing_and_keeps_the_run_open
     assert [b.read_bytes() for b in farm.backups(broken)] == [b"<configuration/>"]
     state = farm.context().state
     assert [r.run_id for r in Journal(state.journal).unfinished_runs()] == [result.run_id]
+
+
+def test_an_sftp_release_that_stalled_cannot_land_after_the_rollback(
+    make_farm: Callable[..., TestFarm], request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """web1's release reaches its node and is held there (sftp_proxy ``hold``): no answer
+    comes, the commit times out and the farm rolls back. The recycle, after the rollback and
+    before cleanup, lets the held requests run on the node, late."""
+    farm = make_farm(ssh=2, ssh_windows=0, winrm=0)
+    control = tmp_path / "control"
+    control.mkdir()
+    (control / "mode").write_text("hold")
+    old: SshdNode = farm.handles["web1"]
+    port = old.port
+    old.stop()
+    node = SshdNode(
+        old.directory, keys=old.keys,
+        sftp_subsystem=f"{sys.executable} {sftp_proxy.__file__} {control}",
+    )
+    request.addfinalizer(node.stop)
+    node.start(port=port)
+    farm.handles["web1"] = node
+    _recycle(farm)
+    late: list[str] = []
+
+    def release_late() -> None:
+        (control / "go").touch()
+        late.extend(wait_for_file(control / "late").split())
+
+    hooks = {"web1": {"recycle": release_late}}
+    options = RolloutOptions(forks=8, timeout=COMMIT_TIMEOUT)
+    result = Farm(farm.context(options, factory=hooked_factory(hooks))).rotate()
+
+    assert result.outcome is Outcome.ROLLED_BACK, result.messages
+    assert result.host("web1").error_kind == "timeout"
+    assert late == ["0", "2"], "the late rename found a staging file to put in place"
+    assert farm.files_unchanged()
+    assert not farm.leftovers()
+    state = farm.context().state
+    assert Journal(state.journal).unfinished_runs() == []

@@ -88,6 +88,17 @@ def ssh_host(
     return replace(host, **overrides)
 
 
+def sshd_sessions(node: SshdNode) -> tuple[int, int, int]:
+    """(connections, SFTP sessions, exec sessions) so far, counted in sshd's own VERBOSE log:
+    ``Accepted publickey`` per connection, ``Starting session: ...`` per session channel."""
+    log = node.log_path.read_text()
+    return (
+        log.count("Accepted publickey"),
+        log.count("Starting session: subsystem 'sftp'"),
+        log.count("Starting session: command"),
+    )
+
+
 @pytest.fixture(scope="session")
 def sshd_keys(tmp_path_factory: pytest.TempPathFactory) -> SshdKeys:
     """One host key and one client key for every test sshd of the session."""

@@ -222,6 +222,11 @@ def render_run(
             f"commit window (files differ across nodes): {result.commit_window_ms:.1f} ms; "
             f"release span {result.release_span_ms:.1f} ms"
         )
+    if result.mtime_skew_ms is not None and table:
+        console.print(
+            f"file mtime skew {result.mtime_skew_ms:.0f} ms "
+            f"(mtimes read to {result.mtime_resolution_ms:g} ms)"
+        )
     if timings and result.phase_ms:
         console.print(
             "phases: " + ", ".join(f"{phase} {ms:.1f} ms" for phase, ms in result.phase_ms.items())

@@ -83,6 +83,12 @@ class RichReporter:
                 markup=True,
                 highlight=False,
             )
+        if event.status is Status.WARNING:
+            self.progress.console.print(
+                f"[yellow]![/yellow] {phase} {escape(event.host or '-')}: {escape(event.detail)}",
+                markup=True,
+                highlight=False,
+            )
         if event.status in (Status.OK, Status.FAILED, Status.SKIPPED) and phase in self.tasks:
             self.progress.advance(self.tasks[phase])
 

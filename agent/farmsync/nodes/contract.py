@@ -140,6 +140,9 @@ class NodeOperations(ABC):
     def __init__(self, host_name: str):
         self.host_name = host_name
         self.round_trips = 0
+        # Things the operator should know that did not fail the phase (e.g. a slower path
+        # taken), each said once per node; the rollout reports them as warning events.
+        self.warnings: list[str] = []
 
     def identity(self) -> NodeIdentity | None:
         """What this node proved about itself so far (after ``connect``, for WinRM after the

@@ -1,9 +1,10 @@
 """The SSH transport: :class:`SshNode`, NodeOperations over one paramiko connection per node.
 
-POSIX nodes (Linux, Mono) are served by ``ssh_posix`` (SFTP, plus one armed ``sh`` for the
-commit); Windows OpenSSH nodes (``Shell.POWERSHELL``) by ``ssh_windows`` (the PowerShell
-node agent, one exec per phase). ``round_trips`` counts one per phase that reaches the node:
-one exec, or one SFTP batch over the already open SFTP channel, whatever the number of files.
+POSIX nodes (Linux, Mono) are served by ``ssh_posix`` (SFTP only; the armed ``sh`` only where
+the node's SFTP server cannot commit, see ``sftp_commit``); Windows OpenSSH nodes
+(``Shell.POWERSHELL``) by ``ssh_windows`` (the PowerShell node agent, one exec per phase).
+``round_trips`` counts one per phase that reaches the node: one exec, or one SFTP batch
+over the already open SFTP channel, whatever the number of files.
 ``sent_commands`` records every exec command line, so tests can prove no key material or
 file content ever reaches a remote command line.
 """
@@ -73,7 +74,7 @@ class SshNode(NodeOperations):
         else:
             from farmsync.nodes.ssh_posix import PosixOps
 
-            self._ops = PosixOps(conn)
+            self._ops = PosixOps(conn, self.warnings)
 
     def identity(self) -> NodeIdentity | None:
         return self._conn.identity() if self._conn is not None else None

@@ -9,6 +9,7 @@ exception type escapes the SSH transport.
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import hashlib
 import os
@@ -298,6 +299,14 @@ class SshConnection:
                     channel.close()
                     raise
         return self._sftp
+
+    def discard_sftp(self) -> None:
+        """Close the SFTP channel without waiting for it (a release that was never answered
+        leaves answers in flight on it); the next sftp() opens a fresh one."""
+        sftp, self._sftp = self._sftp, None
+        if sftp is not None:
+            with contextlib.suppress(Exception):  # already broken: closing is best effort
+                sftp.close()
 
     def exec(self, command: str) -> paramiko.Channel:
         """Start ``command`` on the node; the caller talks to it over stdin/stdout."""

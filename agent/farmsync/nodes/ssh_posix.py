@@ -1,22 +1,20 @@
-"""Node operations on a POSIX node over SSH: SFTP for files, one armed ``sh`` for the commit.
+"""Node operations on a POSIX node over SSH: SFTP only, no process started on the node.
 
 Why SFTP: on this kind of node a shell exec costs ~150 ms of start-up, while a whole SFTP
 read, write and rename of a root web.config costs ~60 ms over the connection's one SFTP
 channel, and OpenSSH's sftp-server gives us what we need: O_EXCL create with a mode,
-``fsync@openssh.com``, ``posix-rename@openssh.com`` (rename(2)).
+``fsync@openssh.com``, ``hardlink@openssh.com`` (link(2)), ``posix-rename@openssh.com``
+(rename(2)).
 
-Why a shell for the commit: the barrier release must cost one message per node and must not
-start a process. An SFTP posix-rename could be sent as a single request per file, but SFTP
-cannot fsync a directory (so the rename would not be durable) nor make the backup hard link
-with paramiko's public API. So arming starts one ``/bin/sh`` per node (start-up paid before
+The commit (issue 9) is ``sftp_commit``: armed = the open SFTP channel plus a check of every
+file just before the barrier; release = a hard link and a rename per file, pipelined.
+
+Where the node's SFTP server cannot do that (an extension missing or refused, no hard links on
+the filesystem), the commit falls back to one armed ``/bin/sh`` per node (start-up paid before
 the barrier) running a fixed script: it reads the paths on stdin, checks the hashes, prints
 ARMED and blocks on stdin. Release is the 7 bytes ``COMMIT\\n``; the node then does
 ``ln``/``mv`` (rename(2)) per file and syncs. The command line is the same for every run and
 never carries a path, content or key.
-
-Measured against the test sshd on this 2-core machine (one root web.config): arm ~200 ms (the
-login shell's start-up, before the barrier), release ~0.1 ms (one channel write), release to
-COMMITTED ~10 ms (re-check, ln, mv, sync); an SFTP stage ~6 ms.
 """
 
 from __future__ import annotations
@@ -48,11 +46,22 @@ from farmsync.nodes.contract import (
     sha256_hex,
     staging_path,
 )
+from farmsync.nodes.sftp_commit import (
+    UNDO_SUFFIX,
+    Seen,
+    SftpArmedCommit,
+    Unavailable,
+    make_durable,
+    probe,
+    probe_paths,
+    stat_proves,
+)
 from farmsync.nodes.ssh_audit import sftp_audit
 from farmsync.nodes.ssh_connect import SshConnection, node_errors
 from farmsync.nodes.ssh_sftp import (
     StagingFailure,
     TooLarge,
+    exists,
     failure,
     read_all,
     remove_quietly,
@@ -306,10 +315,13 @@ def sftp_errors(host: str, phase: str, path: str | None = None) -> Iterator[None
 class PosixOps:
     """The phases for a POSIX node; SshNode counts round trips and owns the connection."""
 
-    def __init__(self, conn: SshConnection):
+    def __init__(self, conn: SshConnection, warnings: list[str] | None = None):
         self.conn = conn
         self.host = conn.host.name
         self.timeout = conn.host.timeout
+        self.warnings = warnings if warnings is not None else []
+        self._seen: dict[tuple[str, str], Seen] = {}  # (run id, path): the live file at stage
+        self._unflushed: list[str] = []  # replaced by an SFTP release, not yet fsynced
 
     # --- read ---------------------------------------------------------------------------
     def read_one(self, sftp: paramiko.SFTPClient, path: str) -> FileState:
@@ -346,6 +358,9 @@ class PosixOps:
     def read(self, paths: Sequence[str]) -> dict[str, FileState]:
         sftp = self.conn.sftp()
         with node_errors(self.host, "read"):
+            if self._unflushed:  # the verify after an SFTP release, outside the window
+                flush, self._unflushed = self._unflushed, []
+                make_durable(sftp, flush)
             return {path: self.read_one(sftp, path) for path in paths}
 
     def audit(self, request: AuditRequest) -> AuditRead:
@@ -359,9 +374,11 @@ class PosixOps:
         sftp = self.conn.sftp()
         with sftp_errors(self.host, "stage"):
             live_attrs: dict[str, paramiko.SFTPAttributes] = {}
+            states: dict[str, FileState] = {}
+            started = time.monotonic()
             for item in items:  # every live hash first: refuse before writing anything
                 _check_path(self.host, item.path, "stage")
-                state = self.read_one(sftp, item.path)
+                state = states[item.path] = self.read_one(sftp, item.path)
                 raise_for_state(self.host, state, "stage")
                 if state.status is FileStatus.MISSING:
                     raise NodeError(
@@ -394,6 +411,7 @@ class PosixOps:
                         raise NodeError(
                             self.host, exc.kind, exc.detail, phase="stage", path=item.path
                         ) from None
+                    self._remember(sftp, states[item.path], target, started, run_id)
             except BaseException:
                 for target in written:
                     # The first error is the one to report.
@@ -401,12 +419,86 @@ class PosixOps:
                         remove_quietly(sftp, target)
                 raise
 
+    def _remember(
+        self, sftp: paramiko.SFTPClient, state: FileState, staged: str, started: float,
+        run_id: str,
+    ) -> None:
+        """Keep what the armed check needs to tell, by stat alone, that the file is as read."""
+        staged_mtime = int(sftp.stat(staged).st_mtime or 0)
+        mtime = int(state.mtime or 0)
+        proves = stat_proves(mtime, staged_mtime, time.monotonic() - started)
+        self._seen[(run_id, state.path)] = Seen(mtime, len(state.content or b""), proves)
+
     # --- commit -------------------------------------------------------------------------
     def arm_commit(self, items: Sequence[CommitItem], run_id: str) -> ArmedCommit:
+        """The SFTP commit (sftp_commit.py); the armed shell where the node cannot do it."""
         _check_run_id(self.host, run_id, "commit")
-        lines_out = []
         for item in items:
             _check_path(self.host, item.path, "commit")
+        sftp = self.conn.sftp()
+        try:
+            with sftp_errors(self.host, "commit"):
+                probe(sftp, self.host, [i.path for i in items], run_id, self.timeout)
+        except Unavailable as why:
+            notice = f"SFTP commit unavailable ({why}); using the armed shell"
+            if notice not in self.warnings:  # said once per node
+                self.warnings.append(notice)
+            return self.arm_shell(items, run_id)
+        with sftp_errors(self.host, "commit"):
+            for item in items:
+                self._check_armed(sftp, item, run_id)
+        return SftpArmedCommit(
+            self.host, sftp, items, run_id,
+            undo=lambda done: self.rollback(
+                [i.path for i in done], run_id, {i.path: i.expected_sha256 for i in done}
+            ),
+            discard=self.conn.discard_sftp,
+            replaced=lambda paths: self._unflushed.extend(paths),
+        )
+
+    def _check_armed(self, sftp: paramiko.SFTPClient, item: CommitItem, run_id: str) -> None:
+        """The armed shell's checks, over SFTP: the live file is what was read, the staging
+        file what was staged, and this run has no backup yet."""
+        path = item.path
+        seen = self._seen.get((run_id, path))
+        unchanged = False
+        if seen is not None and seen.stat_proves:
+            try:
+                attrs = sftp.stat(path)
+            except OSError as exc:  # gone, unreadable...: the read below says which
+                reraise_if_transport(sftp, exc)
+            else:
+                unchanged = stat.S_ISREG(attrs.st_mode or 0) and (
+                    int(attrs.st_mtime or 0), attrs.st_size
+                ) == (seen.mtime, seen.size)
+        if not unchanged and self.read_one(sftp, path).sha256 != item.expected_sha256.lower():
+            raise NodeError(
+                self.host, NodeErrorKind.CHANGED,
+                "live file changed since staging; nothing committed", phase="commit", path=path,
+            )
+        staged = self.read_one(sftp, staging_path(path, run_id))
+        if staged.status is FileStatus.MISSING:
+            raise NodeError(
+                self.host, NodeErrorKind.NOT_FOUND,
+                "staging file missing (stage first); nothing committed", phase="commit",
+                path=path,
+            )
+        if staged.sha256 != item.staged_sha256.lower():
+            raise NodeError(
+                self.host, NodeErrorKind.CHANGED,
+                "staging file missing or changed; nothing committed", phase="commit", path=path,
+            )
+        if exists(sftp, backup_path(path, run_id)):
+            raise NodeError(
+                self.host, NodeErrorKind.BACKUP_EXISTS,
+                "this run's backup already exists (two paths reach one file?); "
+                "it was not replaced", phase="commit", path=backup_path(path, run_id),
+            )
+
+    def arm_shell(self, items: Sequence[CommitItem], run_id: str) -> ArmedCommit:
+        """The armed ``sh`` (COMMIT_SCRIPT): for a node whose SFTP server cannot commit."""
+        lines_out = []
+        for item in items:
             lines_out.append(
                 "\t".join(
                     (
@@ -510,6 +602,10 @@ class PosixOps:
             for path in paths:
                 remove_quietly(sftp, staging_path(path, run_id))
                 remove_quietly(sftp, path + ROLLBACK_SUFFIX.format(run_id=run_id))
+                # The SFTP commit's probe and safety link, and an undo cut short.
+                undo = path + UNDO_SUFFIX.format(run_id=run_id)
+                for name in (*probe_paths(path, run_id), undo):
+                    remove_quietly(sftp, name)
             for entries in self._backups(sftp, paths).values():
                 for run, old in entries[max(keep_backups, 0) :]:
                     if run != run_id:  # never the backup of the run in progress

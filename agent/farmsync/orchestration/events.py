@@ -39,6 +39,7 @@ class Status(StrEnum):
     FAILED = "failed"
     SKIPPED = "skipped"
     INFO = "info"
+    WARNING = "warning"  # the phase went on, but the operator should know (said once per node)
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,11 @@ class RunResult:
     hosts: list[HostResult] = field(default_factory=list)
     commit_window_ms: float | None = None  # first release sent -> last commit acknowledged
     release_span_ms: float | None = None  # first release sent -> last release sent
+    # Spread of the changed files' modification times as verify read them (the commit skew
+    # the nodes' own clocks show), and the resolution they were read at: SFTP v3 and the
+    # armed shell give whole seconds, so a skew of 0 there means "within one second".
+    mtime_skew_ms: float | None = None
+    mtime_resolution_ms: float | None = None
     phase_ms: dict[str, float] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
     left_out: list[str] = field(default_factory=list)  # inventory hosts --limit did not select

@@ -29,7 +29,7 @@ from farmsync.orchestration.recorder import FileHashes, RunRecorder
 from farmsync.orchestration.result import FileStatus, HostStatus, Outcome, RunResult
 from farmsync.orchestration.session import FarmSession
 from farmsync.orchestration.staged import check_staged, clear_staged_runs
-from farmsync.orchestration.survey import NodeReport, survey
+from farmsync.orchestration.survey import FileReport, NodeReport, survey
 
 T = TypeVar("T")
 V = TypeVar("V")
@@ -65,6 +65,7 @@ class Rollout:
         self.options = options
         self.clock = clock
         self.run_id = result.run_id
+        self._warned: set[tuple[str, str]] = set()
 
     # --- the whole run -------------------------------------------------------------------
     def run(
@@ -232,7 +233,9 @@ class Rollout:
         def work(name: str, node: NodeOperations) -> ArmedCommit:
             return node.arm_commit([c.commit_item() for c in plan.changes[name]], self.run_id)
 
-        outcomes = self._each(Phase.ARM, self._nodes(plan), work)
+        nodes = self._nodes(plan)
+        outcomes = self._each(Phase.ARM, nodes, work)
+        self._warn(Phase.ARM, nodes)
         armed = {n: o.value for n, o in outcomes.items() if o.value is not None}
         if self._record(Step.ARM, plan, outcomes, per_file=False):
             return armed
@@ -313,7 +316,17 @@ class Rollout:
                             path=file.path,
                         )
             outcomes[name] = TaskResult(error=error)
+        self._skew([f for r in reports.values() for f in r.files if f.host in plan.changes])
         return self._record(Step.VERIFY, plan, outcomes)
+
+    def _skew(self, files: Sequence[FileReport]) -> None:
+        """The spread of the verified files' mtimes, at the coarsest resolution among them."""
+        mtimes = [f.mtime for f in files if f.mtime is not None]
+        if not mtimes:
+            return
+        whole = any(float(m).is_integer() for m in mtimes)  # SFTP v3: whole seconds
+        self.result.mtime_skew_ms = round((max(mtimes) - min(mtimes)) * 1000, 3)
+        self.result.mtime_resolution_ms = 1000.0 if whole else 1.0
 
     def _rollback(self, plan: Plan) -> bool:
         """Put every changed node back on its backup; True when all are on the old key."""
@@ -378,6 +391,15 @@ class Rollout:
                 )
 
     # --- helpers -------------------------------------------------------------------------
+    def _warn(self, phase: Phase, nodes: Mapping[str, NodeOperations]) -> None:
+        """Report each node's new warnings once (a slower path it had to take, ...)."""
+        for name, node in nodes.items():
+            for text in node.warnings:
+                if (name, text) not in self._warned:
+                    self._warned.add((name, text))
+                    self.reporter.event(Event(phase, Status.WARNING, name, text))
+                    self.result.messages.append(f"{name}: {text}")
+
     def _nodes(self, plan: Plan) -> dict[str, NodeOperations]:
         return {n: self.session.nodes[n] for n in plan.changes if n in self.session.nodes}
 
