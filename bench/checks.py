@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from tests.orchestration.farmkit import file_key
@@ -16,15 +17,24 @@ from farmsync.orchestration.result import Outcome, RunResult
 MAX_ROUND_TRIPS = 8
 
 
+def disk_fingerprints(configs: Mapping[str, Path]) -> dict[str, str]:
+    """The key each host's web.config holds, read from disk."""
+    return {host: file_key(path).fingerprint() for host, path in configs.items()}
+
+
 def add_run_metrics(
     out: ScenarioResult,
     result: RunResult,
-    configs: dict[str, Path],
+    fingerprints: Mapping[str, str],
     ledger: NodeLedger,
     clock: PhaseClock,
 ) -> None:
-    """Outcome, the farm's files on one key, phase times, round trips per node."""
-    hosts = len(configs)
+    """Outcome, the farm's files on one key, phase times, round trips per node.
+
+    ``fingerprints``: the key each host's file holds after the run, read from the node's own
+    storage (the disk, or a simulated node's memory), never from the result.
+    """
+    hosts = len(fingerprints)
     changed = sum(1 for h in result.hosts if h.status == "changed")
     out.add("hosts changed", changed, "", "==", hosts)
     if result.outcome is not Outcome.CHANGED:
@@ -33,10 +43,7 @@ def add_run_metrics(
         out.notes.append(
             f"outcome {result.outcome.value}: " + "; ".join([*result.messages[:3], *failed])
         )
-    # Read back from disk, not from the result: the files themselves must hold the new key.
-    on_target = sum(
-        1 for path in configs.values() if file_key(path).fingerprint() == result.target_fingerprint
-    )
+    on_target = sum(1 for fp in fingerprints.values() if fp == result.target_fingerprint)
     out.add("files on the new key", on_target, "", "==", hosts)
     out.add("phase connect", clock.connect_ms, "ms")
     for phase, ms in result.phase_ms.items():

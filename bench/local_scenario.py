@@ -10,7 +10,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from bench.checks import add_run_metrics
+from bench.checks import add_run_metrics, disk_fingerprints
 from bench.farm import BenchFarm, HostVars, NodeLedger, rotate
 from bench.measure import PhaseClock, ThreadSampler, current_rss_mib, peak_rss_mib
 from bench.report import ScenarioResult
@@ -68,5 +68,5 @@ def run_local(count: int, forks: int = FORKS) -> ScenarioResult:
         out.add("peak rss", round(peak_rss_mib(), 1), "MiB", "<", PEAK_RSS_MIB)
         out.add("threads peak (all)", threads.peak, "", "<=", forks + 1 + THREAD_SLACK)
         out.add("pool workers peak", threads.workers_peak, "", "<=", forks)
-        add_run_metrics(out, result, configs, ledger, clock)
+        add_run_metrics(out, result, disk_fingerprints(configs), ledger, clock)
     return out

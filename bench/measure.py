@@ -21,6 +21,12 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / MIB
 
 
+def controller_cpu_s() -> float:
+    """CPU seconds this process has used so far (user + system, all threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def current_rss_mib() -> float:
     """Resident set right now (from /proc; 0 where there is no /proc)."""
     try:

@@ -17,13 +17,19 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
 
 @dataclass(frozen=True)
 class Metric:
-    """One measured number; with ``op`` and ``limit`` it is a target that can be missed."""
+    """One measured number; with ``op`` and ``limit`` it is a target that can be missed.
+
+    With ``goal`` (the issue that sets it, e.g. "issue 9") it is a goal instead: shown and
+    saved like a target, but a miss does not fail the run, because it waits on work that has
+    not landed yet. Make it a target (drop ``goal``) once that work holds it.
+    """
 
     name: str
     value: float | None
     unit: str = ""
     op: str | None = None
     limit: float | None = None
+    goal: str | None = None
 
     @property
     def is_target(self) -> bool:
@@ -44,6 +50,7 @@ class Metric:
             "value": self.value,
             "unit": self.unit,
             "target": self.target_text() or None,
+            "goal": self.goal,
             "ok": self.ok,
         }
 
@@ -63,15 +70,20 @@ class ScenarioResult:
         unit: str = "",
         op: str | None = None,
         limit: float | None = None,
+        goal: str | None = None,
     ) -> None:
-        self.metrics.append(Metric(name, value, unit, op, limit))
+        self.metrics.append(Metric(name, value, unit, op, limit, goal))
 
     @property
     def ok(self) -> bool:
-        return self.error is None and all(m.ok for m in self.metrics)
+        return self.error is None and not self.missed()
 
     def missed(self) -> list[Metric]:
-        return [m for m in self.metrics if not m.ok]
+        """Targets missed (goals aside)."""
+        return [m for m in self.metrics if not m.ok and m.goal is None]
+
+    def goals_missed(self) -> list[Metric]:
+        return [m for m in self.metrics if not m.ok and m.goal is not None]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -92,6 +104,13 @@ def _number(value: float | None) -> str:
     return f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
 
 
+def _mark(metric: Metric) -> str:
+    if not metric.is_target:
+        return ""
+    verdict = "ok" if metric.ok else "MISSED"
+    return f"{verdict} ({metric.goal} goal)" if metric.goal else verdict
+
+
 def render_table(results: Sequence[ScenarioResult]) -> str:
     """A plain-text table: one block per scenario, one row per metric."""
     rows: list[tuple[str, str, str, str, str]] = [("scenario", "metric", "value", "target", "")]
@@ -99,7 +118,7 @@ def render_table(results: Sequence[ScenarioResult]) -> str:
         first = True
         for metric in result.metrics:
             value = f"{_number(metric.value)} {metric.unit}".rstrip()
-            mark = ("ok" if metric.ok else "MISSED") if metric.is_target else ""
+            mark = _mark(metric)
             rows.append(
                 (result.scenario if first else "", metric.name, value, metric.target_text(), mark)
             )

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench.checks import MAX_ROUND_TRIPS, add_run_metrics
+from bench.checks import MAX_ROUND_TRIPS, add_run_metrics, disk_fingerprints
 from bench.farm import BenchFarm, HostVars, NodeLedger, rotate
-from bench.measure import PhaseClock, ThreadSampler
+from bench.measure import PhaseClock, ThreadSampler, controller_cpu_s, peak_rss_mib
 from bench.report import ScenarioResult
 from farmsync.lab.sshd import SshdKeys, SshdNode
 
@@ -37,8 +37,10 @@ def start_nodes(root: Path, keys: SshdKeys, count: int, started: list[SshdNode])
     """Start ``count`` sshd nodes, a few at a time; each lands in ``started`` as it starts,
     so the caller's ``finally`` stops every one that did even if a later one fails."""
 
+    width = max(2, len(str(count)))  # web001..web200 sort like their numbers
+
     def start(index: int) -> None:
-        node = SshdNode(root / f"web{index + 1:02d}" / "sshd", keys=keys)
+        node = SshdNode(root / f"web{index + 1:0{width}d}" / "sshd", keys=keys)
         try:
             node.start()
         finally:
@@ -55,6 +57,32 @@ def start_nodes(root: Path, keys: SshdKeys, count: int, started: list[SshdNode])
             raise
 
 
+def write_ssh_farm(
+    root: Path, name: str, nodes: Sequence[SshdNode], timeout: float | None = None
+) -> BenchFarm:
+    """The inventory for started nodes, each with its root web.config beside its sshd dir;
+    ``timeout`` sets ``farmsync_timeout`` (default: farmsync's own)."""
+    hosts: dict[str, HostVars] = {}
+    configs: dict[str, Path] = {}
+    for node in nodes:
+        host = node.directory.parent.name
+        config = node.directory.parent / "www" / "web.config"
+        configs[host] = config
+        hosts[host] = {
+            "_group": "ssh_linux",
+            "ansible_host": node.host,
+            "ansible_port": node.port,
+            "ansible_user": node.user,
+            "ansible_connection": "ssh",
+            "ansible_ssh_private_key_file": str(node.client_key_path),
+            "farmsync_known_hosts": str(node.known_hosts_path),
+            "farmsync_root_configs": [str(config)],
+        }
+        if timeout is not None:
+            hosts[host]["farmsync_timeout"] = timeout
+    return BenchFarm.write(root, name, hosts, configs)
+
+
 def accepted_counts(nodes: Sequence[SshdNode]) -> list[int]:
     """How many logins each sshd has logged so far."""
     counts = []
@@ -67,8 +95,13 @@ def accepted_counts(nodes: Sequence[SshdNode]) -> list[int]:
     return counts
 
 
-def run_ssh(count: int, runs: int = 2, forks: int = FORKS) -> ScenarioResult:
-    out = ScenarioResult(f"ssh-{count}", f"{runs} rotations of {count} sshd nodes, forks={forks}")
+def run_ssh(
+    count: int, runs: int = 2, forks: int = FORKS, timeout: float | None = None
+) -> ScenarioResult:
+    detail = f", farmsync_timeout={timeout:g} s" if timeout is not None else ""
+    out = ScenarioResult(
+        f"ssh-{count}", f"{runs} rotations of {count} sshd nodes, forks={forks}{detail}"
+    )
     started: list[SshdNode] = []
     with tempfile.TemporaryDirectory(prefix="farmsync-bench-ssh-") as tmp:
         root = Path(tmp)
@@ -76,23 +109,8 @@ def run_ssh(count: int, runs: int = 2, forks: int = FORKS) -> ScenarioResult:
             keys = SshdKeys.generate(root / "keys")
             start_nodes(root, keys, count, started)
             started.sort(key=lambda n: str(n.directory))
-            hosts: dict[str, HostVars] = {}
-            configs: dict[str, Path] = {}
-            for node in started:
-                name = node.directory.parent.name
-                config = node.directory.parent / "www" / "web.config"
-                configs[name] = config
-                hosts[name] = {
-                    "_group": "ssh_linux",
-                    "ansible_host": node.host,
-                    "ansible_port": node.port,
-                    "ansible_user": node.user,
-                    "ansible_connection": "ssh",
-                    "ansible_ssh_private_key_file": str(node.client_key_path),
-                    "farmsync_known_hosts": str(node.known_hosts_path),
-                    "farmsync_root_configs": [str(config)],
-                }
-            farm = BenchFarm.write(root, "benchssh", hosts, configs)
+            farm = write_ssh_farm(root, "benchssh", started, timeout)
+            configs = farm.configs
             wall_limit = max(WALL_S_MIN, count * WALL_S_PER_NODE)
             windows: list[float] = []
             trips_max: list[int] = []
@@ -102,8 +120,10 @@ def run_ssh(count: int, runs: int = 2, forks: int = FORKS) -> ScenarioResult:
                 clock = PhaseClock()
                 ctx = farm.context(forks=forks, reporter=clock, factory=ledger)
                 before = accepted_counts(started)
+                cpu_before = controller_cpu_s()
                 with ThreadSampler() as threads:
                     result, wall = rotate(ctx)
+                cpu = controller_cpu_s() - cpu_before
                 after = accepted_counts(started)
                 logins.extend(b - a for a, b in zip(before, after, strict=True))
                 if result.commit_window_ms is not None:
@@ -117,7 +137,12 @@ def run_ssh(count: int, runs: int = 2, forks: int = FORKS) -> ScenarioResult:
                     out.add("threads peak (all)", threads.peak)
                     out.add("pool workers peak", threads.workers_peak, "", "<=", forks)
                     out.add("ssh transports peak", threads.transports_peak, "", "<=", count)
-                    add_run_metrics(out, result, configs, ledger, clock)
+                    # What one controller process spends per node (paramiko's key exchange,
+                    # crypto, channel threads): the floor for how many nodes it can carry.
+                    out.add("controller cpu", round(cpu, 2), "s")
+                    out.add("controller cpu/node", round(cpu / count * 1000, 1), "ms")
+                    out.add("peak rss (process)", round(peak_rss_mib(), 1), "MiB")
+                    add_run_metrics(out, result, disk_fingerprints(configs), ledger, clock)
             out.add("commit window max", max(windows, default=None), "ms", "<", COMMIT_WINDOW_MS)
             out.add("logins/node/run min", min(logins, default=None), "", "==", 1)
             out.add("logins/node/run max", max(logins, default=None), "", "==", 1)
