@@ -50,6 +50,7 @@ deps: apt pip
 
 lint: pip
 	$(VPY) -m ruff check agent tests bench
+	$(VPY) -m ruff format --check agent tests bench
 	$(VPY) -m mypy
 
 unit: pip

@@ -146,4 +146,3 @@ def test_rich_progress_table_and_log_lines_escape_node_text() -> None:
     assert screen.count("\\x1b]0;pwned\\x07") >= 4  # progress, table, diff, message
     assert plain.getvalue() == f"[commit] web\\x1b]0;pwned\\x07\\x1b[31m: failed {SHOWN}\n"
     assert logged == f"farmsync: {SHOWN}"
-

@@ -73,8 +73,12 @@ def test_explicit_root_configs_override_windows_paths(load: Loader) -> None:
         ("{ansible_connection: ansible.windows.winrm}", Transport.WINRM, "https", 5986),
         ("{ansible_shell_type: powershell}", Transport.SSH, "https", 22),
         ("{ansible_connection: paramiko, ansible_shell_type: cmd}", Transport.SSH, "https", 22),
-        ("{ansible_connection: ssh, ansible_port: 2222, ansible_shell_type: powershell}",
-         Transport.SSH, "https", 2222),
+        (
+            "{ansible_connection: ssh, ansible_port: 2222, ansible_shell_type: powershell}",
+            Transport.SSH,
+            "https",
+            2222,
+        ),
     ],
 )
 def test_transport_and_port_defaults(
@@ -117,10 +121,16 @@ def test_local_and_posix_hosts(load: Loader) -> None:
     )
     lab, mono = inventory.hosts["lab1"], inventory.hosts["mono1"]
     assert (lab.transport, lab.address, lab.port, lab.shell) == (
-        Transport.LOCAL, "localhost", 0, Shell.POSIX,
+        Transport.LOCAL,
+        "localhost",
+        0,
+        Shell.POSIX,
     )
     assert (mono.transport, mono.address, mono.port, mono.user) == (
-        Transport.SSH, "127.0.0.1", 2201, "deploy",
+        Transport.SSH,
+        "127.0.0.1",
+        2201,
+        "deploy",
     )
     assert mono.root_configs == ("/etc/mono/4.5/web.config",)  # listed twice, managed once
     assert mono.app_configs == ("/srv/app/web.config",)
@@ -160,7 +170,9 @@ def test_winrm_settings(load: Loader) -> None:
     )
     web01, web02, web03 = (inventory.hosts[n] for n in ("web01", "web02", "web03"))
     assert (web01.winrm.transport, web01.winrm.cert_validation, web01.winrm.path) == (
-        "kerberos", False, "/wsman-alt",
+        "kerberos",
+        False,
+        "/wsman-alt",
     )
     assert (web02.winrm.transport, web02.winrm.scheme, web02.port) == ("basic", "http", 5985)
     assert web02.winrm.allow_insecure_basic is True
@@ -331,8 +343,16 @@ def test_host_ranges_and_host_port_keys(load: Loader) -> None:
         """
     )
     assert list(inventory.hosts) == [
-        "web01.contoso.example", "web02.contoso.example", "web03.contoso.example",
-        "dba", "dbb", "node8", "node9", "node10", "mono.example", "fd00::5",
+        "web01.contoso.example",
+        "web02.contoso.example",
+        "web03.contoso.example",
+        "dba",
+        "dbb",
+        "node8",
+        "node9",
+        "node10",
+        "mono.example",
+        "fd00::5",
     ]
     assert inventory.hosts["web02.contoso.example"].timeout == 9.0
     assert inventory.hosts["web02.contoso.example"].source_line == 6

@@ -16,8 +16,10 @@ DATA_DIR = Path(__file__).resolve().parents[2] / "agent" / "farmsync" / "keys" /
 
 # The sample pair from Microsoft's "How To: Configure MachineKey in ASP.NET 2.0": published,
 # copied into production by many sites, and therefore on the disclosed list.
-MSDN_VALIDATION = ("21F090935F6E49C2C797F69BBAAD8402ABD2EE0B667A8B44EA7DD4374267A75D"
-                   "7AD972A119482D15A4127461DB1DC347C1A63AE5F1CCFAACFF1B72A7F0A281B")
+MSDN_VALIDATION = (
+    "21F090935F6E49C2C797F69BBAAD8402ABD2EE0B667A8B44EA7DD4374267A75D"
+    "7AD972A119482D15A4127461DB1DC347C1A63AE5F1CCFAACFF1B72A7F0A281B"
+)
 MSDN_DECRYPTION = "ABAA84D7EC4BB56D75D217CECFFB9628809BDB8BF91CFCD64568A145BE59719F"
 EMPTY = hashlib.sha256(b"").hexdigest()
 
@@ -51,10 +53,12 @@ def test_a_published_sample_key_is_flagged(ms_list: DisclosedKeys) -> None:
 def test_small_list_with_half_disclosed_rows(tmp_path: Path) -> None:
     a, b, c = generate_key(), generate_key(), generate_key()
     csv = tmp_path / "keys.csv"
-    csv.write_text("validationKey, decryptionKey\n"
-                   f"{sha(a.validation_key)}, {EMPTY}\n"
-                   f"{EMPTY}, {sha(b.decryption_key)}\n"
-                   f"{sha(c.validation_key)}, {sha(c.decryption_key)}\n\n")
+    csv.write_text(
+        "validationKey, decryptionKey\n"
+        f"{sha(a.validation_key)}, {EMPTY}\n"
+        f"{EMPTY}, {sha(b.decryption_key)}\n"
+        f"{sha(c.validation_key)}, {sha(c.decryption_key)}\n\n"
+    )
     disclosed = DisclosedKeys.load(csv)
     assert len(disclosed) == 3
     assert disclosed.check(a) == "validation"
@@ -65,12 +69,15 @@ def test_small_list_with_half_disclosed_rows(tmp_path: Path) -> None:
     assert disclosed.check(MachineKey.from_attributes({})) is None
 
 
-@pytest.mark.parametrize(("content", "line"), [
-    ("key,value\n", 1),
-    ("", 1),
-    (f"validationKey, decryptionKey\n{EMPTY}\n", 2),
-    (f"validationKey, decryptionKey\n{EMPTY}, {EMPTY}\n{EMPTY}, nothex\n", 3),
-])
+@pytest.mark.parametrize(
+    ("content", "line"),
+    [
+        ("key,value\n", 1),
+        ("", 1),
+        (f"validationKey, decryptionKey\n{EMPTY}\n", 2),
+        (f"validationKey, decryptionKey\n{EMPTY}, {EMPTY}\n{EMPTY}, nothex\n", 3),
+    ],
+)
 def test_malformed_lists_name_file_and_line(tmp_path: Path, content: str, line: int) -> None:
     csv = tmp_path / "bad.csv"
     csv.write_text(content)
@@ -86,7 +93,11 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_bundled_list_carries_its_cc_by_attribution() -> None:
     notice = (DATA_DIR / "NOTICE.md").read_text()
-    for required in ("Microsoft Threat Intelligence", "microsoft/mstic",
-                     "RapidReleaseTI/MachineKeys.csv",
-                     "creativecommons.org/licenses/by/4.0", "unchanged"):
+    for required in (
+        "Microsoft Threat Intelligence",
+        "microsoft/mstic",
+        "RapidReleaseTI/MachineKeys.csv",
+        "creativecommons.org/licenses/by/4.0",
+        "unchanged",
+    ):
         assert required in notice

@@ -16,8 +16,15 @@ from farmsync.keys.generate import generate_key
 from farmsync.keys.machinekey import MachineKey
 
 KEY = generate_key()
-TRICKY = MachineKey(KEY.validation_key, KEY.decryption_key, "HMACSHA512", "AES",
-                    "Framework45", "Contoso.Protector, Contoso", "O'Brien & \"Sons\" <1>")
+TRICKY = MachineKey(
+    KEY.validation_key,
+    KEY.decryption_key,
+    "HMACSHA512",
+    "AES",
+    "Framework45",
+    "Contoso.Protector, Contoso",
+    'O\'Brien & "Sons" <1>',
+)
 
 
 @pytest.mark.parametrize("key", [KEY, TRICKY])
@@ -31,9 +38,11 @@ def test_xml_parses_and_round_trips(key: MachineKey) -> None:
 
 def test_xml_looks_like_the_classic_generators() -> None:
     text = render_key(KEY, "xml")
-    assert text == (f'<machineKey validationKey="{KEY.validation_key}" '
-                    f'decryptionKey="{KEY.decryption_key}" validation="HMACSHA256" '
-                    'decryption="AES" />')
+    assert text == (
+        f'<machineKey validationKey="{KEY.validation_key}" '
+        f'decryptionKey="{KEY.decryption_key}" validation="HMACSHA256" '
+        'decryption="AES" />'
+    )
 
 
 def test_json_round_trips() -> None:
@@ -53,13 +62,18 @@ def test_appcmd_targets_both_root_web_configs() -> None:
         assert words[0].endswith("appcmd.exe") and words[1:3] == ["set", "config"]
         assert "/commit:WEBROOT" in words and "/section:machineKey" in words
         args = dict(w[1:].split(":", 1) for w in words[3:])
-        assert MachineKey.from_attributes({k: v for k, v in args.items()
-                                           if k not in ("commit", "section")}) == KEY
+        assert (
+            MachineKey.from_attributes(
+                {k: v for k, v in args.items() if k not in ("commit", "section")}
+            )
+            == KEY
+        )
 
 
 def test_appcmd_quotes_spaces_and_refuses_cmd_metacharacters() -> None:
-    spaced = MachineKey(KEY.validation_key, KEY.decryption_key, data_protector_type="P, A",
-                        application_name="shop")
+    spaced = MachineKey(
+        KEY.validation_key, KEY.decryption_key, data_protector_type="P, A", application_name="shop"
+    )
     assert '"/dataProtectorType:P, A"' in render_key(spaced, "appcmd")
     for bad in ("50%", 'say "hi"', "bang!"):
         hostile = MachineKey(KEY.validation_key, KEY.decryption_key, application_name=bad)
@@ -87,7 +101,8 @@ def test_powershell_parses_and_carries_every_attribute(key: MachineKey) -> None:
     for name, value in key.attributes().items():
         assert name in strings and value in strings
     assert text.count("Set-WebConfigurationProperty -PSPath 'MACHINE/WEBROOT'") == len(
-        key.attributes())
+        key.attributes()
+    )
 
 
 def test_unknown_format() -> None:

@@ -40,14 +40,17 @@ def test_default_source_is_the_os_csprng() -> None:
     assert generate_key().validation_key != generate_key().validation_key
 
 
-@pytest.mark.parametrize(("validation", "decryption", "v_hex", "d_hex"), [
-    ("HMACSHA256", "AES", 128, 64),
-    ("HMACSHA384", "AES", 256, 64),
-    ("HMACSHA512", "AES", 256, 64),
-    ("hmacsha512", "auto", 256, 64),
-    ("SHA1", "AES", 128, 64),
-    ("SHA1", "3DES", 128, 48),
-])
+@pytest.mark.parametrize(
+    ("validation", "decryption", "v_hex", "d_hex"),
+    [
+        ("HMACSHA256", "AES", 128, 64),
+        ("HMACSHA384", "AES", 256, 64),
+        ("HMACSHA512", "AES", 256, 64),
+        ("hmacsha512", "auto", 256, 64),
+        ("SHA1", "AES", 128, 64),
+        ("SHA1", "3DES", 128, 48),
+    ],
+)
 def test_sizes_per_algorithm(validation: str, decryption: str, v_hex: int, d_hex: int) -> None:
     k = generate_key(Policy(validation=validation, decryption=decryption))
     assert (len(k.validation_key), len(k.decryption_key)) == (v_hex, d_hex)

@@ -97,10 +97,16 @@ def test_history_life_cycle_rotate_then_roll_back(vault: KeyVault, vault_path: P
     vault.mark_abandoned(ec.fingerprint)  # run-c failed and was rolled back
 
     vault = KeyVault.open(vault_path, SECRET)
-    assert [e.fingerprint for e in vault.entries()] == [ec.fingerprint, eb.fingerprint,
-                                                        ea.fingerprint]
-    assert [e.status for e in vault.entries()] == [KeyStatus.ABANDONED, KeyStatus.ACTIVE,
-                                                   KeyStatus.RETIRED]
+    assert [e.fingerprint for e in vault.entries()] == [
+        ec.fingerprint,
+        eb.fingerprint,
+        ea.fingerprint,
+    ]
+    assert [e.status for e in vault.entries()] == [
+        KeyStatus.ABANDONED,
+        KeyStatus.ACTIVE,
+        KeyStatus.RETIRED,
+    ]
     assert vault.find(ea.fingerprint).origin is KeyOrigin.IMPORTED  # type: ignore[union-attr]
     assert vault.current().key == b  # type: ignore[union-attr]
     assert vault.previous().key == a  # type: ignore[union-attr]
@@ -127,8 +133,16 @@ def test_find_by_fingerprint(vault: KeyVault) -> None:
 def test_reprs_and_summaries_never_show_key_material(vault: KeyVault) -> None:
     key = generate_key()
     entry = vault.add(key, "run-1")
-    shown = " ".join([repr(entry), str(entry), repr(vault), repr(SECRET), str(SECRET),
-                      json.dumps(entry.summary())])
+    shown = " ".join(
+        [
+            repr(entry),
+            str(entry),
+            repr(vault),
+            repr(SECRET),
+            str(SECRET),
+            json.dumps(entry.summary()),
+        ]
+    )
     for secret in _secrets_of(key):
         assert secret not in shown
     assert "correct horse" not in shown
@@ -148,9 +162,19 @@ def test_wrong_passphrase_is_one_clear_error(vault: KeyVault, vault_path: Path) 
 def _regions() -> list[tuple[str, int]]:
     size = _HEADER.size
     return [
-        ("magic", 0), ("version", 9), ("scrypt-n", 10), ("scrypt-r", 14), ("scrypt-p", 18),
-        ("salt", 19), ("salt-end", 34), ("nonce", 35), ("nonce-end", size - 1),
-        ("ciphertext", size), ("ciphertext-middle", size + 100), ("tag", -16), ("tag-end", -1),
+        ("magic", 0),
+        ("version", 9),
+        ("scrypt-n", 10),
+        ("scrypt-r", 14),
+        ("scrypt-p", 18),
+        ("salt", 19),
+        ("salt-end", 34),
+        ("nonce", 35),
+        ("nonce-end", size - 1),
+        ("ciphertext", size),
+        ("ciphertext-middle", size + 100),
+        ("tag", -16),
+        ("tag-end", -1),
     ]
 
 
@@ -179,9 +203,7 @@ def test_header_asking_for_huge_scrypt_memory_is_refused_without_trying(
 
 
 @pytest.mark.parametrize("keep", [0, 7, _HEADER.size, _HEADER.size + 15, -1])
-def test_truncated_vault_is_refused(
-    vault: KeyVault, vault_path: Path, keep: int
-) -> None:
+def test_truncated_vault_is_refused(vault: KeyVault, vault_path: Path, keep: int) -> None:
     vault.add(generate_key(), "run-1")
     data = vault_path.read_bytes()
     vault_path.write_bytes(data[:keep])
@@ -248,7 +270,10 @@ def test_failed_save_leaves_the_old_vault_intact_and_no_temp_file(
     before = vault_path.read_bytes()
     out = subprocess.run(
         [sys.executable, "-c", FAILING_SAVE, str(vault_path), "correct horse battery staple"],
-        capture_output=True, text=True, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     error = json.loads(out.stdout)["error"]
     assert error is not None and error.startswith(f"cannot write vault {vault_path}: ")

@@ -34,8 +34,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("lab-machinery")]
 @pytest.fixture
 def lab(tmp_path: Path, lab_host_cache: Path) -> Lab:
     require_mono_or_fail()
-    return Lab(tmp_path / ".lab", inventory_path=tmp_path / "inv" / "lab.yml",
-               cache_dir=lab_host_cache)
+    return Lab(
+        tmp_path / ".lab", inventory_path=tmp_path / "inv" / "lab.yml", cache_dir=lab_host_cache
+    )
 
 
 def test_up_status_recycle_and_down_from_another_process_leave_nothing_running(
@@ -61,8 +62,9 @@ def test_up_status_recycle_and_down_from_another_process_leave_nothing_running(
         assert host.variables["lab_http_url"] == node1.url
 
         # A recycle (the node's restart command) replaces the ASP.NET process.
-        result = subprocess.run([str(node1.restart_script)], capture_output=True, text=True,
-                                timeout=120, check=False)
+        result = subprocess.run(
+            [str(node1.restart_script)], capture_output=True, text=True, timeout=120, check=False
+        )
         assert result.returncode == 0, result.stderr
         recycled = node1.pid
         assert recycled is not None and recycled not in pids and node1.reachable()
@@ -71,9 +73,14 @@ def test_up_status_recycle_and_down_from_another_process_leave_nothing_running(
         # An open SSH session: its sshd child must go down with the lab too.
         client = paramiko.SSHClient()
         client.load_host_keys(str(host.ssh.known_hosts_file))
-        client.connect(host.address, host.port, username=host.user,
-                       key_filename=host.ssh.private_key_file, allow_agent=False,
-                       look_for_keys=False)
+        client.connect(
+            host.address,
+            host.port,
+            username=host.user,
+            key_filename=host.ssh.private_key_file,
+            allow_agent=False,
+            look_for_keys=False,
+        )
         assert lab.status().running
     except BaseException:
         lab.down()
@@ -84,8 +91,13 @@ def test_up_status_recycle_and_down_from_another_process_leave_nothing_running(
         "import json, sys; from farmsync.lab.farm import Lab; "
         "print(json.dumps([p.__dict__ for p in Lab(sys.argv[1]).down()]))"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(lab.state_dir)], capture_output=True,
-                         text=True, timeout=120, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(lab.state_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     client.close()
     stopped = json.loads(out)
     assert {p["pid"] for p in stopped} >= set(pids) - {started.nodes[0].aspnet_pid}

@@ -57,7 +57,11 @@ class Driver:
     def farmsync(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "farmsync.cli.main", *args, "-i", str(self.lab.inventory_path)],
-            env=self.env, capture_output=True, text=True, timeout=120, check=False,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
 
     def farm(
@@ -126,8 +130,9 @@ def test_rotate_makes_every_node_accept_every_nodes_tickets_and_viewstate(
     assert json.loads(done.stdout)["outcome"] == "changed"
     driver.assert_consistent()
     after = check(driver.urls, mixed)
-    assert not any(ok for m in (after.tickets, after.viewstate) for r in m.values()
-                   for ok in r.values())  # credentials from before the rotation: rejected
+    assert not any(
+        ok for m in (after.tickets, after.viewstate) for r in m.values() for ok in r.values()
+    )  # credentials from before the rotation: rejected
 
 
 def test_sync_brings_a_node_restored_from_an_old_image_back_into_the_farm(
@@ -266,8 +271,7 @@ def full_disk(directory: Path, tmp: Path) -> Iterator[None]:
     """Put ``directory`` on a small tmpfs that is full but for a few hundred bytes."""
     saved = tmp / "saved"
     shutil.copytree(directory, saved, symlinks=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(directory)],
-                   check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(directory)], check=True)
     try:
         shutil.copytree(saved, directory, symlinks=True, dirs_exist_ok=True)
         with contextlib.suppress(OSError), open(directory / "filler", "wb", buffering=0) as f:
@@ -282,9 +286,7 @@ def full_disk(directory: Path, tmp: Path) -> Iterator[None]:
 
 
 @pytest.mark.needs_root
-def test_full_disk_stops_the_rotation_before_any_commit(
-    driver: Driver, tmp_path: Path
-) -> None:
+def test_full_disk_stops_the_rotation_before_any_commit(driver: Driver, tmp_path: Path) -> None:
     driver.ensure_one_key()
     earlier, files = issue(driver.urls), driver.snapshot()
     directory = driver.configs()["node1"].parent
@@ -305,9 +307,18 @@ def test_controller_killed_mid_commit_then_recover(driver: Driver) -> None:
     driver.ensure_one_key()
     earlier, files = issue(driver.urls), driver.snapshot()
     controller = subprocess.Popen(
-        [sys.executable, "-m", "tests.orchestration.stalling_controller",
-         str(driver.lab.inventory_path), "node3", "before"],
-        env=driver.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "tests.orchestration.stalling_controller",
+            str(driver.lab.inventory_path),
+            "node3",
+            "before",
+        ],
+        env=driver.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert controller.stdout is not None
     assert controller.stdout.readline().strip() == "STALLED"
@@ -353,7 +364,9 @@ def test_a_node_listed_twice_under_another_address_is_refused_and_the_farm_keeps
     alias = line.replace(f"[127.0.0.1]:{port}", f"[localhost]:{port}")
     known.write_text(f"{line}\n{alias}\n")
     hosts["node2-by-name"] = {
-        **node2, "ansible_host": "localhost", "farmsync_known_hosts": str(known)
+        **node2,
+        "ansible_host": "localhost",
+        "farmsync_known_hosts": str(known),
     }
     inventory = tmp_path / "lab-twice.yml"
     inventory.write_text(yaml.safe_dump(document, sort_keys=False))
@@ -361,7 +374,11 @@ def test_a_node_listed_twice_under_another_address_is_refused_and_the_farm_keeps
     for _ in range(3):
         done = subprocess.run(
             [sys.executable, "-m", "farmsync.cli.main", "rotate", "-i", str(inventory)],
-            env=driver.env, capture_output=True, text=True, timeout=120, check=False,
+            env=driver.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
         assert done.returncode == 2, done.stderr
         said = done.stdout + done.stderr

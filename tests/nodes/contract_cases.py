@@ -321,9 +321,7 @@ def commit_never_replaces_an_existing_backup(node: NodeOperations, root: Path) -
     assert Path(path).read_bytes() == OLD
 
 
-def rollback_fences_a_released_commit_that_has_not_landed(
-    node: NodeOperations, root: Path
-) -> None:
+def rollback_fences_a_released_commit_that_has_not_landed(node: NodeOperations, root: Path) -> None:
     """The rollback removes the staging file first, so a commit released later (a late
     COMMIT still in flight when the controller gave up) finds nothing to put in place."""
     path = live(root)
@@ -370,9 +368,7 @@ def backups_are_ordered_by_run_id_not_by_file_time(node: NodeOperations, root: P
     commit(node, path, NEW, current)
     assert node.list_backups([path])[path][0] == current
     node.cleanup([path], current, keep_backups=2)
-    assert node.list_backups([path]) == {
-        path: [current, "20250101T000003Z-aaaaaa"]
-    }
+    assert node.list_backups([path]) == {path: [current, "20250101T000003Z-aaaaaa"]}
     node.cleanup([path], current, keep_backups=0)
     assert node.list_backups([path]) == {path: [current]}, "never the run in progress"
     assert Path(backup_path(path, current)).read_bytes() == OLD

@@ -270,8 +270,14 @@ needs_pwsh = pytest.mark.skipif(
 
 def pwsh_argv() -> list[str]:
     assert PWSH is not None
-    return [PWSH, "-NoLogo", "-NoProfile", "-NonInteractive", "-EncodedCommand",
-            psagent.encoded_bootstrap()]
+    return [
+        PWSH,
+        "-NoLogo",
+        "-NoProfile",
+        "-NonInteractive",
+        "-EncodedCommand",
+        psagent.encoded_bootstrap(),
+    ]
 
 
 @needs_pwsh

@@ -30,7 +30,9 @@ def agent_socket(tmp_path: Path, sshd_node: SshdTestNode) -> Iterator[Path]:
         env = {**os.environ, "SSH_AUTH_SOCK": str(socket)}
         subprocess.run(
             ["ssh-add", str(sshd_node.sshd.client_key_path)],
-            env=env, capture_output=True, check=True,
+            env=env,
+            capture_output=True,
+            check=True,
         )
         yield socket
     finally:

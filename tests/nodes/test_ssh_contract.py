@@ -14,9 +14,7 @@ from tests.servers.sshd_fixtures import SshdTestNode
 
 
 @pytest.mark.parametrize("case", CONTRACT_CASES, ids=case_id)
-def test_ssh_posix_contract(
-    case: ContractCase, sshd_node: SshdTestNode, tmp_path: Path
-) -> None:
+def test_ssh_posix_contract(case: ContractCase, sshd_node: SshdTestNode, tmp_path: Path) -> None:
     root = tmp_path / "root"
     root.mkdir()
     with SshNode(sshd_node.host()) as node:

@@ -76,8 +76,9 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 64 KiB tmpfs holding a web.config; unmounted at teardown."""
     mount = tmp_path / "tiny"
     mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "tiny", str(mount)],
-                   check=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "tiny", str(mount)], check=True
+    )
     try:
         (mount / "web.config").write_bytes(SAMPLE_WEB_CONFIG)
         yield mount
@@ -125,8 +126,10 @@ def test_commit_failing_on_the_node_leaves_live_files_whole(sshd_node: SshdTestN
 
 def test_commit_undoes_earlier_files_when_a_later_one_fails(sshd_node: SshdTestNode) -> None:
     first, second = sshd_node.config, sshd_node.app_config
-    items = [StageItem(str(p), NEW, H2) for p, H2 in ((first, H), (second, sha256_hex(
-        second.read_bytes())))]
+    items = [
+        StageItem(str(p), NEW, H2)
+        for p, H2 in ((first, H), (second, sha256_hex(second.read_bytes())))
+    ]
     with SshNode(sshd_node.host()) as node:
         node.stage(items, "r1")
         armed = node.arm_commit(
@@ -155,8 +158,16 @@ def test_lost_connection_is_a_node_error(sshd_node: SshdTestNode) -> None:
 
 @pytest.mark.parametrize(
     "code",
-    [errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS,
-     errno.EISDIR, errno.ENOENT],
+    [
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EFBIG,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EROFS,
+        errno.EISDIR,
+        errno.ENOENT,
+    ],
 )
 def test_the_ssh_transport_maps_errno_as_the_agent_does(code: int) -> None:
     """One table of error kinds: an EDQUOT over SSH is what it is from the agent."""

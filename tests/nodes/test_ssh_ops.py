@@ -77,7 +77,9 @@ def test_full_rotation_round_trip(sshd_node: SshdTestNode) -> None:
         # read, stage, commit, read, rollback, list_backups, cleanup: one round trip each
         assert node.round_trips == 7
     assert sorted(os.listdir(sshd_node.web_root)) == [
-        "app", "web.config", "web.config.farmsync-r1.bak",
+        "app",
+        "web.config",
+        "web.config.farmsync-r1.bak",
     ]
 
 
@@ -188,12 +190,11 @@ def test_recycle_timeout_bounds_the_whole_command_not_each_line(
     sshd_node: SshdTestNode,
 ) -> None:
     # A line every 0.2 s for 10 s: each line is inside the timeout, the whole is not.
-    chatty = RecycleSpec(
-        RecycleKind.COMMAND, "for i in $(seq 50); do echo tick; sleep 0.2; done"
-    )
-    with SshNode(sshd_node.host(recycle=chatty, timeout=3)) as node, pytest.raises(
-        NodeError
-    ) as err:
+    chatty = RecycleSpec(RecycleKind.COMMAND, "for i in $(seq 50); do echo tick; sleep 0.2; done")
+    with (
+        SshNode(sshd_node.host(recycle=chatty, timeout=3)) as node,
+        pytest.raises(NodeError) as err,
+    ):
         node.recycle()
     assert err.value.kind is NodeErrorKind.TIMEOUT
 
@@ -204,9 +205,7 @@ def test_recycle_output_on_stderr_cannot_stall_the_command(
     # More stderr than an SSH channel window holds: unread, it would block the command
     # before it reaches its last step, and recycle() would end in a timeout.
     marker = tmp_path / "finished"
-    noisy = RecycleSpec(
-        RecycleKind.COMMAND, f"head -c 4000000 /dev/zero >&2; echo done > {marker}"
-    )
+    noisy = RecycleSpec(RecycleKind.COMMAND, f"head -c 4000000 /dev/zero >&2; echo done > {marker}")
     with SshNode(sshd_node.host(recycle=noisy, timeout=30)) as node:
         node.recycle()
         assert node.round_trips == 1

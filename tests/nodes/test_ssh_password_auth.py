@@ -49,9 +49,7 @@ def password_sshd(tmp_path: Path, sshd_keys: SshdKeys) -> Iterator[SshdNode]:
         node.stop()
 
 
-def test_password_login_reads_the_node(
-    password_sshd: SshdNode, account: tuple[str, str]
-) -> None:
+def test_password_login_reads_the_node(password_sshd: SshdNode, account: tuple[str, str]) -> None:
     user, password = account
     shared = Path(tempfile.mkdtemp(prefix="farmsync-pw-"))  # readable by the test account
     shared.chmod(0o755)
@@ -74,8 +72,9 @@ def test_a_wrong_password_is_an_auth_error_that_does_not_quote_it(
     user, _ = account
     wrong = secrets.token_urlsafe(18)
     pinned = SshSettings(known_hosts_file=str(password_sshd.known_hosts_path), allow_agent=False)
-    host = replace(ssh_host(password_sshd, ssh=pinned, user=user, password=Secret(wrong)),
-                   timeout=10.0)
+    host = replace(
+        ssh_host(password_sshd, ssh=pinned, user=user, password=Secret(wrong)), timeout=10.0
+    )
     with pytest.raises(NodeError) as info:
         SshNode(host).connect()
     assert info.value.kind is NodeErrorKind.AUTH

@@ -24,8 +24,14 @@ def test_a_client_certificate_the_node_trusts_logs_in(
     server = make_wsman_server(client_ca=str(ca))
     config = tmp_path / "web.config"
     config.write_bytes(b"<configuration/>")
-    host = wsman_host(server, transport="certificate", password=None, user=None,
-                      cert_pem=str(cert), cert_key_pem=str(key))
+    host = wsman_host(
+        server,
+        transport="certificate",
+        password=None,
+        user=None,
+        cert_pem=str(cert),
+        cert_key_pem=str(key),
+    )
     with WinrmNode(host) as node:
         state = node.read([str(config)])[str(config)]
     assert state.status is FileStatus.OK
@@ -40,8 +46,15 @@ def test_a_client_certificate_from_another_ca_is_refused(
     trusted_ca, _, _ = make_client_identity(tmp_path / "trusted", "trusted")
     _, cert, key = make_client_identity(tmp_path / "rogue", "rogue")
     server = make_wsman_server(client_ca=str(trusted_ca))
-    host = wsman_host(server, transport="certificate", password=None, user=None,
-                      cert_pem=str(cert), cert_key_pem=str(key), timeout=5.0)
+    host = wsman_host(
+        server,
+        transport="certificate",
+        password=None,
+        user=None,
+        cert_pem=str(cert),
+        cert_key_pem=str(key),
+        timeout=5.0,
+    )
     with pytest.raises(NodeError) as info:
         WinrmNode(host).connect()
     assert info.value.kind in (NodeErrorKind.TLS, NodeErrorKind.AUTH)

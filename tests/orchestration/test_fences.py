@@ -48,7 +48,9 @@ def _slow_mv_on_path(farm: TestFarm, name: str, request: pytest.FixtureRequest) 
     # The armed shell runs only where the SFTP commit cannot: deny the hard link (by the
     # request name `sftp-server -Q requests` lists), keep posix-rename for the rollback.
     node = SshdNode(
-        old.directory, keys=old.keys, path_prefix=(bin_dir,),
+        old.directory,
+        keys=old.keys,
+        path_prefix=(bin_dir,),
         sftp_subsystem="internal-sftp -P hardlink",
     )
     request.addfinalizer(node.stop)
@@ -138,7 +140,8 @@ def test_an_sftp_release_that_stalled_cannot_land_after_the_rollback(
     port = old.port
     old.stop()
     node = SshdNode(
-        old.directory, keys=old.keys,
+        old.directory,
+        keys=old.keys,
         sftp_subsystem=f"{sys.executable} {sftp_proxy.__file__} {control}",
     )
     request.addfinalizer(node.stop)

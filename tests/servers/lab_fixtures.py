@@ -78,8 +78,7 @@ def lab_farm(
 ) -> Iterator[LabFarm]:
     require_mono_or_fail()
     count = int(
-        getattr(request, "param", None)
-        or getattr(request.module, "LAB_NODES", DEFAULT_LAB_NODES)
+        getattr(request, "param", None) or getattr(request.module, "LAB_NODES", DEFAULT_LAB_NODES)
     )
     root = tmp_path_factory.mktemp("lab")
     inventory_path = root / "inventory" / "lab.yml"

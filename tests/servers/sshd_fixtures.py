@@ -114,9 +114,7 @@ def powershell_shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
-def _make_node(
-    directory: Path, keys: SshdKeys, shim: Path | None, **kwargs: Any
-) -> SshdTestNode:
+def _make_node(directory: Path, keys: SshdKeys, shim: Path | None, **kwargs: Any) -> SshdTestNode:
     web_root = directory / "www"
     (web_root / "app").mkdir(parents=True)
     (web_root / "web.config").write_bytes(SAMPLE_WEB_CONFIG)
@@ -139,7 +137,9 @@ def sshd_farm(
         for _ in range(n):
             index = len(started)
             node = _make_node(
-                tmp_path / f"node{index}", sshd_keys, powershell_shim if windows else None,
+                tmp_path / f"node{index}",
+                sshd_keys,
+                powershell_shim if windows else None,
                 **kwargs,
             )
             started.append(node)

@@ -287,9 +287,7 @@ class WsmanEndpoint:
         self, code: int, subcode: str, message: str, action: str | None = None, count: int = 1
     ) -> None:
         """Answer the next ``count`` requests with this WSManFault (HTTP 500, as Windows)."""
-        self.add_fault(
-            Fault("soap", action, count, code=code, subcode=subcode, message=message)
-        )
+        self.add_fault(Fault("soap", action, count, code=code, subcode=subcode, message=message))
 
     def forget_shells(self) -> None:
         """Lose every shell, as a restarted WinRM service does: a request naming one then
@@ -812,10 +810,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.BOUNDARY + b"\r\n"
             b"\tContent-Type: " + self.SEALED_PROTOCOL.encode() + b"\r\n"
             b"\tOriginalContent: type=application/soap+xml;charset=UTF-8;Length="
-            + str(len(payload)).encode() + b"\r\n"
-            + self.BOUNDARY + b"\r\n"
+            + str(len(payload)).encode()
+            + b"\r\n"
+            + self.BOUNDARY
+            + b"\r\n"
             b"\tContent-Type: application/octet-stream\r\n"
-            + struct.pack("<i", 16) + sealed + self.BOUNDARY + b"--\r\n"
+            + struct.pack("<i", 16)
+            + sealed
+            + self.BOUNDARY
+            + b"--\r\n"
         )
 
     def _authenticate(self, endpoint: WsmanEndpoint) -> bool:

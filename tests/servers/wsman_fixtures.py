@@ -94,15 +94,27 @@ def _new_ca(label: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = f"farmsync {label} CA"
     usage = x509.KeyUsage(
-        digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-        key_encipherment=False, data_encipherment=False, key_agreement=False,
-        encipher_only=False, decipher_only=False,
+        digital_signature=True,
+        key_cert_sign=True,
+        crl_sign=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        encipher_only=False,
+        decipher_only=False,
     )
-    cert = _issue(name, key.public_key(), key, _name(name), [
-        (x509.BasicConstraints(ca=True, path_length=0), True),
-        (usage, True),
-        (x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False),
-    ])
+    cert = _issue(
+        name,
+        key.public_key(),
+        key,
+        _name(name),
+        [
+            (x509.BasicConstraints(ca=True, path_length=0), True),
+            (usage, True),
+            (x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False),
+        ],
+    )
     return key, cert
 
 
@@ -115,9 +127,13 @@ def _write_pem(directory: Path, name: str, cert: x509.Certificate) -> Path:
 def _write_key(directory: Path, name: str, key: ec.EllipticCurvePrivateKey) -> Path:
     path = directory / name
     path.touch(mode=0o600)
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                       serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return path
 
 
@@ -125,16 +141,27 @@ def _server_cert(
     ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = _issue("localhost", key.public_key(), ca_key, ca_cert.subject, [
-        (x509.SubjectAlternativeName([
-            x509.DNSName("localhost"),
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-            x509.IPAddress(ipaddress.ip_address("::1")),
-        ]), False),
-        (x509.BasicConstraints(ca=False, path_length=None), True),
-        (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
-        (x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False),
-    ])
+    cert = _issue(
+        "localhost",
+        key.public_key(),
+        ca_key,
+        ca_cert.subject,
+        [
+            (
+                x509.SubjectAlternativeName(
+                    [
+                        x509.DNSName("localhost"),
+                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                        x509.IPAddress(ipaddress.ip_address("::1")),
+                    ]
+                ),
+                False,
+            ),
+            (x509.BasicConstraints(ca=False, path_length=None), True),
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
+            (x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False),
+        ],
+    )
     return key, cert
 
 
@@ -156,9 +183,15 @@ def make_client_identity(directory: Path, label: str) -> tuple[Path, Path, Path]
     directory.mkdir(parents=True, exist_ok=True)
     ca_key, ca_cert = _new_ca(f"{label} client")
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = _issue("farmsync-operator", key.public_key(), ca_key, ca_cert.subject, [
-        (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False),
-    ])
+    cert = _issue(
+        "farmsync-operator",
+        key.public_key(),
+        ca_key,
+        ca_cert.subject,
+        [
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False),
+        ],
+    )
     return (
         _write_pem(directory, "ca.pem", ca_cert),
         _write_pem(directory, "client.pem", cert),

@@ -46,8 +46,9 @@ CASES: dict[str, Expect] = {
     "01-net4-root-defaults": Expect(newline=CRLF),
     "02-net4-root-explicit-key": Expect(root="mk", keys=1, newline=CRLF),
     "03-net2-root-sha1": Expect(root="mk", keys=1, newline=CRLF, source=V2_ROOT, warns="legacy"),
-    "04-app-autogenerate": Expect(root="auto", keys=1, newline=CRLF, source="D:/shop/web.config",
-                                  warns="AutoGenerate"),
+    "04-app-autogenerate": Expect(
+        root="auto", keys=1, newline=CRLF, source="D:/shop/web.config", warns="AutoGenerate"
+    ),
     "05-bom-crlf": Expect(root="mk", keys=1, bom=True, newline=CRLF),
     "06-utf16le-bom": Expect(root="mk", keys=1, encoding="utf-16-le", bom=True, newline=CRLF),
     "07-utf16be-bom-no-key": Expect(encoding="utf-16-be", bom=True, newline=CRLF),
@@ -106,8 +107,11 @@ def test_inspect(name: str) -> None:
         assert not HEXRUN.search(str(info.value))
         return
     found = inspect_config(data, name)
-    assert (found.encoding, found.bom, found.newline) == (expect.encoding, expect.bom,
-                                                          expect.newline)
+    assert (found.encoding, found.bom, found.newline) == (
+        expect.encoding,
+        expect.bom,
+        expect.newline,
+    )
     assert found.encrypted is expect.encrypted
     assert len(found.machine_keys) == expect.keys
     apps = tuple(k.location_path for k in found.machine_keys if k is not found.root_key)
@@ -122,10 +126,12 @@ def test_inspect(name: str) -> None:
         with pytest.raises(MachineKeyError, match=expect.key_problem):
             validate_key(found.root_key.key, source=name, line=found.root_key.line)
     else:
-        warnings = validate_key(found.root_key.key, "v2.0.50727" if expect.source == V2_ROOT
-                                else "v4.0.30319")
+        warnings = validate_key(
+            found.root_key.key, "v2.0.50727" if expect.source == V2_ROOT else "v4.0.30319"
+        )
         assert (expect.warns is None and not warnings) or any(
-            expect.warns and expect.warns in w for w in warnings)
+            expect.warns and expect.warns in w for w in warnings
+        )
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -148,8 +154,10 @@ def test_edit(name: str) -> None:
     assert apply_machine_key(new, key, expect.source) == new  # idempotent, byte for byte
     # The non-root keys are untouched.
     assert [k.key for k in after.machine_keys if k is not after.root_key] == [
-        k.key for k in inspect_config(data, name).machine_keys
-        if k.location_path and k.in_location and k.location_path not in ("", ".")]
+        k.key
+        for k in inspect_config(data, name).machine_keys
+        if k.location_path and k.in_location and k.location_path not in ("", ".")
+    ]
 
 
 def test_hmac_key_refused_in_a_v2_config() -> None:

@@ -24,13 +24,15 @@ def doc(body: str, nl: str = "\n") -> bytes:
 
 
 def test_replacing_keeps_quotes_order_unknown_attributes_and_content() -> None:
-    old = doc("  <system.web>\n"
-              "    <machineKey lockItem='true' validation='SHA1'\n"
-              f"        validationKey='{OTHER.validation_key}'"
-              ' compatibilityMode="Framework20SP2">\n'
-              "      <!-- keep me -->\n"
-              "    </machineKey>\n"
-              "  </system.web>\n")
+    old = doc(
+        "  <system.web>\n"
+        "    <machineKey lockItem='true' validation='SHA1'\n"
+        f"        validationKey='{OTHER.validation_key}'"
+        ' compatibilityMode="Framework20SP2">\n'
+        "      <!-- keep me -->\n"
+        "    </machineKey>\n"
+        "  </system.web>\n"
+    )
     new = apply_machine_key(old, KEY, "web.config").decode()
     assert "lockItem='true' validation='HMACSHA256'" in new
     assert f"validationKey='{KEY.validation_key}'" in new
@@ -41,9 +43,13 @@ def test_replacing_keeps_quotes_order_unknown_attributes_and_content() -> None:
 
 
 def test_values_are_escaped_and_read_back() -> None:
-    key = MachineKey(KEY.validation_key, KEY.decryption_key, compatibility_mode="Framework45",
-                     data_protector_type="Contoso.P, Contoso",
-                     application_name="A & B <\"quoted\">\t'x'")
+    key = MachineKey(
+        KEY.validation_key,
+        KEY.decryption_key,
+        compatibility_mode="Framework45",
+        data_protector_type="Contoso.P, Contoso",
+        application_name="A & B <\"quoted\">\t'x'",
+    )
     old = doc("  <system.web>\n    <machineKey applicationName='old' />\n  </system.web>\n")
     new = apply_machine_key(old, key, "web.config")
     found = inspect_config(new, "web.config").root_key
@@ -53,7 +59,7 @@ def test_values_are_escaped_and_read_back() -> None:
 
 
 def test_insertion_follows_indentation_and_newlines() -> None:
-    old = doc("\t<system.web>\r\n\t\t<trust level=\"Full\" />\r\n\t</system.web>\r\n", "\r\n")
+    old = doc('\t<system.web>\r\n\t\t<trust level="Full" />\r\n\t</system.web>\r\n', "\r\n")
     new = apply_machine_key(old, KEY, "web.config").decode()
     expected = f'\t\t<trust level="Full" />\r\n\t\t<machineKey validationKey="{KEY.validation_key}"'
     assert expected in new
@@ -61,10 +67,12 @@ def test_insertion_follows_indentation_and_newlines() -> None:
 
 
 def test_location_block_is_edited_in_place_and_reported() -> None:
-    old = doc('  <location path="" allowOverride="false">\n    <system.web>\n'
-              f'      <machineKey validationKey="{OTHER.validation_key}" '
-              f'decryptionKey="{OTHER.decryption_key}" />\n'
-              "    </system.web>\n  </location>\n")
+    old = doc(
+        '  <location path="" allowOverride="false">\n    <system.web>\n'
+        f'      <machineKey validationKey="{OTHER.validation_key}" '
+        f'decryptionKey="{OTHER.decryption_key}" />\n'
+        "    </system.web>\n  </location>\n"
+    )
     before = inspect_config(old, "web.config")
     assert before.root_key is not None and before.root_key.in_location
     assert before.root_key.location_path == "" and before.root_key.line == 5
@@ -75,9 +83,11 @@ def test_location_block_is_edited_in_place_and_reported() -> None:
 
 
 def test_encrypted_system_web_is_refused() -> None:
-    old = doc('  <system.web configProtectionProvider="DataProtectionConfigurationProvider">\n'
-              "    <EncryptedData><CipherData><CipherValue>AQAAANCMnd8B</CipherValue>"
-              "</CipherData></EncryptedData>\n  </system.web>\n")
+    old = doc(
+        '  <system.web configProtectionProvider="DataProtectionConfigurationProvider">\n'
+        "    <EncryptedData><CipherData><CipherValue>AQAAANCMnd8B</CipherValue>"
+        "</CipherData></EncryptedData>\n  </system.web>\n"
+    )
     assert inspect_config(old, "w").encrypted
     with pytest.raises(ConfigFileError, match="encrypted") as info:
         apply_machine_key(old, KEY, "w")
@@ -94,13 +104,17 @@ V = KEY.validation_key
 SW, END = "  <system.web>\n    ", "\n  </system.web>\n"
 
 
-@pytest.mark.parametrize("bad", [
-    f'{SW}<machineKey validationKey="{V}',  # truncated inside the key
-    f'{SW}<machineKey validationKey="{V}" validationKey="{V}"/>{END}',  # duplicate attribute
-    f'{SW}<machineKey validationKey="{V}"></machinekey>{END}',  # mismatched end tag
-    f"{SW}<machineKey validationKey={V} />{END}",  # unquoted value
-    f'{SW}<machineKey validationKey="{V}" />{END}<system.web/>',  # two system.web
-], ids=["truncated", "duplicate-attribute", "mismatched-end-tag", "unquoted", "two-system-web"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        f'{SW}<machineKey validationKey="{V}',  # truncated inside the key
+        f'{SW}<machineKey validationKey="{V}" validationKey="{V}"/>{END}',  # duplicate attribute
+        f'{SW}<machineKey validationKey="{V}"></machinekey>{END}',  # mismatched end tag
+        f"{SW}<machineKey validationKey={V} />{END}",  # unquoted value
+        f'{SW}<machineKey validationKey="{V}" />{END}<system.web/>',  # two system.web
+    ],
+    ids=["truncated", "duplicate-attribute", "mismatched-end-tag", "unquoted", "two-system-web"],
+)
 def test_errors_never_carry_key_material(bad: str) -> None:
     data = doc(bad)
     with pytest.raises(ConfigFileError) as info:
@@ -111,14 +125,22 @@ def test_errors_never_carry_key_material(bad: str) -> None:
 
 
 def test_masked_diff_shows_fingerprints_not_keys() -> None:
-    old = doc(f'  <system.web>\r\n    <machineKey validationKey="{OTHER.validation_key}" '
-              f'decryptionKey="{OTHER.decryption_key}" />\r\n  </system.web>\r\n'
-              '  <connectionStrings><add name="db" connectionString="Password=hunter2" />'
-              "</connectionStrings>\r\n", "\r\n")
+    old = doc(
+        f'  <system.web>\r\n    <machineKey validationKey="{OTHER.validation_key}" '
+        f'decryptionKey="{OTHER.decryption_key}" />\r\n  </system.web>\r\n'
+        '  <connectionStrings><add name="db" connectionString="Password=hunter2" />'
+        "</connectionStrings>\r\n",
+        "\r\n",
+    )
     new = apply_machine_key(old, KEY, "web.config")
     diff = masked_diff(old, new, "web.config")
-    for secret in (KEY.validation_key, KEY.decryption_key, OTHER.validation_key,
-                   OTHER.decryption_key, "hunter2"):
+    for secret in (
+        KEY.validation_key,
+        KEY.decryption_key,
+        OTHER.validation_key,
+        OTHER.decryption_key,
+        "hunter2",
+    ):
         assert secret not in diff and secret[:16] not in diff
     assert diff.startswith("--- a/web.config\n+++ b/web.config\n")
     assert re.search(r'^-.*validationKey="…\(masked #[0-9a-f]{8}\)"', diff, re.M)
@@ -128,7 +150,9 @@ def test_masked_diff_shows_fingerprints_not_keys() -> None:
 
 
 def test_masked_diff_keeps_autogenerate_readable() -> None:
-    old = doc('  <system.web>\n    <machineKey validationKey="AutoGenerate,IsolateApps" />\n'
-              "  </system.web>\n")
+    old = doc(
+        '  <system.web>\n    <machineKey validationKey="AutoGenerate,IsolateApps" />\n'
+        "  </system.web>\n"
+    )
     diff = masked_diff(old, apply_machine_key(old, KEY, "w"), "w")
     assert '-    <machineKey validationKey="AutoGenerate,IsolateApps" />' in diff

@@ -17,8 +17,9 @@ from tests.webconfig.support import assert_only_machine_key_changed
 
 # Kept small for the suite's time budget; FARMSYNC_HYPOTHESIS_EXAMPLES=2000 for a deep run.
 EXAMPLES = int(os.environ.get("FARMSYNC_HYPOTHESIS_EXAMPLES", "70"))
-SETTINGS = settings(max_examples=EXAMPLES, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 safe_text = st.text(alphabet=st.sampled_from("abc XYZ 019 é€\t_.:;=/\"'"), max_size=20)
 comments = safe_text.map(lambda t: f"<!--{t}-->")
@@ -26,7 +27,7 @@ siblings = st.one_of(
     st.just('<compilation debug="true" targetFramework="4.8" />'),
     st.just("<httpRuntime enableVersionHeader='false'/>"),
     st.just('<add key="a&amp;b" value="&lt;machineKey validationKey=&quot;x&quot;/&gt;" />'),
-    st.just('<pages>\n<namespaces><![CDATA[<machineKey />]]></namespaces></pages>'),
+    st.just("<pages>\n<namespaces><![CDATA[<machineKey />]]></namespaces></pages>"),
     st.just("<?farmsync ignore?>"),
     comments,
     comments.map(lambda c: c.replace("<!--", "<!-- <machineKey decryption='DES'/> ")),
@@ -44,20 +45,30 @@ def hex_key(draw: st.DrawFn, size: int) -> str:
 def machine_key_element(draw: st.DrawFn) -> str:
     attrs = []
     if draw(st.booleans()):
-        attrs.append(("validationKey", draw(st.one_of(
-            hex_key(64), st.sampled_from(["AutoGenerate", "AutoGenerate,IsolateApps"])))))
+        attrs.append(
+            (
+                "validationKey",
+                draw(
+                    st.one_of(
+                        hex_key(64), st.sampled_from(["AutoGenerate", "AutoGenerate,IsolateApps"])
+                    )
+                ),
+            )
+        )
     if draw(st.booleans()):
         attrs.append(("decryptionKey", draw(hex_key(32))))
-    for name, values in (("validation", ["SHA1", "HMACSHA256", "hmacsha512"]),
-                         ("decryption", ["AES", "Auto", "3DES"]),
-                         ("compatibilityMode", ["Framework20SP2", "Framework45"]),
-                         ("lockItem", ["true"]), ("applicationName", ["", "shop & co"])):
+    for name, values in (
+        ("validation", ["SHA1", "HMACSHA256", "hmacsha512"]),
+        ("decryption", ["AES", "Auto", "3DES"]),
+        ("compatibilityMode", ["Framework20SP2", "Framework45"]),
+        ("lockItem", ["true"]),
+        ("applicationName", ["", "shop & co"]),
+    ):
         if draw(st.booleans()):
             attrs.append((name, draw(st.sampled_from(values)).replace("&", "&amp;")))
     attrs = draw(st.permutations(attrs))
     quote = draw(st.sampled_from(['"', "'"]))
-    text = "<machineKey" + "".join(
-        f"{draw(spacing)}{n}={quote}{v}{quote}" for n, v in attrs)
+    text = "<machineKey" + "".join(f"{draw(spacing)}{n}={quote}{v}{quote}" for n, v in attrs)
     if draw(st.booleans()):
         return text + draw(st.sampled_from(["/>", " />", "\n    />"]))
     return text + ">" + draw(st.sampled_from(["", "<!-- note -->", "\n  "])) + "</machineKey>"
@@ -80,16 +91,34 @@ def web_config(draw: st.DrawFn) -> tuple[bytes, str]:
         return "<system.web>" + block(depth + 1, children) + nl + unit * depth + "</system.web>"
 
     shape = draw(st.sampled_from(["direct", "location-root", "none", "no-system-web"]))
-    top: list[str] = draw(st.lists(st.sampled_from(
-        ["<appSettings />", '<connectionStrings>\n</connectionStrings>']), max_size=2))
+    top: list[str] = draw(
+        st.lists(
+            st.sampled_from(["<appSettings />", "<connectionStrings>\n</connectionStrings>"]),
+            max_size=2,
+        )
+    )
     if shape != "no-system-web":
         top.append(system_web(1, shape == "direct"))
     if shape == "location-root":
-        top.append(f'<location path="{draw(st.sampled_from(["", "."]))}">' + nl + unit * 2
-                   + system_web(2, True) + nl + unit + "</location>")
+        top.append(
+            f'<location path="{draw(st.sampled_from(["", "."]))}">'
+            + nl
+            + unit * 2
+            + system_web(2, True)
+            + nl
+            + unit
+            + "</location>"
+        )
     if draw(st.booleans()):
-        top.append('<location path="Default Web Site/App">' + nl + unit * 2
-                   + system_web(2, True) + nl + unit + "</location>")
+        top.append(
+            '<location path="Default Web Site/App">'
+            + nl
+            + unit * 2
+            + system_web(2, True)
+            + nl
+            + unit
+            + "</location>"
+        )
     top = draw(st.permutations(top))
     head = '<?xml version="1.0" encoding="utf-8"?>' + nl if draw(st.booleans()) else ""
     head += draw(st.sampled_from(["", "<!-- root web.config -->" + nl]))
@@ -109,13 +138,15 @@ def keys(draw: st.DrawFn) -> MachineKey:
     offset = [0]
 
     def randbytes(n: int) -> bytes:
-        chunk = pool[offset[0]:offset[0] + n]
+        chunk = pool[offset[0] : offset[0] + n]
         offset[0] += n
         return chunk
 
-    policy = Policy(validation=draw(st.sampled_from(["HMACSHA256", "HMACSHA512", "SHA1"])),
-                    decryption=draw(st.sampled_from(["AES", "3DES", "Auto"])),
-                    compatibility_mode=draw(st.sampled_from([None, "Framework45"])))
+    policy = Policy(
+        validation=draw(st.sampled_from(["HMACSHA256", "HMACSHA512", "SHA1"])),
+        decryption=draw(st.sampled_from(["AES", "3DES", "Auto"])),
+        compatibility_mode=draw(st.sampled_from([None, "Framework45"])),
+    )
     return generate_key(policy, randbytes=randbytes)
 
 
@@ -130,13 +161,16 @@ def test_edit_touches_only_the_element_and_is_idempotent(
     assert_only_machine_key_changed(data, new)
     after = inspect_config(new, "web.config")
     assert after.root_key is not None and after.root_key.key == key
-    assert after.root_key.in_location == (before.root_key is not None
-                                          and before.root_key.in_location)
+    assert after.root_key.in_location == (
+        before.root_key is not None and before.root_key.in_location
+    )
+
     def others(found: list[FoundMachineKey], root: FoundMachineKey | None) -> list[object]:
         return [(k.key, k.location_path, k.in_location) for k in found if k is not root]
 
     assert others(list(after.machine_keys), after.root_key) == others(
-        list(before.machine_keys), before.root_key)
+        list(before.machine_keys), before.root_key
+    )
     assert apply_machine_key(new, key, "web.config") == new
 
 

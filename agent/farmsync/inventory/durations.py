@@ -17,9 +17,7 @@ _PART = re.compile(r"\s*(\d+)\s*([wdhms])", re.IGNORECASE)
 _EXAMPLES = 'use a number and a unit (w, d, h, m, s), e.g. "90d", "12w", "36h" or "1d12h"'
 
 
-def parse_duration(
-    text: str, *, source: str | None = None, line: int | None = None
-) -> timedelta:
+def parse_duration(text: str, *, source: str | None = None, line: int | None = None) -> timedelta:
     """Parse ``text`` into a timedelta; raise InputError (with ``source``/``line``) if malformed."""
     if not isinstance(text, str):
         raise InputError(f"duration {text!r} has no unit: {_EXAMPLES}", source=source, line=line)

@@ -139,6 +139,7 @@ def _enumerate(inventory: Inventory, expression: str) -> list[str]:
 
         def is_match(name: str) -> bool:
             return matcher.match(name) is not None
+
     found: dict[str, None] = {}
     groups = [name for name in inventory.groups if is_match(name)]
     for group in groups:

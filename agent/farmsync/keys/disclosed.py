@@ -50,16 +50,20 @@ class DisclosedKeys:
         try:
             text = Path(path).read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot read disclosed-keys list: {exc.__class__.__name__}",
-                             source=source) from None
+            raise InputError(
+                f"cannot read disclosed-keys list: {exc.__class__.__name__}", source=source
+            ) from None
         return cls.parse(text, source)
 
     @classmethod
     def parse(cls, text: str, source: str) -> DisclosedKeys:
         lines = text.splitlines()
         if not lines or [c.strip().lower() for c in lines[0].split(",")] != _HEADER:
-            raise InputError("not a disclosed-keys list (expected header "
-                             "'validationKey, decryptionKey')", source=source, line=1)
+            raise InputError(
+                "not a disclosed-keys list (expected header 'validationKey, decryptionKey')",
+                source=source,
+                line=1,
+            )
         validation: set[str] = set()
         decryption: set[str] = set()
         rows = 0
@@ -87,11 +91,14 @@ class DisclosedKeys:
             if not line.strip() or line.lstrip().startswith("#"):
                 continue
             cells = [c.strip() for c in line.split(",")]
-            if len(cells) != 2 or not any(cells) or not all(
-                _KEY_HEX.fullmatch(c) for c in cells if c
+            if (
+                len(cells) != 2
+                or not any(cells)
+                or not all(_KEY_HEX.fullmatch(c) for c in cells if c)
             ):
                 raise InputError(
-                    "expected VALIDATIONKEY,DECRYPTIONKEY in hexadecimal", source=source,
+                    "expected VALIDATIONKEY,DECRYPTIONKEY in hexadecimal",
+                    source=source,
                     line=number,
                 )
             rows += 1
@@ -108,8 +115,9 @@ class DisclosedKeys:
         try:
             text = Path(path).read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot read disclosed-keys list: {exc.__class__.__name__}",
-                             source=source) from None
+            raise InputError(
+                f"cannot read disclosed-keys list: {exc.__class__.__name__}", source=source
+            ) from None
         first = next((line for line in text.splitlines() if line.strip()), "")
         if [c.strip().lower() for c in first.split(",")] == _HEADER:
             return cls.parse(text, source)
@@ -128,9 +136,11 @@ class DisclosedKeys:
     def check(self, key: MachineKey) -> Disclosure | None:
         """Which of ``key``'s explicit keys appear in the list, if any."""
         v = not is_auto_generate(key.validation_key) and (
-            key_hash(key.validation_key) in self.validation_hashes)
+            key_hash(key.validation_key) in self.validation_hashes
+        )
         d = not is_auto_generate(key.decryption_key) and (
-            key_hash(key.decryption_key) in self.decryption_hashes)
+            key_hash(key.decryption_key) in self.decryption_hashes
+        )
         if v and d:
             return "both"
         if v:

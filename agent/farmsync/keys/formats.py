@@ -16,8 +16,7 @@ from farmsync.keys.machinekey import MachineKey
 Format = Literal["xml", "json", "appcmd", "powershell"]
 FORMATS: tuple[Format, ...] = ("xml", "json", "appcmd", "powershell")
 
-_XML_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "\t": "&#9;", "\n": "&#10;",
-                "\r": "&#13;"}
+_XML_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "\t": "&#9;", "\n": "&#10;", "\r": "&#13;"}
 
 
 def xml_attribute_value(value: str, quote: str = '"') -> str:
@@ -27,8 +26,9 @@ def xml_attribute_value(value: str, quote: str = '"') -> str:
 
 
 def render_xml(key: MachineKey) -> str:
-    attrs = " ".join(f'{name}="{xml_attribute_value(value)}"'
-                     for name, value in key.attributes().items())
+    attrs = " ".join(
+        f'{name}="{xml_attribute_value(value)}"' for name, value in key.attributes().items()
+    )
     return f"<machineKey {attrs} />"
 
 
@@ -42,8 +42,9 @@ def _cmd_argument(name: str, value: str) -> str:
         return arg
     if _CMD_UNSAFE.search(value):
         # cmd.exe expands % and ! even inside quotes; refuse rather than emit a trap.
-        raise MachineKeyError(f"{name} cannot be written safely on a cmd.exe command line",
-                              source="--format appcmd")
+        raise MachineKeyError(
+            f"{name} cannot be written safely on a cmd.exe command line", source="--format appcmd"
+        )
     return f'"{arg}"'
 
 
@@ -101,8 +102,7 @@ def render_powershell(key: MachineKey) -> str:
 
 
 def render_json(key: MachineKey) -> str:
-    return json.dumps({"fingerprint": key.fingerprint(), "machineKey": key.attributes()},
-                      indent=2)
+    return json.dumps({"fingerprint": key.fingerprint(), "machineKey": key.attributes()}, indent=2)
 
 
 def render_key(key: MachineKey, fmt: Format) -> str:

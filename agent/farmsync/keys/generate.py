@@ -38,11 +38,13 @@ def generate_key(
     validation = canonical_validation(policy.validation)
     decryption = canonical_decryption(policy.decryption)
     if validation is None:
-        raise MachineKeyError(f"unknown validation algorithm {policy.validation!r}",
-                              source="policy")
+        raise MachineKeyError(
+            f"unknown validation algorithm {policy.validation!r}", source="policy"
+        )
     if decryption is None:
-        raise MachineKeyError(f"unknown decryption algorithm {policy.decryption!r}",
-                              source="policy")
+        raise MachineKeyError(
+            f"unknown decryption algorithm {policy.decryption!r}", source="policy"
+        )
     key = MachineKey(
         validation_key=_random_hex(randbytes, VALIDATION_ALGORITHMS[validation].generate_bytes),
         decryption_key=_random_hex(randbytes, DECRYPTION_ALGORITHMS[decryption].generate_bytes),

@@ -179,18 +179,25 @@ def _check_key_value(
         modifiers = [p.strip() for p in parts[1:]]
         unknown = [m for m in modifiers if m not in AUTO_MODIFIERS]
         if parts[0] != AUTO_GENERATE or unknown or len(set(modifiers)) != len(modifiers):
-            fail(f"{attr}: invalid AutoGenerate form (allowed: AutoGenerate[,IsolateApps]"
-                 "[,IsolateByAppId])")
+            fail(
+                f"{attr}: invalid AutoGenerate form (allowed: AutoGenerate[,IsolateApps]"
+                "[,IsolateByAppId])"
+            )
         if any(p != p.strip() for p in parts):
             # ASP.NET looks for ",IsolateApps" literally: a space disables the modifier.
-            warnings.append(f"{attr}: spaces in the AutoGenerate form make ASP.NET ignore "
-                            "the modifiers")
-        warnings.append(f"{attr} is AutoGenerate: each node derives its own key, so a farm "
-                        "needs an explicit key")
+            warnings.append(
+                f"{attr}: spaces in the AutoGenerate form make ASP.NET ignore the modifiers"
+            )
+        warnings.append(
+            f"{attr} is AutoGenerate: each node derives its own key, so a farm "
+            "needs an explicit key"
+        )
         return
     if "," in value:
-        fail(f"{attr}: IsolateApps/IsolateByAppId can only be used with AutoGenerate, "
-             "not with an explicit key")
+        fail(
+            f"{attr}: IsolateApps/IsolateByAppId can only be used with AutoGenerate, "
+            "not with an explicit key"
+        )
     if not value or _HEX.fullmatch(value) is None:
         fail(f"{attr} must be hexadecimal digits only")
     if len(value) % 2:
@@ -232,18 +239,24 @@ def validate_key(
 
     validation = canonical_validation(key.validation)
     if validation is None:
-        fail(f"unknown validation algorithm {_shown(key.validation)} "
-             f"(known: {', '.join(VALIDATION_ALGORITHMS)})")
+        fail(
+            f"unknown validation algorithm {_shown(key.validation)} "
+            f"(known: {', '.join(VALIDATION_ALGORITHMS)})"
+        )
     decryption = canonical_decryption(key.decryption)
     if decryption is None:
-        fail(f"unknown decryption algorithm {_shown(key.decryption)} "
-             f"(known: {', '.join(DECRYPTION_ALGORITHMS)})")
+        fail(
+            f"unknown decryption algorithm {_shown(key.decryption)} "
+            f"(known: {', '.join(DECRYPTION_ALGORITHMS)})"
+        )
     v_alg = VALIDATION_ALGORITHMS[validation]
     d_alg = DECRYPTION_ALGORITHMS[decryption]
 
     if v2 and not v_alg.v2_ok:
-        fail(f"validation={validation} is not valid in a {FRAMEWORK_V2} config "
-             "(HMACSHA* needs .NET 4)")
+        fail(
+            f"validation={validation} is not valid in a {FRAMEWORK_V2} config "
+            "(HMACSHA* needs .NET 4)"
+        )
     if v2 and not d_alg.v2_ok:
         fail(f"decryption={decryption} is not valid in a {FRAMEWORK_V2} config")
 
@@ -252,8 +265,10 @@ def validate_key(
 
     if key.compatibility_mode is not None:
         if key.compatibility_mode not in COMPATIBILITY_MODES:
-            fail(f"unknown compatibilityMode {_shown(key.compatibility_mode)} "
-                 f"(known: {', '.join(COMPATIBILITY_MODES)})")
+            fail(
+                f"unknown compatibilityMode {_shown(key.compatibility_mode)} "
+                f"(known: {', '.join(COMPATIBILITY_MODES)})"
+            )
         if v2 and key.compatibility_mode == "Framework45":
             fail(f"compatibilityMode=Framework45 is not valid in a {FRAMEWORK_V2} config")
     if key.data_protector_type is not None:
@@ -266,8 +281,10 @@ def validate_key(
         if new_key and alg.weak and not force:
             fail(f"{attr}={alg.name} is too weak for a new key (use --force to insist)")
         if alg.legacy:
-            warnings.append(f"{attr}={alg.name} is a legacy algorithm; prefer "
-                            f"{'HMACSHA256' if attr == 'validation' else 'AES'}")
+            warnings.append(
+                f"{attr}={alg.name} is a legacy algorithm; prefer "
+                f"{'HMACSHA256' if attr == 'validation' else 'AES'}"
+            )
     if new_key and not key.is_explicit:
         fail("a new key must be explicit, not AutoGenerate")
     return warnings

@@ -444,11 +444,15 @@ class KeyVault:
         now = _utc_now()
         retired = [
             replace(e, status=KeyStatus.RETIRED, retired_at=now)
-            if e.status is KeyStatus.ACTIVE else e
+            if e.status is KeyStatus.ACTIVE
+            else e
             for e in self._entries
         ]
         activated = replace(
-            target, status=KeyStatus.ACTIVE, activated_at=now, activated_run=run_id,
+            target,
+            status=KeyStatus.ACTIVE,
+            activated_at=now,
+            activated_run=run_id,
             retired_at=None,
         )
         self._commit(_replaced(retired, activated))
@@ -473,7 +477,9 @@ class KeyVault:
         ident = self.identity
         takeovers = [*ident.takeovers, dict(takeover)] if takeover else ident.takeovers
         new = replace(
-            ident, generation=max(ident.generation, generation), farm_id=farm_id,
+            ident,
+            generation=max(ident.generation, generation),
+            farm_id=farm_id,
             takeovers=takeovers,
         )
         old, self.identity = self.identity, new

@@ -159,8 +159,12 @@ def _source_digest(mcs: str) -> str:
 
 def _mcs(mcs: str, args: list[str], cwd: Path) -> None:
     result = subprocess.run(
-        [mcs, "-nologo", "-optimize+", *args], cwd=cwd, capture_output=True, text=True,
-        timeout=300, check=False,
+        [mcs, "-nologo", "-optimize+", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     if result.returncode != 0:
         raise LabError(f"mcs could not compile the lab host:\n{result.stdout}{result.stderr}")
@@ -181,10 +185,27 @@ def build_host(cache_dir: Path | None = None) -> HostBuild:
     tmp = cache / f".build-{os.getpid()}-{time.monotonic_ns()}"
     tmp.mkdir()
     try:
-        _mcs(mcs, ["-target:library", "-out:FarmsyncLab.dll", "-r:System.Web.dll",
-                   str(ASSETS / HOST_LIBRARY_SOURCE)], tmp)
-        _mcs(mcs, ["-target:exe", "-out:FarmsyncLabHost.exe", "-r:System.Web.dll",
-                   "-r:FarmsyncLab.dll", str(ASSETS / HOST_LAUNCHER_SOURCE)], tmp)
+        _mcs(
+            mcs,
+            [
+                "-target:library",
+                "-out:FarmsyncLab.dll",
+                "-r:System.Web.dll",
+                str(ASSETS / HOST_LIBRARY_SOURCE),
+            ],
+            tmp,
+        )
+        _mcs(
+            mcs,
+            [
+                "-target:exe",
+                "-out:FarmsyncLabHost.exe",
+                "-r:System.Web.dll",
+                "-r:FarmsyncLab.dll",
+                str(ASSETS / HOST_LAUNCHER_SOURCE),
+            ],
+            tmp,
+        )
         try:
             os.rename(tmp, build.directory)
         except OSError:
@@ -283,7 +304,10 @@ class AspNetNode:
         try:
             spec = json.loads((node_dir / SPEC_NAME).read_text())
             return cls(
-                str(spec["name"]), node_dir, int(spec["port"]), str(spec["mono"]),
+                str(spec["name"]),
+                node_dir,
+                int(spec["port"]),
+                str(spec["mono"]),
                 Path(spec["launcher"]),
             )
         except (OSError, ValueError, KeyError, TypeError) as e:
@@ -436,8 +460,10 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m farmsync.lab.aspnet {restart|start|stop|status} NODE_DIR``."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2 or args[0] not in ("restart", "start", "stop", "status"):
-        print("usage: python -m farmsync.lab.aspnet {restart|start|stop|status} NODE_DIR",
-              file=sys.stderr)
+        print(
+            "usage: python -m farmsync.lab.aspnet {restart|start|stop|status} NODE_DIR",
+            file=sys.stderr,
+        )
         return ExitCode.BAD_INPUT
     action, node_dir = args
     try:

@@ -75,34 +75,44 @@ def run(console: Console, root: Path) -> list[tuple[str, bool]]:
         before = lab.up(NODES)
         console.print(_keys(before))
         keys_before = {n.key_fingerprint for n in before.nodes}
-        checks.append((f"{NODES} nodes start on {NODES} different keys",
-                       len(keys_before) == NODES))
+        checks.append((f"{NODES} nodes start on {NODES} different keys", len(keys_before) == NODES))
         urls = {n.name: n.http_url for n in before.nodes}
 
         console.rule("2. what a rotation would change (read only)")
-        checks.append(("rotate --check exits 0",
-                       _farmsync(["rotate", "--check", "-i", str(inventory)], env, console) == 0))
+        checks.append(
+            (
+                "rotate --check exits 0",
+                _farmsync(["rotate", "--check", "-i", str(inventory)], env, console) == 0,
+            )
+        )
 
         console.rule(f"3. credentials from {ISSUER} on a farm with mixed keys")
         mixed = cross_check(urls, [ISSUER])
         console.print(_acceptance(mixed))
-        checks.append((f"{ISSUER}'s ticket and ViewState rejected by the other nodes",
-                       mixed.only_at_home()))
+        checks.append(
+            (f"{ISSUER}'s ticket and ViewState rejected by the other nodes", mixed.only_at_home())
+        )
 
         console.rule("4. farmsync rotate")
-        checks.append(("rotate exits 0",
-                       _farmsync(["rotate", "-i", str(inventory)], env, console) == 0))
+        checks.append(
+            ("rotate exits 0", _farmsync(["rotate", "-i", str(inventory)], env, console) == 0)
+        )
 
         console.rule("5. after the rotation")
         after = lab.status()
         console.print(_keys(after))
         keys_after = {n.key_fingerprint for n in after.nodes}
-        checks.append(("every node holds the same new key",
-                       len(keys_after) == 1 and not keys_after & keys_before))
+        checks.append(
+            (
+                "every node holds the same new key",
+                len(keys_after) == 1 and not keys_after & keys_before,
+            )
+        )
         shared = cross_check(urls, [ISSUER])
         console.print(_acceptance(shared))
-        checks.append((f"{ISSUER}'s ticket and ViewState accepted by every node",
-                       shared.everywhere()))
+        checks.append(
+            (f"{ISSUER}'s ticket and ViewState accepted by every node", shared.everywhere())
+        )
     finally:
         console.rule("6. stopping the lab")
         stopped = lab.down()

@@ -56,8 +56,9 @@ class Response:
         if self.status >= 500:
             found = re.search(r"\b(?:System|Mono)\.[\w.]*(?:Exception|Error)\b", self.body)
             return f"HTTP {self.status}: {found.group(0) if found else 'server error'}"
-        text = " ".join(re.sub(r"(?s)<style.*?</style>|<script.*?</script>|<[^>]+>", " ",
-                               self.body).split())[:120]
+        text = " ".join(
+            re.sub(r"(?s)<style.*?</style>|<script.*?</script>|<[^>]+>", " ", self.body).split()
+        )[:120]
         return f"HTTP {self.status}: {text}"
 
 
@@ -118,7 +119,7 @@ def request(
 
 
 def health(base_url: str, timeout: float = 2.0) -> str:
-    """"ok"; "config-error TYPE" when System.Web cannot use the node's machineKey (its ping
+    """ "ok"; "config-error TYPE" when System.Web cannot use the node's machineKey (its ping
     page round-trips a ticket); "unreachable" when nothing answers as the lab app does."""
     try:
         response = request(base_url, "ping.axd", timeout=timeout)

@@ -42,15 +42,17 @@ class Acceptance:
 
 def issue(urls: Mapping[str, str], issuers: Sequence[str] | None = None) -> list[Credentials]:
     names = list(issuers) if issuers is not None else list(urls)
-    return [Credentials(n, issue_ticket(urls[n], user=f"user-of-{n}"), fetch_form(urls[n]))
-            for n in names]
+    return [
+        Credentials(n, issue_ticket(urls[n], user=f"user-of-{n}"), fetch_form(urls[n]))
+        for n in names
+    ]
 
 
 def check(urls: Mapping[str, str], credentials: Sequence[Credentials]) -> Acceptance:
-    tickets = {c.issuer: {n: check_ticket(u, c.cookie) for n, u in urls.items()}
-               for c in credentials}
-    viewstate = {c.issuer: {n: post_form(u, c.form) for n, u in urls.items()}
-                 for c in credentials}
+    tickets = {
+        c.issuer: {n: check_ticket(u, c.cookie) for n, u in urls.items()} for c in credentials
+    }
+    viewstate = {c.issuer: {n: post_form(u, c.form) for n, u in urls.items()} for c in credentials}
     return Acceptance(tickets, viewstate)
 
 

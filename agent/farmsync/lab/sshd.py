@@ -141,9 +141,9 @@ class SshdNode:
         # This node's own host key, kept across restarts (the lab starts nodes again).
         self.host_key_path = self.directory / "ssh_host_ed25519_key"
         if self.host_key_path.exists():
-            self.host_public = self.host_key_path.with_name(
-                self.host_key_path.name + ".pub"
-            ).read_text().strip()
+            self.host_public = (
+                self.host_key_path.with_name(self.host_key_path.name + ".pub").read_text().strip()
+            )
         else:
             self.host_public = generate_key(self.host_key_path, "farmsync-lab-host")
         self.host = address
@@ -225,9 +225,7 @@ class SshdNode:
         raise SshdError(f"sshd did not start on {self.host}:{self.port}:\n{self.log_tail()}")
 
     def _launch(self) -> bool:
-        preexec = (
-            _drop_file_mode_bypass if self._honour_file_modes and os.getuid() == 0 else None
-        )
+        preexec = _drop_file_mode_bypass if self._honour_file_modes and os.getuid() == 0 else None
         self._process = subprocess.Popen(
             [SSHD, "-D", "-f", str(self.config_path), "-E", str(self.log_path)],
             stdin=subprocess.DEVNULL,

@@ -202,7 +202,6 @@ def _remove_file(path: str) -> bool:
     return True
 
 
-
 def _copy_permissions(fd: int, like_path: str, like: os.stat_result) -> None:
     """Give an open new file the owner, mode and POSIX ACL of ``like_path``."""
     with contextlib.suppress(PermissionError):  # unprivileged: stays ours, same mode bits
@@ -630,9 +629,7 @@ def _iis_pools(appcmd: str) -> list[tuple[str, str]]:  # pragma: no cover - Wind
     """(name, state) of every pool; WAS stopped or IIS absent are clear errors."""
     if not os.path.isfile(appcmd):
         raise AgentError(NodeErrorKind.NOT_FOUND, "IIS is not installed on this node")
-    out = subprocess.run(
-        [appcmd, "list", "apppool", "/text:*"], capture_output=True, check=False
-    )
+    out = subprocess.run([appcmd, "list", "apppool", "/text:*"], capture_output=True, check=False)
     if out.returncode != 0:
         raise AgentError(
             NodeErrorKind.REMOTE,

@@ -77,7 +77,9 @@ def bounded(
     if not done.wait(timeout):
         channel.close()
         raise NodeError(
-            host, NodeErrorKind.TIMEOUT, f"the node did not answer within {timeout:g}s",
+            host,
+            NodeErrorKind.TIMEOUT,
+            f"the node did not answer within {timeout:g}s",
             phase=phase,
         )
     if failed:
@@ -215,7 +217,8 @@ class SshConnection:
             if "No authentication methods available" in text:
                 # No key file, no agent key, no password: nothing was even offered.
                 raise NodeError(
-                    self.host.name, NodeErrorKind.AUTH,
+                    self.host.name,
+                    NodeErrorKind.AUTH,
                     f"no credentials to offer {address}:{port} (key file, agent or password)",
                     phase="connect",
                 ) from None
@@ -244,7 +247,9 @@ class SshConnection:
                 assert transport is not None
                 try:
                     sock = transport.open_channel(
-                        "direct-tcpip", (host.address, host.port), ("127.0.0.1", 0),
+                        "direct-tcpip",
+                        (host.address, host.port),
+                        ("127.0.0.1", 0),
                         timeout=host.timeout,
                     )
                 except paramiko.ChannelException as exc:
@@ -303,8 +308,11 @@ class SshConnection:
                 channel = self._session("sftp")
                 try:
                     bounded(
-                        self.host.name, "sftp", channel,
-                        lambda: channel.invoke_subsystem("sftp"), self.host.timeout,
+                        self.host.name,
+                        "sftp",
+                        channel,
+                        lambda: channel.invoke_subsystem("sftp"),
+                        self.host.timeout,
                     )
                     # The version exchange reads under the channel's timeout set above.
                     self._sftp = paramiko.SFTPClient(channel)
@@ -328,8 +336,11 @@ class SshConnection:
             channel = self._session("exec")
             try:
                 bounded(
-                    self.host.name, "exec", channel,
-                    lambda: channel.exec_command(command), self.host.timeout,
+                    self.host.name,
+                    "exec",
+                    channel,
+                    lambda: channel.exec_command(command),
+                    self.host.timeout,
                 )
             except BaseException:
                 channel.close()  # refused or timed out: the channel must not linger

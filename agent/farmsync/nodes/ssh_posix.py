@@ -170,7 +170,9 @@ class LineChannel:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise NodeError(
-                        self.host, NodeErrorKind.TIMEOUT, "no answer from the node",
+                        self.host,
+                        NodeErrorKind.TIMEOUT,
+                        "no answer from the node",
                         phase=self.phase,
                     )
                 self.channel.settimeout(remaining)
@@ -194,7 +196,9 @@ class LineChannel:
         with node_errors(self.host, self.phase):
             if not self.channel.status_event.wait(timeout):
                 raise NodeError(
-                    self.host, NodeErrorKind.TIMEOUT, "node command did not finish",
+                    self.host,
+                    NodeErrorKind.TIMEOUT,
+                    "node command did not finish",
                     phase=self.phase,
                 )
             return self.channel.recv_exit_status()
@@ -235,7 +239,9 @@ class ShellArmedCommit(ArmedCommit):
     def _failure(self, line: str | None) -> NodeError:
         if line is None:
             return NodeError(
-                self.host, NodeErrorKind.CONNECTION_LOST, "commit process ended without answer",
+                self.host,
+                NodeErrorKind.CONNECTION_LOST,
+                "commit process ended without answer",
                 phase="commit",
             )
         parts = line.split("\t", 2)
@@ -244,25 +250,35 @@ class ShellArmedCommit(ArmedCommit):
         _, step, path = parts
         if step == "changed":
             return NodeError(
-                self.host, NodeErrorKind.CHANGED,
-                "live file changed since staging; nothing committed", phase="commit", path=path,
+                self.host,
+                NodeErrorKind.CHANGED,
+                "live file changed since staging; nothing committed",
+                phase="commit",
+                path=path,
             )
         if step == "notstaged":
             return NodeError(
-                self.host, NodeErrorKind.NOT_FOUND,
-                "staging file missing (stage first); nothing committed", phase="commit",
+                self.host,
+                NodeErrorKind.NOT_FOUND,
+                "staging file missing (stage first); nothing committed",
+                phase="commit",
                 path=path,
             )
         if step == "staged":
             return NodeError(
-                self.host, NodeErrorKind.CHANGED,
-                "staging file missing or changed; nothing committed", phase="commit", path=path,
+                self.host,
+                NodeErrorKind.CHANGED,
+                "staging file missing or changed; nothing committed",
+                phase="commit",
+                path=path,
             )
         if step == "backupexists":
             return NodeError(
-                self.host, NodeErrorKind.BACKUP_EXISTS,
-                "this run's backup already exists (two paths reach one file?); "
-                "it was not replaced", phase="commit", path=path,
+                self.host,
+                NodeErrorKind.BACKUP_EXISTS,
+                "this run's backup already exists (two paths reach one file?); it was not replaced",
+                phase="commit",
+                path=path,
             )
         with contextlib.suppress(NodeError):  # a slow exit must not hide the failure itself
             self.lines.exit_status(10.0)  # stderr is complete once the process has exited
@@ -355,8 +371,12 @@ class PosixOps:
             kind, detail = failure(sftp, exc, path)
             return _error_state(path, kind, detail)
         return FileState(
-            path, FileStatus.OK, content=content, sha256=sha256_hex(content),
-            mtime=float(attrs.st_mtime or 0), file_id="path:" + real,
+            path,
+            FileStatus.OK,
+            content=content,
+            sha256=sha256_hex(content),
+            mtime=float(attrs.st_mtime or 0),
+            file_id="path:" + real,
         )
 
     def read(self, paths: Sequence[str]) -> dict[str, FileState]:
@@ -386,21 +406,28 @@ class PosixOps:
                 raise_for_state(self.host, state, "stage")
                 if state.status is FileStatus.MISSING:
                     raise NodeError(
-                        self.host, NodeErrorKind.NOT_FOUND, "live file missing; nothing staged",
-                        phase="stage", path=item.path,
+                        self.host,
+                        NodeErrorKind.NOT_FOUND,
+                        "live file missing; nothing staged",
+                        phase="stage",
+                        path=item.path,
                     )
                 if state.sha256 != item.expected_sha256.lower():
                     raise NodeError(
-                        self.host, NodeErrorKind.CHANGED,
+                        self.host,
+                        NodeErrorKind.CHANGED,
                         "live file changed since it was read; nothing staged",
-                        phase="stage", path=item.path,
+                        phase="stage",
+                        path=item.path,
                     )
                 if stat.S_ISLNK(sftp.lstat(item.path).st_mode or 0):
                     # A rename would replace the link with a regular file: refuse instead.
                     raise NodeError(
-                        self.host, NodeErrorKind.PROTOCOL,
+                        self.host,
+                        NodeErrorKind.PROTOCOL,
                         "is a symbolic link; list the real file in farmsync_root_configs",
-                        phase="stage", path=item.path,
+                        phase="stage",
+                        path=item.path,
                     )
                 live_attrs[item.path] = sftp.stat(item.path)
             written: list[str] = []
@@ -424,7 +451,11 @@ class PosixOps:
                 raise
 
     def _remember(
-        self, sftp: paramiko.SFTPClient, state: FileState, staged: str, started: float,
+        self,
+        sftp: paramiko.SFTPClient,
+        state: FileState,
+        staged: str,
+        started: float,
         run_id: str,
     ) -> None:
         """Keep what the armed check needs to tell, by stat alone, that the file is as read."""
@@ -452,7 +483,10 @@ class PosixOps:
             for item in items:
                 self._check_armed(sftp, item, run_id)
         return SftpArmedCommit(
-            self.host, sftp, items, run_id,
+            self.host,
+            sftp,
+            items,
+            run_id,
             undo=lambda done: self.rollback(
                 [i.path for i in done], run_id, {i.path: i.expected_sha256 for i in done}
             ),
@@ -473,30 +507,41 @@ class PosixOps:
                 reraise_if_transport(sftp, exc)
             else:
                 unchanged = stat.S_ISREG(attrs.st_mode or 0) and (
-                    int(attrs.st_mtime or 0), attrs.st_size
+                    int(attrs.st_mtime or 0),
+                    attrs.st_size,
                 ) == (seen.mtime, seen.size)
         if not unchanged and self.read_one(sftp, path).sha256 != item.expected_sha256.lower():
             raise NodeError(
-                self.host, NodeErrorKind.CHANGED,
-                "live file changed since staging; nothing committed", phase="commit", path=path,
+                self.host,
+                NodeErrorKind.CHANGED,
+                "live file changed since staging; nothing committed",
+                phase="commit",
+                path=path,
             )
         staged = self.read_one(sftp, staging_path(path, run_id))
         if staged.status is FileStatus.MISSING:
             raise NodeError(
-                self.host, NodeErrorKind.NOT_FOUND,
-                "staging file missing (stage first); nothing committed", phase="commit",
+                self.host,
+                NodeErrorKind.NOT_FOUND,
+                "staging file missing (stage first); nothing committed",
+                phase="commit",
                 path=path,
             )
         if staged.sha256 != item.staged_sha256.lower():
             raise NodeError(
-                self.host, NodeErrorKind.CHANGED,
-                "staging file missing or changed; nothing committed", phase="commit", path=path,
+                self.host,
+                NodeErrorKind.CHANGED,
+                "staging file missing or changed; nothing committed",
+                phase="commit",
+                path=path,
             )
         if exists(sftp, backup_path(path, run_id)):
             raise NodeError(
-                self.host, NodeErrorKind.BACKUP_EXISTS,
-                "this run's backup already exists (two paths reach one file?); "
-                "it was not replaced", phase="commit", path=backup_path(path, run_id),
+                self.host,
+                NodeErrorKind.BACKUP_EXISTS,
+                "this run's backup already exists (two paths reach one file?); it was not replaced",
+                phase="commit",
+                path=backup_path(path, run_id),
             )
 
     def arm_shell(self, items: Sequence[CommitItem], run_id: str) -> ArmedCommit:
@@ -506,8 +551,11 @@ class PosixOps:
             lines_out.append(
                 "\t".join(
                     (
-                        item.expected_sha256.lower(), item.staged_sha256.lower(), item.path,
-                        staging_path(item.path, run_id), backup_path(item.path, run_id),
+                        item.expected_sha256.lower(),
+                        item.staged_sha256.lower(),
+                        item.path,
+                        staging_path(item.path, run_id),
+                        backup_path(item.path, run_id),
                     )
                 )
             )
@@ -554,9 +602,12 @@ class PosixOps:
                 attrs = sftp.stat(backup)  # its mode and owner, for the restored file
                 if want is not None and sha256_hex(content) != want.lower():
                     raise NodeError(
-                        self.host, NodeErrorKind.VERIFY,
+                        self.host,
+                        NodeErrorKind.VERIFY,
                         "neither the live file nor this run's backup holds the original; "
-                        "both left as they are", phase="rollback", path=path,
+                        "both left as they are",
+                        phase="rollback",
+                        path=path,
                     )
                 temp = path + ROLLBACK_SUFFIX.format(run_id=run_id)
                 remove_quietly(sftp, temp)
@@ -619,8 +670,10 @@ class PosixOps:
     def recycle(self, spec: RecycleSpec) -> None:
         if spec.kind is RecycleKind.IIS:
             raise NodeError(
-                self.host, NodeErrorKind.PROTOCOL,
-                "IIS app-pool recycling needs a Windows (PowerShell) node", phase="recycle",
+                self.host,
+                NodeErrorKind.PROTOCOL,
+                "IIS app-pool recycling needs a Windows (PowerShell) node",
+                phase="recycle",
             )
         if spec.kind is not RecycleKind.COMMAND or not spec.command:
             return
@@ -639,7 +692,9 @@ class PosixOps:
             lines.channel.close()  # also on a timeout: the channel must not outlive the phase
         if status != 0:
             raise NodeError(
-                self.host, NodeErrorKind.REMOTE, f"recycle command exited with status {status}",
+                self.host,
+                NodeErrorKind.REMOTE,
+                f"recycle command exited with status {status}",
                 phase="recycle",
             )
 

@@ -148,7 +148,9 @@ class PowerShellOps:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         raise NodeError(
-                            self.host, NodeErrorKind.TIMEOUT, "commit was not armed in time",
+                            self.host,
+                            NodeErrorKind.TIMEOUT,
+                            "commit was not armed in time",
                             phase="commit",
                         )
                     channel.settimeout(remaining)
@@ -161,7 +163,9 @@ class PowerShellOps:
                     reader.output, host=self.host, phase="commit", stderr=_stderr(channel)
                 )
                 raise NodeError(
-                    self.host, NodeErrorKind.PROTOCOL, "the agent did not arm the commit",
+                    self.host,
+                    NodeErrorKind.PROTOCOL,
+                    "the agent did not arm the commit",
                     phase="commit",
                 )
         except BaseException:

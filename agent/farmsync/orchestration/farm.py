@@ -578,8 +578,7 @@ def _report_restored(
         )
     result.outcome = Outcome.CHANGED
     result.summary = (
-        f"{host_name} is back on its files from before run {backup_run} "
-        "(the backups that run made)"
+        f"{host_name} is back on its files from before run {backup_run} (the backups that run made)"
     )
 
 

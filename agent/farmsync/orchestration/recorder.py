@@ -79,15 +79,18 @@ class RunRecorder:
 
         def size(event: Step, **fields: object) -> int:
             """One record's bytes, with the longest result and a full-size detail."""
-            return self.journal.line_size(
-                ts=_TS,
-                run_id=self.run_id,
-                kind=self.kind,
-                event=event,
-                result=StepResult.STARTED,
-                detail="",
-                **fields,
-            ) + DETAIL_MAX_BYTES
+            return (
+                self.journal.line_size(
+                    ts=_TS,
+                    run_id=self.run_id,
+                    kind=self.kind,
+                    event=event,
+                    result=StepResult.STARTED,
+                    detail="",
+                    **fields,
+                )
+                + DETAIL_MAX_BYTES
+            )
 
         hosts = {h: list(ps) for h, ps in files.items()}
         start = {"target_fp": fp, "previous_fp": fp, "controller": "x" * 64, "pid": 2**31}

@@ -18,7 +18,8 @@ from farmsync.webconfig.parser import decode_config
 _KEY_ATTR = re.compile(r"""\b(validationKey|decryptionKey)(\s*=\s*)(["'])(.*?)\3""", re.DOTALL)
 _SECRET_ATTR = re.compile(
     r"""\b([\w.:-]*(?:password|pwd|secret|connectionString)[\w.:-]*)(\s*=\s*)(["'])(.*?)\3""",
-    re.IGNORECASE | re.DOTALL)
+    re.IGNORECASE | re.DOTALL,
+)
 _HEXRUN = re.compile(r"\b[0-9A-Fa-f]{32,}\b")
 
 

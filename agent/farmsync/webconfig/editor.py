@@ -42,9 +42,8 @@ def _rewrite_start_tag(text: str, located: Located, key: MachineKey) -> list[_Ed
         # Added attributes copy the spacing of the last attribute that stays (one per line
         # stays one per line).
         kept = [a for a in tag.attrs if a.name not in MANAGED_ATTRIBUTES or a.name in desired]
-        sep = text[kept[-1].start:kept[-1].name_start] if kept else " "
-        added = "".join(f'{sep}{name}="{xml_attribute_value(desired[name])}"'
-                        for name in missing)
+        sep = text[kept[-1].start : kept[-1].name_start] if kept else " "
+        added = "".join(f'{sep}{name}="{xml_attribute_value(desired[name])}"' for name in missing)
         edits.append((tag.attrs_end, tag.attrs_end, added))
     return edits
 
@@ -57,9 +56,9 @@ def _indent_at(text: str, offset: int) -> str:
 
 
 def _child_indent(text: str, parent: Tag, unit: str) -> str:
-    content = text[parent.head_end:parent.close_start]
+    content = text[parent.head_end : parent.close_start]
     stripped = content.lstrip()
-    if stripped and "\n" in content[:len(content) - len(stripped)]:
+    if stripped and "\n" in content[: len(content) - len(stripped)]:
         return _indent_at(text, parent.head_end + len(content) - len(stripped))
     return _indent_at(text, parent.start) + unit
 
@@ -72,12 +71,12 @@ def _insert_child(
     child = _child_indent(text, parent, unit)
     body = "".join(nl + child + unit * depth + line for depth, line in lines)
     if parent.self_closing:
-        head = text[parent.start:parent.head_end]
+        head = text[parent.start : parent.head_end]
         opened = head[:-2].rstrip() + ">"
         if "\n" not in text and "\r" not in text:  # a one-line file stays one line
             body, nl, indent = "".join(line for _, line in lines), "", ""
         return [(parent.start, parent.head_end, f"{opened}{body}{nl}{indent}</{parent.name}>")]
-    content = text[parent.head_end:parent.close_start]
+    content = text[parent.head_end : parent.close_start]
     keep = len(content.rstrip())
     at = parent.head_end + keep
     if "\n" not in content and "\r" not in content:
@@ -91,7 +90,7 @@ def _insert_child(
 def _indent_unit(text: str, root: Tag) -> str:
     child = _child_indent(text, root, "")
     base = _indent_at(text, root.start)
-    unit = child[len(base):] if child.startswith(base) else ""
+    unit = child[len(base) :] if child.startswith(base) else ""
     return unit or "  "
 
 
@@ -118,11 +117,18 @@ def apply_machine_key(data: bytes, key: MachineKey, source: str) -> bytes:
     """
     parsed = parse_config(data, source)
     if parsed.encrypted_line is not None:
-        raise ConfigFileError("system.web/machineKey is encrypted with protected configuration;"
-                              " refusing to overwrite it", source=source,
-                              line=parsed.encrypted_line)
-    validate_key(key, framework_of_path(source), source=source,
-                 line=parsed.root_key.found.line if parsed.root_key else None)
+        raise ConfigFileError(
+            "system.web/machineKey is encrypted with protected configuration;"
+            " refusing to overwrite it",
+            source=source,
+            line=parsed.encrypted_line,
+        )
+    validate_key(
+        key,
+        framework_of_path(source),
+        source=source,
+        line=parsed.root_key.found.line if parsed.root_key else None,
+    )
     text = parsed.decoded.text
     edits = _edits_for(parsed, key)
     if not edits:
@@ -131,6 +137,7 @@ def apply_machine_key(data: bytes, key: MachineKey, source: str) -> bytes:
     out = parsed.decoded.bom + new_text.encode(parsed.decoded.encoding, "xmlcharrefreplace")
     check = parse_config(out, source).root_key
     if check is None or check.found.key.fingerprint() != key.fingerprint():
-        raise ConfigFileError("the edited file does not read back the new key; not writing it",
-                              source=source)
+        raise ConfigFileError(
+            "the edited file does not read back the new key; not writing it", source=source
+        )
     return out

@@ -66,7 +66,8 @@ def decode_config(data: bytes, source: str) -> Decoded:
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigFileError(
             f"file is larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MiB; refusing to parse",
-            source=source)
+            source=source,
+        )
     encoding: str | None = "utf-8"
     bom = b""
     for mark, name in _BOMS:
@@ -83,7 +84,7 @@ def decode_config(data: bytes, source: str) -> Decoded:
         elif (declared := _DECLARED.match(data)) is not None:
             encoding = _single_byte_codec(declared.group(1).decode("ascii"), source)
     assert encoding is not None
-    body = data[len(bom):]
+    body = data[len(bom) :]
     try:
         text = body.decode(encoding)
     except UnicodeDecodeError as exc:
@@ -96,11 +97,13 @@ def _single_byte_codec(declared: str, source: str) -> str:
     try:
         name = codecs.lookup(declared).name
     except LookupError:
-        raise ConfigFileError(f"unknown encoding {declared[:40]!r}", source=source,
-                              line=1) from None
+        raise ConfigFileError(
+            f"unknown encoding {declared[:40]!r}", source=source, line=1
+        ) from None
     if "utf-16" in name or "utf-32" in name:
-        raise ConfigFileError(f"declared {declared[:40]!r} but the file has no byte-order mark",
-                              source=source, line=1)
+        raise ConfigFileError(
+            f"declared {declared[:40]!r} but the file has no byte-order mark", source=source, line=1
+        )
     if "<?xml".encode(name, "replace") != b"<?xml":
         raise ConfigFileError(f"unsupported encoding {declared[:40]!r}", source=source, line=1)
     return "utf-8" if name == "utf-8" else name
@@ -147,8 +150,11 @@ def scan_tags(text: str, source: str) -> list[Tag]:
     stack: list[Tag] = []
     i = 0
     while (j := text.find("<", i)) >= 0:
-        for opener, closer, what in (("<!--", "-->", "comment"), ("<![CDATA[", "]]>", "CDATA"),
-                                     ("<?", "?>", "processing instruction")):
+        for opener, closer, what in (
+            ("<!--", "-->", "comment"),
+            ("<![CDATA[", "]]>", "CDATA"),
+            ("<?", "?>", "processing instruction"),
+        ):
             if text.startswith(opener, j):
                 k = text.find(closer, j + len(opener))
                 if k < 0:
@@ -157,9 +163,14 @@ def scan_tags(text: str, source: str) -> list[Tag]:
                 break
         else:
             if text.startswith("<!", j):
-                if text[j:j + 9].upper() == "<!DOCTYPE":
-                    raise _scan_error(source, text, j, "a DOCTYPE/DTD is not allowed in a "
-                                      "web.config (entity expansion risk); refusing to parse")
+                if text[j : j + 9].upper() == "<!DOCTYPE":
+                    raise _scan_error(
+                        source,
+                        text,
+                        j,
+                        "a DOCTYPE/DTD is not allowed in a "
+                        "web.config (entity expansion risk); refusing to parse",
+                    )
                 raise _scan_error(source, text, j, "malformed markup declaration")
             if text.startswith("</", j):
                 k = text.find(">", j)
@@ -183,8 +194,9 @@ def _scan_start_tag(text: str, j: int, source: str, tags: list[Tag], stack: list
     p = name.end()
     while (m := _ATTR.match(text, p)) is not None:
         quote_at = m.start(3) - 1 if m.group(3) is not None else m.start(4) - 1
-        attrs.append(Attr(m.group(2), m.start(), m.start(2), quote_at + 1, m.end() - 1,
-                          text[quote_at]))
+        attrs.append(
+            Attr(m.group(2), m.start(), m.start(2), quote_at + 1, m.end() - 1, text[quote_at])
+        )
         p = m.end()
     end = _TAG_END.match(text, p)
     if end is None:
@@ -288,13 +300,17 @@ def _local(el: etree._Element) -> str:
 
 
 def _children(el: etree._Element, name: str, namespace: str | None) -> list[etree._Element]:
-    return [c for c in el if isinstance(c.tag, str)
-            and _local(c) == name and etree.QName(c).namespace == namespace]
+    return [
+        c
+        for c in el
+        if isinstance(c.tag, str) and _local(c) == name and etree.QName(c).namespace == namespace
+    ]
 
 
 def _is_encrypted(el: etree._Element) -> bool:
     return el.get("configProtectionProvider") is not None or any(
-        isinstance(c.tag, str) and _local(c) == "EncryptedData" for c in el)
+        isinstance(c.tag, str) and _local(c) == "EncryptedData" for c in el
+    )
 
 
 def _scope_of(path: str | None) -> str:
@@ -309,31 +325,36 @@ def parse_config(data: bytes, source: str) -> ParsedConfig:
     tags = scan_tags(text, source)
     # lxml refuses str input with an encoding declaration: blank it, keeping offsets and lines.
     decl = _DECLARATION.match(text)
-    body = text if decl is None else " " * decl.end() + text[decl.end():]
+    body = text if decl is None else " " * decl.end() + text[decl.end() :]
     try:
         root = etree.fromstring(body, _hardened_parser())
     except etree.XMLSyntaxError as exc:
-        raise ConfigFileError(f"not well-formed XML: {_safe_reason(exc.msg)}", source=source,
-                              line=exc.lineno) from None
+        raise ConfigFileError(
+            f"not well-formed XML: {_safe_reason(exc.msg)}", source=source, line=exc.lineno
+        ) from None
     info = root.getroottree().docinfo
     if info.internalDTD is not None or info.public_id:
         raise ConfigFileError("a DOCTYPE is not allowed in a web.config", source=source)
     elements = [el for el in root.iter() if isinstance(el.tag, str)]
     if len(elements) != len(tags) or any(
-            _local(el) != t.name.rpartition(":")[2] for el, t in zip(elements, tags, strict=True)):
-        raise ConfigFileError("could not locate elements reliably; refusing to edit",
-                              source=source)
+        _local(el) != t.name.rpartition(":")[2] for el, t in zip(elements, tags, strict=True)
+    ):
+        raise ConfigFileError("could not locate elements reliably; refusing to edit", source=source)
     tag_of = {id(el): t for el, t in zip(elements, tags, strict=True)}
     namespace = etree.QName(root).namespace
     if _local(root) != "configuration" or namespace not in CONFIG_NAMESPACES:
-        raise ConfigFileError("root element is not <configuration>", source=source,
-                              line=_line_of(text, tags[0].start))
+        raise ConfigFileError(
+            "root element is not <configuration>", source=source, line=_line_of(text, tags[0].start)
+        )
 
     parsed = ParsedConfig(source, decoded, tags[0], None, document=root)
     direct = _children(root, "system.web", namespace)
     if len(direct) > 1:
-        raise ConfigFileError("<system.web> appears twice under <configuration>",
-                              source=source, line=_line_of(text, tag_of[id(direct[1])].start))
+        raise ConfigFileError(
+            "<system.web> appears twice under <configuration>",
+            source=source,
+            line=_line_of(text, tag_of[id(direct[1])].start),
+        )
     if direct:
         parsed.system_web = tag_of[id(direct[0])]
     scopes: list[tuple[etree._Element, str | None, bool]] = [(sw, None, False) for sw in direct]
@@ -357,7 +378,10 @@ def parse_config(data: bytes, source: str) -> ParsedConfig:
             if located.scope in seen:
                 raise ConfigFileError(
                     "two <machineKey> elements apply to the same scope (the other is on line "
-                    f"{seen[located.scope].found.line})", source=source, line=line)
+                    f"{seen[located.scope].found.line})",
+                    source=source,
+                    line=line,
+                )
             seen[located.scope] = located
             parsed.located.append(located)
     return parsed
