@@ -64,6 +64,8 @@ def test_a_second_state_directory_cannot_move_the_farm_backwards(
     assert a_key in refused.stderr and "--adopt" in refused.stderr
     assert contents(configs) == before
     assert "Traceback" not in refused.stderr
+    # ... and leaves no empty vault of its own behind: a vault is written with its first key.
+    assert not list(other_state.rglob("vault.fsv"))
 
     # It takes the farm over on purpose: a fresh key, the takeover recorded.
     adopted = local_farm.run("rotate", "--adopt", "--json", env=second)

@@ -333,14 +333,27 @@ class KeyVault:
         *,
         params: ScryptParams | None = None,
     ) -> KeyVault:
+        vault = cls.new(path, secret, farm, params=params)
+        vault._save()
+        return vault
+
+    @classmethod
+    def new(
+        cls,
+        path: Path | str,
+        secret: VaultSecret,
+        farm: str,
+        *,
+        params: ScryptParams | None = None,
+    ) -> KeyVault:
+        """A vault with its identity but no file yet: its first change writes the file, so a
+        run that is refused before it stores a key leaves no empty vault behind."""
         path = Path(path)
         if path.exists():
             raise VaultError(f"a key vault already exists at {path}")
-        vault = cls(
+        return cls(
             path, secret, farm, params or ScryptParams(), _utc_now(), [], VaultIdentity.new()
         )
-        vault._save()
-        return vault
 
     @classmethod
     def open(cls, path: Path | str, secret: VaultSecret, *, farm: str | None = None) -> KeyVault:

@@ -73,7 +73,8 @@ class Farm:
 
     def __init__(self, ctx: FarmContext):
         self.ctx = ctx
-        self.notes: list[str] = []  # said once at the top of the result (a vault created)
+        self.notes: list[str] = []  # said once at the top of the result
+        self._new_vault: KeyVault | None = None  # a vault this run made, saved on first change
         self.unfinished: list[RunState] = []  # with --check: the runs a real run would settle
         self.journal_notes: list[str] = []  # what the journal's last read could not use
 
@@ -468,12 +469,12 @@ class Farm:
         """The farm's vault; with ``create`` made on first use, else None when there is none."""
         ctx = self.ctx
         if create:
-            existed = ctx.state.vault.exists()
-            vault = KeyVault.open_or_create(ctx.state.vault, ctx.vault_secret(), ctx.farm)
-            if not existed:
-                # A second state directory silently made a second vault: say so, and where.
-                self.notes.append(f"created vault {ctx.state.vault} for farm {ctx.farm}")
-            return vault
+            if ctx.state.vault.exists():
+                return KeyVault.open(ctx.state.vault, ctx.vault_secret(), farm=ctx.farm)
+            # Written by its first change (the key stored just before a node is touched), so a
+            # refused or unstarted run leaves no empty vault; the run says when it made one.
+            self._new_vault = KeyVault.new(ctx.state.vault, ctx.vault_secret(), ctx.farm)
+            return self._new_vault
         if not ctx.state.vault.exists():
             return None
         return KeyVault.open(ctx.state.vault, ctx.vault_secret())
@@ -512,7 +513,11 @@ class Farm:
             else:
                 text = f"recovered unfinished run {earlier.run_id}: {earlier.outcome.value}"
             earlier_lines += [text, *earlier.messages]
-        result.messages[:0] = [*self.journal_notes, *earlier_lines]
+        created: list[str] = []
+        if self._new_vault is not None and self._new_vault.path.exists():
+            # A second state directory silently made a second vault: say so, and where.
+            created = [f"created vault {self._new_vault.path} for farm {self.ctx.farm}"]
+        result.messages[:0] = [*self.journal_notes, *earlier_lines, *created]
         return result
 
 
