@@ -47,12 +47,7 @@ class DisclosedKeys:
     @classmethod
     def load(cls, path: str | Path) -> DisclosedKeys:
         source = str(path)
-        try:
-            text = Path(path).read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(
-                f"cannot read disclosed-keys list: {exc.__class__.__name__}", source=source
-            ) from None
+        text = _read_list(path)
         return cls.parse(text, source)
 
     @classmethod
@@ -112,12 +107,7 @@ class DisclosedKeys:
     def load_any(cls, path: str | Path) -> DisclosedKeys:
         """A list in Microsoft's format (its header line first) or plain key lines."""
         source = str(path)
-        try:
-            text = Path(path).read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(
-                f"cannot read disclosed-keys list: {exc.__class__.__name__}", source=source
-            ) from None
+        text = _read_list(path)
         first = next((line for line in text.splitlines() if line.strip()), "")
         if [c.strip().lower() for c in first.split(",")] == _HEADER:
             return cls.parse(text, source)
@@ -148,3 +138,12 @@ class DisclosedKeys:
         if d:
             return "decryption"
         return None
+
+
+def _read_list(path: str | Path) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(
+            f"cannot read disclosed-keys list: {exc.__class__.__name__}", source=str(path)
+        ) from None

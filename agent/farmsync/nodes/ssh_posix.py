@@ -153,6 +153,21 @@ def classify_stderr(text: str) -> NodeErrorKind:
     return NodeErrorKind.REMOTE
 
 
+# What the armed shell's "FAIL\t<step>\t<path>" answers mean; anything else reads stderr.
+_COMMIT_FAILURES: dict[str, tuple[NodeErrorKind, str]] = {
+    "changed": (NodeErrorKind.CHANGED, "live file changed since staging; nothing committed"),
+    "notstaged": (
+        NodeErrorKind.NOT_FOUND,
+        "staging file missing (stage first); nothing committed",
+    ),
+    "staged": (NodeErrorKind.CHANGED, "staging file missing or changed; nothing committed"),
+    "backupexists": (
+        NodeErrorKind.BACKUP_EXISTS,
+        "this run's backup already exists (two paths reach one file?); it was not replaced",
+    ),
+}
+
+
 class LineChannel:
     """Line-wise reading of an exec channel's stdout, with a deadline."""
 
@@ -248,38 +263,10 @@ class ShellArmedCommit(ArmedCommit):
         if len(parts) != 3 or parts[0] != "FAIL":
             return NodeError(self.host, NodeErrorKind.PROTOCOL, "unexpected answer", phase="commit")
         _, step, path = parts
-        if step == "changed":
-            return NodeError(
-                self.host,
-                NodeErrorKind.CHANGED,
-                "live file changed since staging; nothing committed",
-                phase="commit",
-                path=path,
-            )
-        if step == "notstaged":
-            return NodeError(
-                self.host,
-                NodeErrorKind.NOT_FOUND,
-                "staging file missing (stage first); nothing committed",
-                phase="commit",
-                path=path,
-            )
-        if step == "staged":
-            return NodeError(
-                self.host,
-                NodeErrorKind.CHANGED,
-                "staging file missing or changed; nothing committed",
-                phase="commit",
-                path=path,
-            )
-        if step == "backupexists":
-            return NodeError(
-                self.host,
-                NodeErrorKind.BACKUP_EXISTS,
-                "this run's backup already exists (two paths reach one file?); it was not replaced",
-                phase="commit",
-                path=path,
-            )
+        known = _COMMIT_FAILURES.get(step)
+        if known is not None:
+            kind, detail = known
+            return NodeError(self.host, kind, detail, phase="commit", path=path)
         with contextlib.suppress(NodeError):  # a slow exit must not hide the failure itself
             self.lines.exit_status(10.0)  # stderr is complete once the process has exited
         message = self.lines.stderr().splitlines()
