@@ -32,6 +32,7 @@ OP_ARGS: Mapping[str, Mapping[str, str]] = {
     "read": {"paths": STRING_LIST},
     "stage": {"run_id": STRING, "items": ITEMS},
     "commit": {"run_id": STRING, "items": ITEMS},
+    "stage_commit": {"run_id": STRING, "items": ITEMS, "keep_backups": INT},
     "rollback": {"run_id": STRING, "paths": STRING_LIST, "expected": STRING_MAP},
     "cleanup": {"run_id": STRING, "paths": STRING_LIST, "keep_backups": INT},
     "list_backups": {"paths": STRING_LIST},
@@ -44,6 +45,12 @@ OP_ARGS: Mapping[str, Mapping[str, str]] = {
 ITEM_FIELDS: Mapping[str, Mapping[str, str]] = {
     "stage": {"path": STRING, "content_b64": STRING, "expected_sha256": STRING},
     "commit": {"path": STRING, "expected_sha256": STRING, "staged_sha256": STRING},
+    "stage_commit": {
+        "path": STRING,
+        "content_b64": STRING,
+        "expected_sha256": STRING,
+        "staged_sha256": STRING,
+    },
 }
 
 OPS: tuple[str, ...] = tuple(OP_ARGS)
