@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from farmsync.errors import FarmsyncError, InputError
 from farmsync.inventory.durations import format_duration
@@ -26,7 +27,6 @@ from farmsync.keys.machinekey import MachineKey
 from farmsync.keys.vault import KeyVault, VaultEntry, VaultSecret
 from farmsync.nodes.contract import backup_path
 from farmsync.orchestration import interrupt
-from farmsync.orchestration.audit import AuditOptions, AuditReport, run_audit
 from farmsync.orchestration.context import FarmContext
 from farmsync.orchestration.events import NullReporter, Reporter
 from farmsync.orchestration.interrupt_report import explain_interrupt
@@ -41,6 +41,7 @@ from farmsync.orchestration.journal import (
 from farmsync.orchestration.lock import FarmLock
 from farmsync.orchestration.lockwait import acquire_waiting
 from farmsync.orchestration.marker import FarmBehindError, check_farm, markers_of
+from farmsync.orchestration.options import RolloutOptions
 from farmsync.orchestration.ownership import Ownership
 from farmsync.orchestration.plan import Plan
 from farmsync.orchestration.recorder import RunRecorder
@@ -59,12 +60,15 @@ from farmsync.orchestration.result import (
     Outcome,
     RunResult,
 )
-from farmsync.orchestration.rollout import Rollout, RolloutOptions
+from farmsync.orchestration.rollout import Rollout
 from farmsync.orchestration.session import FarmSession
 from farmsync.orchestration.staged import clear_staged_runs
 from farmsync.orchestration.state import StateDir, default_state_root
 from farmsync.orchestration.survey import NodeReport, survey
 from farmsync.orchestration.vaultstate import settle_key
+
+if TYPE_CHECKING:  # the audit loads when a farm is audited, never for a rotation
+    from farmsync.orchestration.audit import AuditOptions, AuditReport
 
 
 class Farm:
@@ -185,6 +189,8 @@ class Farm:
         self, options: AuditOptions | None = None, *, disclosed: DisclosedKeys | None = None
     ) -> AuditReport:
         """Read every node and judge the keys it uses (read-only: no lock, no vault)."""
+        from farmsync.orchestration.audit import AuditOptions, run_audit
+
         ctx = self.ctx
         return run_audit(
             ctx.farm,
