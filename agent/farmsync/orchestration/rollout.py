@@ -37,6 +37,7 @@ from farmsync.orchestration.survey import FileReport, NodeReport, survey
 T = TypeVar("T")
 V = TypeVar("V")
 
+
 class Rollout:
     def __init__(
         self,
