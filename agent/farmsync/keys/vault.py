@@ -26,6 +26,7 @@ import os
 import secrets
 import stat
 import struct
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -357,17 +358,16 @@ class KeyVault:
 
     @classmethod
     def open(cls, path: Path | str, secret: VaultSecret, *, farm: str | None = None) -> KeyVault:
-        path = Path(path)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise VaultError(f"no key vault at {path}") from None
-        except OSError as e:
-            raise VaultError(f"cannot read vault {path}: {e.strerror}") from None
-        vault = cls._decode(path, secret, data)
-        if farm is not None and vault.farm != farm:
-            raise VaultError(f"vault {path} belongs to farm {vault.farm!r}, not {farm!r}")
-        return vault
+        return _SealedFile.read(Path(path)).unseal(secret, farm)
+
+    @classmethod
+    def opening(
+        cls, path: Path | str, secret: VaultSecret, *, farm: str | None = None
+    ) -> VaultOpening:
+        """Open the vault in the background: the file is read now (a missing or unreadable
+        vault raises here), its key is derived and the document decrypted in a worker thread.
+        :meth:`VaultOpening.result` waits for it and returns what :meth:`open` would."""
+        return VaultOpening(_SealedFile.read(Path(path)), secret, farm)
 
     @classmethod
     def open_or_create(
@@ -548,21 +548,49 @@ class KeyVault:
         except OSError as e:
             raise VaultError(f"cannot write vault {self.path}: {e.strerror or e}") from None
 
+
+def _damaged(path: Path) -> VaultError:
+    return VaultError(f"cannot open vault {path}: wrong passphrase or damaged file")
+
+
+@dataclass(frozen=True)
+class _SealedFile:
+    """A vault file as read from disk: its header checked, its document still encrypted."""
+
+    path: Path
+    header: bytes
+    params: ScryptParams
+    salt: bytes
+    nonce: bytes
+    sealed: bytes = field(repr=False)
+
     @classmethod
-    def _decode(cls, path: Path, secret: VaultSecret, data: bytes) -> KeyVault:
-        damaged = VaultError(f"cannot open vault {path}: wrong passphrase or damaged file")
+    def read(cls, path: Path) -> _SealedFile:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise VaultError(f"no key vault at {path}") from None
+        except OSError as e:
+            raise VaultError(f"cannot read vault {path}: {e.strerror}") from None
         if len(data) < _HEADER.size + _TAG_BYTES:
-            raise damaged
+            raise _damaged(path)
         header = data[: _HEADER.size]
         magic, version, log2_n, r, p, salt, nonce = _HEADER.unpack(header)
         if magic != MAGIC or version != FORMAT_VERSION or not 1 <= log2_n < 64:
-            raise damaged
+            raise _damaged(path)
         try:
             params = ScryptParams(n=1 << log2_n, r=r, p=p)
-            key = params.derive(secret, salt)
-            plain = AESGCM(key).decrypt(nonce, data[_HEADER.size :], header)
+        except ValueError:
+            raise _damaged(path) from None
+        return cls(path, header, params, salt, nonce, data[_HEADER.size :])
+
+    def unseal(self, secret: VaultSecret, farm: str | None) -> KeyVault:
+        """Derive the key (the slow part), decrypt and load; ``farm`` is the one it must be."""
+        try:
+            key = self.params.derive(secret, self.salt)
+            plain = AESGCM(key).decrypt(self.nonce, self.sealed, self.header)
         except (ValueError, InvalidTag):
-            raise damaged from None
+            raise _damaged(self.path) from None
         try:
             doc = json.loads(plain.decode("utf-8"))
             if doc["format"] != FORMAT_VERSION or not isinstance(doc["farm"], str):
@@ -572,8 +600,43 @@ class KeyVault:
             identity = VaultIdentity.from_json(doc, doc["farm"], created_at)
         except (ValueError, KeyError, TypeError):
             # Authenticated yet unreadable: written by a broken or newer farmsync.
-            raise damaged from None
-        return cls(path, secret, doc["farm"], params, created_at, entries, identity)
+            raise _damaged(self.path) from None
+        if farm is not None and doc["farm"] != farm:
+            raise VaultError(f"vault {self.path} belongs to farm {doc['farm']!r}, not {farm!r}")
+        return KeyVault(self.path, secret, doc["farm"], self.params, created_at, entries, identity)
+
+
+class VaultOpening:
+    """A vault being opened in a worker thread (see :meth:`KeyVault.opening`).
+
+    scrypt in ``cryptography`` releases the GIL, so the caller's own work (connecting to
+    nodes, reading them) goes on beside it. The thread keeps its outcome, the vault or the
+    error :meth:`KeyVault.open` would raise (never logged, never printed), for ``result``.
+    """
+
+    def __init__(self, sealed: _SealedFile, secret: VaultSecret, farm: str | None):
+        self.path = sealed.path
+        self._vault: KeyVault | None = None
+        self._error: BaseException | None = None
+        # A daemon: an interrupted run does not wait for a derivation nobody will use.
+        self._thread = threading.Thread(
+            target=self._unseal, args=(sealed, secret, farm), name="vault-open", daemon=True
+        )
+        self._thread.start()
+
+    def _unseal(self, sealed: _SealedFile, secret: VaultSecret, farm: str | None) -> None:
+        try:
+            self._vault = sealed.unseal(secret, farm)
+        except BaseException as exc:  # handed to result(), in the caller's thread
+            self._error = exc
+
+    def result(self) -> KeyVault:
+        """The vault, once its key is derived; raises VaultError as :meth:`KeyVault.open`."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error.with_traceback(None)
+        assert self._vault is not None  # the thread ended with one or the other
+        return self._vault
 
 
 def _replaced(entries: list[VaultEntry], new: VaultEntry) -> list[VaultEntry]:

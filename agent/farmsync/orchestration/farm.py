@@ -145,45 +145,68 @@ class Farm:
                 )
             if_older_than = timedelta(days=max_age)
         with self._locked(run_id, RunKind.ROTATE) as (journal, recovered):
-            check = ctx.options.check
-            vault = self._vault(create=not check)
-            current = vault.current() if vault is not None else None
-            if if_older_than is not None and current is not None:
-                age = datetime.now(UTC) - _parse_time(current.activated_at or current.created_at)
-                if age < if_older_than:
-                    result = RunResult(
-                        run_id,
-                        RunKind.ROTATE,
-                        ctx.farm,
-                        Outcome.UNCHANGED,
-                        target_fingerprint=current.fingerprint,
-                    )
-                    result.messages.append(
-                        f"current key {current.fingerprint} is {format_duration(age)} old, "
-                        f"younger than {format_duration(if_older_than)}: nothing to do"
-                    )
-                    return self._with_recovered(result, recovered)
-            key = generate_key(ctx.policy(), force=force)
-            owner = self._ownership(vault, run_id, RunKind.ROTATE, key.fingerprint(), adopt=adopt)
-            if vault is None or check:
-                result = self._roll_out(journal, run_id, RunKind.ROTATE, key, owner=owner)
-                return self._with_recovered(_unstored_key(result), recovered)
+            vault = self._vault_later(create=not ctx.options.check)
+            try:
+                result = self._rotate(journal, run_id, vault, if_older_than, force, adopt)
+            except Exception:
+                vault()  # a vault that cannot be opened is the error, as if opened first
+                raise
+            vault()  # likewise when the run ended before it needed the vault
+            return self._with_recovered(result, recovered)
 
-            def store(plan: Plan) -> None:
-                # The last moment before a node is touched: from here on, a key on a node is
-                # always in the vault, and so is the marker generation that goes with it.
-                vault.add(key, run_id)
-                owner.record()
-
-            def settle(outcome: Outcome, plan: Plan) -> None:
-                settle_key(
-                    vault, RunKind.ROTATE, key.fingerprint(), outcome, run_id, plan.single_old_key()
+    def _rotate(
+        self,
+        journal: Journal,
+        run_id: str,
+        vault: Callable[[], KeyVault | None],
+        if_older_than: timedelta | None,
+        force: bool,
+        adopt: bool,
+    ) -> RunResult:
+        ctx = self.ctx
+        if ctx.options.clear_staged:
+            vault()  # --clear-staged writes to nodes before the markers are checked: open first
+        # The key's age decides whether the nodes are contacted at all: open first.
+        opened = vault() if if_older_than is not None else None
+        current = opened.current() if opened is not None else None
+        if if_older_than is not None and current is not None:
+            age = datetime.now(UTC) - _parse_time(current.activated_at or current.created_at)
+            if age < if_older_than:
+                result = RunResult(
+                    run_id,
+                    RunKind.ROTATE,
+                    ctx.farm,
+                    Outcome.UNCHANGED,
+                    target_fingerprint=current.fingerprint,
                 )
+                result.messages.append(
+                    f"current key {current.fingerprint} is {format_duration(age)} old, "
+                    f"younger than {format_duration(if_older_than)}: nothing to do"
+                )
+                return result
+        key = generate_key(ctx.policy(), force=force)
+        owner = self._ownership(vault, run_id, RunKind.ROTATE, key.fingerprint(), adopt=adopt)
+        if ctx.options.check:  # the key is not stored (and a vault may not exist)
+            return _unstored_key(self._roll_out(journal, run_id, RunKind.ROTATE, key, owner=owner))
 
-            result = self._roll_out(
-                journal, run_id, RunKind.ROTATE, key, store, settle, owner=owner
+        def store(plan: Plan) -> None:
+            # The last moment before a node is touched: from here on, a key on a node is
+            # always in the vault, and so is the marker generation that goes with it.
+            _opened(vault).add(key, run_id)
+            owner.record()
+
+        def settle(outcome: Outcome, plan: Plan) -> None:
+            settle_key(
+                _opened(vault),
+                RunKind.ROTATE,
+                key.fingerprint(),
+                outcome,
+                run_id,
+                plan.single_old_key(),
             )
-            return self._with_recovered(_unstored_key(result), recovered)
+
+        result = self._roll_out(journal, run_id, RunKind.ROTATE, key, store, settle, owner=owner)
+        return _unstored_key(result)
 
     def audit(
         self, options: AuditOptions | None = None, *, disclosed: DisclosedKeys | None = None
@@ -227,7 +250,7 @@ class Farm:
             if entry is None:
                 raise InputError(none_left, source=str(ctx.state.vault))
             assert vault is not None  # an entry came from it
-            owner = self._ownership(vault, run_id, kind, entry.fingerprint)
+            owner = self._ownership(lambda: vault, run_id, kind, entry.fingerprint)
 
             def store(_plan: Plan) -> None:
                 if not ctx.options.check:
@@ -459,7 +482,7 @@ class Farm:
 
     def _ownership(
         self,
-        vault: KeyVault | None,
+        vault: Callable[[], KeyVault | None],
         run_id: str,
         kind: RunKind,
         target: str,
@@ -484,6 +507,20 @@ class Farm:
         if not ctx.state.vault.exists():
             return None
         return KeyVault.open(ctx.state.vault, ctx.vault_secret())
+
+    def _vault_later(self, *, create: bool) -> Callable[[], KeyVault | None]:
+        """:meth:`_vault` for a rotation: the secret is read now, but an existing vault's key
+        is derived in a worker thread (scrypt, the largest cost before the first node is
+        touched) while the nodes are connected and read. Call the result where the vault is
+        needed: it waits for the key, and raises what opening the vault raises."""
+        ctx = self.ctx
+        if not ctx.state.vault.exists():
+            made = self._vault(create=create)
+            return lambda: made
+        opening = KeyVault.opening(
+            ctx.state.vault, ctx.vault_secret(), farm=ctx.farm if create else None
+        )
+        return opening.result
 
     @contextmanager
     def _locked(
@@ -537,6 +574,13 @@ def _secret_reader(
     if secret is not None:
         return secret
     return lambda: VaultSecret.from_env(environ)
+
+
+def _opened(vault: Callable[[], KeyVault | None]) -> KeyVault:
+    """The vault a run that stores its key always has (made or opened before it started)."""
+    opened = vault()
+    assert opened is not None
+    return opened
 
 
 def _paths_backed_up_by(session: FarmSession, host: Host, backup_run: str) -> list[str]:
