@@ -20,6 +20,7 @@ because a save replaces the file atomically.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -27,7 +28,7 @@ import secrets
 import stat
 import struct
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -320,6 +321,8 @@ class KeyVault:
         self._secret = secret
         self._entries = entries  # oldest first
         self.identity = identity or VaultIdentity.legacy(farm, created_at)
+        self._next_key: _SaltedKey | None = None  # see prepare_save
+        self._batched = False  # inside one_save: changes are written when it ends
 
     def __repr__(self) -> str:
         return f"KeyVault({str(self.path)!r}, farm={self.farm!r}, keys={len(self._entries)})"
@@ -362,12 +365,18 @@ class KeyVault:
 
     @classmethod
     def opening(
-        cls, path: Path | str, secret: VaultSecret, *, farm: str | None = None
+        cls,
+        path: Path | str,
+        secret: VaultSecret,
+        *,
+        farm: str | None = None,
+        prepare_save: bool = False,
     ) -> VaultOpening:
         """Open the vault in the background: the file is read now (a missing or unreadable
         vault raises here), its key is derived and the document decrypted in a worker thread.
-        :meth:`VaultOpening.result` waits for it and returns what :meth:`open` would."""
-        return VaultOpening(_SealedFile.read(Path(path)), secret, farm)
+        :meth:`VaultOpening.result` waits for it and returns what :meth:`open` would. With
+        ``prepare_save``, the key of its first save is derived next (see :meth:`prepare_save`)."""
+        return VaultOpening(_SealedFile.read(Path(path)), secret, farm, prepare_save)
 
     @classmethod
     def open_or_create(
@@ -497,7 +506,7 @@ class KeyVault:
         )
         old, self.identity = self.identity, new
         try:
-            self._save()
+            self._write()
         except BaseException:
             self.identity = old
             raise
@@ -511,6 +520,36 @@ class KeyVault:
             self._secret = old
             raise
 
+    @contextlib.contextmanager
+    def one_save(self) -> Iterator[None]:
+        """The changes made inside are written by one save when the block ends: all of them,
+        or none if the block or the save fails (memory then goes back to what disk has)."""
+        if self._batched:  # inside another one: that one saves
+            yield
+            return
+        entries, identity = self._entries, self.identity
+        self._batched = True
+        try:
+            yield
+        except BaseException:
+            self._entries, self.identity = entries, identity
+            raise
+        finally:
+            self._batched = False
+        if self._entries is entries and self.identity is identity:
+            return  # nothing changed
+        try:
+            self._save()
+        except BaseException:
+            self._entries, self.identity = entries, identity
+            raise
+
+    def prepare_save(self) -> None:
+        """Start deriving the key of the next save (scrypt over a fresh salt) in a worker
+        thread, so that save does not wait for it. Each prepared key seals one save only."""
+        if self._next_key is None or self._next_key.secret is not self._secret:
+            self._next_key = _SaltedKey(self.params, self._secret)
+
     def _require(self, fingerprint: str) -> VaultEntry:
         entry = self.find(fingerprint)
         if entry is None:
@@ -521,7 +560,7 @@ class KeyVault:
         """Save ``entries`` as the vault's history; on failure memory keeps what disk has."""
         old, self._entries = self._entries, entries
         try:
-            self._save()
+            self._write()
         except BaseException:
             self._entries = old
             raise
@@ -537,16 +576,56 @@ class KeyVault:
         }
         return json.dumps(doc, separators=(",", ":")).encode("utf-8")
 
+    def _write(self) -> None:
+        """Save now or, inside :meth:`one_save`, when it ends."""
+        if not self._batched:
+            self._save()
+
+    def _seal_key(self) -> tuple[bytes, bytes]:
+        """A fresh salt and its key: the one :meth:`prepare_save` derived, else derived now."""
+        prepared, self._next_key = self._next_key, None
+        if prepared is not None and prepared.secret is self._secret:
+            key = prepared.key()
+            if key is not None:
+                return prepared.salt, key
+        salt = os.urandom(16)
+        return salt, self.params.derive(self._secret, salt)
+
     def _save(self) -> None:
-        salt, nonce = os.urandom(16), os.urandom(12)
+        salt, key = self._seal_key()
+        nonce = os.urandom(12)
         p = self.params
         header = _HEADER.pack(MAGIC, FORMAT_VERSION, p.log2_n, p.r, p.p, salt, nonce)
-        sealed = AESGCM(p.derive(self._secret, salt)).encrypt(nonce, self._document(), header)
+        sealed = AESGCM(key).encrypt(nonce, self._document(), header)
         try:
             with state_writes(self.path.parent, f"save the vault {self.path.name}"):
                 atomic_write_private(self.path, header + sealed)
         except OSError as e:
             raise VaultError(f"cannot write vault {self.path}: {e.strerror or e}") from None
+
+
+class _SaltedKey:
+    """The key of one future save: a fresh salt, and scrypt's key for it derived in a worker
+    thread (scrypt in ``cryptography`` releases the GIL)."""
+
+    def __init__(self, params: ScryptParams, secret: VaultSecret):
+        self.secret = secret
+        self.salt = os.urandom(16)
+        self._key: bytes | None = None
+        self._thread = threading.Thread(
+            target=self._derive, args=(params,), name="vault-seal", daemon=True
+        )
+        self._thread.start()
+
+    def _derive(self, params: ScryptParams) -> None:
+        # On failure the key stays None: the save derives it again itself, and raises there.
+        with contextlib.suppress(BaseException):
+            self._key = params.derive(self.secret, self.salt)
+
+    def key(self) -> bytes | None:
+        """The key, once derived; None if the derivation failed."""
+        self._thread.join()
+        return self._key
 
 
 def _damaged(path: Path) -> VaultError:
@@ -614,8 +693,11 @@ class VaultOpening:
     error :meth:`KeyVault.open` would raise (never logged, never printed), for ``result``.
     """
 
-    def __init__(self, sealed: _SealedFile, secret: VaultSecret, farm: str | None):
+    def __init__(
+        self, sealed: _SealedFile, secret: VaultSecret, farm: str | None, prepare_save: bool
+    ):
         self.path = sealed.path
+        self._prepare_save = prepare_save
         self._vault: KeyVault | None = None
         self._error: BaseException | None = None
         # A daemon: an interrupted run does not wait for a derivation nobody will use.
@@ -627,6 +709,8 @@ class VaultOpening:
     def _unseal(self, sealed: _SealedFile, secret: VaultSecret, farm: str | None) -> None:
         try:
             self._vault = sealed.unseal(secret, farm)
+            if self._prepare_save:
+                self._vault.prepare_save()
         except BaseException as exc:  # handed to result(), in the caller's thread
             self._error = exc
 

@@ -192,8 +192,11 @@ class Farm:
         def store(plan: Plan) -> None:
             # The last moment before a node is touched: from here on, a key on a node is
             # always in the vault, and so is the marker generation that goes with it.
-            _opened(vault).add(key, run_id)
-            owner.record()
+            opened = _opened(vault)
+            with opened.one_save():
+                opened.add(key, run_id)
+                owner.record()
+            opened.prepare_save()  # settle's, derived while the nodes are staged and committed
 
         def settle(outcome: Outcome, plan: Plan) -> None:
             settle_key(
@@ -251,10 +254,13 @@ class Farm:
                 raise InputError(none_left, source=str(ctx.state.vault))
             assert vault is not None  # an entry came from it
             owner = self._ownership(lambda: vault, run_id, kind, entry.fingerprint)
+            if not ctx.options.check:
+                vault.prepare_save()  # store's, derived while the nodes are read
 
             def store(_plan: Plan) -> None:
                 if not ctx.options.check:
                     owner.record()
+                    vault.prepare_save()  # settle's
 
             def settle(outcome: Outcome, _plan: Plan) -> None:
                 settle_key(vault, kind, entry.fingerprint, outcome, run_id)
@@ -516,9 +522,14 @@ class Farm:
         ctx = self.ctx
         if not ctx.state.vault.exists():
             made = self._vault(create=create)
+            if made is not None:
+                made.prepare_save()  # its first save stores the run's key
             return lambda: made
         opening = KeyVault.opening(
-            ctx.state.vault, ctx.vault_secret(), farm=ctx.farm if create else None
+            ctx.state.vault,
+            ctx.vault_secret(),
+            farm=ctx.farm if create else None,
+            prepare_save=create,  # a run that may store its key (not --check)
         )
         return opening.result
 
