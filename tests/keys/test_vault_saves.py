@@ -86,8 +86,8 @@ def test_a_prepared_save_derives_its_key_in_a_worker_with_a_fresh_salt(
     salts = {salt_of(vault_path)}
     keys = [generate_key(Policy()) for _ in range(3)]
 
+    vault.prepare_saves(3)
     for key in keys:
-        vault.prepare_save()
         vault.add(key, "run")
         salts.add(salt_of(vault_path))
     vault.add(generate_key(Policy()), "unprepared")  # derived where it is saved
@@ -102,7 +102,7 @@ def test_a_prepared_save_derives_its_key_in_a_worker_with_a_fresh_salt(
 
 def test_a_key_prepared_under_the_old_secret_never_seals_the_new_one(vault_path: Path) -> None:
     vault = KeyVault.open(vault_path, VaultSecret.from_passphrase(PASSPHRASE))
-    vault.prepare_save()
+    vault.prepare_saves(1)
     new = VaultSecret.from_passphrase("a new passphrase")
 
     vault.change_secret(new)
@@ -119,12 +119,17 @@ def test_opening_in_the_background_gives_what_open_gives(vault_path: Path) -> No
     vault.add(first, "run-1")
     vault.mark_active(first.fingerprint(), "run-1")
 
-    opened = KeyVault.opening(vault_path, secret, farm="web", prepare_save=True).result()
+    opened = KeyVault.opening(vault_path, secret, farm="web", prepare_saves=2).result()
 
     current = opened.current()
     assert current is not None and current.key == first and current.status is KeyStatus.ACTIVE
-    opened.add(generate_key(Policy()), "run-2")  # the key prepared by the opening thread
-    assert secret.threads == ["vault-open", "vault-seal"]
+    second = generate_key(Policy())
+    opened.add(second, "run-2")  # the keys prepared once the vault was open
+    opened.mark_active(second.fingerprint(), "run-2")
+    assert secret.threads == ["vault-open", "vault-seal", "vault-seal"]
+    assert KeyVault.open(vault_path, VaultSecret.from_passphrase(PASSPHRASE)).current() == (
+        opened.current()
+    )
 
 
 def test_opening_in_the_background_refuses_as_open_does(vault_path: Path) -> None:
@@ -142,6 +147,6 @@ def test_opening_in_the_background_refuses_as_open_does(vault_path: Path) -> Non
 def test_fast_parameters_are_kept_by_a_prepared_save(tmp_path: Path) -> None:
     path = tmp_path / "fast.fsv"
     vault = KeyVault.create(path, VaultSecret.from_passphrase(PASSPHRASE), "web", params=FAST)
-    vault.prepare_save()
+    vault.prepare_saves(1)
     vault.add(generate_key(Policy()), "run")
     assert KeyVault.open(path, VaultSecret.from_passphrase(PASSPHRASE)).params == FAST

@@ -321,7 +321,7 @@ class KeyVault:
         self._secret = secret
         self._entries = entries  # oldest first
         self.identity = identity or VaultIdentity.legacy(farm, created_at)
-        self._next_key: _SaltedKey | None = None  # see prepare_save
+        self._prepared: _SaltedKeys | None = None  # see prepare_saves
         self._batched = False  # inside one_save: changes are written when it ends
 
     def __repr__(self) -> str:
@@ -370,13 +370,13 @@ class KeyVault:
         secret: VaultSecret,
         *,
         farm: str | None = None,
-        prepare_save: bool = False,
+        prepare_saves: int = 0,
     ) -> VaultOpening:
         """Open the vault in the background: the file is read now (a missing or unreadable
         vault raises here), its key is derived and the document decrypted in a worker thread.
         :meth:`VaultOpening.result` waits for it and returns what :meth:`open` would. With
-        ``prepare_save``, the key of its first save is derived next (see :meth:`prepare_save`)."""
-        return VaultOpening(_SealedFile.read(Path(path)), secret, farm, prepare_save)
+        ``prepare_saves``, the keys of that many saves are derived next (:meth:`prepare_saves`)."""
+        return VaultOpening(_SealedFile.read(Path(path)), secret, farm, prepare_saves)
 
     @classmethod
     def open_or_create(
@@ -544,11 +544,11 @@ class KeyVault:
             self._entries, self.identity = entries, identity
             raise
 
-    def prepare_save(self) -> None:
-        """Start deriving the key of the next save (scrypt over a fresh salt) in a worker
-        thread, so that save does not wait for it. Each prepared key seals one save only."""
-        if self._next_key is None or self._next_key.secret is not self._secret:
-            self._next_key = _SaltedKey(self.params, self._secret)
+    def prepare_saves(self, count: int) -> None:
+        """Start deriving the keys of the next ``count`` saves (scrypt over a fresh salt each),
+        one after the other in a worker thread, so those saves need not wait for scrypt. Each
+        prepared key seals one save only; keys prepared under another secret are dropped."""
+        self._prepared = _SaltedKeys(self.params, self._secret, count)
 
     def _require(self, fingerprint: str) -> VaultEntry:
         entry = self.find(fingerprint)
@@ -582,12 +582,12 @@ class KeyVault:
             self._save()
 
     def _seal_key(self) -> tuple[bytes, bytes]:
-        """A fresh salt and its key: the one :meth:`prepare_save` derived, else derived now."""
-        prepared, self._next_key = self._next_key, None
-        if prepared is not None and prepared.secret is self._secret:
-            key = prepared.key()
-            if key is not None:
-                return prepared.salt, key
+        """A fresh salt and its key: the next one :meth:`prepare_saves` derived, else now."""
+        if self._prepared is not None and self._prepared.secret is self._secret:
+            taken = self._prepared.take()
+            if taken is not None:
+                return taken
+        self._prepared = None  # used up, or for a secret this vault no longer has
         salt = os.urandom(16)
         return salt, self.params.derive(self._secret, salt)
 
@@ -604,28 +604,40 @@ class KeyVault:
             raise VaultError(f"cannot write vault {self.path}: {e.strerror or e}") from None
 
 
-class _SaltedKey:
-    """The key of one future save: a fresh salt, and scrypt's key for it derived in a worker
-    thread (scrypt in ``cryptography`` releases the GIL)."""
+class _SaltedKeys:
+    """The keys of the next saves: a fresh salt each, and scrypt's key for it, derived one
+    after the other in a worker thread (scrypt in ``cryptography`` releases the GIL)."""
 
-    def __init__(self, params: ScryptParams, secret: VaultSecret):
+    def __init__(self, params: ScryptParams, secret: VaultSecret, count: int):
         self.secret = secret
-        self.salt = os.urandom(16)
-        self._key: bytes | None = None
-        self._thread = threading.Thread(
+        self._salts = [os.urandom(16) for _ in range(count)]
+        self._keys: list[bytes | None] = []  # None: that derivation failed
+        self._taken = 0
+        self._derived = threading.Condition()
+        threading.Thread(
             target=self._derive, args=(params,), name="vault-seal", daemon=True
-        )
-        self._thread.start()
+        ).start()
 
     def _derive(self, params: ScryptParams) -> None:
-        # On failure the key stays None: the save derives it again itself, and raises there.
-        with contextlib.suppress(BaseException):
-            self._key = params.derive(self.secret, self.salt)
+        for salt in self._salts:
+            key = None
+            # On failure the save derives the key again itself, and raises there.
+            with contextlib.suppress(BaseException):
+                key = params.derive(self.secret, salt)
+            with self._derived:
+                self._keys.append(key)
+                self._derived.notify_all()
 
-    def key(self) -> bytes | None:
-        """The key, once derived; None if the derivation failed."""
-        self._thread.join()
-        return self._key
+    def take(self) -> tuple[bytes, bytes] | None:
+        """The next salt and key, once derived; None when none is left (or it failed)."""
+        index = self._taken
+        if index == len(self._salts):
+            return None
+        self._taken += 1
+        with self._derived:
+            self._derived.wait_for(lambda: len(self._keys) > index)
+        key = self._keys[index]
+        return (self._salts[index], key) if key is not None else None
 
 
 def _damaged(path: Path) -> VaultError:
@@ -694,10 +706,10 @@ class VaultOpening:
     """
 
     def __init__(
-        self, sealed: _SealedFile, secret: VaultSecret, farm: str | None, prepare_save: bool
+        self, sealed: _SealedFile, secret: VaultSecret, farm: str | None, prepare_saves: int
     ):
         self.path = sealed.path
-        self._prepare_save = prepare_save
+        self._prepare_saves = prepare_saves
         self._vault: KeyVault | None = None
         self._error: BaseException | None = None
         # A daemon: an interrupted run does not wait for a derivation nobody will use.
@@ -709,8 +721,8 @@ class VaultOpening:
     def _unseal(self, sealed: _SealedFile, secret: VaultSecret, farm: str | None) -> None:
         try:
             self._vault = sealed.unseal(secret, farm)
-            if self._prepare_save:
-                self._vault.prepare_save()
+            if self._prepare_saves:
+                self._vault.prepare_saves(self._prepare_saves)
         except BaseException as exc:  # handed to result(), in the caller's thread
             self._error = exc
 

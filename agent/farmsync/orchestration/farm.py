@@ -71,6 +71,13 @@ if TYPE_CHECKING:  # the audit loads when a farm is audited, never for a rotatio
     from farmsync.orchestration.audit import AuditOptions, AuditReport
 
 
+# A run that changes keys saves its vault twice: the store just before the first node is
+# touched, and the settle once the farm is on one key again. Both keys are derived while the
+# nodes are connected and read, so neither save waits for scrypt and no derivation competes
+# with the stage and the commit for the CPU.
+RUN_SAVES = 2
+
+
 class Farm:
     """One farm's commands. ``Farm.open`` is the front door; ``Farm(ctx)`` takes a context
     assembled by hand (tests that swap the node factory, benchmarks)."""
@@ -196,7 +203,6 @@ class Farm:
             with opened.one_save():
                 opened.add(key, run_id)
                 owner.record()
-            opened.prepare_save()  # settle's, derived while the nodes are staged and committed
 
         def settle(outcome: Outcome, plan: Plan) -> None:
             settle_key(
@@ -255,12 +261,11 @@ class Farm:
             assert vault is not None  # an entry came from it
             owner = self._ownership(lambda: vault, run_id, kind, entry.fingerprint)
             if not ctx.options.check:
-                vault.prepare_save()  # store's, derived while the nodes are read
+                vault.prepare_saves(RUN_SAVES)
 
             def store(_plan: Plan) -> None:
                 if not ctx.options.check:
                     owner.record()
-                    vault.prepare_save()  # settle's
 
             def settle(outcome: Outcome, _plan: Plan) -> None:
                 settle_key(vault, kind, entry.fingerprint, outcome, run_id)
@@ -523,13 +528,13 @@ class Farm:
         if not ctx.state.vault.exists():
             made = self._vault(create=create)
             if made is not None:
-                made.prepare_save()  # its first save stores the run's key
+                made.prepare_saves(RUN_SAVES)
             return lambda: made
         opening = KeyVault.opening(
             ctx.state.vault,
             ctx.vault_secret(),
             farm=ctx.farm if create else None,
-            prepare_save=create,  # a run that may store its key (not --check)
+            prepare_saves=RUN_SAVES if create else 0,  # --check saves nothing
         )
         return opening.result
 
