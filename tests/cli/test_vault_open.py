@@ -1,10 +1,10 @@
 """A rotation derives the vault key while the nodes are read, and still refuses a wrong secret
 before anything is staged or written.
 
-The overlap is shown by a rendezvous, not by timings: the secret's first use (the derivation,
-in its worker thread) and the first node read each wait for the other. Opened before the
-nodes were contacted, the vault would wait for a read that never comes, and the rendezvous
-would break.
+The overlap is shown by a rendezvous, not by timings: every use of the secret (a scrypt
+derivation) waits for a node read to be under way, and a node read does not return before the
+vault's open derivation has started. Opened before the nodes were contacted, the vault would
+wait for a read that never comes (the guard's timeout fails the test).
 """
 
 from __future__ import annotations
@@ -26,23 +26,29 @@ DEADLOCK_GUARD = 30.0  # seconds; only reached when the two never meet
 
 
 class Rendezvous:
-    """Two parties that must both arrive: the vault's derivation and the first node read."""
+    """The vault's key derivations and the nodes' reads, each waiting for the other."""
 
     def __init__(self) -> None:
-        self.barrier = threading.Barrier(2, timeout=DEADLOCK_GUARD)
-        self.parties: dict[str, str] = {}  # who arrived -> the thread it arrived on
-        self._lock = threading.Lock()
+        self.reading = threading.Event()  # a node read is under way
+        self.opening = threading.Event()  # the vault's open derivation has started
+        self.threads: list[str] = []  # where each derivation ran
 
-    def arrive(self, who: str) -> None:
-        with self._lock:
-            if who in self.parties:
-                return  # the first arrival of each party only
-            self.parties[who] = threading.current_thread().name
-        self.barrier.wait()
+    def derivation(self) -> None:
+        name = threading.current_thread().name
+        self.threads.append(name)
+        if name == "vault-open":
+            self.opening.set()
+        if not self.reading.wait(DEADLOCK_GUARD):
+            raise TimeoutError("the vault key was derived before any node was read")
+
+    def read(self) -> None:
+        self.reading.set()
+        if not self.opening.wait(DEADLOCK_GUARD):
+            raise TimeoutError("a node read ended before the vault key's derivation started")
 
 
 class MeetingSecret(VaultSecret):
-    """The real passphrase; its first use waits for a node read to be under way."""
+    """The real passphrase; each use (a scrypt derivation) waits for a node read."""
 
     __slots__ = ("rendezvous",)
 
@@ -51,7 +57,7 @@ class MeetingSecret(VaultSecret):
         self.rendezvous = rendezvous
 
     def reveal(self) -> bytes:
-        self.rendezvous.arrive("derivation")
+        self.rendezvous.derivation()
         return super().reveal()
 
 
@@ -70,15 +76,14 @@ def test_the_vault_key_is_derived_while_the_nodes_are_read(local_farm: LocalFarm
     rendezvous = Rendezvous()
 
     def meeting_node(host: Host) -> NodeOperations:
-        return HookedNode(node_for(host), {"read": lambda: rendezvous.arrive("read")})
+        return HookedNode(node_for(host), {"read": rendezvous.read})
 
     farm = _farm(local_farm, MeetingSecret(rendezvous))
     result = Farm(replace(farm.ctx, factory=meeting_node)).rotate()
 
     assert result.outcome is Outcome.CHANGED, result.to_dict()
-    assert set(rendezvous.parties) == {"derivation", "read"}
-    assert rendezvous.parties["derivation"] == "vault-open"  # its own thread
-    assert rendezvous.parties["read"] != "vault-open"
+    # The open's key and both saves' keys (store, settle), none on the run's own thread.
+    assert sorted(rendezvous.threads) == ["vault-open", "vault-seal", "vault-seal"]
     assert set(local_farm.fingerprints().values()) == {result.target_fingerprint}
     current = local_farm.vault().current()
     assert current is not None and current.fingerprint == result.target_fingerprint

@@ -709,9 +709,11 @@ class VaultOpening:
         self, sealed: _SealedFile, secret: VaultSecret, farm: str | None, prepare_saves: int
     ):
         self.path = sealed.path
-        self._prepare_saves = prepare_saves
         self._vault: KeyVault | None = None
         self._error: BaseException | None = None
+        # The saves' keys need only the header's parameters: derived beside the open, so the
+        # first save waits for whichever of the two ends last, not for both in turn.
+        self._saves = _SaltedKeys(sealed.params, secret, prepare_saves) if prepare_saves else None
         # A daemon: an interrupted run does not wait for a derivation nobody will use.
         self._thread = threading.Thread(
             target=self._unseal, args=(sealed, secret, farm), name="vault-open", daemon=True
@@ -720,9 +722,9 @@ class VaultOpening:
 
     def _unseal(self, sealed: _SealedFile, secret: VaultSecret, farm: str | None) -> None:
         try:
-            self._vault = sealed.unseal(secret, farm)
-            if self._prepare_saves:
-                self._vault.prepare_saves(self._prepare_saves)
+            vault = sealed.unseal(secret, farm)
+            vault._prepared = self._saves
+            self._vault = vault
         except BaseException as exc:  # handed to result(), in the caller's thread
             self._error = exc
 
