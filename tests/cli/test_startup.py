@@ -138,7 +138,7 @@ def test_help_and_version_load_nothing_heavy(tmp_path: Path, args: tuple[str, ..
 def test_a_rotation_of_local_hosts_loads_no_transport_no_audit_no_doctor(
     local_farm: LocalFarm, tmp_path: Path
 ) -> None:
-    for args in (("--check",), ()):
+    for args in (("--check",), (), ("--json",)):
         seen = probe(
             tmp_path, "rotate", "-i", str(local_farm.inventory), *args, env=local_farm.env()
         )
@@ -146,6 +146,8 @@ def test_a_rotation_of_local_hosts_loads_no_transport_no_audit_no_doctor(
         assert seen["exit"] == 0, seen["output"]
         assert loaded(seen["end"], NOT_FOR_ROTATE + WINRM_STACK + SSH_STACK) == []
         assert "farmsync.orchestration.rollout" in seen["end"]  # the probe sees what loaded
+        if "--json" in args:  # no table, no progress bar: no rich at all
+            assert loaded(seen["end"], ("rich",)) == [], seen["output"]
 
 
 def _free_port() -> int:

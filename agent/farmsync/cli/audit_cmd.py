@@ -134,7 +134,7 @@ def audit_command(
         2 for bad input, 3 when a node could not be read."""
         from farmsync.cli.audit_prometheus import write_prometheus
         from farmsync.cli.audit_terminal import render_audit
-        from farmsync.cli.render import print_json
+        from farmsync.cli.output import print_json
         from farmsync.inventory.loader import load_inventory
         from farmsync.inventory.patterns import select_hosts
         from farmsync.orchestration.audit import run_audit
@@ -156,7 +156,7 @@ def audit_command(
         if html is not None:
             _write(html, "--html", lambda: _write_html(report, html))
         if as_json:
-            print_json(report.to_dict(), stdout_console())
+            print_json(report.to_dict(), sys.stdout)
         else:
             render_audit(report, stdout_console())
         sys.exit(report.exit_code)

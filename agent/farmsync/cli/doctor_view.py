@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from farmsync.cli.render import print_json
+from farmsync.cli.output import print_json
 from farmsync.orchestration.doctor import NodeReport, Readiness, exit_code
 
 _STATUS_STYLE = {
@@ -90,7 +90,7 @@ def render_table(reports: list[NodeReport], out: Console) -> None:
 def show(reports: list[NodeReport], as_json: bool, out: Console) -> int:
     code = exit_code(reports)
     if as_json:
-        print_json({"exit_code": code, "hosts": [r.to_dict() for r in reports]}, out)
+        print_json({"exit_code": code, "hosts": [r.to_dict() for r in reports]}, out.file)
         return code
     render_table(reports, out)
     for report in reports:

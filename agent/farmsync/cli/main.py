@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from farmsync import __version__
-from farmsync.cli.output import SETTINGS, colour_wanted, output_options
+from farmsync.cli.output import SETTINGS, colour_wanted, output_options, print_json
 from farmsync.cli.printable import printable
 from farmsync.errors import ExitCode, FarmsyncError, InputError, describe_error
 from farmsync.orchestration.options import RolloutOptions
@@ -348,11 +348,11 @@ def _run_farm(
     with reporter_for(run.as_json) as reporter:
         ctx.reporter = reporter
         result = call(Farm(ctx))
-    from farmsync.cli.render import print_json, render_run  # the table, once the run is over
-
     if run.as_json:
-        print_json(result.to_dict(), stdout_console())
+        print_json(result.to_dict(), sys.stdout)
     else:
+        from farmsync.cli.render import render_run  # rich's table, once the run is over
+
         # Messages once: with the result when all went well, else on stderr only.
         render_run(
             result,
