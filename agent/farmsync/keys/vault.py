@@ -10,7 +10,10 @@ File format (version 1), all integers big-endian::
 
 The key is scrypt(secret, salt, n, r, p). The whole header is the GCM associated data, so
 changing a parameter, the salt or the nonce fails authentication like any other tampering.
-Each save draws a fresh salt and nonce, so no (key, nonce) pair is ever used twice.
+Each save draws a fresh salt and nonce, so no (key, nonce) pair is ever used twice. scrypt
+is slow on purpose, so a caller can derive it beside other work: :meth:`KeyVault.opening`
+derives the opening key in a worker thread, :meth:`KeyVault.prepare_saves` the keys of the
+next saves (each over its own fresh salt, used by one save only).
 
 A wrong secret, a tampered file, a truncated file and a file that is not a vault are one
 error on purpose (see :class:`farmsync.errors.VaultError`); opening never yields wrong keys.
