@@ -34,7 +34,14 @@ from farmsync.nodes.contract import (
     StageItem,
 )
 from tests.nodes.contract_cases import CONTRACT_CASES, ContractCase, case_id
-from tests.nodes.test_ps1_syntax import FARMSYNC_FUNCTION, PARSER, PS1_FILES, text, walk
+from tests.nodes.test_ps1_syntax import (
+    FARMSYNC_FUNCTION,
+    PARSER,
+    PS1_FILES,
+    commands,
+    text,
+    walk,
+)
 
 OP_SCRIPTS = [f"{op}.ps1" for op in protocol.OPS]
 
@@ -150,7 +157,7 @@ def test_commit_word_is_compared_case_sensitively() -> None:
 
 
 def test_busy_codes_and_retry_bounds_match_the_table() -> None:
-    commit = psagent.resource_text("commit.ps1")
+    commit = psagent.resource_text("common.ps1")  # Invoke-FarmsyncReplace lives there
     codes = re.search(r"\$FarmsyncBusyCodes = @\(([0-9, ]+)\)", commit)
     assert codes is not None
     assert tuple(int(c) for c in codes.group(1).split(",")) == protocol.BUSY_WIN32_ERRORS
@@ -182,17 +189,60 @@ def test_the_twin_serves_every_op_and_checks_its_arguments(op: str) -> None:
 
 
 def member_reads(script: str, variable: str) -> set[str]:
-    """Names read as ``$variable.name`` anywhere in ``script``."""
-    return set(re.findall(rf"\${variable}\.([A-Za-z_][A-Za-z0-9_]*)", script))
+    """Names read as ``$variable.name`` anywhere in ``script`` (PowerShell variable names are
+    case-insensitive; the names read are JSON keys of an ordinal dictionary: exact)."""
+    return set(re.findall(rf"\$(?i:{variable})\.([A-Za-z_][A-Za-z0-9_]*)", script))
+
+
+def function_bodies(script: str) -> dict[str, str]:
+    """The text of every function statement of ``script``, by lower-case name."""
+    bodies: dict[str, str] = {}
+    for node in walk(tree(script)):
+        if node.type == "function_statement":
+            name = next(text(c) for c in node.children if c.type == "function_name")
+            bodies[name.lower()] = text(node)
+    return bodies
+
+
+def reachable_functions(op: str) -> dict[str, str]:
+    """The functions a request of ``op`` can run: Invoke-FarmsyncRequest (what the bootstrap
+    calls) and every farmsync function it calls, transitively, in the assembled script."""
+    bodies = function_bodies(psagent.load_script(op))
+    found: dict[str, str] = {}
+    todo = ["invoke-farmsyncrequest"]
+    while todo:
+        name = todo.pop()
+        if name in found or name not in bodies:
+            continue
+        found[name] = bodies[name]
+        todo += [c.lower() for c, _ in commands(bodies[name]) if FARMSYNC_FUNCTION.fullmatch(c)]
+    return found
+
+
+def op_reads(op: str, variable: str) -> set[str]:
+    """What ``$variable.<name>`` reads the code of ``op`` makes, its shared steps included."""
+    reads: set[str] = set()
+    for body in reachable_functions(op).values():
+        reads |= member_reads(body, variable)
+    return reads
 
 
 @pytest.mark.parametrize("op", protocol.OPS)
 def test_each_script_reads_exactly_the_arguments_of_its_table_row(op: str) -> None:
-    script = psagent.resource_text(f"{op}.ps1")
-    assert member_reads(script, "Arguments") == set(protocol.OP_ARGS[op])
-    assert member_reads(script, "item") <= set(protocol.ITEM_FIELDS.get(op, {}))
-    if op in protocol.ITEM_FIELDS:
-        assert member_reads(script, "item") == set(protocol.ITEM_FIELDS[op])
+    # The op script itself and the common.ps1 steps it calls (stage, commit, cleanup and
+    # stage_commit share them): what a request of the op reads is what the table lists.
+    assert member_reads(psagent.resource_text(f"{op}.ps1"), "Arguments") == set(
+        protocol.OP_ARGS[op]
+    )
+    assert op_reads(op, "Arguments") == set(protocol.OP_ARGS[op])
+    assert op_reads(op, "item") == set(protocol.ITEM_FIELDS.get(op, {}))
+
+
+def test_the_reads_follow_calls_into_common() -> None:
+    assert "invoke-farmsyncstageitems" in reachable_functions("stage_commit")
+    assert "invoke-farmsynccommititems" not in reachable_functions("stage")
+    assert "content_b64" in op_reads("stage", "item")
+    assert "content_b64" not in op_reads("commit", "item")
 
 
 @pytest.mark.parametrize("op", protocol.OPS)
@@ -378,8 +428,8 @@ def test_unexpected_exceptions_are_cut_never_quoted_whole() -> None:
 
 
 def test_symlinks_are_refused_by_stage_and_commit_scripts() -> None:
-    for op in ("stage", "commit"):
-        assert "Assert-FarmsyncNotLink" in psagent.resource_text(f"{op}.ps1")
+    for op in ("stage", "commit", "stage_commit"):
+        assert "assert-farmsyncnotlink" in reachable_functions(op)
     assert "ReparsePoint" in psagent.resource_text("common.ps1")
 
 

@@ -222,11 +222,13 @@ def test_error_mapping_covers_the_windows_failures() -> None:
         "'is-directory'",
     ):
         assert needle in common + psagent.resource_text("read.ps1")
-    commit = psagent.resource_text("commit.ps1")
-    # Backups are created exclusively, never by ReplaceFile (which replaces an existing one).
-    assert "Write-FarmsyncNewFile -Path $backup -Bytes $live -LikePath $target -Exclusive" in commit
-    assert "[System.IO.File]::Replace($Staging, $Target, [NullString]::Value)" in commit
-    assert "'backup-exists'" in commit
+    # Backups are created exclusively, never by ReplaceFile (which replaces an existing one):
+    # the release steps commit.ps1 and stage_commit.ps1 share (common.ps1).
+    assert "Write-FarmsyncNewFile -Path $backup -Bytes $live -LikePath $target -Exclusive" in common
+    assert "[System.IO.File]::Replace($Staging, $Target, [NullString]::Value)" in common
+    assert "'backup-exists'" in common
+    for op in ("commit", "stage_commit"):
+        assert "Invoke-FarmsyncCommitItems -Items $items" in psagent.resource_text(f"{op}.ps1")
     assert "FileStream" in common and "Flush($true)" in common and "WriteThrough" in common
     assert "GetAccessControl($From, $sections)" in common
     assert "SetAccessControl($To, $acl)" in common
@@ -246,7 +248,8 @@ def test_issue_14_rules_hold_in_the_scripts() -> None:
     # Identity: volume serial + file index of the open handle, and the machine's GUID.
     assert "GetFileInformationByHandle" in common and "VolumeSerialNumber" in common
     assert "RegistryView]::Registry64" in common and "'MachineGuid'" in common
-    assert "file_id = $fileId" in read and "machine_id = (Get-FarmsyncMachineId)" in read
+    assert "file_id = $fileId" in common and "machine_id = (Get-FarmsyncMachineId)" in read
+    assert "Read-FarmsyncState -Path $path" in read  # the entry stage_commit's verify reuses
     # The rollback fences first, then acts on what the live file holds.
     rollback = psagent.resource_text("rollback.ps1")
     fence = rollback.index("Remove-FarmsyncFile -Path (Get-FarmsyncStagingPath")
@@ -255,7 +258,8 @@ def test_issue_14_rules_hold_in_the_scripts() -> None:
     assert "'verify-mismatch'" in rollback
     # Backups by run id, never by file time; never the run in progress.
     assert "LastWriteTimeUtc.Ticks" not in common and "CompareOrdinal($b.RunId, $a.RunId)" in common
-    assert "$backups[$i].RunId -cne $runId" in psagent.resource_text("cleanup.ps1")
+    assert "$backups[$i].RunId -cne $RunId" in common
+    assert "Invoke-FarmsyncCleanupPaths" in psagent.resource_text("cleanup.ps1")
 
 
 # --- the real thing, where PowerShell exists ---------------------------------------------------
