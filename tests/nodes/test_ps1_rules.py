@@ -376,6 +376,63 @@ def test_the_parity_check_catches_an_undeclared_key() -> None:
     assert {"restored", "skipped"} <= declared_result_keys("rollback")
 
 
+def declared_verify_entry_keys() -> set[str]:
+    """Keys of the entries Read-FarmsyncState (common.ps1) builds, as stage_commit's verify
+    asks for them (-WithoutContent: its ok entry loses content_b64)."""
+    body = function_bodies(psagent.resource_text("common.ps1"))["read-farmsyncstate"]
+    assert "if ($WithoutContent) { $state.Remove('content_b64') }" in body
+    keys: set[str] = set()
+    for block in re.findall(r"@\{(.*?)\}", body, re.S):
+        keys |= set(re.findall(r"(?:^|;|\n)\s*([a-z_][a-z0-9_]*) = ", block))
+    return keys - {"content_b64"}
+
+
+def twin_stage_commit(
+    args: dict[str, Any], word: bytes = b"COMMIT\r\n"
+) -> tuple[list[Any], dict[str, Any] | None, str | None]:
+    """One stage_commit request through the twin in-process: (lines emitted before the
+    answer, the result or None, the error kind or None)."""
+    emitted: list[Any] = []
+    try:
+        op, decoded = agent.decode_request(psagent.request_line("stage_commit", args))
+        result = agent.run_op(op, decoded, lambda: word, emitted.append)
+    except agent.AgentError as err:
+        return emitted, None, err.kind.value
+    return emitted, result, None
+
+
+def test_twin_stage_commit_answers_are_ones_the_script_declares(tmp_path: Path) -> None:
+    from tests.nodes.contract_cases import NEW, OLD, live, sha
+    from tests.nodes.session_cases import stage_commit_args
+
+    declared, kinds = declared_result_keys("stage_commit"), declared_error_kinds()
+    path = live(tmp_path / "released")
+    emitted, result, kind = twin_stage_commit(stage_commit_args(path))
+    assert emitted == [{"armed": True}] and kind is None and result is not None
+    assert set(result) <= declared and {"committed", "files", "removed"} <= set(result)
+    (entry,) = result["files"]
+    assert set(entry) == declared_verify_entry_keys() - {"error_kind", "error"}
+    assert entry["sha256"] == sha(NEW)
+
+    path = live(tmp_path / "aborted")
+    emitted, result, kind = twin_stage_commit(stage_commit_args(path), b"commit\r\n")
+    assert emitted == [{"armed": True}] and result == {"aborted": True}
+    assert set(result) <= declared
+
+    refusals = {
+        "changed-since-read": (live(tmp_path / "changed", content=NEW), 10),
+        "not-found": (str(tmp_path / "absent.config"), 10),
+        "protocol": (live(tmp_path / "retention"), -1),
+    }
+    path = live(tmp_path / "backup")
+    Path(path + ".farmsync-run1.bak").write_bytes(OLD)
+    refusals["backup-exists"] = (path, 10)
+    for expected, (target, keep) in refusals.items():
+        emitted, result, kind = twin_stage_commit(stage_commit_args(target, keep_backups=keep))
+        assert (emitted, result, kind) == ([], None, expected), target
+        assert kind in kinds
+
+
 RECYCLE_PLANS: list[tuple[list[tuple[str, str]], list[str], list[str], int]] = [
     ([("A", "Started"), ("B", "Stopped")], [], ["A"], 1),
     ([("A", "Started"), ("B", "Started")], ["b"], ["B"], 0),

@@ -29,6 +29,7 @@ from tests.nodes.contract_cases import (
     ProcessAgentNode,
     case_id,
 )
+from tests.nodes.session_cases import SESSION_CASES, SessionCase, session_case_id
 
 PARSER = Parser(Language(tsp.language()))
 SCRIPT_DIR = resources.files("farmsync.nodes").joinpath("scripts")
@@ -264,7 +265,9 @@ def test_issue_14_rules_hold_in_the_scripts() -> None:
 
 # --- the real thing, where PowerShell exists ---------------------------------------------------
 # pwsh cannot be installed on this machine; where it exists, the real scripts run the whole
-# shared contract (every case) and the protocol's refusals, through the same bootstrap.
+# shared contract (every case), the session cases (many requests and stage_commit in one
+# process, tests/nodes/session_cases.py) and the protocol's refusals, through the same
+# bootstrap.
 
 PWSH = shutil.which("pwsh")
 needs_pwsh = pytest.mark.skipif(
@@ -288,6 +291,13 @@ def pwsh_argv() -> list[str]:
 @pytest.mark.parametrize("case", CONTRACT_CASES, ids=case_id)
 def test_powershell_scripts_pass_the_contract_case(case: ContractCase, tmp_path: Path) -> None:
     case(ProcessAgentNode(pwsh_argv()), tmp_path)
+
+
+@needs_pwsh
+@pytest.mark.parametrize("case", SESSION_CASES, ids=session_case_id)
+def test_powershell_serves_a_session(case: SessionCase, tmp_path: Path) -> None:
+    # One pwsh process, many requests, stage_commit included: the same cases the twin runs.
+    case(pwsh_argv(), tmp_path)
 
 
 @needs_pwsh
