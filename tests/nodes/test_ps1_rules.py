@@ -734,7 +734,8 @@ def test_warnings_and_answers_belong_to_one_request() -> None:
     assert request.index("ConvertFrom-FarmsyncJsonText") < request.index("return 2")
     assert request.index("return 2") < request.index("Assert-FarmsyncArguments")
     boot = psagent.BOOTSTRAP
-    assert "$farmsyncStatus[$farmsyncStatus.Count - 1] -eq 2) { break }" in boot
+    assert "$farmsyncLast = @(& { . $farmsyncBlock; Invoke-FarmsyncRequest })[-1]" in boot
+    assert "if ($farmsyncLast -eq 2) { break }" in boot
 
 
 def test_stage_commit_reads_its_word_exactly_and_reuses_the_shared_steps() -> None:

@@ -67,10 +67,10 @@ try {
         # and its warnings belong to its answer. Invoke-FarmsyncRequest (common.ps1) reads
         # $farmsyncJson from this scope, answers, and returns 0 (ok), 1 (an error; the session
         # goes on) or 2 (the request is not JSON: a broken frame, answered, status 1).
-        $farmsyncStatus = @(& { . $farmsyncBlock; Invoke-FarmsyncRequest })
+        $farmsyncLast = @(& { . $farmsyncBlock; Invoke-FarmsyncRequest })[-1]
         $farmsyncExit = 1
-        if ($farmsyncStatus.Count -gt 0 -and $farmsyncStatus[$farmsyncStatus.Count - 1] -eq 0) { $farmsyncExit = 0 }
-        if ($farmsyncStatus.Count -gt 0 -and $farmsyncStatus[$farmsyncStatus.Count - 1] -eq 2) { break }
+        if ($farmsyncLast -eq 0) { $farmsyncExit = 0 }
+        if ($farmsyncLast -eq 2) { break }
     }
 } catch {
     $farmsyncDetail = 'agent bootstrap failed at ' + $farmsyncStage + ': '
