@@ -766,3 +766,16 @@ def test_stage_commit_reads_its_word_exactly_and_reuses_the_shared_steps() -> No
         assert not set(function_bodies(psagent.resource_text(name))) & set(common), name
     for op in ("stage", "commit", "cleanup", "read"):
         assert len(function_bodies(psagent.resource_text(f"{op}.ps1"))) == 1, op
+
+
+@pytest.mark.parametrize("name", PS1_FILES)
+def test_compiled_types_are_added_once_per_process(name: str) -> None:
+    # A session runs an op many times in one process: Add-Type of a type that exists fails
+    # ("the type name already exists"), so each definition is guarded by a lookup first.
+    script = psagent.resource_text(name)
+    for at in [m.start() for m in re.finditer(r"Add-Type -TypeDefinition", script)]:
+        guard = re.findall(r"if \(\$null -eq \('([\w.]+)' -as \[type\]\)\) \{", script[:at])
+        assert guard, f"{name}: Add-Type -TypeDefinition without a type lookup before it"
+        namespace, _, type_name = guard[-1].rpartition(".")
+        source = script[at : script.index("'@", at)]
+        assert f"namespace {namespace}" in source and f"class {type_name}" in source
