@@ -269,6 +269,17 @@ def stage_commit_prunes_old_backups_in_the_release(argv: Sequence[str], root: Pa
     assert Path(backup_path(path, "20261127T000000Z-b")).read_bytes() == OLD
 
 
+def a_stage_commit_of_no_items_is_answered_whole(argv: Sequence[str], root: Path) -> None:
+    # Empty lists all the way through (PowerShell passes them between functions as arrays).
+    with agent_process(argv) as agent:
+        agent.request("stage_commit", run_id="run1", items=[], keep_backups=10)
+        assert agent.line() == {"armed": True}
+        agent.send(psagent.COMMIT_WORD)
+        released = agent.line()
+        assert agent.end() == 0
+    assert released == {"ok": True, "result": {"committed": [], "files": [], "removed": []}}
+
+
 def no_request_ends_with_status_zero(argv: Sequence[str], root: Path) -> None:
     with agent_process(argv) as agent:
         assert agent.end() == 0
@@ -284,6 +295,7 @@ SESSION_CASES: list[SessionCase] = [
     end_of_input_at_the_word_aborts_and_ends,
     stage_commit_refused_at_its_checks_removes_what_it_staged,
     stage_commit_prunes_old_backups_in_the_release,
+    a_stage_commit_of_no_items_is_answered_whole,
     no_request_ends_with_status_zero,
 ]
 
