@@ -62,7 +62,7 @@ def stage_and_commit(node: WinrmNode, path: Path, new: bytes) -> None:
     node.commit([CommitItem(str(path), live, sha256_hex(new))], RUN)
 
 
-def test_full_rotation_uses_one_shell_and_one_command_per_phase(
+def test_full_rotation_uses_one_shell_and_one_command_for_the_run(
     wsman_server: WsmanEndpoint, wsman_host: Callable[..., Host], node_dir: Path
 ) -> None:
     site = node_dir / "web.config"
@@ -96,7 +96,7 @@ def test_full_rotation_uses_one_shell_and_one_command_per_phase(
     assert site.read_bytes() == old_site and app.read_bytes() == old_app  # rolled back
     assert not Path(staging_path(str(site), RUN)).exists()
     assert wsman_server.requests["Create"] == 1  # one shell for the whole run...
-    assert wsman_server.requests["Command"] == 7  # ...and one command per phase
+    assert wsman_server.requests["Command"] == 1  # ...and one agent for every phase
     assert wsman_server.requests["Delete"] == 1
     assert wsman_server.open_shells == 0
     assert wsman_server.running_processes() == 0
@@ -125,7 +125,7 @@ def test_large_config_travels_on_stdin_in_chunks_never_on_the_command_line(
         )
     )
     lines = [c.command_line for c in wsman_server.commands]
-    assert lines == [psagent.command_line()] * 2 == node.sent_commands
+    assert lines == [psagent.command_line()] == node.sent_commands  # one agent, two requests
     for line in lines:
         assert len(line) < 8191
         assert str(node_dir) not in line and "web.config" not in line
@@ -141,7 +141,7 @@ def test_key_material_never_reaches_a_command_line_or_environment(
         node.read([str(target)])
     assert VALIDATION_KEY in target.read_text()  # the keys did travel, on stdin
 
-    assert len(wsman_server.commands) == 3
+    assert len(wsman_server.commands) == 1
     for record in wsman_server.commands:
         seen = record.command_line + " ".join(
             f"{k}={v}" for k, v in record.shell_environment.items()
@@ -347,6 +347,7 @@ def test_operations_quota_gets_a_fresh_shell(
             str(node_dir / "web.config"): []
         }
         wsman_server.quota("operations", count=2)
+        node.session.drop()  # the next request starts a fresh agent: a Command
         with pytest.raises(NodeError) as err:
             node.list_backups([])
     assert err.value.kind is NodeErrorKind.QUOTA

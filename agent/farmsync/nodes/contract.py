@@ -124,13 +124,21 @@ class ArmedCommit(ABC):
     orchestrator can release every node back to back; ``wait`` collects the result and raises
     :class:`NodeError` if the commit failed. ``abort`` withdraws an armed commit without
     touching the live files.
+
+    ``wait`` may return the files' states the node read back right after the commit (sha256,
+    mtime, file id; no content), when the acknowledgement carried them (the agent's
+    ``stage_commit``); None otherwise, and the caller reads the files to verify.
+    ``cleaned_up`` turns true when the release also removed the run's leftovers and pruned
+    old backups (``cleanup`` for these paths is then done).
     """
+
+    cleaned_up: bool = False
 
     @abstractmethod
     def release(self) -> None: ...
 
     @abstractmethod
-    def wait(self, timeout: float) -> None: ...
+    def wait(self, timeout: float) -> Mapping[str, FileState] | None: ...
 
     @abstractmethod
     def abort(self) -> None: ...
@@ -192,6 +200,19 @@ class NodeOperations(ABC):
         When released: for each path, keep a byte-identical backup of the live file at
         ``backup_path`` and atomically replace the live file with the staging file.
         """
+
+    def stage_and_arm(
+        self,
+        stage_items: Sequence[StageItem],
+        commit_items: Sequence[CommitItem],
+        run_id: str,
+        keep_backups: int = DEFAULT_BACKUP_RETENTION,
+    ) -> ArmedCommit:
+        """``stage`` then ``arm_commit``, for one node in one call. Transports that can do
+        both in one exchange (the Windows agent's ``stage_commit``) override it; theirs also
+        verifies and cleans up (``keep_backups``) in the release's own exchange."""
+        self.stage(stage_items, run_id)
+        return self.arm_commit(commit_items, run_id)
 
     def commit(
         self, items: Sequence[CommitItem], run_id: str, timeout: float = DEFAULT_COMMIT_TIMEOUT
