@@ -14,7 +14,6 @@ from farmsync.nodes.winrm import WinrmNode
 from tests.nodes.contract_cases import CONTRACT_CASES, ContractCase, case_id
 from tests.servers.wsman_endpoint import WsmanEndpoint
 
-
 EXPECTED_AGENTS = {"rollback_fences_a_released_commit_that_has_not_landed": 2}
 
 

@@ -535,6 +535,8 @@ class AgentSession:
             raise
         reader.stderr += got.stderr
         self._settled(armed, keep=reader.finished and reader.well_formed and not got.ended)
+        if got.ended and not reader.finished:
+            raise self._ended(armed.phase)  # killed, or ended on its own, before answering
         return parse_output(reader.output, host=self.host, phase=armed.phase, stderr=reader.stderr)
 
     def _settled(self, armed: SessionArmedCommit, *, keep: bool) -> None:
