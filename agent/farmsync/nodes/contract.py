@@ -2,12 +2,14 @@
 
 Everything above this layer (orchestration, audit, CLI) talks to nodes only through
 :class:`NodeOperations`. Each method is one remote round trip for all the paths it is
-given (one SSH exec or SFTP batch, one command in the reused WinRM shell), never one per
-file. ``round_trips`` counts them so the contract tests can hold transports to it.
+given (one SFTP batch, one request to the node's agent session), never one per file.
+``round_trips`` counts them so the contract tests can hold transports to it.
 
 Phases of a change, per node:
-  read -> stage -> arm_commit/release -> (verify = read) -> cleanup
-                                  \\-> rollback on failure
+  read -> stage_and_arm (stage, arm_commit) -> release -> (verify = read) -> cleanup
+                                                    \\-> rollback on failure
+The Windows agent does stage_and_arm in one exchange, and its release answers the verify
+(post-commit hashes) and cleans up: read, stage+arm, release.
 
 File naming on the node (same directory as the target, so renames stay atomic):
   staging file: ``<name>.farmsync-<run_id>.new``
