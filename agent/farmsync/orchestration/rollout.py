@@ -265,8 +265,10 @@ class Rollout:
         self, plan: Plan, staged: Mapping[str, TaskResult[ArmedCommit]]
     ) -> dict[str, ArmedCommit] | None:
         armed = {n: o.value for n, o in staged.items() if o.ok and o.value is not None}
-        for name in armed:
+        self.reporter.event(Event(Phase.ARM, Status.START, total=len(plan.changes)))
+        for name in armed:  # armed in the STAGE call: journaled and shown here
             self.recorder.host(Step.ARM, name, StepResult.OK, None)
+            self.reporter.event(Event(Phase.ARM, Status.OK, name))
         if len(armed) == len(plan.changes) and not interrupt.requested():
             return armed
         for commit in armed.values():  # a node failed, or we were asked to stop: withdraw
