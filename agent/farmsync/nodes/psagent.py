@@ -387,7 +387,12 @@ class AgentChannel(Protocol):
 
 
 class _Ended(Exception):
-    """The session's agent had ended before it answered (its output ended)."""
+    """The session's agent had ended before this request (its output ended, or its pipe was
+    gone: ``lost`` is then the transport's own error)."""
+
+    def __init__(self, lost: NodeError | None = None):
+        super().__init__()
+        self.lost = lost
 
 
 class AgentSession:
@@ -423,22 +428,22 @@ class AgentSession:
         line = request_line(op, args)
         try:
             reader = self._exchange(line, phase, arming=False)
-        except _Ended:
+        except _Ended as ended:
             if op not in RETRIED_OPS:
-                raise self._ended(phase) from None
+                raise ended.lost or self._ended(phase) from None
             log.info("%s %s: %s; asking a fresh one", self.host, phase, AGENT_ENDED)
             try:
                 reader = self._exchange(line, phase, arming=False)
-            except _Ended:
-                raise self._ended(phase) from None
+            except _Ended as again:  # a fresh agent is never "already ended": defensive
+                raise again.lost or self._ended(phase) from None
         return parse_output(reader.output, host=self.host, phase=phase, stderr=reader.stderr)
 
     def arm(self, op: str, args: Mapping[str, Any], phase: str = "commit") -> SessionArmedCommit:
         """Send a ``commit`` or ``stage_commit`` and read up to its ``armed`` line."""
         try:
             reader = self._exchange(request_line(op, args), phase, arming=True)
-        except _Ended:
-            raise self._ended(phase) from None
+        except _Ended as ended:
+            raise ended.lost or self._ended(phase) from None
         if not reader.armed:
             # The checks failed (CHANGED...): the answer is the error.
             parse_output(reader.output, host=self.host, phase=phase, stderr=reader.stderr)
@@ -492,7 +497,7 @@ class AgentSession:
         except NodeError as exc:
             self.drop()
             if reused and exc.kind is NodeErrorKind.CONNECTION_LOST:
-                raise _Ended from None  # the agent's pipe was gone before this request
+                raise _Ended(exc) from None  # the agent's pipe was gone before this request
             raise
         except BaseException:
             self.drop()

@@ -43,6 +43,8 @@ class SshAgentChannel:
         self.channel = channel
 
     def send(self, data: bytes, phase: str) -> None:
+        if self.channel.closed or self.channel.eof_received:
+            return  # the agent has ended: the receive that follows sees its output's end
         with node_errors(self.host, phase):
             for chunk in psagent.iter_chunks(data):
                 self.channel.sendall(chunk)
