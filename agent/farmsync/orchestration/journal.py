@@ -6,8 +6,10 @@ file, how far the run got and which hashes to expect, so it can finish or undo t
 
 Durability: every record is one ``write`` of a whole line followed by ``fsync`` before
 ``append`` returns, so a record the orchestrator has written is on disk before its next
-action. A SIGKILL during the write can leave a torn last line; readers ignore it and the
-next writer cuts it off before appending.
+action. Inside :meth:`Journal.batch` the records one step writes for many hosts are written
+together when the block ends (one ``write``, one ``fsync``), and the step acts only after
+it. A SIGKILL during a write can leave a torn last line; readers ignore it and the next
+writer cuts it off before appending.
 
 The journal file is this module; what a record may hold is :mod:`journal_guard`'s, and what
 a run's records add up to is :mod:`runstate`'s (both re-exported here).
@@ -22,7 +24,8 @@ import re
 import secrets
 import socket
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -79,11 +82,13 @@ def _utc_now() -> str:
 class Journal:
     """Append-only journal of one farm. Writers hold the farm lock; readers need not."""
 
-    def __init__(self, path: Path | str):
+    def __init__(self, path: Path | str, *, sync: Callable[[int], None] = os.fsync):
         self.path = Path(path)
         self.guard = RecordGuard()
         self.damage: list[DamagedLine] = []  # lines skipped by the last read
         self.torn_tail = False  # the last read ignored a last line cut short by a crash
+        self.sync = sync  # makes a write durable: os.fsync (a test passes one that also counts)
+        self._batch = threading.local()  # .lines: a batch's records, per thread
 
     @property
     def damaged_lines(self) -> list[int]:
@@ -111,7 +116,10 @@ class Journal:
         result: str | None = None,
         **fields: object,
     ) -> dict[str, object]:
-        """Validate, write and fsync one record; returns it as written."""
+        """Validate, write and fsync one record; returns it as written.
+
+        Inside :meth:`batch` (on this thread) the record is validated now and written when
+        the block ends."""
         record = self.validate(
             {
                 "ts": _utc_now(),
@@ -122,8 +130,40 @@ class Journal:
                 **fields,
             }
         )
-        self._write_line(_encode(record))
+        line = _encode(record)
+        pending: list[bytes] | None = getattr(self._batch, "lines", None)
+        if pending is not None:
+            pending.append(line)
+        else:
+            self._write_line(line)
         return record
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Write the records this thread appends inside the block together, when it ends.
+
+        One ``write`` and one ``fsync`` for all of them, where one step's records for a
+        thousand hosts would otherwise be a thousand fsyncs. Write-ahead then holds at the
+        block's end, not at each append: the caller acts on the records (sends a release,
+        starts a rollback) only after the block. The block writes what it holds however it
+        ends, an exception included, so the journal gets the records unbatched appends
+        would have given, in the same order. A controller killed inside the block leaves
+        none of them; killed during the write, whole lines and perhaps a torn last line,
+        which readers ignore and the next writer cuts off, as with one record at a time.
+        A nested block writes nothing of its own (the outermost one writes); other
+        threads' appends are written at once, as always.
+        """
+        if getattr(self._batch, "lines", None) is not None:
+            yield
+            return
+        lines: list[bytes] = []
+        self._batch.lines = lines
+        try:
+            yield
+        finally:
+            self._batch.lines = None
+            if lines:
+                self._write_line(b"".join(lines))
 
     def start_run(
         self,
@@ -185,7 +225,7 @@ class Journal:
                 left = nbytes
                 while left > 0:
                     left -= os.write(fd, chunk[:left])
-                os.fsync(fd)
+                self.sync(fd)
             except BaseException:
                 os.close(fd)
                 self.reserve_path.unlink(missing_ok=True)
@@ -199,30 +239,37 @@ class Journal:
         """Bytes one record of these fields takes in the journal (for :meth:`reserve`)."""
         return len(_encode(fields))
 
-    def _write_line(self, line: bytes) -> None:
+    def _write_line(self, lines: bytes) -> None:
+        """Append whole lines (one record, or a batch's) in one write and one fsync."""
         with _APPEND_LOCK, state_writes(self.path.parent, "write the journal"):
-            self._write_line_locked(line)
+            self._write_line_locked(lines)
 
-    def _write_line_locked(self, line: bytes) -> None:
+    def _write_line_locked(self, lines: bytes) -> None:
         created = not self.path.exists()
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             self._repair_torn_tail(fd)
             start = os.fstat(fd).st_size
             try:
-                _write_all(fd, line)
+                self._write_synced(fd, lines)
             except OSError as exc:
                 if exc.errno not in _NO_SPACE or not self.reserve_path.exists():
                     raise
-                # The space set aside for this run: free it, cut off what part of the line
-                # got written, and write the line again.
+                # The space set aside for this run: free it, cut off what part of the lines
+                # got written, and write them again.
                 self.release_reserve()
                 os.ftruncate(fd, start)
-                _write_all(fd, line)
+                self._write_synced(fd, lines)
         finally:
             os.close(fd)
         if created:
             fsync_directory(self.path.parent)
+
+    def _write_synced(self, fd: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        self.sync(fd)
 
     @staticmethod
     def _repair_torn_tail(fd: int) -> None:
@@ -334,13 +381,6 @@ class Journal:
 
 def _encode(record: Mapping[str, object]) -> bytes:
     return (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-    os.fsync(fd)
 
 
 def _parse(raw: bytes) -> dict[str, object] | None:

@@ -30,8 +30,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 
 from farmsync.errors import ConfigFileError, ExitCode, FarmsyncError
-from farmsync.orchestration.survey import NodeReport
-from farmsync.webconfig.parser import parse_config
+from farmsync.orchestration.survey import FileCondition, NodeReport
+from farmsync.webconfig.parser import decode_config, parse_config
 
 MARKER_VERSION = 1
 _COMMENT = re.compile(r"<!-- farmsync-marker: (\{[^<>]*?\}) -->")
@@ -67,6 +67,10 @@ def read_marker(content: bytes, source: str) -> Marker | None:
         text = parse_config(content, source).decoded.text
     except ConfigFileError:
         return None
+    return _marker_in(text)
+
+
+def _marker_in(text: str) -> Marker | None:
     found = _COMMENT.search(text)
     if found is None:
         return None
@@ -206,6 +210,15 @@ def markers_of(reports: Mapping[str, NodeReport]) -> FarmMarkers:
     for host, report in reports.items():
         for file in report.files:
             content = file.content
-            if content is not None:
-                pairs.append((f"{host}:{file.path}", read_marker(content, f"{host}:{file.path}")))
+            if content is None:
+                continue
+            source = f"{host}:{file.path}"
+            if file.condition in _PARSED:
+                # The survey parsed these bytes already: decoding them again is enough.
+                pairs.append((source, _marker_in(decode_config(content, source).text)))
+            else:
+                pairs.append((source, read_marker(content, source)))
     return collect(pairs)
+
+
+_PARSED = (FileCondition.OK, FileCondition.ENCRYPTED)

@@ -3,12 +3,14 @@
 Per-file records carry the hashes recovery needs: the live file's hash before the run
 (``old_sha256``) and the staged content's (``new_sha256``). Intent records (``started``) are
 written before an action that changes live files, so a controller killed in the middle leaves
-enough on disk to finish or undo it.
+enough on disk to finish or undo it. A step's records for all its hosts go in one
+:meth:`RunRecorder.batch` (one write, one fsync), and the step acts only after it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from farmsync.errors import NodeError, describe_error
@@ -48,26 +50,33 @@ class RunRecorder:
     def start(
         self, target_fp: str, files: Mapping[str, Sequence[FileHashes]], previous_fp: str | None
     ) -> None:
-        self.journal.start_run(
-            self.run_id,
-            self.kind,
-            hosts={host: [f.path for f in items] for host, items in files.items()},
-            target_fp=target_fp,
-            previous_fp=previous_fp,
-        )
-        for host, items in files.items():
-            for item in items:
-                self.journal.append(
-                    self.run_id,
-                    self.kind,
-                    Step.READ,
-                    StepResult.OK,
-                    host=host,
-                    path=item.path,
-                    old_sha256=item.old_sha256,
-                    old_fp=item.old_fp,
-                    new_fp=target_fp,
-                )
+        """The run's start and what it read, on disk (one write) before anything is staged."""
+        with self.journal.batch():
+            self.journal.start_run(
+                self.run_id,
+                self.kind,
+                hosts={host: [f.path for f in items] for host, items in files.items()},
+                target_fp=target_fp,
+                previous_fp=previous_fp,
+            )
+            for host, items in files.items():
+                for item in items:
+                    self.journal.append(
+                        self.run_id,
+                        self.kind,
+                        Step.READ,
+                        StepResult.OK,
+                        host=host,
+                        path=item.path,
+                        old_sha256=item.old_sha256,
+                        old_fp=item.old_fp,
+                        new_fp=target_fp,
+                    )
+
+    def batch(self) -> AbstractContextManager[None]:
+        """The records of the block, for many hosts, written and fsynced together when it
+        ends (:meth:`Journal.batch`): act on them only after it."""
+        return self.journal.batch()
 
     def reserve(self, files: Mapping[str, Sequence[str]]) -> None:
         """Set aside journal space for every record this run may still write (the read and
@@ -120,18 +129,19 @@ class RunRecorder:
         result: StepResult,
         error: BaseException | None = None,
     ) -> None:
-        for item in items:
-            self.journal.append(
-                self.run_id,
-                self.kind,
-                step,
-                result,
-                host=host,
-                path=item.path,
-                old_sha256=item.old_sha256,
-                new_sha256=item.new_sha256,
-                **_error_fields(error),
-            )
+        with self.journal.batch():
+            for item in items:
+                self.journal.append(
+                    self.run_id,
+                    self.kind,
+                    step,
+                    result,
+                    host=host,
+                    path=item.path,
+                    old_sha256=item.old_sha256,
+                    new_sha256=item.new_sha256,
+                    **_error_fields(error),
+                )
 
     def host(
         self, step: Step, host: str, result: StepResult, error: BaseException | None = None

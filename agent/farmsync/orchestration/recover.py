@@ -224,9 +224,10 @@ def finish_or_roll_back(
             _record_accept(run.journal, state, f)
             run.result.messages.append(f"{f.describe(backup=False)}: accepted as the run's outcome")
     if everywhere:
-        for name, live_files in files.items():
-            hashes = [f.hashes for f in live_files if not f.accepted]
-            recorder.files(Step.VERIFY, name, hashes, StepResult.OK)
+        with recorder.batch():
+            for name, live_files in files.items():
+                hashes = [f.hashes for f in live_files if not f.accepted]
+                recorder.files(Step.VERIFY, name, hashes, StepResult.OK)
         return Outcome.CHANGED, _replaced_key(state, files)
 
     def work(name: str, undone: list[LiveFile]) -> None:
@@ -310,14 +311,18 @@ def _recycle(
         if n in session.nodes and session.hosts[n].recycle.kind is not RecycleKind.NONE
     }
     outcomes = run_each(targets.items(), lambda _n, node: node.recycle(), ctx.options.forks)
-    for name, outcome in outcomes.items():
-        recorder.host(
-            Step.RECYCLE, name, StepResult.OK if outcome.ok else StepResult.FAILED, outcome.error
-        )
-        if outcome.ok:
-            result.host(name).recycled = True
-        else:
-            result.messages.append(f"{name}: recycle failed: {describe_error(outcome.error)}")
+    with recorder.batch():
+        for name, outcome in outcomes.items():
+            recorder.host(
+                Step.RECYCLE,
+                name,
+                StepResult.OK if outcome.ok else StepResult.FAILED,
+                outcome.error,
+            )
+            if outcome.ok:
+                result.host(name).recycled = True
+            else:
+                result.messages.append(f"{name}: recycle failed: {describe_error(outcome.error)}")
     return all(o.ok for o in outcomes.values())
 
 

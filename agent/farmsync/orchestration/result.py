@@ -113,12 +113,21 @@ class RunResult:
             return ExitCode.INTERRUPTED
         return EXIT_CODES[self.outcome]
 
+    def __post_init__(self) -> None:
+        # host() by name without a scan per call (a 2,000-node run asks ~3 times per host).
+        self._by_name: dict[str, HostResult] = {}
+
     def host(self, name: str) -> HostResult:
-        for result in self.hosts:
-            if result.host == name:
-                return result
-        result = HostResult(name, HostStatus.UNCHANGED)
-        self.hosts.append(result)
+        """The result of host ``name``; the first time, a new one (``unchanged``) is added."""
+        if len(self._by_name) != len(self.hosts):  # hosts given at construction, or edited
+            self._by_name = {}
+            for known in self.hosts:
+                self._by_name.setdefault(known.host, known)
+        result = self._by_name.get(name)
+        if result is None:
+            result = HostResult(name, HostStatus.UNCHANGED)
+            self.hosts.append(result)
+            self._by_name[name] = result
         return result
 
     def to_dict(self) -> dict[str, Any]:

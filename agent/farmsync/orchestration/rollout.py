@@ -278,8 +278,9 @@ class Rollout:
     def _release(self, armed: dict[str, ArmedCommit], plan: Plan) -> bool:
         """Release every armed commit at once, then collect the results."""
         # Write-ahead: once these records are on disk, recovery knows live files may change.
-        for name in armed:
-            self.recorder.files(Step.COMMIT, name, plan.hashes(name), StepResult.STARTED)
+        with self.recorder.batch():
+            for name in armed:
+                self.recorder.files(Step.COMMIT, name, plan.hashes(name), StepResult.STARTED)
         # Releases go out concurrently: on SSH one costs a channel write, but on WinRM it is an
         # HTTP exchange, and a thousand of those back to back would be a long mixed-key window.
         sent: list[float] = []
@@ -375,8 +376,9 @@ class Rollout:
 
     def _rollback(self, plan: Plan) -> bool:
         """Put every changed node back on its backup; True when all are on the old key."""
-        for name in plan.changes:
-            self.recorder.files(Step.ROLLBACK, name, plan.hashes(name), StepResult.STARTED)
+        with self.recorder.batch():
+            for name in plan.changes:
+                self.recorder.files(Step.ROLLBACK, name, plan.hashes(name), StepResult.STARTED)
 
         def work(name: str, changes: object) -> None:
             files = plan.hashes(name)
@@ -409,19 +411,20 @@ class Rollout:
             node.recycle()
 
         outcomes = self._each(Phase.RECYCLE, targets, work)
-        for name, outcome in outcomes.items():
-            self.recorder.host(
-                Step.RECYCLE,
-                name,
-                StepResult.OK if outcome.ok else StepResult.FAILED,
-                outcome.error,
-            )
-            if outcome.ok:
-                self.result.host(name).recycled = True
-            else:
-                self.result.messages.append(
-                    f"{name}: recycle failed: {describe_error(outcome.error)}"
+        with self.recorder.batch():
+            for name, outcome in outcomes.items():
+                self.recorder.host(
+                    Step.RECYCLE,
+                    name,
+                    StepResult.OK if outcome.ok else StepResult.FAILED,
+                    outcome.error,
                 )
+                if outcome.ok:
+                    self.result.host(name).recycled = True
+                else:
+                    self.result.messages.append(
+                        f"{name}: recycle failed: {describe_error(outcome.error)}"
+                    )
         return all(o.ok for o in outcomes.values())
 
     def _cleanup(self, plan: Plan, run_outcome: Outcome) -> None:
@@ -476,21 +479,22 @@ class Rollout:
     ) -> bool:
         """Journal each host's outcome; mark failed hosts; True when every host succeeded."""
         ok = True
-        for name in plan.changes:
-            outcome = outcomes.get(name) or TaskResult(error=_no_connection(name))
-            status = StepResult.OK if outcome.ok else StepResult.FAILED
-            if per_file:
-                self.recorder.files(step, name, plan.hashes(name), status, outcome.error)
-            else:
-                self.recorder.host(step, name, status, outcome.error)
-            if not outcome.ok:
-                ok = False
-                if fail_host or self.result.host(name).status is not HostStatus.FAILED:
-                    self._fail_host(name, outcome.error)
+        with self.recorder.batch():
+            for name in plan.changes:
+                outcome = outcomes.get(name) or TaskResult(error=_no_connection(name))
+                status = StepResult.OK if outcome.ok else StepResult.FAILED
+                if per_file:
+                    self.recorder.files(step, name, plan.hashes(name), status, outcome.error)
                 else:
-                    self.result.messages.append(
-                        f"{name}: {step.value} failed: {describe_error(outcome.error)}"
-                    )
+                    self.recorder.host(step, name, status, outcome.error)
+                if not outcome.ok:
+                    ok = False
+                    if fail_host or self.result.host(name).status is not HostStatus.FAILED:
+                        self._fail_host(name, outcome.error)
+                    else:
+                        self.result.messages.append(
+                            f"{name}: {step.value} failed: {describe_error(outcome.error)}"
+                        )
         return ok
 
     def _settle(self, name: str, status: HostStatus) -> None:
