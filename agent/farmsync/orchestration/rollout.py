@@ -266,8 +266,10 @@ class Rollout:
     ) -> dict[str, ArmedCommit] | None:
         armed = {n: o.value for n, o in staged.items() if o.ok and o.value is not None}
         self.reporter.event(Event(Phase.ARM, Status.START, total=len(plan.changes)))
-        for name in armed:  # armed in the STAGE call: journaled and shown here
-            self.recorder.host(Step.ARM, name, StepResult.OK, None)
+        with self.recorder.batch():  # armed in the STAGE call: journaled and shown here
+            for name in armed:
+                self.recorder.host(Step.ARM, name, StepResult.OK, None)
+        for name in armed:
             self.reporter.event(Event(Phase.ARM, Status.OK, name))
         if len(armed) == len(plan.changes) and not interrupt.requested():
             return armed
