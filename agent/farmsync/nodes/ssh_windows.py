@@ -43,11 +43,20 @@ class SshAgentChannel:
         self.channel = channel
 
     def send(self, data: bytes, phase: str) -> None:
-        if self.channel.closed or self.channel.eof_received:
+        if self._ended():
             return  # the agent has ended: the receive that follows sees its output's end
-        with node_errors(self.host, phase):
-            for chunk in psagent.iter_chunks(data):
-                self.channel.sendall(chunk)
+        try:
+            with node_errors(self.host, phase):
+                for chunk in psagent.iter_chunks(data):
+                    self.channel.sendall(chunk)
+        except NodeError:
+            if self._ended():  # it ended while we wrote: said the same way
+                return
+            raise
+
+    def _ended(self) -> bool:
+        channel = self.channel
+        return bool(channel.closed or channel.eof_received or channel.exit_status_ready())
 
     def receive(
         self, deadline: float, until: Callable[[bytes], bool], phase: str
