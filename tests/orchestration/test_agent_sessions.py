@@ -10,14 +10,19 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from farmsync.inventory.model import Host
 from farmsync.lab.sshd import SshdNode, descendants
+from farmsync.nodes.connect import node_for
+from farmsync.nodes.contract import ArmedCommit, NodeOperations
 from farmsync.orchestration.result import Outcome
-from tests.orchestration.farmkit import TestFarm, hooked_factory
+from tests.orchestration.farmkit import HookedNode, TestFarm, hooked_factory
 from tests.orchestration.stalling_controller import kill, run_until_stalled
 from tests.servers.sshd_fixtures import sshd_sessions
 from tests.servers.wsman_endpoint import WsmanEndpoint
@@ -150,3 +155,42 @@ def test_a_controller_killed_between_release_and_acknowledgement_is_recovered(
     rotated = farm.cli("rotate", "--json")
     assert rotated.returncode == 0, rotated.stderr
     assert set(farm.fingerprints().values()) == {json.loads(rotated.stdout)["target_fingerprint"]}
+
+
+class Misreporting(HookedNode):
+    """A real agent node whose acknowledgement is made to report another file's hash."""
+
+    def stage_and_arm(
+        self, stage_items: Sequence[Any], commit_items: Sequence[Any], run_id: str, keep: int = 10
+    ) -> Any:
+        armed = self.inner.stage_and_arm(stage_items, commit_items, run_id, keep)
+
+        class Armed(ArmedCommit):
+            def release(self) -> None:
+                armed.release()
+
+            def wait(self, timeout: float) -> Any:
+                states = armed.wait(timeout)
+                assert states is not None  # the agent reported them
+                return {p: replace(s, sha256="0" * 64) for p, s in states.items()}
+
+            def abort(self) -> None:
+                armed.abort()
+
+        return Armed()
+
+
+def test_verify_trusts_no_reported_hash_but_the_staged_one(
+    make_farm: Callable[..., TestFarm],
+) -> None:
+    farm = make_farm(ssh=1, ssh_windows=0, winrm=1)
+
+    def factory(host: Host) -> NodeOperations:
+        node = node_for(host)
+        return Misreporting(node, {}) if host.name == "iis1" else node
+
+    result = farm.open(factory=factory).rotate()
+
+    assert result.outcome is Outcome.ROLLED_BACK, result.messages
+    assert result.host("iis1").error_kind == "verify-mismatch"
+    assert farm.files_unchanged()

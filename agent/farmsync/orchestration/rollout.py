@@ -331,12 +331,13 @@ class Rollout:
         acknowledgement where it did, by reading the files back elsewhere."""
         target = key.fingerprint()
         nodes = {n: node for n, node in self._nodes(plan).items() if n not in self._reported}
+        self.reporter.event(Event(Phase.VERIFY, Status.START, total=len(plan.changes)))
         reports = survey(
             nodes,
             self.session.hosts,
             {h: plan.paths(h) for h in nodes},
             forks=self.options.forks,
-            reporter=self.reporter,
+            reporter=_WithoutStart(self.reporter),  # counted above, with the reported nodes
             phase=Phase.VERIFY,
         )
         outcomes: dict[str, TaskResult[None]] = {}
@@ -570,6 +571,17 @@ def restore_originals(
                 phase=phase,
                 path=f.path,
             )
+
+
+class _WithoutStart:
+    """A reporter passing on every event but the phase's start (already reported)."""
+
+    def __init__(self, inner: Reporter):
+        self.inner = inner
+
+    def event(self, event: Event) -> None:
+        if event.status is not Status.START:
+            self.inner.event(event)
 
 
 def _reported_mismatch(
