@@ -3,8 +3,8 @@
 POSIX nodes (Linux, Mono) are served by ``ssh_posix`` (SFTP only; the armed ``sh`` only where
 the node's SFTP server cannot commit, see ``sftp_commit``); Windows OpenSSH nodes
 (``Shell.POWERSHELL``) by ``ssh_windows`` (the PowerShell node agent, one exec per run).
-``round_trips`` counts one per phase that reaches the node: one exec, or one SFTP batch
-over the already open SFTP channel, whatever the number of files.
+``round_trips`` counts one per phase that reaches the node: one request line to the agent,
+or one SFTP batch over the already open SFTP channel, whatever the number of files.
 ``sent_commands`` records every exec command line, so tests can prove no key material or
 file content ever reaches a remote command line.
 """
