@@ -255,9 +255,7 @@ class Rollout:
                 self.options.keep_backups,
             )
 
-        nodes = self._nodes(plan)
-        outcomes = self._each(Phase.STAGE, nodes, work)
-        self._warn(Phase.ARM, nodes)
+        outcomes = self._each(Phase.STAGE, self._nodes(plan), work)
         self._record(Step.STAGE, plan, outcomes)
         return outcomes
 
@@ -266,6 +264,7 @@ class Rollout:
     ) -> dict[str, ArmedCommit] | None:
         armed = {n: o.value for n, o in staged.items() if o.ok and o.value is not None}
         self.reporter.event(Event(Phase.ARM, Status.START, total=len(plan.changes)))
+        self._warn(Phase.ARM, self._nodes(plan))  # a slower path arming took (SFTP fallback)
         with self.recorder.batch():  # armed in the STAGE call: journaled and shown here
             for name in armed:
                 self.recorder.host(Step.ARM, name, StepResult.OK, None)
