@@ -28,6 +28,7 @@ from tests.nodes.contract_cases import (
     sha,
     stage,
 )
+from tests.nodes.session_cases import SESSION_CASES, SessionCase, session_case_id
 
 Done = subprocess.CompletedProcess[bytes]
 AGENT = [sys.executable, "-m", "farmsync.nodes.agent"]
@@ -52,6 +53,12 @@ def error_of(stdout: bytes) -> dict[str, Any]:
 @pytest.mark.parametrize("case", CONTRACT_CASES, ids=case_id)
 def test_agent_process_contract(case: ContractCase, tmp_path: Path) -> None:
     case(ProcessAgentNode(AGENT), tmp_path)
+
+
+@pytest.mark.parametrize("case", SESSION_CASES, ids=session_case_id)
+def test_agent_process_session(case: SessionCase, tmp_path: Path) -> None:
+    # The same session cases pwsh runs with the PowerShell agent (test_ps1_syntax.py).
+    case(AGENT, tmp_path)
 
 
 def test_armed_commit_exchange(tmp_path: Path) -> None:

@@ -112,6 +112,21 @@ def requests() -> list[tuple[str, dict[str, Any]]]:
             psagent.stage_args([StageItem(path, NEW + bytes(range(256)), sha(OLD))], "r-1.a"),
         ),
         ("commit", psagent.commit_args([CommitItem(path, sha(OLD), sha(NEW))], "r1")),
+        (
+            "stage_commit",
+            {
+                "run_id": "20261127T130000Z-a.b",
+                "items": [
+                    {
+                        "path": path,
+                        "content_b64": base64.b64encode(NEW + bytes(range(256))).decode(),
+                        "expected_sha256": sha(OLD),
+                        "staged_sha256": sha(NEW + bytes(range(256))),
+                    }
+                ],
+                "keep_backups": 0,
+            },
+        ),
         ("cleanup", psagent.cleanup_args([path], "r1", 10)),
         (
             "recycle",
@@ -158,3 +173,19 @@ def test_the_version_prefix_is_what_psagent_writes() -> None:
     text = base64.b64decode(psagent.request_line("read", {"paths": []})).decode()
     assert PREFIX.search(text)
     assert not PREFIX.search(text.replace('"v":1', '"v":2'))
+
+
+def test_a_session_compiles_each_op_script_once() -> None:
+    # The bootstrap keys its compiled blocks by the script text it extracts (ordinal): every
+    # request of one op carries the same text whatever its arguments, and ops differ.
+    lines = [psagent.request_line(op, args) for op, args in requests()]
+    lines.append(psagent.request_line("read", psagent.read_args(["C:\\other\\web.config"])))
+    keys = []
+    for line in lines:
+        text = base64.b64decode(line.strip()).decode("utf-8")
+        found = SCRIPT.search(text)
+        assert found is not None
+        keys.append(regex_unescape(found.group(1)))
+    ops = [op for op, _ in requests()] + ["read"]
+    assert len(set(keys)) == len(set(ops))
+    assert all(key == psagent.load_script(op) for key, op in zip(keys, ops, strict=True))

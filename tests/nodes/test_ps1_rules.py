@@ -34,7 +34,14 @@ from farmsync.nodes.contract import (
     StageItem,
 )
 from tests.nodes.contract_cases import CONTRACT_CASES, ContractCase, case_id
-from tests.nodes.test_ps1_syntax import FARMSYNC_FUNCTION, PARSER, PS1_FILES, text, walk
+from tests.nodes.test_ps1_syntax import (
+    FARMSYNC_FUNCTION,
+    PARSER,
+    PS1_FILES,
+    commands,
+    text,
+    walk,
+)
 
 OP_SCRIPTS = [f"{op}.ps1" for op in protocol.OPS]
 
@@ -150,7 +157,7 @@ def test_commit_word_is_compared_case_sensitively() -> None:
 
 
 def test_busy_codes_and_retry_bounds_match_the_table() -> None:
-    commit = psagent.resource_text("commit.ps1")
+    commit = psagent.resource_text("common.ps1")  # Invoke-FarmsyncReplace lives there
     codes = re.search(r"\$FarmsyncBusyCodes = @\(([0-9, ]+)\)", commit)
     assert codes is not None
     assert tuple(int(c) for c in codes.group(1).split(",")) == protocol.BUSY_WIN32_ERRORS
@@ -182,17 +189,60 @@ def test_the_twin_serves_every_op_and_checks_its_arguments(op: str) -> None:
 
 
 def member_reads(script: str, variable: str) -> set[str]:
-    """Names read as ``$variable.name`` anywhere in ``script``."""
-    return set(re.findall(rf"\${variable}\.([A-Za-z_][A-Za-z0-9_]*)", script))
+    """Names read as ``$variable.name`` anywhere in ``script`` (PowerShell variable names are
+    case-insensitive; the names read are JSON keys of an ordinal dictionary: exact)."""
+    return set(re.findall(rf"\$(?i:{variable})\.([A-Za-z_][A-Za-z0-9_]*)", script))
+
+
+def function_bodies(script: str) -> dict[str, str]:
+    """The text of every function statement of ``script``, by lower-case name."""
+    bodies: dict[str, str] = {}
+    for node in walk(tree(script)):
+        if node.type == "function_statement":
+            name = next(text(c) for c in node.children if c.type == "function_name")
+            bodies[name.lower()] = text(node)
+    return bodies
+
+
+def reachable_functions(op: str) -> dict[str, str]:
+    """The functions a request of ``op`` can run: Invoke-FarmsyncRequest (what the bootstrap
+    calls) and every farmsync function it calls, transitively, in the assembled script."""
+    bodies = function_bodies(psagent.load_script(op))
+    found: dict[str, str] = {}
+    todo = ["invoke-farmsyncrequest"]
+    while todo:
+        name = todo.pop()
+        if name in found or name not in bodies:
+            continue
+        found[name] = bodies[name]
+        todo += [c.lower() for c, _ in commands(bodies[name]) if FARMSYNC_FUNCTION.fullmatch(c)]
+    return found
+
+
+def op_reads(op: str, variable: str) -> set[str]:
+    """What ``$variable.<name>`` reads the code of ``op`` makes, its shared steps included."""
+    reads: set[str] = set()
+    for body in reachable_functions(op).values():
+        reads |= member_reads(body, variable)
+    return reads
 
 
 @pytest.mark.parametrize("op", protocol.OPS)
 def test_each_script_reads_exactly_the_arguments_of_its_table_row(op: str) -> None:
-    script = psagent.resource_text(f"{op}.ps1")
-    assert member_reads(script, "Arguments") == set(protocol.OP_ARGS[op])
-    assert member_reads(script, "item") <= set(protocol.ITEM_FIELDS.get(op, {}))
-    if op in protocol.ITEM_FIELDS:
-        assert member_reads(script, "item") == set(protocol.ITEM_FIELDS[op])
+    # The op script itself and the common.ps1 steps it calls (stage, commit, cleanup and
+    # stage_commit share them): what a request of the op reads is what the table lists.
+    assert member_reads(psagent.resource_text(f"{op}.ps1"), "Arguments") == set(
+        protocol.OP_ARGS[op]
+    )
+    assert op_reads(op, "Arguments") == set(protocol.OP_ARGS[op])
+    assert op_reads(op, "item") == set(protocol.ITEM_FIELDS.get(op, {}))
+
+
+def test_the_reads_follow_calls_into_common() -> None:
+    assert "invoke-farmsyncstageitems" in reachable_functions("stage_commit")
+    assert "invoke-farmsynccommititems" not in reachable_functions("stage")
+    assert "content_b64" in op_reads("stage", "item")
+    assert "content_b64" not in op_reads("commit", "item")
 
 
 @pytest.mark.parametrize("op", protocol.OPS)
@@ -326,6 +376,63 @@ def test_the_parity_check_catches_an_undeclared_key() -> None:
     assert {"restored", "skipped"} <= declared_result_keys("rollback")
 
 
+def declared_verify_entry_keys() -> set[str]:
+    """Keys of the entries Read-FarmsyncState (common.ps1) builds, as stage_commit's verify
+    asks for them (-WithoutContent: its ok entry loses content_b64)."""
+    body = function_bodies(psagent.resource_text("common.ps1"))["read-farmsyncstate"]
+    assert "if ($WithoutContent) { $state.Remove('content_b64') }" in body
+    keys: set[str] = set()
+    for block in re.findall(r"@\{(.*?)\}", body, re.S):
+        keys |= set(re.findall(r"(?:^|;|\n)\s*([a-z_][a-z0-9_]*) = ", block))
+    return keys - {"content_b64"}
+
+
+def twin_stage_commit(
+    args: dict[str, Any], word: bytes = b"COMMIT\r\n"
+) -> tuple[list[Any], dict[str, Any] | None, str | None]:
+    """One stage_commit request through the twin in-process: (lines emitted before the
+    answer, the result or None, the error kind or None)."""
+    emitted: list[Any] = []
+    try:
+        op, decoded = agent.decode_request(psagent.request_line("stage_commit", args))
+        result = agent.run_op(op, decoded, lambda: word, emitted.append)
+    except agent.AgentError as err:
+        return emitted, None, err.kind.value
+    return emitted, result, None
+
+
+def test_twin_stage_commit_answers_are_ones_the_script_declares(tmp_path: Path) -> None:
+    from tests.nodes.contract_cases import NEW, OLD, live, sha
+    from tests.nodes.session_cases import stage_commit_args
+
+    declared, kinds = declared_result_keys("stage_commit"), declared_error_kinds()
+    path = live(tmp_path / "released")
+    emitted, result, kind = twin_stage_commit(stage_commit_args(path))
+    assert emitted == [{"armed": True}] and kind is None and result is not None
+    assert set(result) <= declared and {"committed", "files", "removed"} <= set(result)
+    (entry,) = result["files"]
+    assert set(entry) == declared_verify_entry_keys() - {"error_kind", "error"}
+    assert entry["sha256"] == sha(NEW)
+
+    path = live(tmp_path / "aborted")
+    emitted, result, kind = twin_stage_commit(stage_commit_args(path), b"commit\r\n")
+    assert emitted == [{"armed": True}] and result == {"aborted": True}
+    assert set(result) <= declared
+
+    refusals = {
+        "changed-since-read": (live(tmp_path / "changed", content=NEW), 10),
+        "not-found": (str(tmp_path / "absent.config"), 10),
+        "protocol": (live(tmp_path / "retention"), -1),
+    }
+    path = live(tmp_path / "backup")
+    Path(path + ".farmsync-run1.bak").write_bytes(OLD)
+    refusals["backup-exists"] = (path, 10)
+    for expected, (target, keep) in refusals.items():
+        emitted, result, kind = twin_stage_commit(stage_commit_args(target, keep_backups=keep))
+        assert (emitted, result, kind) == ([], None, expected), target
+        assert kind in kinds
+
+
 RECYCLE_PLANS: list[tuple[list[tuple[str, str]], list[str], list[str], int]] = [
     ([("A", "Started"), ("B", "Stopped")], [], ["A"], 1),
     ([("A", "Started"), ("B", "Started")], ["b"], ["B"], 0),
@@ -378,8 +485,8 @@ def test_unexpected_exceptions_are_cut_never_quoted_whole() -> None:
 
 
 def test_symlinks_are_refused_by_stage_and_commit_scripts() -> None:
-    for op in ("stage", "commit"):
-        assert "Assert-FarmsyncNotLink" in psagent.resource_text(f"{op}.ps1")
+    for op in ("stage", "commit", "stage_commit"):
+        assert "assert-farmsyncnotlink" in reachable_functions(op)
     assert "ReparsePoint" in psagent.resource_text("common.ps1")
 
 
@@ -417,3 +524,258 @@ def test_doctor_answers_the_same_fields_on_both_agents(tmp_path: Path) -> None:
     ok, missing = twin["files"]
     assert set(ok) <= declared and set(missing) <= declared
     assert ok["replaceable"] is True and missing["error_kind"] == "not-found"
+
+
+# --- sessions (PROTOCOL.md, "Sessions"): what the bootstrap loop must keep, statically -------
+
+LOOPS = ("while_statement", "for_statement", "foreach_statement", "do_statement")
+SCOPE_EDGES = ("function_statement", "script_block_expression")
+
+
+def ancestors(node: Node) -> list[Node]:
+    found = []
+    parent = node.parent
+    while parent is not None:
+        found.append(parent)
+        parent = parent.parent
+    return found
+
+
+def stdin_reads(script: str) -> list[str]:
+    """Every expression that names standard input: only ``[Console]::In.ReadLine()`` may."""
+    pattern = r"\[(?:System\.)?Console\]::(?:In\b(?:\.\w+)?|OpenStandardInput|Read\w*)"
+    return re.findall(pattern, script, re.I)
+
+
+def test_stdin_is_read_only_through_console_in_readline() -> None:
+    readers = set()
+    for name in PS1_FILES:
+        script = psagent.resource_text(name)
+        reads = stdin_reads(script)
+        assert all(r == "[Console]::In.ReadLine" for r in reads), f"{name}: {reads}"
+        assert "Read-Host" not in script and "OpenStandardInput" not in script
+        if reads:
+            readers.add(name)
+    # The bootstrap reads requests; commit and stage_commit read their release word; all
+    # through the one Console.In reader, so no line is buffered away from the next read.
+    assert readers == {"bootstrap.ps1", "commit.ps1", "stage_commit.ps1"}
+    assert stdin_reads(psagent.BOOTSTRAP) == ["[Console]::In.ReadLine"]
+    assert stdin_reads("$x = [Console]::In.ReadToEnd(); [Console]::Read()") == [
+        "[Console]::In.ReadToEnd",
+        "[Console]::Read",
+    ]
+
+
+def session_loop_problems(script: str) -> list[str]:
+    """Why ``script`` is not a bootstrap that serves requests until end of input."""
+    root = tree(script)
+    loops = [n for n in walk(root) if n.type == "while_statement"]
+    if len(loops) != 1:
+        return [f"{len(loops)} while loops"]
+    (loop,) = loops
+    problems = []
+    read = script.find("[Console]::In.ReadLine()")
+    if not loop.start_byte < read < loop.end_byte:
+        problems.append("the request is not read inside the loop")
+    stops = [
+        n
+        for n in walk(loop)
+        if n.type == "if_statement"
+        and " ".join(text(n).split()) == "if ($null -eq $farmsyncLine) { break }"
+    ]
+    if not stops or stops[0].start_byte < read:
+        problems.append("no break on end of input ($null) after the read")
+    for floor in ("$farmsyncVersion.Major -lt 5", "LanguageMode", "Revision -lt 42000"):
+        if not 0 <= script.find(floor) < loop.start_byte:
+            problems.append(f"floor check {floor!r} not before the loop")
+    return problems
+
+
+def test_the_bootstrap_serves_requests_until_end_of_input() -> None:
+    assert session_loop_problems(psagent.BOOTSTRAP) == []
+    # The checker catches the one-request bootstrap this loop replaced.
+    single = psagent.BOOTSTRAP[: psagent.BOOTSTRAP.index("    while ($true)")] + (
+        "$farmsyncLine = [Console]::In.ReadLine()\n}\ncatch { }\n"
+    )
+    assert session_loop_problems(single) == ["0 while loops"]
+    # The exit status is that of the last answer, set after the loop.
+    assert psagent.BOOTSTRAP.rstrip().endswith("\nexit $farmsyncExit")
+    exits = [n for n in walk(tree(psagent.BOOTSTRAP)) if n.type == "flow_control_statement"]
+    assert [text(n) for n in exits if n.children[0].type == "exit"] == ["exit $farmsyncExit"]
+
+
+def unscoped_dot_sources(script: str) -> list[str]:
+    """Dot-sourcings that do not run inside ``& { ... }``: they would leave one request's
+    functions and variables in the scope every later request runs from."""
+    found = []
+    for node in walk(tree(script)):
+        if node.type != "command" or not text(node).startswith(". "):
+            continue
+        block = next((a for a in ancestors(node) if a.type == "script_block_expression"), None)
+        call = block.parent.parent if block is not None and block.parent is not None else None
+        operator = (
+            next((c for c in call.children if c.type == "command_invokation_operator"), None)
+            if call is not None and call.type == "command"
+            else None
+        )
+        if operator is None or text(operator) != "&":
+            found.append(text(node))
+    return found
+
+
+def test_each_request_runs_in_a_scope_of_its_own() -> None:
+    boot = psagent.BOOTSTRAP
+    assert unscoped_dot_sources(boot) == []
+    assert "& { . $farmsyncBlock; Invoke-FarmsyncRequest }" in boot
+    loop = next(n for n in walk(tree(boot)) if n.type == "while_statement")
+    assert loop.start_byte < boot.index("& { . $farmsyncBlock") < loop.end_byte
+    assert unscoped_dot_sources(". $farmsyncBlock\nexit (Invoke-FarmsyncRequest)\n") == [
+        ". $farmsyncBlock"
+    ]
+    nested = unscoped_dot_sources("$x = . { . $farmsyncBlock }\n")
+    assert nested == [". { . $farmsyncBlock }", ". $farmsyncBlock"]
+
+
+def test_the_block_cache_is_keyed_by_exact_script_text() -> None:
+    boot = psagent.BOOTSTRAP
+    # No PowerShell hashtable (case-insensitive keys) anywhere in the bootstrap: the cache is
+    # a Dictionary[string, ScriptBlock] built without a comparer, so its keys compare with
+    # String.Equals, which is ordinal.
+    assert not [n for n in walk(tree(boot)) if n.type == "hash_literal_expression"]
+    created = re.findall(r"\$farmsyncBlocks = (.*)", boot)
+    assert created == [
+        "New-Object -TypeName 'System.Collections.Generic.Dictionary"
+        "[System.String,System.Management.Automation.ScriptBlock]'"
+    ]
+    assert "$farmsyncBlocks.ContainsKey($farmsyncText)" in boot
+    assert "$farmsyncBlocks.Add($farmsyncText, [ScriptBlock]::Create($farmsyncText))" in boot
+    # A block is only ever made from the op script the request carries, never from args.
+    assert boot.count("[ScriptBlock]::Create(") == 1
+    assert "$farmsyncText = [regex]::Unescape($farmsyncScript.Groups[1].Value)" in boot
+    assert "@{" in "$farmsyncBlocks = @{}" and [
+        n for n in walk(tree("$farmsyncBlocks = @{}")) if n.type == "hash_literal_expression"
+    ]
+
+
+def loop_escapes(script: str) -> list[str]:
+    """``exit``, and ``break``/``continue`` outside a loop or switch of their own function or
+    script block: PowerShell looks up the call stack for a loop (about_Break), and the one it
+    would find is the bootstrap's session loop."""
+    found = []
+    for node in walk(tree(script)):
+        if node.type != "flow_control_statement":
+            continue
+        keyword = node.children[0].type
+        if keyword == "exit":
+            found.append(text(node))
+        if keyword not in ("break", "continue"):
+            continue
+        for parent in ancestors(node):
+            if parent.type in LOOPS or parent.type == "switch_statement":
+                break
+            if parent.type in SCOPE_EDGES:
+                found.append(f"{keyword} outside a loop")
+                break
+        else:
+            found.append(f"{keyword} outside a loop")
+    return found
+
+
+@pytest.mark.parametrize("name", [n for n in PS1_FILES if n != "bootstrap.ps1"])
+def test_no_op_script_can_leave_the_session_loop(name: str) -> None:
+    assert loop_escapes(psagent.resource_text(name)) == []
+
+
+def test_the_loop_escape_rule_catches_stray_breaks() -> None:
+    bad = "function F { break }\n$items | ForEach-Object { continue }\nexit 1\nif ($x) { break }\n"
+    assert len(loop_escapes(bad)) == 4
+    good = "foreach ($x in $y) { if ($x) { continue } }\nswitch ($a) { 'x' { break } }\n"
+    assert loop_escapes(good) == []
+
+
+def assigned_variables(script: str) -> set[str]:
+    found = set()
+    for node in walk(tree(script)):
+        if node.type == "left_assignment_expression":
+            found |= {text(v).lower() for v in walk(node) if v.type == "variable"}
+    return found
+
+
+@pytest.mark.parametrize("name", [n for n in PS1_FILES if n != "bootstrap.ps1"])
+def test_op_scripts_see_nothing_of_the_bootstrap_but_the_request(name: str) -> None:
+    # Variable names are case-insensitive: an op reading one of the bootstrap's would see the
+    # session's state (the block cache, the last status). Only the request text is shared.
+    # No scope modifiers either: $script:/$global: state would outlive the request.
+    ours = {v for v in assigned_variables(psagent.BOOTSTRAP) if v.startswith("$farmsync")}
+    assert {"$farmsyncblocks", "$farmsyncexit", "$farmsyncjson"} <= ours
+    used = {
+        text(n).lower() for n in walk(tree(psagent.resource_text(name))) if n.type == "variable"
+    }
+    assert used & ours <= {"$farmsyncjson"}
+    assert not {v for v in used if ":" in v and not v.startswith("$env:")}
+
+
+def test_warnings_and_answers_belong_to_one_request() -> None:
+    common = psagent.resource_text("common.ps1")
+    # Made afresh each time common.ps1 runs, i.e. once per request, in the request's scope.
+    assert re.search(
+        r"^\$FarmsyncWarnings = \[System\.Collections\.Generic\.List\[string\]\]::new\(\)$",
+        common,
+        re.M,
+    )
+    # Every answer line is written in one place, and flushed before the next read.
+    writer = function_bodies(common)["write-farmsyncline"]
+    assert "[Console]::Out.Write(" in writer and "[Console]::Out.Flush()" in writer
+    every = "".join(psagent.resource_text(n) for n in PS1_FILES)
+    assert every.count("[Console]::Out.") == 2
+    # A request that is not JSON is a broken frame (2): the bootstrap answers nothing more.
+    request = function_bodies(common)["invoke-farmsyncrequest"]
+    assert request.count("return 2") == 1 and request.count("return 0") == 1
+    assert request.index("ConvertFrom-FarmsyncJsonText") < request.index("return 2")
+    assert request.index("return 2") < request.index("Assert-FarmsyncArguments")
+    boot = psagent.BOOTSTRAP
+    assert "$farmsyncLast = @(& { . $farmsyncBlock; Invoke-FarmsyncRequest })[-1]" in boot
+    assert "if ($farmsyncLast -eq 2) { break }" in boot
+
+
+def test_stage_commit_reads_its_word_exactly_and_reuses_the_shared_steps() -> None:
+    script = psagent.resource_text("stage_commit.ps1")
+    assert f"$word -cne '{protocol.COMMIT_WORD}'" in script
+    assert script.count("[Console]::In.ReadLine()") == 1
+    body = function_bodies(script)["invoke-farmsyncop"]
+    steps = [
+        "Assert-FarmsyncKeepBackups",
+        "Invoke-FarmsyncStageItems",
+        "Test-FarmsyncCommitReady",
+        "{ armed = $true }",
+        "[Console]::In.ReadLine()",
+        "Invoke-FarmsyncCommitItems",
+        "Read-FarmsyncState -Path $item.path -WithoutContent",
+        "Invoke-FarmsyncCleanupPaths",
+    ]
+    at = [body.index(step) for step in steps]
+    assert at == sorted(at), "stage, check, armed, word, release, verify, cleanup"
+    # Abort and failed checks remove what this request staged; a failed cleanup is a warning.
+    assert body.count("Remove-FarmsyncStagedFiles -Paths $written") == 2
+    assert "Add-FarmsyncWarning -Text ('cleanup: ' + $info.kind + ': ' + $info.detail)" in body
+    # The shared steps exist once, in common.ps1, and the ops are thin wrappers over them.
+    common = function_bodies(psagent.resource_text("common.ps1"))
+    for name in PS1_FILES:
+        if name in ("common.ps1", "bootstrap.ps1"):
+            continue
+        assert not set(function_bodies(psagent.resource_text(name))) & set(common), name
+    for op in ("stage", "commit", "cleanup", "read"):
+        assert len(function_bodies(psagent.resource_text(f"{op}.ps1"))) == 1, op
+
+
+@pytest.mark.parametrize("name", PS1_FILES)
+def test_compiled_types_are_added_once_per_process(name: str) -> None:
+    # A session runs an op many times in one process: Add-Type of a type that exists fails
+    # ("the type name already exists"), so each definition is guarded by a lookup first.
+    script = psagent.resource_text(name)
+    for at in [m.start() for m in re.finditer(r"Add-Type -TypeDefinition", script)]:
+        guard = re.findall(r"if \(\$null -eq \('([\w.]+)' -as \[type\]\)\) \{", script[:at])
+        assert guard, f"{name}: Add-Type -TypeDefinition without a type lookup before it"
+        namespace, _, type_name = guard[-1].rpartition(".")
+        source = script[at : script.index("'@", at)]
+        assert f"namespace {namespace}" in source and f"class {type_name}" in source

@@ -29,6 +29,7 @@ from tests.nodes.contract_cases import (
     ProcessAgentNode,
     case_id,
 )
+from tests.nodes.session_cases import SESSION_CASES, SessionCase, session_case_id
 
 PARSER = Parser(Language(tsp.language()))
 SCRIPT_DIR = resources.files("farmsync.nodes").joinpath("scripts")
@@ -222,11 +223,13 @@ def test_error_mapping_covers_the_windows_failures() -> None:
         "'is-directory'",
     ):
         assert needle in common + psagent.resource_text("read.ps1")
-    commit = psagent.resource_text("commit.ps1")
-    # Backups are created exclusively, never by ReplaceFile (which replaces an existing one).
-    assert "Write-FarmsyncNewFile -Path $backup -Bytes $live -LikePath $target -Exclusive" in commit
-    assert "[System.IO.File]::Replace($Staging, $Target, [NullString]::Value)" in commit
-    assert "'backup-exists'" in commit
+    # Backups are created exclusively, never by ReplaceFile (which replaces an existing one):
+    # the release steps commit.ps1 and stage_commit.ps1 share (common.ps1).
+    assert "Write-FarmsyncNewFile -Path $backup -Bytes $live -LikePath $target -Exclusive" in common
+    assert "[System.IO.File]::Replace($Staging, $Target, [NullString]::Value)" in common
+    assert "'backup-exists'" in common
+    for op in ("commit", "stage_commit"):
+        assert "Invoke-FarmsyncCommitItems -Items $items" in psagent.resource_text(f"{op}.ps1")
     assert "FileStream" in common and "Flush($true)" in common and "WriteThrough" in common
     assert "GetAccessControl($From, $sections)" in common
     assert "SetAccessControl($To, $acl)" in common
@@ -246,7 +249,8 @@ def test_issue_14_rules_hold_in_the_scripts() -> None:
     # Identity: volume serial + file index of the open handle, and the machine's GUID.
     assert "GetFileInformationByHandle" in common and "VolumeSerialNumber" in common
     assert "RegistryView]::Registry64" in common and "'MachineGuid'" in common
-    assert "file_id = $fileId" in read and "machine_id = (Get-FarmsyncMachineId)" in read
+    assert "file_id = $fileId" in common and "machine_id = (Get-FarmsyncMachineId)" in read
+    assert "Read-FarmsyncState -Path $path" in read  # the entry stage_commit's verify reuses
     # The rollback fences first, then acts on what the live file holds.
     rollback = psagent.resource_text("rollback.ps1")
     fence = rollback.index("Remove-FarmsyncFile -Path (Get-FarmsyncStagingPath")
@@ -255,12 +259,15 @@ def test_issue_14_rules_hold_in_the_scripts() -> None:
     assert "'verify-mismatch'" in rollback
     # Backups by run id, never by file time; never the run in progress.
     assert "LastWriteTimeUtc.Ticks" not in common and "CompareOrdinal($b.RunId, $a.RunId)" in common
-    assert "$backups[$i].RunId -cne $runId" in psagent.resource_text("cleanup.ps1")
+    assert "$backups[$i].RunId -cne $RunId" in common
+    assert "Invoke-FarmsyncCleanupPaths" in psagent.resource_text("cleanup.ps1")
 
 
 # --- the real thing, where PowerShell exists ---------------------------------------------------
 # pwsh cannot be installed on this machine; where it exists, the real scripts run the whole
-# shared contract (every case) and the protocol's refusals, through the same bootstrap.
+# shared contract (every case), the session cases (many requests and stage_commit in one
+# process, tests/nodes/session_cases.py) and the protocol's refusals, through the same
+# bootstrap.
 
 PWSH = shutil.which("pwsh")
 needs_pwsh = pytest.mark.skipif(
@@ -284,6 +291,13 @@ def pwsh_argv() -> list[str]:
 @pytest.mark.parametrize("case", CONTRACT_CASES, ids=case_id)
 def test_powershell_scripts_pass_the_contract_case(case: ContractCase, tmp_path: Path) -> None:
     case(ProcessAgentNode(pwsh_argv()), tmp_path)
+
+
+@needs_pwsh
+@pytest.mark.parametrize("case", SESSION_CASES, ids=session_case_id)
+def test_powershell_serves_a_session(case: SessionCase, tmp_path: Path) -> None:
+    # One pwsh process, many requests, stage_commit included: the same cases the twin runs.
+    case(pwsh_argv(), tmp_path)
 
 
 @needs_pwsh

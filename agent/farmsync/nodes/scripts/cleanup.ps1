@@ -2,27 +2,14 @@
 # Removes the run's staging and temp files, and per path every backup beyond the newest
 # keep_backups by run id (like the IIS configuration history, 10 by default on the
 # controller), never the backup of the run in progress. keep_backups is required (checked
-# against the argument table): a missing value is a protocol error, never 0.
+# against the argument table): a missing value is a protocol error, never 0
+# (Invoke-FarmsyncCleanupPaths, common.ps1).
 $ErrorActionPreference = 'Stop'
 
 function Invoke-FarmsyncOp {
     param($Arguments)
     $runId = Assert-FarmsyncRunId -RunId $Arguments.run_id
-    $keep = [long]$Arguments.keep_backups
-    if ($keep -lt 0) { throw (New-FarmsyncError 'protocol' 'keep_backups must be >= 0' $null) }
-    $removed = [System.Collections.Generic.List[string]]::new()
-    foreach ($entry in $Arguments.paths) {
-        $target = Resolve-FarmsyncPath -Path $entry
-        $doomed = [System.Collections.Generic.List[string]]::new()
-        $doomed.Add((Get-FarmsyncStagingPath -Target $target -RunId $runId))
-        $doomed.Add((Get-FarmsyncTempPath -Target $target -RunId $runId))
-        $backups = Get-FarmsyncBackups -Target $target
-        for ($i = $keep; $i -lt $backups.Count; $i++) {
-            if ($backups[$i].RunId -cne $runId) { $doomed.Add($backups[$i].Path) }
-        }
-        foreach ($victim in $doomed) {
-            if (Remove-FarmsyncFile -Path $victim) { $removed.Add($victim) }
-        }
-    }
-    return @{ removed = $removed.ToArray() }
+    $keep = Assert-FarmsyncKeepBackups -Keep $Arguments.keep_backups
+    $removed = Invoke-FarmsyncCleanupPaths -Paths $Arguments.paths -RunId $runId -Keep $keep
+    return @{ removed = $removed }
 }

@@ -16,6 +16,11 @@ $FarmsyncWarnings = [System.Collections.Generic.List[string]]::new()
 # Largest file a read takes (contract.MAX_FILE_BYTES): checked before reading, and the read
 # stops one byte past it.
 $FarmsyncMaxFileBytes = 8 * 1024 * 1024
+# Win32 errors worth a retry of a replace (protocol.BUSY_WIN32_ERRORS): sharing violation, lock
+# violation, unable to remove replaced, unable to move replacement.
+$FarmsyncBusyCodes = @(32, 33, 1175, 1176)
+$FarmsyncReplaceAttempts = 8
+$FarmsyncReplaceFirstDelayMs = 50
 
 
 function New-FarmsyncError {
@@ -593,12 +598,251 @@ function Get-FarmsyncBackups {
     return , $found.ToArray()
 }
 
+# --- the ops' shared steps: stage, commit, cleanup, read (one copy each, PROTOCOL.md) -------
+
+function ConvertFrom-FarmsyncBase64 {
+    param([string]$Text)
+    try {
+        $bytes = [System.Convert]::FromBase64String($Text)
+    } catch {
+        throw (New-FarmsyncError 'protocol' 'content_b64 is not base64' $null)
+    }
+    return , $bytes
+}
+
+function Get-FarmsyncItemPaths {
+    # The path of each item, in order.
+    param([object[]]$Items)
+    $paths = [System.Collections.Generic.List[string]]::new()
+    foreach ($item in $Items) { $paths.Add($item.path) }
+    return , $paths.ToArray()
+}
+
+function Assert-FarmsyncKeepBackups {
+    # keep_backups as a number, refused below 0 (the type is checked against the table).
+    param($Keep)
+    $count = [long]$Keep
+    if ($count -lt 0) { throw (New-FarmsyncError 'protocol' 'keep_backups must be >= 0' $null) }
+    return $count
+}
+
+function Invoke-FarmsyncStageItems {
+    # stage: every live hash is checked before anything is written; then each staging file is
+    # created exclusively with the live file's DACL, written through and read back. All or
+    # nothing: on any failure the staging files written so far are removed. A live file that
+    # is a symbolic link or junction is refused, as the twin refuses symlinks.
+    # Returns @{ Staged = item paths; Written = staging files }.
+    param([object[]]$Items, [string]$RunId)
+    Assert-FarmsyncUnique -Paths (Get-FarmsyncItemPaths -Items $Items)
+    $plan = [System.Collections.Generic.List[object]]::new()
+    foreach ($item in $Items) {
+        $path = [string]$item.path
+        $target = Resolve-FarmsyncPath -Path $path
+        Assert-FarmsyncNotLink -Target $target -Shown $path
+        $live = Read-FarmsyncBytes -Target $target -Shown $path
+        if ((Get-FarmsyncSha256 -Bytes $live) -ne ([string]$item.expected_sha256).ToLowerInvariant()) {
+            throw (New-FarmsyncError 'changed-since-read' 'live file changed since it was read' $path)
+        }
+        $bytes = ConvertFrom-FarmsyncBase64 -Text $item.content_b64
+        $plan.Add(@{ Path = $path; Target = $target; Bytes = $bytes })
+    }
+    $written = [System.Collections.Generic.List[string]]::new()
+    $staged = [System.Collections.Generic.List[string]]::new()
+    try {
+        foreach ($step in $plan) {
+            $staging = Get-FarmsyncStagingPath -Target $step.Target -RunId $RunId
+            $written.Add($staging)
+            Write-FarmsyncNewFile -Path $staging -Bytes $step.Bytes -LikePath $step.Target
+            $back = Read-FarmsyncBytes -Target $staging -Shown $staging
+            if ((Get-FarmsyncSha256 -Bytes $back) -ne (Get-FarmsyncSha256 -Bytes $step.Bytes)) {
+                throw (New-FarmsyncError 'verify-mismatch' 'staging file read back differs' $staging)
+            }
+            $staged.Add($step.Path)
+        }
+    } catch {
+        $failure = Get-FarmsyncErrorInfo -ErrorRecord $_
+        foreach ($staging in $written) { $null = Remove-FarmsyncFile -Path $staging }
+        if ($null -eq $failure.path) { $failure.path = $written[$written.Count - 1] }
+        throw (New-FarmsyncError $failure.kind $failure.detail $failure.path)
+    }
+    return @{ Staged = $staged.ToArray(); Written = $written.ToArray() }
+}
+
+function Test-FarmsyncCommitReady {
+    # commit's checks, at arm and again at release: staging files hold what was staged, live
+    # files are still what was read, and no backup of the run exists yet.
+    param([object[]]$Items, [string]$RunId)
+    foreach ($item in $Items) {
+        $path = [string]$item.path
+        $target = Resolve-FarmsyncPath -Path $path
+        Assert-FarmsyncNotLink -Target $target -Shown $path
+        $staging = Get-FarmsyncStagingPath -Target $target -RunId $RunId
+        if (-not [System.IO.File]::Exists($staging)) {
+            throw (New-FarmsyncError 'not-found' 'staging file missing (stage first)' $staging)
+        }
+        $staged = Read-FarmsyncBytes -Target $staging -Shown $staging
+        if ((Get-FarmsyncSha256 -Bytes $staged) -ne ([string]$item.staged_sha256).ToLowerInvariant()) {
+            throw (New-FarmsyncError 'changed-since-read' 'staging file changed since staged' $staging)
+        }
+        $live = Read-FarmsyncBytes -Target $target -Shown $path
+        if ((Get-FarmsyncSha256 -Bytes $live) -ne ([string]$item.expected_sha256).ToLowerInvariant()) {
+            throw (New-FarmsyncError 'changed-since-read' 'live file changed since it was read' $path)
+        }
+        $backup = Get-FarmsyncBackupPath -Target $target -RunId $RunId
+        if ([System.IO.File]::Exists($backup) -or [System.IO.Directory]::Exists($backup)) {
+            throw (New-FarmsyncError 'backup-exists' 'this run''s backup already exists (two paths reach one file?); it was not replaced' $backup)
+        }
+    }
+}
+
+function Invoke-FarmsyncReplace {
+    # Puts the staging file in place of the live one (ReplaceFile; the backup is ours,
+    # made before), retried while another process holds the file (same loop as
+    # replace_when_free in agent.py).
+    param([string]$Staging, [string]$Target, [string]$Backup, [string]$RunId, [string]$Shown)
+    $delay = $FarmsyncReplaceFirstDelayMs
+    for ($attempt = 1; $attempt -le $FarmsyncReplaceAttempts; $attempt++) {
+        try {
+            # [NullString]: no backup from ReplaceFile itself (ours exists already).
+            [System.IO.File]::Replace($Staging, $Target, [NullString]::Value)
+            if ($attempt -gt 1) {
+                Add-FarmsyncWarning -Text ($Shown + ': replaced after ' + ($attempt - 1) + ' retries (file in use)')
+            }
+            return
+        } catch {
+            $record = $_
+            # Never leave the live path empty: put the original back from our backup.
+            if (-not [System.IO.File]::Exists($Target)) {
+                Restore-FarmsyncBackup -Backup $Backup -Target $Target -RunId $RunId
+            }
+            $code = Get-FarmsyncWin32Code -Exception (Get-FarmsyncInnerException -Exception $record.Exception)
+            if ($FarmsyncBusyCodes -notcontains $code) { throw $record }
+            if ($attempt -eq $FarmsyncReplaceAttempts) {
+                throw (New-FarmsyncError 'remote-error' ('live file still in use by another process after ' + $attempt + ' attempts') $Shown)
+            }
+            [System.Threading.Thread]::Sleep($delay)
+            $delay = $delay * 2
+        }
+    }
+}
+
+function Invoke-FarmsyncCommitItems {
+    # commit's release, after the word: the checks again (they narrow the window between arm
+    # and release), then per item an exclusive backup and the replace. If one item fails, the
+    # items this call already replaced are restored from their backups before the error is
+    # thrown. Returns the paths committed.
+    param([object[]]$Items, [string]$RunId)
+    Test-FarmsyncCommitReady -Items $Items -RunId $RunId
+    $done = [System.Collections.Generic.List[object]]::new()
+    $committed = [System.Collections.Generic.List[string]]::new()
+    $current = $null
+    try {
+        foreach ($item in $Items) {
+            $current = [string]$item.path
+            $target = Resolve-FarmsyncPath -Path $current
+            $staging = Get-FarmsyncStagingPath -Target $target -RunId $RunId
+            $backup = Get-FarmsyncBackupPath -Target $target -RunId $RunId
+            # The backup is a new file (CreateNew, write-through) holding the bytes just
+            # checked: ReplaceFile would replace an existing backup, and one already there
+            # means a second path reaches this file, so its original must stay.
+            if ([System.IO.File]::Exists($backup) -or [System.IO.Directory]::Exists($backup)) {
+                throw (New-FarmsyncError 'backup-exists' 'this run''s backup already exists (two paths reach one file?); it was not replaced' $backup)
+            }
+            $live = Read-FarmsyncBytes -Target $target -Shown $current
+            if ((Get-FarmsyncSha256 -Bytes $live) -ne ([string]$item.expected_sha256).ToLowerInvariant()) {
+                throw (New-FarmsyncError 'changed-since-read' 'live file changed since it was read' $current)
+            }
+            Write-FarmsyncNewFile -Path $backup -Bytes $live -LikePath $target -Exclusive
+            Invoke-FarmsyncReplace -Staging $staging -Target $target -Backup $backup -RunId $RunId -Shown $current
+            $done.Add(@{ Target = $target; Backup = $backup })
+            $committed.Add($current)
+        }
+    } catch {
+        $failure = Get-FarmsyncErrorInfo -ErrorRecord $_
+        for ($i = $done.Count - 1; $i -ge 0; $i--) {
+            try {
+                Restore-FarmsyncBackup -Backup $done[$i].Backup -Target $done[$i].Target -RunId $RunId
+            } catch {
+                [Console]::Error.WriteLine('farmsync: could not restore ' + $done[$i].Target)
+            }
+        }
+        if ($null -eq $failure.path) { $failure.path = $current }
+        throw (New-FarmsyncError $failure.kind $failure.detail $failure.path)
+    }
+    return , $committed.ToArray()
+}
+
+function Invoke-FarmsyncCleanupPaths {
+    # cleanup: per path the run's staging and temp files, and every backup beyond the newest
+    # $Keep by run id, never the backup of the run it is called for. Returns the files removed.
+    param([string[]]$Paths, [string]$RunId, [long]$Keep)
+    $removed = [System.Collections.Generic.List[string]]::new()
+    foreach ($entry in $Paths) {
+        $target = Resolve-FarmsyncPath -Path $entry
+        $doomed = [System.Collections.Generic.List[string]]::new()
+        $doomed.Add((Get-FarmsyncStagingPath -Target $target -RunId $RunId))
+        $doomed.Add((Get-FarmsyncTempPath -Target $target -RunId $RunId))
+        $backups = Get-FarmsyncBackups -Target $target
+        for ($i = $Keep; $i -lt $backups.Count; $i++) {
+            if ($backups[$i].RunId -cne $RunId) { $doomed.Add($backups[$i].Path) }
+        }
+        foreach ($victim in $doomed) {
+            if (Remove-FarmsyncFile -Path $victim) { $removed.Add($victim) }
+        }
+    }
+    return , $removed.ToArray()
+}
+
+function Read-FarmsyncState {
+    # read's entry for one path: {path, status: ok, content_b64, sha256, mtime, file_id}; a
+    # missing file is a status, not an error; so is an unreadable one (a directory, a device,
+    # a file past 8 MiB): {path, status: error, error_kind, error}. file_id: volume serial
+    # number and file index of the file read. -WithoutContent: the same entry without
+    # content_b64 (stage_commit's verify).
+    param([string]$Path, [switch]$WithoutContent)
+    try {
+        $target = Resolve-FarmsyncPath -Path $Path
+        $stream = Open-FarmsyncRegularFile -Target $target -Shown $Path
+        try {
+            $bytes = Read-FarmsyncStream -Stream $stream -Shown $Path
+            $fileId = Get-FarmsyncFileId -Stream $stream
+        } finally {
+            $stream.Dispose()
+        }
+        $written = [System.DateTimeOffset][System.IO.File]::GetLastWriteTimeUtc($target)
+        $content = $null
+        if (-not $WithoutContent) { $content = [System.Convert]::ToBase64String($bytes) }
+        $state = @{
+            path = $Path
+            status = 'ok'
+            content_b64 = $content
+            sha256 = (Get-FarmsyncSha256 -Bytes $bytes)
+            mtime = $written.ToUnixTimeMilliseconds() / 1000.0
+            file_id = $fileId
+        }
+        if ($WithoutContent) { $state.Remove('content_b64') }
+        return $state
+    } catch {
+        $info = Get-FarmsyncErrorInfo -ErrorRecord $_
+        if ($info.kind -eq 'not-found') {
+            return @{ path = $Path; status = 'missing' }
+        }
+        return @{ path = $Path; status = 'error'; error_kind = $info.kind; error = $info.detail }
+    }
+}
+
 function Invoke-FarmsyncRequest {
     # Parse the request the bootstrap read ($farmsyncJson, its scope), check the arguments
-    # against the generated table, run the op and write the final result line; returns the
-    # process exit code.
+    # against the generated table, run the op and write the final result line (flushed).
+    # Returns 0 (ok), 1 (an error answered; the session goes on) or 2 (the request is not
+    # JSON: a broken frame, answered; the bootstrap ends the session with status 1).
     try {
         $request = ConvertFrom-FarmsyncJsonText -Json $farmsyncJson
+    } catch {
+        Write-FarmsyncLine -Object @{ ok = $false; error = (Get-FarmsyncErrorInfo -ErrorRecord $_) }
+        return 2
+    }
+    try {
         $arguments = $null
         if ($request -is [System.Collections.Generic.Dictionary[string, object]]) {
             $arguments = Get-FarmsyncMember -Object $request -Name 'args'
