@@ -62,7 +62,7 @@ def stage_and_commit(node: WinrmNode, path: Path, new: bytes) -> None:
     node.commit([CommitItem(str(path), live, sha256_hex(new))], RUN)
 
 
-def test_full_rotation_uses_one_shell_and_one_command_per_phase(
+def test_full_rotation_uses_one_shell_and_one_command_for_the_run(
     wsman_server: WsmanEndpoint, wsman_host: Callable[..., Host], node_dir: Path
 ) -> None:
     site = node_dir / "web.config"
@@ -96,7 +96,7 @@ def test_full_rotation_uses_one_shell_and_one_command_per_phase(
     assert site.read_bytes() == old_site and app.read_bytes() == old_app  # rolled back
     assert not Path(staging_path(str(site), RUN)).exists()
     assert wsman_server.requests["Create"] == 1  # one shell for the whole run...
-    assert wsman_server.requests["Command"] == 7  # ...and one command per phase
+    assert wsman_server.requests["Command"] == 1  # ...and one agent for every phase
     assert wsman_server.requests["Delete"] == 1
     assert wsman_server.open_shells == 0
     assert wsman_server.running_processes() == 0
@@ -125,7 +125,7 @@ def test_large_config_travels_on_stdin_in_chunks_never_on_the_command_line(
         )
     )
     lines = [c.command_line for c in wsman_server.commands]
-    assert lines == [psagent.command_line()] * 2 == node.sent_commands
+    assert lines == [psagent.command_line()] == node.sent_commands  # one agent, two requests
     for line in lines:
         assert len(line) < 8191
         assert str(node_dir) not in line and "web.config" not in line
@@ -141,7 +141,7 @@ def test_key_material_never_reaches_a_command_line_or_environment(
         node.read([str(target)])
     assert VALIDATION_KEY in target.read_text()  # the keys did travel, on stdin
 
-    assert len(wsman_server.commands) == 3
+    assert len(wsman_server.commands) == 1
     for record in wsman_server.commands:
         seen = record.command_line + " ".join(
             f"{k}={v}" for k, v in record.shell_environment.items()
@@ -347,6 +347,7 @@ def test_operations_quota_gets_a_fresh_shell(
             str(node_dir / "web.config"): []
         }
         wsman_server.quota("operations", count=2)
+        node.session.drop()  # the next request starts a fresh agent: a Command
         with pytest.raises(NodeError) as err:
             node.list_backups([])
     assert err.value.kind is NodeErrorKind.QUOTA
@@ -485,3 +486,62 @@ def test_credssp_is_warned_about(
     with pytest.raises(NodeError):  # no CredSSP on this endpoint (or no requests-credssp)
         connected(wsman_host(wsman_server, transport="credssp", timeout=3.0))
     assert "CredSSP delegates the login's credential" in caplog.text
+
+
+def test_a_request_to_an_agent_that_ended_is_connection_lost_and_a_read_is_retried(
+    wsman_server: WsmanEndpoint, wsman_host: Callable[..., Host], node_dir: Path
+) -> None:
+    target = node_dir / "web.config"
+    old, new = web_config(), web_config(keys=True)
+    target.write_bytes(old)
+    with WinrmNode(wsman_host(wsman_server)) as node:
+        assert node.read([str(target)])[str(target)].content == old
+        assert wsman_server.kill_agents() == 1  # the agent dies between two requests
+
+        # Read-only: answered by a fresh agent, after the first found the old one gone.
+        assert node.read([str(target)])[str(target)].content == old
+        assert wsman_server.spawned == 2
+
+        assert wsman_server.kill_agents() == 1
+        with pytest.raises(NodeError) as err:  # not idempotent: never sent twice
+            node.stage([StageItem(str(target), new, sha256_hex(old))], RUN)
+        assert err.value.kind is NodeErrorKind.CONNECTION_LOST
+        assert err.value.detail == psagent.AGENT_ENDED
+        assert not Path(staging_path(str(target), RUN)).exists()
+        assert wsman_server.spawned == 2
+
+        node.stage([StageItem(str(target), new, sha256_hex(old))], RUN)  # a fresh agent
+        assert wsman_server.spawned == 3
+    assert wsman_server.running_processes() == 0
+
+
+def test_stage_and_arm_is_one_exchange_and_the_release_answers_the_verify(
+    wsman_server: WsmanEndpoint, wsman_host: Callable[..., Host], node_dir: Path
+) -> None:
+    target = node_dir / "web.config"
+    old, new = web_config(), web_config(keys=True)
+    target.write_bytes(old)
+    older = Path(backup_path(str(target), "20200101T000000Z-old"))
+    older.write_bytes(old)
+    with WinrmNode(wsman_host(wsman_server)) as node:
+        before = wsman_server.requests.copy()
+        armed = node.stage_and_arm(
+            [StageItem(str(target), new, sha256_hex(old))],
+            [CommitItem(str(target), sha256_hex(old), sha256_hex(new))],
+            RUN,
+            keep_backups=1,
+        )
+        staged = wsman_server.requests.copy()
+        assert staged - before == {"Command": 1, "Send": 1, "Receive": 1}
+        assert target.read_bytes() == old  # armed
+        armed.release()
+        states = armed.wait(10)
+        assert wsman_server.requests - staged == {"Send": 1, "Receive": 1}
+    assert states is not None and armed.cleaned_up
+    state = states[str(target)]
+    assert state.sha256 == sha256_hex(new) and state.content is None
+    assert state.mtime == os.stat(target).st_mtime
+    assert target.read_bytes() == new
+    assert Path(backup_path(str(target), RUN)).read_bytes() == old
+    assert not older.exists()  # pruned past keep_backups in the same exchange
+    assert not Path(staging_path(str(target), RUN)).exists()
