@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from farmsync.errors import NodeError, NodeErrorKind
-from farmsync.inventory.model import Host
+from farmsync.inventory.model import DEFAULT_WINRM_MAX_ENVELOPE_KB, Host
 from farmsync.nodes import psagent
 from farmsync.nodes.contract import (
     CommitItem,
@@ -22,7 +22,7 @@ from farmsync.nodes.contract import (
     staging_path,
 )
 from farmsync.nodes.winrm import WinrmNode
-from farmsync.nodes.winrm_shell import SEND_CHUNK, build_protocol
+from farmsync.nodes.winrm_shell import SEND_CHUNK, build_protocol, send_chunk
 from tests.servers.wsman_endpoint import ACTIONS, WsmanEndpoint
 
 VALIDATION_KEY = "A1" * 64
@@ -107,17 +107,19 @@ def test_large_config_travels_on_stdin_in_chunks_never_on_the_command_line(
 ) -> None:
     target = node_dir / "web.config"
     target.write_bytes(web_config())
-    new = web_config(keys=True, padding=200_000)
-    assert len(new) > 200_000
+    new = web_config(keys=True, padding=700_000)
+    assert len(new) > 700_000
 
     with WinrmNode(wsman_host(wsman_server)) as node:
         node.stage([StageItem(str(target), new, sha256_hex(target.read_bytes()))], RUN)
         stage_sends = list(wsman_server.send_sizes)
         node.read([str(target)])
+        chunk = node.shell.send_chunk
 
     assert Path(staging_path(str(target), RUN)).read_bytes() == new
+    assert chunk == send_chunk(DEFAULT_WINRM_MAX_ENVELOPE_KB)
     assert len(stage_sends) >= 3  # the request line went in several Send messages
-    assert max(stage_sends) <= SEND_CHUNK
+    assert max(stage_sends) <= chunk
     assert sum(stage_sends) == len(
         psagent.request_line(
             "stage",
@@ -545,3 +547,71 @@ def test_stage_and_arm_is_one_exchange_and_the_release_answers_the_verify(
     assert Path(backup_path(str(target), RUN)).read_bytes() == old
     assert not older.exists()  # pruned past keep_backups in the same exchange
     assert not Path(staging_path(str(target), RUN)).exists()
+
+
+def _stage_commit_both_roots(node: WinrmNode, roots: list[Path]) -> None:
+    """A rotation's stage+arm and release of both .NET 4 root web.configs of one node."""
+    old = {p: p.read_bytes() for p in roots}
+    new = {p: old[p].replace(b"<system.web>", b"<system.web><machineKey />") for p in roots}
+    armed = node.stage_and_arm(
+        [StageItem(str(p), new[p], sha256_hex(old[p])) for p in roots],
+        [CommitItem(str(p), sha256_hex(old[p]), sha256_hex(new[p])) for p in roots],
+        RUN,
+    )
+    armed.release()
+    armed.wait(30)
+    assert all(p.read_bytes() == new[p] for p in roots)
+
+
+def test_both_real_sized_root_configs_go_in_one_send(
+    wsman_server: WsmanEndpoint, wsman_host: Callable[..., Host], node_dir: Path
+) -> None:
+    # .NET 4's root web.config is about 40 KB; a node has one per bitness. Their stage_commit
+    # request (the script, then both contents base64 inside base64 JSON) is ~190 KB: one
+    # Send under the default 500 KB envelope, where 96 KiB Sends would take three.
+    roots = [node_dir / "Framework" / "web.config", node_dir / "Framework64" / "web.config"]
+    for root in roots:
+        root.parent.mkdir()
+        root.write_bytes(web_config(padding=42_000))
+    with WinrmNode(wsman_host(wsman_server)) as node:
+        node.read([str(p) for p in roots])
+        before = list(wsman_server.send_sizes)
+        _stage_commit_both_roots(node, roots)
+        sends = wsman_server.send_sizes[len(before) :]
+    assert len(sends) == 2  # the request line, then the release word
+    assert sends[0] > 2 * SEND_CHUNK
+    assert not node.warnings
+
+
+def test_a_node_with_a_smaller_envelope_gets_smaller_sends_and_a_warning(
+    make_wsman_server: Callable[..., WsmanEndpoint], wsman_host: Callable[..., Host]
+) -> None:
+    # A node still at WinRM 2.0's MaxEnvelopeSizekb of 150: the first, larger Send is refused
+    # whole (HTTP 413) and sent again in 96 KiB pieces; the run goes on and says so once.
+    server = make_wsman_server(max_envelope_size=150 * 1024)
+    assert server.working_directory is not None
+    roots = [Path(server.working_directory) / f"v{n}" / "web.config" for n in (1, 2)]
+    for root in roots:
+        root.parent.mkdir()
+        root.write_bytes(web_config(padding=42_000))
+    with WinrmNode(wsman_host(server)) as node:
+        _stage_commit_both_roots(node, roots)
+        assert node.shell.send_chunk == SEND_CHUNK
+        (warning,) = node.warnings
+        assert "HTTP 413" in warning and "farmsync_winrm_max_envelope_kb = 500" in warning
+        node.read([str(p) for p in roots])  # later requests go straight in small Sends
+    assert max(server.send_sizes) <= SEND_CHUNK
+    assert node.warnings == [warning]
+
+
+def test_an_envelope_set_in_the_inventory_sizes_the_sends(
+    make_wsman_server: Callable[..., WsmanEndpoint], wsman_host: Callable[..., Host]
+) -> None:
+    server = make_wsman_server(max_envelope_size=150 * 1024)
+    assert server.working_directory is not None
+    roots = [Path(server.working_directory) / "web.config"]
+    roots[0].write_bytes(web_config(padding=42_000))
+    with WinrmNode(wsman_host(server, max_envelope_kb=150)) as node:
+        _stage_commit_both_roots(node, roots)
+        assert not node.warnings  # sized right from the first Send
+    assert max(server.send_sizes) <= send_chunk(150) < 150 * 1024 * 3 // 4

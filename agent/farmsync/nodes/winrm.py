@@ -43,7 +43,7 @@ class WinrmNode(NodeOperations):
     def __init__(self, host: Host, protocol_factory: Callable[[Host], Protocol] = build_protocol):
         super().__init__(host.name)
         self.host = host
-        self.shell = WinrmShell(host, protocol_factory)
+        self.shell = WinrmShell(host, protocol_factory, warnings=self.warnings)
         self.session = psagent.AgentSession(host.name, self._open_agent, host.timeout)
         self._machine_id: str | None = None
 
