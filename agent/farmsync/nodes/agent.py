@@ -405,7 +405,7 @@ def replace_when_free(
 ) -> None:
     """``os.replace`` retried, bounded, while the target is busy; each retry is reported.
 
-    The same loop as Invoke-FarmsyncReplace in commit.ps1 (protocol.REPLACE_ATTEMPTS
+    The same loop as Invoke-FarmsyncReplace in common.ps1 (protocol.REPLACE_ATTEMPTS
     attempts, the delay doubling from protocol.REPLACE_FIRST_DELAY). ``sleep`` is the seam
     the tests use to free the file between attempts."""
     delay = protocol.REPLACE_FIRST_DELAY

@@ -46,16 +46,32 @@ def load_script(op: str) -> str:
     functions of common.ps1, then the op's own. Fixed text: no request data is in it."""
     if op not in OPS:
         raise ValueError(f"unknown node op {op!r}")
-    return ps1_fragment(op) + resource_text("common.ps1") + "\n" + resource_text(f"{op}.ps1")
+    text = ps1_fragment(op) + resource_text("common.ps1") + "\n" + resource_text(f"{op}.ps1")
+    return _compact(text)
 
 
 BOOTSTRAP = resource_text("bootstrap.ps1")
 
 
 def _compact(script: str) -> str:
-    """Drop comment lines, blank lines and indentation (the bootstrap has no here-strings)."""
-    lines = (line.strip() for line in script.splitlines())
-    return "\n".join(line for line in lines if line and not line.startswith("#"))
+    """Drop comment lines, blank lines and indentation, keeping here-string bodies as they
+    are: a third less to send and to compile with every request, the same code
+    (tests/nodes/test_ps1_syntax.py compares the tokens of both)."""
+    kept: list[str] = []
+    closer: str | None = None  # the line that ends the here-string we are in
+    for line in script.splitlines():
+        if closer is not None:
+            kept.append(line)
+            if line.startswith(closer):
+                closer = None
+            continue
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        kept.append(line)
+        if line.endswith(("@'", '@"')):
+            closer = line[-1] + "@"
+    return "\n".join(kept)
 
 
 def encoded_bootstrap() -> str:
