@@ -53,6 +53,7 @@ def send_chunk(max_envelope_kb: int) -> int:
     """Stdin bytes per Send for an endpoint whose MaxEnvelopeSizekb is ``max_envelope_kb``."""
     return max(4096, (max_envelope_kb * 1024 - ENVELOPE_OVERHEAD) * 3 // 4)
 
+
 # WSManFault codes a Windows WinRM service returns.
 FAULT_OPERATION_TIMEOUT = 2150858793
 FAULT_QUOTA_SHELLS = 2150859173  # MaxShellsPerUser
