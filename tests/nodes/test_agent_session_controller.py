@@ -1,4 +1,4 @@
-"""The controller's session (``psagent.AgentSession``) over plain pipes to real processes:
+"""The controller's session (``agent_session.AgentSession``) over plain pipes to real processes:
 the Python twin, or small stand-ins that misbehave (answer garbage, never answer, arm and
 then hang). What WinRM and SSH-Windows add is their transport; the rules are tested here."""
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from farmsync.errors import NodeError, NodeErrorKind
-from farmsync.nodes import psagent
+from farmsync.nodes import agent_session, psagent
 from farmsync.nodes.contract import CommitItem, StageItem, staging_path
 from tests.nodes.contract_cases import NEW, OLD, live, sha
 
@@ -53,7 +53,7 @@ class PipeChannel:
 
     def receive(
         self, deadline: float, until: Callable[[bytes], bool], phase: str
-    ) -> psagent.Received:
+    ) -> agent_session.Received:
         assert self.proc.stdout is not None
         fd = self.proc.stdout.fileno()
         data = b""
@@ -67,10 +67,10 @@ class PipeChannel:
                 continue
             chunk = os.read(fd, 65536)
             if not chunk:
-                return psagent.Received(data, b"", True)
+                return agent_session.Received(data, b"", True)
             data += chunk
             if until(chunk):
-                return psagent.Received(data, b"", False)
+                return agent_session.Received(data, b"", False)
 
     def drop(self) -> None:
         if self.proc.poll() is None:
@@ -90,7 +90,7 @@ class Pipes:
         self.argv = argv
         self.opened: list[PipeChannel] = []
 
-    def __call__(self, phase: str) -> psagent.AgentChannel:
+    def __call__(self, phase: str) -> agent_session.AgentChannel:
         channel = PipeChannel(self.argv)
         self.opened.append(channel)
         return channel
@@ -106,7 +106,7 @@ def pipes() -> Iterator[Pipes]:
 
 def test_requests_share_one_agent_and_close_ends_it(pipes: Pipes, tmp_path: Path) -> None:
     path = live(tmp_path)
-    session = psagent.AgentSession("node", pipes, timeout=30)
+    session = agent_session.AgentSession("node", pipes, timeout=30)
     assert session.request("read", psagent.read_args([path]))["files"][0]["sha256"] == sha(OLD)
     assert session.request("list_backups", psagent.list_backups_args([path])) == {
         "backups": {path: []}
@@ -125,7 +125,7 @@ def test_an_aborted_stage_commit_keeps_the_agent_and_removes_its_staging(
     pipes: Pipes, tmp_path: Path
 ) -> None:
     path = live(tmp_path)
-    session = psagent.AgentSession("node", pipes, timeout=30)
+    session = agent_session.AgentSession("node", pipes, timeout=30)
     items = [(StageItem(path, NEW, sha(OLD)), CommitItem(path, sha(OLD), sha(NEW)))]
     armed = session.arm("stage_commit", psagent.stage_commit_args(items, "run1", 1))
     assert Path(staging_path(path, "run1")).exists()
@@ -140,7 +140,7 @@ def test_an_agent_that_ended_is_connection_lost_and_a_read_goes_to_a_fresh_one(
     pipes: Pipes, tmp_path: Path
 ) -> None:
     path = live(tmp_path)
-    session = psagent.AgentSession("node", pipes, timeout=30)
+    session = agent_session.AgentSession("node", pipes, timeout=30)
     session.request("read", psagent.read_args([path]))
     pipes.opened[0].drop()  # killed between two requests
     assert session.request("read", psagent.read_args([path]))["files"][0]["status"] == "ok"
@@ -151,7 +151,7 @@ def test_an_agent_that_ended_is_connection_lost_and_a_read_goes_to_a_fresh_one(
         session.request("stage", psagent.stage_args([StageItem(path, NEW, sha(OLD))], "run1"))
     assert (err.value.kind, err.value.detail) == (
         NodeErrorKind.CONNECTION_LOST,
-        psagent.AGENT_ENDED,
+        agent_session.AGENT_ENDED,
     )
     assert session.agents_started == 2  # never sent twice
     assert not Path(staging_path(path, "run1")).exists()
@@ -159,7 +159,7 @@ def test_an_agent_that_ended_is_connection_lost_and_a_read_goes_to_a_fresh_one(
 
 def test_an_answer_that_cannot_be_read_drops_the_session(pipes: Pipes) -> None:
     pipes.argv = GARBAGE
-    session = psagent.AgentSession("node", pipes, timeout=30)
+    session = agent_session.AgentSession("node", pipes, timeout=30)
     with pytest.raises(NodeError) as err:
         session.request("read", psagent.read_args([]))
     assert err.value.kind is NodeErrorKind.PROTOCOL
@@ -171,7 +171,7 @@ def test_an_answer_that_cannot_be_read_drops_the_session(pipes: Pipes) -> None:
 
 def test_a_timeout_drops_the_session(pipes: Pipes) -> None:
     pipes.argv = SILENT
-    session = psagent.AgentSession("node", pipes, timeout=0.5)
+    session = agent_session.AgentSession("node", pipes, timeout=0.5)
     with pytest.raises(NodeError) as err:
         session.request("read", psagent.read_args([]))
     assert err.value.kind is NodeErrorKind.TIMEOUT  # not retried: it did not end, it hung
@@ -181,7 +181,7 @@ def test_a_timeout_drops_the_session(pipes: Pipes) -> None:
 
 def test_a_release_given_up_on_ends_the_agent(pipes: Pipes) -> None:
     pipes.argv = ARMS_AND_HANGS
-    session = psagent.AgentSession("node", pipes, timeout=30)
+    session = agent_session.AgentSession("node", pipes, timeout=30)
     armed = session.arm("commit", psagent.commit_args([], "run1"))
     armed.release()
     with pytest.raises(NodeError) as err:
@@ -198,7 +198,7 @@ def test_a_request_while_a_commit_is_armed_goes_to_a_fresh_agent(
     pipes: Pipes, tmp_path: Path
 ) -> None:
     path = live(tmp_path)
-    session = psagent.AgentSession("node", pipes, timeout=30)
+    session = agent_session.AgentSession("node", pipes, timeout=30)
     session.request("stage", psagent.stage_args([StageItem(path, NEW, sha(OLD))], "run1"))
     armed = session.arm(
         "commit", psagent.commit_args([CommitItem(path, sha(OLD), sha(NEW))], "run1")

@@ -15,7 +15,7 @@ import pytest
 
 from farmsync.errors import NodeError, NodeErrorKind
 from farmsync.lab.sshd import descendants
-from farmsync.nodes import psagent
+from farmsync.nodes import agent_session, psagent
 from farmsync.nodes.contract import (
     CommitItem,
     FileStatus,
@@ -93,7 +93,7 @@ def test_one_exec_serves_the_run_and_an_ended_agent_is_connection_lost(
         with pytest.raises(NodeError) as err:
             node.stage([StageItem(str(live), NEW, states[str(live)].sha256 or "")], "w1")
         assert err.value.kind is NodeErrorKind.CONNECTION_LOST
-        assert err.value.detail == psagent.AGENT_ENDED
+        assert err.value.detail == agent_session.AGENT_ENDED
         armed = node.stage_and_arm(
             [StageItem(str(live), NEW, states[str(live)].sha256 or "")],
             [CommitItem(str(live), states[str(live)].sha256 or "", sha256_hex(NEW))],

@@ -12,7 +12,7 @@ import pytest
 
 from farmsync.errors import NodeError, NodeErrorKind
 from farmsync.inventory.model import DEFAULT_WINRM_MAX_ENVELOPE_KB, Host
-from farmsync.nodes import psagent
+from farmsync.nodes import agent_session, psagent
 from farmsync.nodes.contract import (
     CommitItem,
     FileStatus,
@@ -508,7 +508,7 @@ def test_a_request_to_an_agent_that_ended_is_connection_lost_and_a_read_is_retri
         with pytest.raises(NodeError) as err:  # not idempotent: never sent twice
             node.stage([StageItem(str(target), new, sha256_hex(old))], RUN)
         assert err.value.kind is NodeErrorKind.CONNECTION_LOST
-        assert err.value.detail == psagent.AGENT_ENDED
+        assert err.value.detail == agent_session.AGENT_ENDED
         assert not Path(staging_path(str(target), RUN)).exists()
         assert wsman_server.spawned == 2
 

@@ -4,7 +4,7 @@ Windows OpenSSH's SFTP rename onto an existing file has not always been atomic, 
 a file onto its own name deletes it, so nothing is replaced over SFTP here. The first
 request execs ``psagent.command_line()`` (the same bytes every time) and the agent then
 serves every request of the run on that one channel, a request line each
-(``psagent.AgentSession``, PROTOCOL.md "Sessions"); the agent does the replace on the node
+(``agent_session.AgentSession``, PROTOCOL.md "Sessions"); the agent does the replace on the node
 with ``[System.IO.File]::Replace``. A rotation is three exchanges: read, ``stage_commit`` up
 to its armed line, and the release, whose answer carries the verify hashes and the cleanup.
 Closing sends EOF on the channel, which ends the agent.
@@ -21,7 +21,7 @@ import paramiko
 
 from farmsync.errors import NodeError, NodeErrorKind
 from farmsync.inventory.model import RecycleSpec
-from farmsync.nodes import psagent
+from farmsync.nodes import agent_session, psagent
 from farmsync.nodes.auditread import AuditRead, AuditRequest
 from farmsync.nodes.contract import ArmedCommit, CommitItem, FileState, StageItem
 from farmsync.nodes.ssh_connect import SshConnection, node_errors
@@ -60,7 +60,7 @@ class SshAgentChannel:
 
     def receive(
         self, deadline: float, until: Callable[[bytes], bool], phase: str
-    ) -> psagent.Received:
+    ) -> agent_session.Received:
         data = bytearray()
         ended = False
         with node_errors(self.host, phase):
@@ -79,7 +79,7 @@ class SshAgentChannel:
                 data += chunk
                 if until(chunk):
                     break
-            return psagent.Received(bytes(data), _stderr(self.channel), ended)
+            return agent_session.Received(bytes(data), _stderr(self.channel), ended)
 
     def drop(self) -> None:
         self.channel.close()
@@ -98,9 +98,9 @@ class PowerShellOps:
         self.conn = conn
         self.host = conn.host.name
         self.timeout = conn.host.timeout
-        self.session = psagent.AgentSession(self.host, self._open_agent, self.timeout)
+        self.session = agent_session.AgentSession(self.host, self._open_agent, self.timeout)
 
-    def _open_agent(self, phase: str) -> psagent.AgentChannel:
+    def _open_agent(self, phase: str) -> agent_session.AgentChannel:
         return SshAgentChannel(self.host, self.conn.exec(psagent.command_line()))
 
     def run(self, op: str, args: Mapping[str, Any], phase: str) -> dict[str, Any]:

@@ -4,7 +4,7 @@
 the fixed ``psagent.command_line()`` (the same bytes for every op, far below cmd.exe's 8,191
 characters, never a path, content or key); every request of the run is then one more line
 on its stdin (one Send, more only past ``SEND_CHUNK``) and Receive until the result line,
-the command still running (``psagent.AgentSession``, PROTOCOL.md "Sessions"). A rotation is
+the command still running (``agent_session.AgentSession``, PROTOCOL.md "Sessions"). A rotation is
 three exchanges: read, ``stage_commit`` up to its armed line, and the release, one Send of
 the word, whose answer carries the verify hashes and the cleanup. Closing deletes the shell,
 which ends the agent: 9 HTTP requests per node per rotation.
@@ -21,7 +21,7 @@ from winrm.protocol import Protocol
 from farmsync.errors import NodeError, NodeErrorKind
 from farmsync.inventory.describe import describe_trust
 from farmsync.inventory.model import Host
-from farmsync.nodes import psagent
+from farmsync.nodes import agent_session, psagent
 from farmsync.nodes.auditread import AuditRead, AuditRequest
 from farmsync.nodes.contract import (
     DEFAULT_BACKUP_RETENTION,
@@ -44,7 +44,7 @@ class WinrmNode(NodeOperations):
         super().__init__(host.name)
         self.host = host
         self.shell = WinrmShell(host, protocol_factory, warnings=self.warnings)
-        self.session = psagent.AgentSession(host.name, self._open_agent, host.timeout)
+        self.session = agent_session.AgentSession(host.name, self._open_agent, host.timeout)
         self._machine_id: str | None = None
 
     @property
@@ -63,7 +63,7 @@ class WinrmNode(NodeOperations):
         self.shell.close()
 
     # --- one session: the agent started once, a request line per phase -----------------
-    def _open_agent(self, phase: str) -> psagent.AgentChannel:
+    def _open_agent(self, phase: str) -> agent_session.AgentChannel:
         if not self.shell.is_open:
             raise NodeError(self.host_name, NodeErrorKind.PROTOCOL, "not connected", phase=phase)
         return WinrmAgentChannel(self.shell.start(psagent.command_line(), phase))
@@ -155,10 +155,10 @@ class WinrmAgentChannel:
 
     def receive(
         self, deadline: float, until: Callable[[bytes], bool], phase: str
-    ) -> psagent.Received:
+    ) -> agent_session.Received:
         self.command.phase = phase
         out = self.command.collect(deadline, until=until)
-        return psagent.Received(out.stdout, out.stderr, out.exit_code is not None)
+        return agent_session.Received(out.stdout, out.stderr, out.exit_code is not None)
 
     def drop(self) -> None:
         self.command.terminate()
