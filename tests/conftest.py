@@ -33,6 +33,7 @@ SLOW_MODULES = frozenset(
         "tests/nodes/test_ssh_ops.py",
         "tests/nodes/test_winrm.py",
         "tests/nodes/test_winrm_contract.py",
+        "tests/orchestration/test_agent_sessions.py",
         "tests/orchestration/test_fences.py",
         "tests/orchestration/test_node_limits.py",
         "tests/orchestration/test_recover_cases.py",

@@ -166,6 +166,18 @@ CASES = [
         3,
     ),
     Case(
+        "envelope-below-winrm-minimum",
+        """
+        all:
+          hosts:
+            web01:
+              ansible_connection: winrm
+              farmsync_winrm_max_envelope_kb: 16
+        """,
+        "farmsync_winrm_max_envelope_kb: MaxEnvelopeSizekb is at least 32, got 16",
+        5,
+    ),
+    Case(
         "unknown-framework",
         """
         all:

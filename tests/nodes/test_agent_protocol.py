@@ -122,7 +122,6 @@ def test_commit_refused_at_arm_never_arms(tmp_path: Path) -> None:
         base64.b64encode(json.dumps({"v": 1, "op": "format_c", "args": {}}).encode()) + b"\r\n",
         base64.b64encode(json.dumps({"v": 1, "op": "read", "args": {"paths": 3}}).encode()),
         base64.b64encode(json.dumps({"v": 1, "op": "stage", "args": {"run_id": "r"}}).encode()),
-        b"",
     ],
 )
 def test_bad_requests_are_protocol_errors(line: bytes) -> None:

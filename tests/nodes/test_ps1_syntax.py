@@ -77,6 +77,50 @@ def test_bootstrap_parses_as_written_and_as_sent() -> None:
     assert "Invoke-FarmsyncRequest" in sent
 
 
+def code_tokens(script: str) -> list[str]:
+    """The script's leaves, comments left out: what PowerShell runs, whatever the layout.
+    A line break is a statement separator, so ``new_line`` leaves count too (one per run of
+    them: blank lines are not code)."""
+    tree = PARSER.parse(script.encode("utf-8"))
+    tokens: list[str] = []
+    for node in walk_in_order(tree.root_node):
+        if node.child_count or node.type == "comment":
+            continue
+        token = "\n" if text(node).strip() == "" else text(node)
+        if token == "\n" and tokens and tokens[-1] == "\n":
+            continue
+        tokens.append(token)
+    return tokens
+
+
+def walk_in_order(node: Node) -> Iterator[Node]:
+    yield node
+    for child in node.children:
+        yield from walk_in_order(child)
+
+
+@pytest.mark.parametrize("op", psagent.OPS)
+def test_the_compacted_script_sent_is_the_same_code(op: str) -> None:
+    # load_script drops comment lines, blank lines and indentation (a third of the bytes of
+    # every request): the code PowerShell compiles must be token for token the written one,
+    # here-string bodies (Add-Type's C#) byte for byte.
+    written = (
+        psagent.ps1_fragment(op)
+        + psagent.resource_text("common.ps1")
+        + "\n"
+        + psagent.resource_text(f"{op}.ps1")
+    )
+    sent = psagent.load_script(op)
+    assert len(sent) < len(written) * 3 // 4
+    assert code_tokens(sent) == code_tokens(written)
+
+
+def test_the_token_comparison_sees_a_changed_string_and_a_joined_line() -> None:
+    assert code_tokens("$a = 'x  y'\n") != code_tokens("$a = 'x y'\n")
+    assert code_tokens("$a = 1\n$b = 2\n") != code_tokens("$a = 1 $b = 2\n")
+    assert code_tokens("# note\n  $a = 1\n\n") == code_tokens("$a = 1\n")
+
+
 @pytest.mark.parametrize(
     "broken",
     [

@@ -6,13 +6,16 @@ The shared contract cases run against this flavour too (test_ssh_contract.py).""
 from __future__ import annotations
 
 import os
+import signal
 import stat
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from farmsync.nodes import psagent
+from farmsync.errors import NodeError, NodeErrorKind
+from farmsync.lab.sshd import descendants
+from farmsync.nodes import agent_session, psagent
 from farmsync.nodes.contract import (
     CommitItem,
     FileStatus,
@@ -22,7 +25,7 @@ from farmsync.nodes.contract import (
     staging_path,
 )
 from farmsync.nodes.ssh import SshNode
-from tests.servers.sshd_fixtures import SAMPLE_WEB_CONFIG, SshdTestNode
+from tests.servers.sshd_fixtures import SAMPLE_WEB_CONFIG, SshdTestNode, sshd_sessions
 
 NEW = SAMPLE_WEB_CONFIG.replace(b"0F1E2D3C", b"AAAABBBB")
 
@@ -56,4 +59,50 @@ def test_full_rotation_through_the_agent(win_node: SshdTestNode) -> None:
         assert live.read_bytes() == SAMPLE_WEB_CONFIG
         node.cleanup(pair, "w1")
         assert node.round_trips == 6  # read, stage, commit, list, rollback, cleanup: one each
-    assert set(node.sent_commands) == {psagent.command_line()}
+    assert node.sent_commands == [psagent.command_line()]  # one agent served them all
+
+
+def _kill_agents(win_node: SshdTestNode) -> int:
+    """SIGKILL the twin agent processes running under this node's sshd."""
+    assert win_node.sshd.pid is not None
+    killed = 0
+    for pid in descendants(win_node.sshd.pid):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"farmsync.nodes.agent" in cmdline:
+            os.kill(pid, signal.SIGKILL)
+            killed += 1
+    return killed
+
+
+def test_one_exec_serves_the_run_and_an_ended_agent_is_connection_lost(
+    win_node: SshdTestNode,
+) -> None:
+    live = win_node.config
+    paths = [str(live)]
+    with SshNode(win_node.host(windows=True)) as node:
+        states = node.read(paths)
+        node.list_backups(paths)
+        assert sshd_sessions(win_node.sshd)[2] == 1  # two requests, one exec
+        assert _kill_agents(win_node) == 1
+        assert node.read(paths)[str(live)].content == SAMPLE_WEB_CONFIG  # retried afresh
+        assert sshd_sessions(win_node.sshd)[2] == 2
+        assert _kill_agents(win_node) == 1
+        with pytest.raises(NodeError) as err:
+            node.stage([StageItem(str(live), NEW, states[str(live)].sha256 or "")], "w1")
+        assert err.value.kind is NodeErrorKind.CONNECTION_LOST
+        assert err.value.detail == agent_session.AGENT_ENDED
+        armed = node.stage_and_arm(
+            [StageItem(str(live), NEW, states[str(live)].sha256 or "")],
+            [CommitItem(str(live), states[str(live)].sha256 or "", sha256_hex(NEW))],
+            "w1",
+            1,
+        )
+        armed.release()
+        reported = armed.wait(10)
+        assert sshd_sessions(win_node.sshd)[2] == 3
+    assert reported is not None and reported[str(live)].sha256 == sha256_hex(NEW)
+    assert live.read_bytes() == NEW
+    assert Path(backup_path(str(live), "w1")).read_bytes() == SAMPLE_WEB_CONFIG

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from farmsync.errors import NodeError, NodeErrorKind
-from farmsync.inventory.model import Host
-from farmsync.nodes import psagent
+from farmsync.inventory.model import DEFAULT_WINRM_MAX_ENVELOPE_KB, Host
+from farmsync.nodes import agent_session, psagent
 from farmsync.nodes.contract import (
     CommitItem,
     FileStatus,
@@ -22,7 +22,7 @@ from farmsync.nodes.contract import (
     staging_path,
 )
 from farmsync.nodes.winrm import WinrmNode
-from farmsync.nodes.winrm_shell import SEND_CHUNK, build_protocol
+from farmsync.nodes.winrm_shell import SEND_CHUNK, build_protocol, send_chunk
 from tests.servers.wsman_endpoint import ACTIONS, WsmanEndpoint
 
 VALIDATION_KEY = "A1" * 64
@@ -62,7 +62,7 @@ def stage_and_commit(node: WinrmNode, path: Path, new: bytes) -> None:
     node.commit([CommitItem(str(path), live, sha256_hex(new))], RUN)
 
 
-def test_full_rotation_uses_one_shell_and_one_command_per_phase(
+def test_full_rotation_uses_one_shell_and_one_command_for_the_run(
     wsman_server: WsmanEndpoint, wsman_host: Callable[..., Host], node_dir: Path
 ) -> None:
     site = node_dir / "web.config"
@@ -96,7 +96,7 @@ def test_full_rotation_uses_one_shell_and_one_command_per_phase(
     assert site.read_bytes() == old_site and app.read_bytes() == old_app  # rolled back
     assert not Path(staging_path(str(site), RUN)).exists()
     assert wsman_server.requests["Create"] == 1  # one shell for the whole run...
-    assert wsman_server.requests["Command"] == 7  # ...and one command per phase
+    assert wsman_server.requests["Command"] == 1  # ...and one agent for every phase
     assert wsman_server.requests["Delete"] == 1
     assert wsman_server.open_shells == 0
     assert wsman_server.running_processes() == 0
@@ -107,17 +107,19 @@ def test_large_config_travels_on_stdin_in_chunks_never_on_the_command_line(
 ) -> None:
     target = node_dir / "web.config"
     target.write_bytes(web_config())
-    new = web_config(keys=True, padding=200_000)
-    assert len(new) > 200_000
+    new = web_config(keys=True, padding=700_000)
+    assert len(new) > 700_000
 
     with WinrmNode(wsman_host(wsman_server)) as node:
         node.stage([StageItem(str(target), new, sha256_hex(target.read_bytes()))], RUN)
         stage_sends = list(wsman_server.send_sizes)
         node.read([str(target)])
+        chunk = node.shell.send_chunk
 
     assert Path(staging_path(str(target), RUN)).read_bytes() == new
+    assert chunk == send_chunk(DEFAULT_WINRM_MAX_ENVELOPE_KB)
     assert len(stage_sends) >= 3  # the request line went in several Send messages
-    assert max(stage_sends) <= SEND_CHUNK
+    assert max(stage_sends) <= chunk
     assert sum(stage_sends) == len(
         psagent.request_line(
             "stage",
@@ -125,7 +127,7 @@ def test_large_config_travels_on_stdin_in_chunks_never_on_the_command_line(
         )
     )
     lines = [c.command_line for c in wsman_server.commands]
-    assert lines == [psagent.command_line()] * 2 == node.sent_commands
+    assert lines == [psagent.command_line()] == node.sent_commands  # one agent, two requests
     for line in lines:
         assert len(line) < 8191
         assert str(node_dir) not in line and "web.config" not in line
@@ -141,7 +143,7 @@ def test_key_material_never_reaches_a_command_line_or_environment(
         node.read([str(target)])
     assert VALIDATION_KEY in target.read_text()  # the keys did travel, on stdin
 
-    assert len(wsman_server.commands) == 3
+    assert len(wsman_server.commands) == 1
     for record in wsman_server.commands:
         seen = record.command_line + " ".join(
             f"{k}={v}" for k, v in record.shell_environment.items()
@@ -347,6 +349,7 @@ def test_operations_quota_gets_a_fresh_shell(
             str(node_dir / "web.config"): []
         }
         wsman_server.quota("operations", count=2)
+        node.session.drop()  # the next request starts a fresh agent: a Command
         with pytest.raises(NodeError) as err:
             node.list_backups([])
     assert err.value.kind is NodeErrorKind.QUOTA
@@ -485,3 +488,130 @@ def test_credssp_is_warned_about(
     with pytest.raises(NodeError):  # no CredSSP on this endpoint (or no requests-credssp)
         connected(wsman_host(wsman_server, transport="credssp", timeout=3.0))
     assert "CredSSP delegates the login's credential" in caplog.text
+
+
+def test_a_request_to_an_agent_that_ended_is_connection_lost_and_a_read_is_retried(
+    wsman_server: WsmanEndpoint, wsman_host: Callable[..., Host], node_dir: Path
+) -> None:
+    target = node_dir / "web.config"
+    old, new = web_config(), web_config(keys=True)
+    target.write_bytes(old)
+    with WinrmNode(wsman_host(wsman_server)) as node:
+        assert node.read([str(target)])[str(target)].content == old
+        assert wsman_server.kill_agents() == 1  # the agent dies between two requests
+
+        # Read-only: answered by a fresh agent, after the first found the old one gone.
+        assert node.read([str(target)])[str(target)].content == old
+        assert wsman_server.spawned == 2
+
+        assert wsman_server.kill_agents() == 1
+        with pytest.raises(NodeError) as err:  # not idempotent: never sent twice
+            node.stage([StageItem(str(target), new, sha256_hex(old))], RUN)
+        assert err.value.kind is NodeErrorKind.CONNECTION_LOST
+        assert err.value.detail == agent_session.AGENT_ENDED
+        assert not Path(staging_path(str(target), RUN)).exists()
+        assert wsman_server.spawned == 2
+
+        node.stage([StageItem(str(target), new, sha256_hex(old))], RUN)  # a fresh agent
+        assert wsman_server.spawned == 3
+    assert wsman_server.running_processes() == 0
+
+
+def test_stage_and_arm_is_one_exchange_and_the_release_answers_the_verify(
+    wsman_server: WsmanEndpoint, wsman_host: Callable[..., Host], node_dir: Path
+) -> None:
+    target = node_dir / "web.config"
+    old, new = web_config(), web_config(keys=True)
+    target.write_bytes(old)
+    older = Path(backup_path(str(target), "20200101T000000Z-old"))
+    older.write_bytes(old)
+    with WinrmNode(wsman_host(wsman_server)) as node:
+        before = wsman_server.requests.copy()
+        armed = node.stage_and_arm(
+            [StageItem(str(target), new, sha256_hex(old))],
+            [CommitItem(str(target), sha256_hex(old), sha256_hex(new))],
+            RUN,
+            keep_backups=1,
+        )
+        staged = wsman_server.requests.copy()
+        assert staged - before == {"Command": 1, "Send": 1, "Receive": 1}
+        assert target.read_bytes() == old  # armed
+        armed.release()
+        states = armed.wait(10)
+        assert wsman_server.requests - staged == {"Send": 1, "Receive": 1}
+    assert states is not None and armed.cleaned_up
+    state = states[str(target)]
+    assert state.sha256 == sha256_hex(new) and state.content is None
+    assert state.mtime == os.stat(target).st_mtime
+    assert target.read_bytes() == new
+    assert Path(backup_path(str(target), RUN)).read_bytes() == old
+    assert not older.exists()  # pruned past keep_backups in the same exchange
+    assert not Path(staging_path(str(target), RUN)).exists()
+
+
+def _stage_commit_both_roots(node: WinrmNode, roots: list[Path]) -> None:
+    """A rotation's stage+arm and release of both .NET 4 root web.configs of one node."""
+    old = {p: p.read_bytes() for p in roots}
+    new = {p: old[p].replace(b"<system.web>", b"<system.web><machineKey />") for p in roots}
+    armed = node.stage_and_arm(
+        [StageItem(str(p), new[p], sha256_hex(old[p])) for p in roots],
+        [CommitItem(str(p), sha256_hex(old[p]), sha256_hex(new[p])) for p in roots],
+        RUN,
+    )
+    armed.release()
+    armed.wait(30)
+    assert all(p.read_bytes() == new[p] for p in roots)
+
+
+def test_both_real_sized_root_configs_go_in_one_send(
+    wsman_server: WsmanEndpoint, wsman_host: Callable[..., Host], node_dir: Path
+) -> None:
+    # .NET 4's root web.config is about 40 KB; a node has one per bitness. Their stage_commit
+    # request (the script, then both contents base64 inside base64 JSON) is ~190 KB: one
+    # Send under the default 500 KB envelope, where 96 KiB Sends would take three.
+    roots = [node_dir / "Framework" / "web.config", node_dir / "Framework64" / "web.config"]
+    for root in roots:
+        root.parent.mkdir()
+        root.write_bytes(web_config(padding=42_000))
+    with WinrmNode(wsman_host(wsman_server)) as node:
+        node.read([str(p) for p in roots])
+        before = list(wsman_server.send_sizes)
+        _stage_commit_both_roots(node, roots)
+        sends = wsman_server.send_sizes[len(before) :]
+    assert len(sends) == 2  # the request line, then the release word
+    assert sends[0] > 2 * SEND_CHUNK
+    assert not node.warnings
+
+
+def test_a_node_with_a_smaller_envelope_gets_smaller_sends_and_a_warning(
+    make_wsman_server: Callable[..., WsmanEndpoint], wsman_host: Callable[..., Host]
+) -> None:
+    # A node still at WinRM 2.0's MaxEnvelopeSizekb of 150: the first, larger Send is refused
+    # whole (HTTP 413) and sent again in 96 KiB pieces; the run goes on and says so once.
+    server = make_wsman_server(max_envelope_size=150 * 1024)
+    assert server.working_directory is not None
+    roots = [Path(server.working_directory) / f"v{n}" / "web.config" for n in (1, 2)]
+    for root in roots:
+        root.parent.mkdir()
+        root.write_bytes(web_config(padding=42_000))
+    with WinrmNode(wsman_host(server)) as node:
+        _stage_commit_both_roots(node, roots)
+        assert node.shell.send_chunk == SEND_CHUNK
+        (warning,) = node.warnings
+        assert "HTTP 413" in warning and "farmsync_winrm_max_envelope_kb = 500" in warning
+        node.read([str(p) for p in roots])  # later requests go straight in small Sends
+    assert max(server.send_sizes) <= SEND_CHUNK
+    assert node.warnings == [warning]
+
+
+def test_an_envelope_set_in_the_inventory_sizes_the_sends(
+    make_wsman_server: Callable[..., WsmanEndpoint], wsman_host: Callable[..., Host]
+) -> None:
+    server = make_wsman_server(max_envelope_size=150 * 1024)
+    assert server.working_directory is not None
+    roots = [Path(server.working_directory) / "web.config"]
+    roots[0].write_bytes(web_config(padding=42_000))
+    with WinrmNode(wsman_host(server, max_envelope_kb=150)) as node:
+        _stage_commit_both_roots(node, roots)
+        assert not node.warnings  # sized right from the first Send
+    assert max(server.send_sizes) <= send_chunk(150) < 150 * 1024 * 3 // 4

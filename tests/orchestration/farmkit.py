@@ -22,7 +22,7 @@ import yaml
 from farmsync import Farm, RolloutOptions, VaultSecret
 from farmsync.keys.machinekey import MachineKey
 from farmsync.nodes.connect import node_for
-from farmsync.nodes.contract import NodeOperations
+from farmsync.nodes.contract import ArmedCommit, NodeOperations
 from farmsync.orchestration.context import FarmContext
 from farmsync.orchestration.session import NodeFactory
 from farmsync.webconfig.parser import inspect_config
@@ -202,12 +202,24 @@ class HookedNode(NodeOperations):
         self._hook("stage")
         self.inner.stage(items, run_id)
 
+    def stage_and_arm(
+        self, stage_items: Sequence[Any], commit_items: Sequence[Any], run_id: str, keep: int = 10
+    ) -> Any:
+        """The node's own merged exchange (``stage_commit`` on an agent node), unless a test
+        hooks the moment between stage and arm: then stage, hook, arm, as two calls."""
+        if "arm" in self.hooks:
+            return super().stage_and_arm(stage_items, commit_items, run_id, keep)
+        self._hook("stage")
+        return self._hooked(self.inner.stage_and_arm(stage_items, commit_items, run_id, keep))
+
     def arm_commit(self, items: Sequence[Any], run_id: str) -> Any:
         self._hook("arm")
-        armed = self.inner.arm_commit(items, run_id)
+        return self._hooked(self.inner.arm_commit(items, run_id))
+
+    def _hooked(self, armed: ArmedCommit) -> ArmedCommit:
         hooks = self.hooks
 
-        class Armed:
+        class Armed(ArmedCommit):
             def release(self) -> None:
                 if "release" in hooks:
                     hooks["release"]()
@@ -215,8 +227,10 @@ class HookedNode(NodeOperations):
                 if "released" in hooks:
                     hooks["released"]()
 
-            def wait(self, timeout: float) -> None:
-                armed.wait(timeout)
+            def wait(self, timeout: float) -> Any:
+                states = armed.wait(timeout)
+                self.cleaned_up = armed.cleaned_up
+                return states
 
             def abort(self) -> None:
                 armed.abort()

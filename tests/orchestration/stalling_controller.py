@@ -3,6 +3,7 @@
 Usage: python -m tests.orchestration.stalling_controller INVENTORY HOST before|after|restore:RUN
   before: stall just before releasing HOST's commit (the hosts before it released)
   after:  stall just after releasing HOST's commit (before verification and run end)
+  unacked: stall once HOST's release was sent, before its acknowledgement is read
   restore:RUN: restore HOST's backups of run RUN, stalling just before they are put back
 Commits are released one host at a time, in inventory order, and each release waits for the
 node's acknowledgement, so when "STALLED" is printed every released commit has landed (or
@@ -24,7 +25,7 @@ from typing import Any
 from farmsync import Farm, RolloutOptions
 from farmsync.inventory.model import Host
 from farmsync.nodes.connect import node_for
-from farmsync.nodes.contract import NodeOperations
+from farmsync.nodes.contract import ArmedCommit, NodeOperations
 from tests.orchestration.farmkit import HookedNode, TestFarm
 
 ACK_TIMEOUT = 60.0
@@ -37,31 +38,48 @@ def stall() -> None:
 
 
 class AckedRelease(HookedNode):
-    """A real node whose release returns only once the node acknowledged the commit."""
+    """A real node whose release returns only once the node acknowledged the commit.
+
+    ``stall_when``: ``before`` / ``after`` the acknowledged release, or ``unacked``: just
+    after the release was sent, before its acknowledgement is read. Stage and arm go through
+    the node's own ``stage_and_arm`` (one ``stage_commit`` exchange on an agent node)."""
 
     def __init__(self, inner: NodeOperations, stall_when: str | None):
         super().__init__(inner, {})
         self.stall_when = stall_when
 
     def arm_commit(self, items: Sequence[Any], run_id: str) -> Any:
-        armed = self.inner.arm_commit(items, run_id)
+        return self._held(self.inner.arm_commit(items, run_id))
+
+    def stage_and_arm(
+        self, stage_items: Sequence[Any], commit_items: Sequence[Any], run_id: str, keep: int = 10
+    ) -> Any:
+        return self._held(self.inner.stage_and_arm(stage_items, commit_items, run_id, keep))
+
+    def _held(self, armed: ArmedCommit) -> ArmedCommit:
         when = self.stall_when
 
-        class Armed:
+        class Armed(ArmedCommit):
             acked = False
+            states: Any = None
 
             def release(self) -> None:
                 if when == "before":
                     stall()
                 armed.release()
-                armed.wait(ACK_TIMEOUT)
+                if when == "unacked":
+                    stall()
+                self.states = armed.wait(ACK_TIMEOUT)
+                self.cleaned_up = armed.cleaned_up
                 self.acked = True
                 if when == "after":
                     stall()
 
-            def wait(self, timeout: float) -> None:
+            def wait(self, timeout: float) -> Any:
                 if not self.acked:
-                    armed.wait(timeout)
+                    self.states = armed.wait(timeout)
+                    self.cleaned_up = armed.cleaned_up
+                return self.states
 
             def abort(self) -> None:
                 armed.abort()
@@ -105,7 +123,7 @@ def kill(proc: subprocess.Popen[str]) -> None:
 def main() -> None:
     inventory_path, host, when = sys.argv[1], sys.argv[2], sys.argv[3]
     restore_run = when.removeprefix("restore:") if when.startswith("restore:") else None
-    assert restore_run or when in ("before", "after"), when
+    assert restore_run or when in ("before", "after", "unacked"), when
 
     def factory(target: Host) -> NodeOperations:
         if target.name != host:

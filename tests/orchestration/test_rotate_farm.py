@@ -215,5 +215,6 @@ def test_a_rotation_costs_one_connection_and_one_round_trip_per_phase_per_node(
 
     assert result.outcome is Outcome.CHANGED
     assert sorted(n.host_name for n in opened) == sorted(farm.hosts)  # one connection each
-    # read, stage, arm/commit, verify, cleanup: five round trips, whatever the transport.
-    assert {n.host_name: n.round_trips for n in opened} == {h: 5 for h in farm.hosts}
+    # POSIX: read, stage, arm/commit, verify, cleanup. The Windows agent: read, then one
+    # stage_commit whose release also answers the verify hashes and cleans up.
+    assert {n.host_name: n.round_trips for n in opened} == {"web1": 5, "win2": 2, "iis1": 2}

@@ -203,6 +203,7 @@ class WsmanEndpoint:
         self._lock = threading.Lock()
         self.requests: Counter[str] = Counter()  # by short action name, plus "unauthorized"
         self.commands: list[CommandRecord] = []
+        self.spawned = 0  # agent processes started (Commands that ran the agent)
         self.send_sizes: list[int] = []  # decoded stdin bytes per Send message
         # (action, w:OperationTimeout in seconds) of every SOAP request, in order.
         self.operation_timeouts: list[tuple[str, float | None]] = []
@@ -298,6 +299,19 @@ class WsmanEndpoint:
         for shell in shells:
             for command in shell.commands.values():
                 _kill(command)
+
+    def kill_agents(self) -> int:
+        """SIGKILL every running agent process, as a crash on the node would (their commands
+        stay in their shells, Done once reaped); how many were killed."""
+        with self._lock:
+            procs = [c.proc for s in self._shells.values() for c in s.commands.values() if c.proc]
+        killed = 0
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=5)
+                killed += 1
+        return killed
 
     def _take_fault(self, action: str) -> Fault | None:
         with self._lock:
@@ -459,6 +473,8 @@ class WsmanEndpoint:
             )
         env = dict(os.environ)
         env.update(shell.environment)
+        with self._lock:
+            self.spawned += 1
         proc = subprocess.Popen(
             list(self.agent_argv),
             stdin=subprocess.PIPE,

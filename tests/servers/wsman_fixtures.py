@@ -254,7 +254,7 @@ def wsman_host_for(server: WsmanEndpoint, ca_pem: Path | str, **overrides: Any) 
     ``allow_insecure_basic``, ``path``).
     """
     winrm_fields = {"transport", "scheme", "cert_validation", "ca_trust_path"}
-    winrm_fields |= {"allow_insecure_basic", "path", "cert_pem", "cert_key_pem"}
+    winrm_fields |= {"allow_insecure_basic", "path", "cert_pem", "cert_key_pem", "max_envelope_kb"}
     winrm_options: dict[str, Any] = {
         "transport": "basic",
         "scheme": server.scheme,

@@ -139,6 +139,7 @@ class HostBuilder:
             cert_pem=typed("ansible_winrm_cert_pem"),
             cert_key_pem=typed("ansible_winrm_cert_key_pem"),
             path=typed("ansible_winrm_path"),
+            max_envelope_kb=typed("farmsync_winrm_max_envelope_kb"),
         )
         return settings
 

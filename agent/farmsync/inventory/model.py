@@ -78,6 +78,11 @@ class SshSettings:
     allow_agent: bool = True
 
 
+# A WinRM node's MaxEnvelopeSizekb: 500 by default since WinRM 3.0 (WMF 3.0 and later, so
+# every node at the PowerShell 5.1 floor); 150 before.
+DEFAULT_WINRM_MAX_ENVELOPE_KB = 500
+
+
 @dataclass(frozen=True)
 class WinrmSettings:
     transport: str = "ntlm"  # ntlm | kerberos | credssp | certificate | basic | plaintext
@@ -88,6 +93,7 @@ class WinrmSettings:
     cert_pem: str | None = None
     cert_key_pem: str | None = None
     path: str = "/wsman"
+    max_envelope_kb: int = DEFAULT_WINRM_MAX_ENVELOPE_KB
 
 
 @dataclass(frozen=True)

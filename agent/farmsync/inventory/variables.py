@@ -32,6 +32,7 @@ from farmsync.errors import InputError
 from farmsync.inventory.durations import parse_duration
 from farmsync.inventory.model import (
     DEFAULT_NODE_TIMEOUT,
+    DEFAULT_WINRM_MAX_ENVELOPE_KB,
     Policy,
     RecycleKind,
     RecycleSpec,
@@ -154,6 +155,13 @@ def _integer(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise VariableError(f"expected a whole number, got {_type_name(value)}")
     return value
+
+
+def _envelope_kb(value: Any) -> int:
+    kb = _integer(value)
+    if kb < 32:  # WinRM's own minimum for MaxEnvelopeSizekb
+        raise VariableError(f"MaxEnvelopeSizekb is at least 32, got {kb}")
+    return kb
 
 
 def _positive_number(value: Any) -> float:
@@ -608,6 +616,15 @@ _TABLE: tuple[Variable, ...] = (
         False,
         "Allow Basic authentication over plain HTTP (refused otherwise).",
         _boolean,
+    ),
+    Variable(
+        "farmsync_winrm_max_envelope_kb",
+        "KB",
+        DEFAULT_WINRM_MAX_ENVELOPE_KB,
+        "The node's WinRM MaxEnvelopeSizekb (32 or more): a request line up to about 3/4 of "
+        "it goes in one Send. A node that refuses one (HTTP 413) gets 96 KiB Sends, with a "
+        "warning.",
+        _envelope_kb,
     ),
     Variable(
         "farmsync_timeout",

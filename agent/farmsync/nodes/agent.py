@@ -344,6 +344,9 @@ def check_commit(items: Sequence[CommitItem], run_id: str) -> None:
         if sha256_hex(data) != item.staged_sha256.lower():
             raise AgentError(NodeErrorKind.CHANGED, "staging file changed since staged", spath)
         _check_live(item.path, target, item.expected_sha256)
+        bpath = backup_path(target, run_id)
+        if os.path.lexists(bpath):  # as commit.ps1: fail before any live file changes
+            raise _backup_exists(bpath)
 
 
 def _make_backup(target: str, bpath: str) -> None:
@@ -402,7 +405,7 @@ def replace_when_free(
 ) -> None:
     """``os.replace`` retried, bounded, while the target is busy; each retry is reported.
 
-    The same loop as Invoke-FarmsyncReplace in commit.ps1 (protocol.REPLACE_ATTEMPTS
+    The same loop as Invoke-FarmsyncReplace in common.ps1 (protocol.REPLACE_ATTEMPTS
     attempts, the delay doubling from protocol.REPLACE_FIRST_DELAY). ``sleep`` is the seam
     the tests use to free the file between attempts."""
     delay = protocol.REPLACE_FIRST_DELAY
@@ -689,10 +692,12 @@ def _b64(value: str) -> bytes:
         raise AgentError(NodeErrorKind.PROTOCOL, "content_b64 is not base64") from None
 
 
-def state_to_json(state: FileState) -> dict[str, Any]:
+def state_to_json(state: FileState, *, content: bool = True) -> dict[str, Any]:
+    """A ``read`` entry; ``content=False``: the verify entry of ``stage_commit`` (no bytes)."""
     out: dict[str, Any] = {"path": state.path, "status": state.status.value}
     if state.status is FileStatus.OK and state.content is not None:
-        out["content_b64"] = base64.b64encode(state.content).decode("ascii")
+        if content:
+            out["content_b64"] = base64.b64encode(state.content).decode("ascii")
         out["sha256"] = state.sha256
         out["mtime"] = state.mtime
         out["file_id"] = state.file_id
@@ -702,15 +707,24 @@ def state_to_json(state: FileState) -> dict[str, Any]:
     return out
 
 
+class FrameError(AgentError):
+    """A request line that cannot be read as a request at all (not base64 JSON, another
+    protocol version): the session cannot know where the next request starts, so it ends."""
+
+    def __init__(self, detail: str):
+        super().__init__(NodeErrorKind.PROTOCOL, detail)
+
+
 def decode_request(line: bytes) -> tuple[str, dict[str, Any]]:
     """(op, args) of a request line (base64 of the JSON request), args checked against the
-    protocol table (protocol.OP_ARGS): a missing or mistyped argument is a PROTOCOL error."""
+    protocol table (protocol.OP_ARGS): a missing or mistyped argument is a PROTOCOL error.
+    A broken frame raises :class:`FrameError`; a wrong op or argument a plain AgentError."""
     try:
         request = json.loads(base64.b64decode(line.strip(), validate=True))
     except (binascii.Error, ValueError):
-        raise AgentError(NodeErrorKind.PROTOCOL, "request line is not base64 JSON") from None
+        raise FrameError("request line is not base64 JSON") from None
     if not isinstance(request, dict) or request.get("v") != PROTOCOL_VERSION:
-        raise AgentError(NodeErrorKind.PROTOCOL, "unsupported protocol version")
+        raise FrameError("unsupported protocol version")
     op, args = request.get("op"), request.get("args")
     if op not in OPS or not isinstance(args, dict):
         raise AgentError(NodeErrorKind.PROTOCOL, "unknown op or missing args")
@@ -770,19 +784,115 @@ def _dispatch(
             CommitItem(i["path"], i["expected_sha256"], i["staged_sha256"]) for i in args["items"]
         ]
         check_commit(commit_items, run_id)
-        emit({"armed": True})
-        # The word is compared exactly: "commit" or " COMMIT" is not a release.
-        if next_line().rstrip(b"\r\n") != protocol.COMMIT_WORD.encode():
+        if not _armed_released(next_line, emit):
             return {"aborted": True}
         return {"committed": commit_files(commit_items, run_id, warnings=warnings)}
+    if op == "stage_commit":
+        return stage_commit(
+            [
+                (
+                    StageItem(i["path"], _b64(i["content_b64"]), i["expected_sha256"]),
+                    CommitItem(i["path"], i["expected_sha256"], i["staged_sha256"]),
+                )
+                for i in args["items"]
+            ],
+            run_id,
+            args["keep_backups"],
+            next_line,
+            emit,
+            warnings,
+        )
     if op == "rollback":
         restored, skipped = rollback_files(args["paths"], run_id, args["expected"])
         return {"restored": restored, "skipped": skipped}
     return {"removed": cleanup_files(args["paths"], run_id, args["keep_backups"])}
 
 
+def _armed_released(next_line: Callable[[], bytes], emit: Callable[[Any], None]) -> bool:
+    """Say ``armed`` and read the release word: True only for exactly ``COMMIT``."""
+    emit({"armed": True})
+    # The word is compared exactly: "commit" or " COMMIT" is not a release.
+    return next_line().rstrip(b"\r\n") == protocol.COMMIT_WORD.encode()
+
+
+def verify_entries(paths: Sequence[str]) -> list[dict[str, Any]]:
+    """Each live file read again (bounded, hashed), as ``read`` entries without content."""
+    return [state_to_json(read_one(p), content=False) for p in paths]
+
+
+def stage_commit(
+    items: Sequence[tuple[StageItem, CommitItem]],
+    run_id: str,
+    keep_backups: int,
+    next_line: Callable[[], bytes],
+    emit: Callable[[Any], None],
+    warnings: list[str],
+) -> dict[str, Any]:
+    """``stage``, ``commit``'s arm-time checks, the armed line, the release, a verify read and
+    ``cleanup``, in one request (PROTOCOL.md, ``stage_commit``).
+
+    Staging files this request wrote are removed when the checks fail or the release word
+    is not given; a failed cleanup after the commit is a warning, not a failure."""
+    if keep_backups < 0:  # before anything is written, as cleanup would refuse it after
+        raise AgentError(NodeErrorKind.PROTOCOL, "keep_backups must be >= 0")
+    stage_items = [s for s, _ in items]
+    commit_items = [c for _, c in items]
+    paths = stage_files(stage_items, run_id)
+    try:
+        check_commit(commit_items, run_id)
+        released = _armed_released(next_line, emit)
+    except BaseException:
+        _remove_staged(paths, run_id)
+        raise
+    if not released:
+        _remove_staged(paths, run_id)
+        return {"aborted": True}
+    committed = commit_files(commit_items, run_id, warnings=warnings)
+    files = verify_entries(paths)
+    removed: list[str] = []
+    try:
+        removed = cleanup_files(paths, run_id, keep_backups)
+    except AgentError as err:  # the commit stands; leftovers are for the next cleanup
+        warnings.append(f"cleanup: {err.kind.value}: {err.detail}")
+    return {"committed": committed, "files": files, "removed": removed}
+
+
+def _remove_staged(paths: Sequence[str], run_id: str) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):  # best effort: cleanup and rollback remove it too
+            _remove_file(staging_path(resolve(path), run_id))
+
+
+def serve_one(
+    line: bytes, next_line: Callable[[], bytes], emit: Callable[[Any], None]
+) -> tuple[int, bool]:
+    """Answer one request line: (exit status of the answer, whether the session goes on)."""
+    try:
+        op, args = decode_request(line)
+        result = run_op(op, args, next_line, emit)
+    except FrameError as err:
+        emit({"ok": False, "error": err.to_json()})
+        return 1, False
+    except AgentError as err:
+        emit({"ok": False, "error": err.to_json()})
+        return 1, True
+    except OSError as exc:
+        emit({"ok": False, "error": os_error(exc, "complete the operation", None).to_json()})
+        return 1, True
+    except Exception as exc:
+        # Unexpected: name the type only; a message might echo arguments.
+        detail = f"internal error in the node agent: {type(exc).__name__}"
+        emit({"ok": False, "error": {"kind": "remote-error", "detail": detail, "path": None}})
+        return 1, True
+    emit({"ok": True, "result": result})
+    return 0, True
+
+
 def main(stdin: IO[bytes] | None = None, stdout: IO[bytes] | None = None) -> int:
-    """Serve one request from stdin; JSON lines on stdout, the last one the result."""
+    """Serve a session (PROTOCOL.md, "Sessions"): one request line after another until end
+    of input, JSON lines on stdout, each request's last line its result. Exit status: that
+    of the last answer (0 when none was asked for); a broken frame ends the session at once.
+    """
     inp = stdin if stdin is not None else sys.stdin.buffer
     out = stdout if stdout is not None else sys.stdout.buffer
 
@@ -790,22 +900,12 @@ def main(stdin: IO[bytes] | None = None, stdout: IO[bytes] | None = None) -> int
         out.write(json.dumps(obj, separators=(",", ":")).encode("ascii") + b"\n")
         out.flush()
 
-    try:
-        op, args = decode_request(inp.readline())
-        result = run_op(op, args, inp.readline, emit)
-    except AgentError as err:
-        emit({"ok": False, "error": err.to_json()})
-        return 1
-    except OSError as exc:
-        emit({"ok": False, "error": os_error(exc, "complete the operation", None).to_json()})
-        return 1
-    except Exception as exc:
-        # Unexpected: name the type only; a message might echo arguments.
-        detail = f"internal error in the node agent: {type(exc).__name__}"
-        emit({"ok": False, "error": {"kind": "remote-error", "detail": detail, "path": None}})
-        return 1
-    emit({"ok": True, "result": result})
-    return 0
+    status = 0
+    while line := inp.readline():
+        status, going_on = serve_one(line, inp.readline, emit)
+        if not going_on:
+            break
+    return status
 
 
 if __name__ == "__main__":

@@ -2,12 +2,14 @@
 
 Everything above this layer (orchestration, audit, CLI) talks to nodes only through
 :class:`NodeOperations`. Each method is one remote round trip for all the paths it is
-given (one SSH exec or SFTP batch, one command in the reused WinRM shell), never one per
-file. ``round_trips`` counts them so the contract tests can hold transports to it.
+given (one SFTP batch, one request to the node's agent session), never one per file.
+``round_trips`` counts them so the contract tests can hold transports to it.
 
 Phases of a change, per node:
-  read -> stage -> arm_commit/release -> (verify = read) -> cleanup
-                                  \\-> rollback on failure
+  read -> stage_and_arm (stage, arm_commit) -> release -> (verify = read) -> cleanup
+                                                    \\-> rollback on failure
+The Windows agent does stage_and_arm in one exchange, and its release answers the verify
+(post-commit hashes) and cleans up: read, stage+arm, release.
 
 File naming on the node (same directory as the target, so renames stay atomic):
   staging file: ``<name>.farmsync-<run_id>.new``
@@ -124,13 +126,21 @@ class ArmedCommit(ABC):
     orchestrator can release every node back to back; ``wait`` collects the result and raises
     :class:`NodeError` if the commit failed. ``abort`` withdraws an armed commit without
     touching the live files.
+
+    ``wait`` may return the files' states the node read back right after the commit (sha256,
+    mtime, file id; no content), when the acknowledgement carried them (the agent's
+    ``stage_commit``); None otherwise, and the caller reads the files to verify.
+    ``cleaned_up`` turns true when the release also removed the run's leftovers and pruned
+    old backups (``cleanup`` for these paths is then done).
     """
+
+    cleaned_up: bool = False
 
     @abstractmethod
     def release(self) -> None: ...
 
     @abstractmethod
-    def wait(self, timeout: float) -> None: ...
+    def wait(self, timeout: float) -> Mapping[str, FileState] | None: ...
 
     @abstractmethod
     def abort(self) -> None: ...
@@ -192,6 +202,19 @@ class NodeOperations(ABC):
         When released: for each path, keep a byte-identical backup of the live file at
         ``backup_path`` and atomically replace the live file with the staging file.
         """
+
+    def stage_and_arm(
+        self,
+        stage_items: Sequence[StageItem],
+        commit_items: Sequence[CommitItem],
+        run_id: str,
+        keep_backups: int = DEFAULT_BACKUP_RETENTION,
+    ) -> ArmedCommit:
+        """``stage`` then ``arm_commit``, for one node in one call. Transports that can do
+        both in one exchange (the Windows agent's ``stage_commit``) override it; theirs also
+        verifies and cleans up (``keep_backups``) in the release's own exchange."""
+        self.stage(stage_items, run_id)
+        return self.arm_commit(commit_items, run_id)
 
     def commit(
         self, items: Sequence[CommitItem], run_id: str, timeout: float = DEFAULT_COMMIT_TIMEOUT

@@ -44,16 +44,32 @@ def load_script(op: str) -> str:
     functions of common.ps1, then the op's own. Fixed text: no request data is in it."""
     if op not in OPS:
         raise ValueError(f"unknown node op {op!r}")
-    return ps1_fragment(op) + resource_text("common.ps1") + "\n" + resource_text(f"{op}.ps1")
+    text = ps1_fragment(op) + resource_text("common.ps1") + "\n" + resource_text(f"{op}.ps1")
+    return _compact(text)
 
 
 BOOTSTRAP = resource_text("bootstrap.ps1")
 
 
 def _compact(script: str) -> str:
-    """Drop comment lines, blank lines and indentation (the bootstrap has no here-strings)."""
-    lines = (line.strip() for line in script.splitlines())
-    return "\n".join(line for line in lines if line and not line.startswith("#"))
+    """Drop comment lines, blank lines and indentation, keeping here-string bodies as they
+    are: a third less to send and to compile with every request, the same code
+    (tests/nodes/test_ps1_syntax.py compares the tokens of both)."""
+    kept: list[str] = []
+    closer: str | None = None  # the line that ends the here-string we are in
+    for line in script.splitlines():
+        if closer is not None:
+            kept.append(line)
+            if line.startswith(closer):
+                closer = None
+            continue
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        kept.append(line)
+        if line.endswith(("@'", '@"')):
+            closer = line[-1] + "@"
+    return "\n".join(kept)
 
 
 def encoded_bootstrap() -> str:
@@ -156,11 +172,13 @@ def report_warnings(result: Mapping[str, Any], *, host: str, phase: str | None) 
 
 
 class ArmedReader:
-    """Watches a commit's stdout as it arrives for the ``{"armed": true}`` line.
+    """Watches one request's stdout as it arrives for the ``{"armed": true}`` line and the
+    result line (the one line scanner of the controller).
 
     Feed it every chunk read from the node; ``armed`` turns true on the armed line, and
-    ``finished`` when a result line arrived instead (the arm-time checks failed): then
-    :func:`parse_output` on ``output`` raises the node's error.
+    ``finished`` when a result line arrived (for a commit before ``armed``: the arm-time
+    checks failed, and :func:`parse_output` on ``output`` raises the node's error).
+    ``well_formed`` says whether that result line is an answer the controller can read.
     """
 
     def __init__(self) -> None:
@@ -168,6 +186,7 @@ class ArmedReader:
         self._scanned = 0
         self.armed = False
         self.finished = False
+        self.well_formed = False
 
     def feed(self, chunk: bytes) -> bool:
         self._data += chunk
@@ -178,8 +197,20 @@ class ArmedReader:
                     self.armed = True
                 elif _is_result(obj):
                     self.finished = True
+                    key = "result" if obj["ok"] else "error"
+                    self.well_formed = isinstance(obj.get(key), dict)
             self._scanned = end + 1
         return self.armed
+
+    def until_result(self, chunk: bytes) -> bool:
+        """``feed``, then whether the request is answered (for a receive loop's ``until``)."""
+        self.feed(chunk)
+        return self.finished
+
+    def until_armed(self, chunk: bytes) -> bool:
+        """``feed``, then whether the commit is armed or answered without arming."""
+        self.feed(chunk)
+        return self.armed or self.finished
 
     @property
     def output(self) -> bytes:
@@ -253,21 +284,22 @@ def _protocol(host: str, phase: str, what: str) -> NodeError:
     return NodeError(host, NodeErrorKind.PROTOCOL, detail, phase=phase)
 
 
-def file_state(entry: Any, *, host: str = "node") -> FileState:
-    """One FileState from a ``read`` result entry."""
+def file_state(entry: Any, *, host: str = "node", content: bool = True) -> FileState:
+    """One FileState from a ``read`` result entry (``content=False``: a ``stage_commit``
+    verify entry, which carries the hash, mtime and file id but no bytes)."""
     if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
         raise _protocol(host, "read", "file entry")
     path: str = entry["path"]
     try:
         status = FileStatus(str(entry.get("status")))
         if status is FileStatus.OK:
-            content = base64.b64decode(entry["content_b64"], validate=True)
+            data = base64.b64decode(entry["content_b64"], validate=True) if content else None
             mtime = entry.get("mtime")
             ident = entry.get("file_id")
             return FileState(
                 path,
                 status,
-                content,
+                data,
                 str(entry["sha256"]).lower(),
                 float(mtime) if mtime is not None else None,
                 file_id=ident if isinstance(ident, str) and ident else None,
@@ -302,3 +334,31 @@ def backups_from_result(result: Mapping[str, Any], *, host: str = "node") -> dic
     ):
         raise _protocol(host, "list_backups", "backup list")
     return {str(path): list(run_ids) for path, run_ids in backups.items()}
+
+
+def stage_commit_args(
+    items: Sequence[tuple[StageItem, CommitItem]], run_id: str, keep_backups: int
+) -> dict[str, Any]:
+    """One ``stage_commit`` request: each item's new content and both hashes."""
+    return {
+        "run_id": run_id,
+        "items": [
+            {
+                "path": s.path,
+                "content_b64": _b64(s.new_content),
+                "expected_sha256": s.expected_sha256,
+                "staged_sha256": c.staged_sha256,
+            }
+            for s, c in items
+        ],
+        "keep_backups": keep_backups,
+    }
+
+
+def verify_states(result: Mapping[str, Any], *, host: str = "node") -> dict[str, FileState]:
+    """The post-commit states a ``stage_commit`` answer reports (``files``, no content)."""
+    files = result.get("files")
+    if not isinstance(files, list):
+        raise _protocol(host, "commit", "file list")
+    states = (file_state(entry, host=host, content=False) for entry in files)
+    return {state.path: state for state in states}

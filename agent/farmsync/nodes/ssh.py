@@ -2,9 +2,9 @@
 
 POSIX nodes (Linux, Mono) are served by ``ssh_posix`` (SFTP only; the armed ``sh`` only where
 the node's SFTP server cannot commit, see ``sftp_commit``); Windows OpenSSH nodes
-(``Shell.POWERSHELL``) by ``ssh_windows`` (the PowerShell node agent, one exec per phase).
-``round_trips`` counts one per phase that reaches the node: one exec, or one SFTP batch
-over the already open SFTP channel, whatever the number of files.
+(``Shell.POWERSHELL``) by ``ssh_windows`` (the PowerShell node agent, one exec per run).
+``round_trips`` counts one per phase that reaches the node: one request line to the agent,
+or one SFTP batch over the already open SFTP channel, whatever the number of files.
 ``sent_commands`` records every exec command line, so tests can prove no key material or
 file content ever reaches a remote command line.
 """
@@ -12,7 +12,7 @@ file content ever reaches a remote command line.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from farmsync.errors import NodeError, NodeErrorKind
 from farmsync.inventory.model import Host, RecycleKind, RecycleSpec, Shell
@@ -27,6 +27,9 @@ from farmsync.nodes.contract import (
     StageItem,
 )
 from farmsync.nodes.ssh_connect import SshConnection
+
+if TYPE_CHECKING:
+    from farmsync.nodes.ssh_windows import PowerShellOps
 
 
 class _Ops(Protocol):
@@ -52,6 +55,7 @@ class SshNode(NodeOperations):
         self.sent_commands: list[str] = []
         self._conn: SshConnection | None = None
         self._ops: _Ops | None = None
+        self._agent: PowerShellOps | None = None  # the Windows flavour's agent session
 
     def __repr__(self) -> str:
         return f"SshNode({self.host.name!r}, {self.host.address}:{self.host.port})"
@@ -71,7 +75,7 @@ class SshNode(NodeOperations):
         if self.host.shell is Shell.POWERSHELL:
             from farmsync.nodes.ssh_windows import PowerShellOps
 
-            self._ops = PowerShellOps(conn)
+            self._ops = self._agent = PowerShellOps(conn)
         else:
             from farmsync.nodes.ssh_posix import PosixOps
 
@@ -82,6 +86,9 @@ class SshNode(NodeOperations):
 
     def close(self) -> None:
         conn, self._conn, self._ops = self._conn, None, None
+        agent, self._agent = self._agent, None
+        if agent is not None:
+            agent.close()  # EOF: the agent ends after its last answer
         if conn is not None:
             conn.close()
 
@@ -102,6 +109,19 @@ class SshNode(NodeOperations):
 
     def arm_commit(self, items: Sequence[CommitItem], run_id: str) -> ArmedCommit:
         return self._trip().arm_commit(items, run_id)
+
+    def stage_and_arm(
+        self,
+        stage_items: Sequence[StageItem],
+        commit_items: Sequence[CommitItem],
+        run_id: str,
+        keep_backups: int = DEFAULT_BACKUP_RETENTION,
+    ) -> ArmedCommit:
+        """Windows: one ``stage_commit`` exchange; POSIX: stage, then arm (two)."""
+        if self._agent is None:
+            return super().stage_and_arm(stage_items, commit_items, run_id, keep_backups)
+        self._trip()
+        return self._agent.stage_and_arm(stage_items, commit_items, run_id, keep_backups)
 
     def rollback(
         self, paths: Sequence[str], run_id: str, expected: Mapping[str, str] | None = None

@@ -1,40 +1,30 @@
-"""Node operations on a Windows OpenSSH node: the PowerShell node agent over one exec per phase.
+"""Node operations on a Windows OpenSSH node: the PowerShell node agent, one exec per run.
 
 Windows OpenSSH's SFTP rename onto an existing file has not always been atomic, and renaming
-a file onto its own name deletes it, so nothing is replaced over SFTP here: every phase runs
-``psagent.command_line()`` (the same bytes every time) and sends its request on stdin; the
-agent does the replace on the node with ``[System.IO.File]::Replace``.
+a file onto its own name deletes it, so nothing is replaced over SFTP here. The first
+request execs ``psagent.command_line()`` (the same bytes every time) and the agent then
+serves every request of the run on that one channel, a request line each
+(``agent_session.AgentSession``, PROTOCOL.md "Sessions"); the agent does the replace on the node
+with ``[System.IO.File]::Replace``. A rotation is three exchanges: read, ``stage_commit`` up
+to its armed line, and the release, whose answer carries the verify hashes and the cleanup.
+Closing sends EOF on the channel, which ends the agent.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import paramiko
 
 from farmsync.errors import NodeError, NodeErrorKind
 from farmsync.inventory.model import RecycleSpec
-from farmsync.nodes import psagent
+from farmsync.nodes import agent_session, psagent
 from farmsync.nodes.auditread import AuditRead, AuditRequest
 from farmsync.nodes.contract import ArmedCommit, CommitItem, FileState, StageItem
 from farmsync.nodes.ssh_connect import SshConnection, node_errors
-
-
-def _read_to_end(host: str, channel: paramiko.Channel, phase: str, timeout: float) -> bytes:
-    deadline = time.monotonic() + timeout
-    data = bytearray()
-    with node_errors(host, phase):
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise NodeError(host, NodeErrorKind.TIMEOUT, "no answer from the node", phase=phase)
-            channel.settimeout(remaining)
-            chunk = channel.recv(65536)
-            if not chunk:
-                return bytes(data)
-            data += chunk
 
 
 def _stderr(channel: paramiko.Channel) -> bytes:
@@ -44,69 +34,82 @@ def _stderr(channel: paramiko.Channel) -> bytes:
     return data
 
 
-def _send(host: str, channel: paramiko.Channel, phase: str, data: bytes) -> None:
-    with node_errors(host, phase):
-        for chunk in psagent.iter_chunks(data):
-            channel.sendall(chunk)
+class SshAgentChannel:
+    """The session's agent as one exec channel: stdin written in chunks, stdout read until
+    the caller's line arrives or EOF (the agent ended)."""
 
-
-class AgentArmedCommit(ArmedCommit):
-    """The agent's commit process, past its checks and waiting for the word on stdin."""
-
-    def __init__(self, host: str, channel: paramiko.Channel, reader: psagent.ArmedReader):
+    def __init__(self, host: str, channel: paramiko.Channel):
         self.host = host
         self.channel = channel
-        self.reader = reader
-        self._closed = False
 
-    def release(self) -> None:
-        _send(self.host, self.channel, "commit", psagent.COMMIT_WORD)
-
-    def wait(self, timeout: float) -> None:
+    def send(self, data: bytes, phase: str) -> None:
+        if self._ended():
+            return  # the agent has ended: the receive that follows sees its output's end
         try:
-            self.reader.feed(_read_to_end(self.host, self.channel, "commit", timeout))
-            psagent.parse_output(
-                self.reader.output, host=self.host, phase="commit", stderr=_stderr(self.channel)
-            )
-        finally:
-            self._close()
+            with node_errors(self.host, phase):
+                for chunk in psagent.iter_chunks(data):
+                    self.channel.sendall(chunk)
+        except NodeError:
+            if self._ended():  # it ended while we wrote: said the same way
+                return
+            raise
 
-    def abort(self) -> None:
-        if self._closed:
-            return
-        try:
-            _send(self.host, self.channel, "commit", psagent.ABORT_WORD)
-            self.reader.feed(_read_to_end(self.host, self.channel, "commit", 30.0))
-        finally:
-            self._close()
+    def _ended(self) -> bool:
+        channel = self.channel
+        return bool(channel.closed or channel.eof_received or channel.exit_status_ready())
 
-    def _close(self) -> None:
-        self._closed = True
+    def receive(
+        self, deadline: float, until: Callable[[bytes], bool], phase: str
+    ) -> agent_session.Received:
+        data = bytearray()
+        ended = False
+        with node_errors(self.host, phase):
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self.drop()
+                    raise NodeError(
+                        self.host, NodeErrorKind.TIMEOUT, "no answer from the node", phase=phase
+                    )
+                self.channel.settimeout(remaining)
+                chunk = self.channel.recv(65536)
+                if not chunk:
+                    ended = True
+                    break
+                data += chunk
+                if until(chunk):
+                    break
+            return agent_session.Received(bytes(data), _stderr(self.channel), ended)
+
+    def drop(self) -> None:
+        self.channel.close()
+
+    def close(self) -> None:
+        """EOF on stdin: the agent ends after its last answer, at no round trip."""
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            self.channel.shutdown_write()
         self.channel.close()
 
 
 class PowerShellOps:
-    """Each phase: one exec of the fixed agent command line, request on stdin."""
+    """Every phase a request of the run's one agent session."""
 
     def __init__(self, conn: SshConnection):
         self.conn = conn
         self.host = conn.host.name
         self.timeout = conn.host.timeout
+        self.session = agent_session.AgentSession(self.host, self._open_agent, self.timeout)
+
+    def _open_agent(self, phase: str) -> agent_session.AgentChannel:
+        return SshAgentChannel(self.host, self.conn.exec(psagent.command_line()))
 
     def run(self, op: str, args: Mapping[str, Any], phase: str) -> dict[str, Any]:
-        channel = self.conn.exec(psagent.command_line())
-        try:
-            _send(self.host, channel, phase, psagent.request_line(op, args))
-            with node_errors(self.host, phase):
-                channel.shutdown_write()
-            out = _read_to_end(self.host, channel, phase, self.timeout)
-            with node_errors(self.host, phase):
-                channel.status_event.wait(self.timeout)
-            return psagent.parse_output(out, host=self.host, phase=phase, stderr=_stderr(channel))
-        finally:
-            channel.close()
+        return self.session.request(op, args, phase)
 
-    # --- the phases, each one exec -------------------------------------------------------
+    def close(self) -> None:
+        self.session.close()
+
+    # --- the phases, each one request ----------------------------------------------------
     def read(self, paths: Sequence[str]) -> dict[str, FileState]:
         result = self.run("read", psagent.read_args(paths), "read")
         return psagent.files_from_result(result, host=self.host)
@@ -137,38 +140,15 @@ class PowerShellOps:
         return self.run("doctor", {"paths": list(paths)}, "doctor")
 
     def arm_commit(self, items: Sequence[CommitItem], run_id: str) -> ArmedCommit:
-        args = psagent.commit_args(items, run_id)
-        channel = self.conn.exec(psagent.command_line())
-        reader = psagent.ArmedReader()
-        try:
-            _send(self.host, channel, "commit", psagent.request_line("commit", args))
-            deadline = time.monotonic() + self.timeout
-            with node_errors(self.host, "commit"):
-                while not reader.armed and not reader.finished:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise NodeError(
-                            self.host,
-                            NodeErrorKind.TIMEOUT,
-                            "commit was not armed in time",
-                            phase="commit",
-                        )
-                    channel.settimeout(remaining)
-                    chunk = channel.recv(65536)
-                    if not chunk:
-                        break
-                    reader.feed(chunk)
-            if not reader.armed:
-                psagent.parse_output(
-                    reader.output, host=self.host, phase="commit", stderr=_stderr(channel)
-                )
-                raise NodeError(
-                    self.host,
-                    NodeErrorKind.PROTOCOL,
-                    "the agent did not arm the commit",
-                    phase="commit",
-                )
-        except BaseException:
-            channel.close()
-            raise
-        return AgentArmedCommit(self.host, channel, reader)
+        return self.session.arm("commit", psagent.commit_args(items, run_id))
+
+    def stage_and_arm(
+        self,
+        stage_items: Sequence[StageItem],
+        commit_items: Sequence[CommitItem],
+        run_id: str,
+        keep_backups: int,
+    ) -> ArmedCommit:
+        items = list(zip(stage_items, commit_items, strict=True))
+        args = psagent.stage_commit_args(items, run_id, keep_backups)
+        return self.session.arm("stage_commit", args)

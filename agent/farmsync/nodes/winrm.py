@@ -1,16 +1,18 @@
-"""Node operations over WinRM: the PowerShell node agent, one command per phase in one shell.
+"""Node operations over WinRM: the PowerShell node agent, one shell and one command per run.
 
-``connect`` opens one remote shell and every phase reuses it: one Command of the fixed
-``psagent.command_line()`` (the same bytes for every op, far below cmd.exe's 8,191
-characters, never a path, content or key), the request line on stdin in Send chunks,
-Receive until the agent's result. The commit is armed ahead of the barrier: its process
-is started and checked, then waits on stdin, and releasing it is one Send of the word.
+``connect`` opens one remote shell. The first request starts the agent as one Command of
+the fixed ``psagent.command_line()`` (the same bytes for every op, far below cmd.exe's 8,191
+characters, never a path, content or key); every request of the run is then one more line
+on its stdin (one Send, more only past ``SEND_CHUNK``) and Receive until the result line,
+the command still running (``agent_session.AgentSession``, PROTOCOL.md "Sessions"). A rotation is
+three exchanges: read, ``stage_commit`` up to its armed line, and the release, one Send of
+the word, whose answer carries the verify hashes and the cleanup. Closing deletes the shell,
+which ends the agent: 9 HTTP requests per node per rotation.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -19,7 +21,7 @@ from winrm.protocol import Protocol
 from farmsync.errors import NodeError, NodeErrorKind
 from farmsync.inventory.describe import describe_trust
 from farmsync.inventory.model import Host
-from farmsync.nodes import psagent
+from farmsync.nodes import agent_session, psagent
 from farmsync.nodes.auditread import AuditRead, AuditRequest
 from farmsync.nodes.contract import (
     DEFAULT_BACKUP_RETENTION,
@@ -36,12 +38,13 @@ log = logging.getLogger(__name__)
 
 
 class WinrmNode(NodeOperations):
-    """A Windows node over WinRM (pywinrm), with one shell per run."""
+    """A Windows node over WinRM (pywinrm), with one shell and one agent per run."""
 
     def __init__(self, host: Host, protocol_factory: Callable[[Host], Protocol] = build_protocol):
         super().__init__(host.name)
         self.host = host
-        self.shell = WinrmShell(host, protocol_factory)
+        self.shell = WinrmShell(host, protocol_factory, warnings=self.warnings)
+        self.session = agent_session.AgentSession(host.name, self._open_agent, host.timeout)
         self._machine_id: str | None = None
 
     @property
@@ -55,25 +58,19 @@ class WinrmNode(NodeOperations):
             self.shell.open()
 
     def close(self) -> None:
+        # Delete Shell ends the agent: no Signal, no end of stdin (each a request of its own).
+        self.session.close()
         self.shell.close()
 
-    # --- one phase = one command --------------------------------------------------------
-    def _start(self, op: str) -> RemoteCommand:
+    # --- one session: the agent started once, a request line per phase -----------------
+    def _open_agent(self, phase: str) -> agent_session.AgentChannel:
         if not self.shell.is_open:
-            raise NodeError(self.host_name, NodeErrorKind.PROTOCOL, "not connected", phase=op)
-        command = self.shell.start(psagent.command_line(), op)
-        self.round_trips += 1
-        return command
+            raise NodeError(self.host_name, NodeErrorKind.PROTOCOL, "not connected", phase=phase)
+        return WinrmAgentChannel(self.shell.start(psagent.command_line(), phase))
 
     def _run(self, op: str, args: Mapping[str, Any]) -> dict[str, Any]:
-        deadline = time.monotonic() + self.host.timeout
-        command = self._start(op)
-        try:
-            command.send(psagent.request_line(op, args), end=True)
-            out = command.collect(deadline)
-        finally:
-            command.terminate()  # releases the command on the server, finished or not
-        return psagent.parse_output(out.stdout, host=self.host_name, phase=op, stderr=out.stderr)
+        self.round_trips += 1
+        return self.session.request(op, args)
 
     def identity(self) -> NodeIdentity | None:
         """The server certificate's SHA-256 (HTTPS) plus the machine id the agent's first read
@@ -95,27 +92,21 @@ class WinrmNode(NodeOperations):
         self._run("stage", psagent.stage_args(items, run_id))
 
     def arm_commit(self, items: Sequence[CommitItem], run_id: str) -> ArmedCommit:
-        deadline = time.monotonic() + self.host.timeout
-        command = self._start("commit")
-        reader = psagent.ArmedReader()
-        try:
-            command.send(psagent.request_line("commit", psagent.commit_args(items, run_id)))
-            out = command.collect(deadline, until=reader.feed)
-            if not reader.armed:
-                # The checks failed (CHANGED...) and the agent ended with its error.
-                psagent.parse_output(
-                    reader.output, host=self.host_name, phase="commit", stderr=out.stderr
-                )
-                raise NodeError(
-                    self.host_name,
-                    NodeErrorKind.PROTOCOL,
-                    "the agent ended without arming the commit",
-                    phase="commit",
-                )
-        except BaseException:
-            command.terminate()
-            raise
-        return WinrmArmedCommit(self, command, reader, out.stderr)
+        self.round_trips += 1
+        return self.session.arm("commit", psagent.commit_args(items, run_id))
+
+    def stage_and_arm(
+        self,
+        stage_items: Sequence[StageItem],
+        commit_items: Sequence[CommitItem],
+        run_id: str,
+        keep_backups: int = DEFAULT_BACKUP_RETENTION,
+    ) -> ArmedCommit:
+        """One ``stage_commit`` exchange: staged and armed; its release verifies and cleans up."""
+        self.round_trips += 1
+        items = list(zip(stage_items, commit_items, strict=True))
+        args = psagent.stage_commit_args(items, run_id, keep_backups)
+        return self.session.arm("stage_commit", args)
 
     def rollback(
         self, paths: Sequence[str], run_id: str, expected: Mapping[str, str] | None = None
@@ -151,52 +142,26 @@ class WinrmNode(NodeOperations):
         return {"auth": f"winrm {self.host.winrm.transport}", "verified": verified}
 
 
-class WinrmArmedCommit(ArmedCommit):
-    """The agent's commit command, checks passed, waiting on stdin for the word."""
+class WinrmAgentChannel:
+    """The session's agent as one Command in the run's shell: a Send per request line (more
+    only past SEND_CHUNK), Receive until the result line while the command keeps running."""
 
-    def __init__(
-        self,
-        node: WinrmNode,
-        command: RemoteCommand,
-        reader: psagent.ArmedReader,
-        stderr: bytes,
-    ):
-        self._node = node
-        self._command = command
-        self._reader = reader
-        self._stderr = stderr
-        self._done = False
+    def __init__(self, command: RemoteCommand):
+        self.command = command
 
-    def release(self) -> None:
-        """One Send message: the word and the end of stdin. No process starts here."""
-        self._command.send(psagent.COMMIT_WORD, end=True)
+    def send(self, data: bytes, phase: str) -> None:
+        self.command.phase = phase
+        self.command.send(data)
 
-    def wait(self, timeout: float) -> None:
-        try:
-            self._finish(timeout)
-        finally:
-            self._close()
+    def receive(
+        self, deadline: float, until: Callable[[bytes], bool], phase: str
+    ) -> agent_session.Received:
+        self.command.phase = phase
+        out = self.command.collect(deadline, until=until)
+        return agent_session.Received(out.stdout, out.stderr, out.exit_code is not None)
 
-    def abort(self) -> None:
-        if self._done:
-            return
-        try:
-            self._command.send(psagent.ABORT_WORD, end=True)
-            self._finish(self._node.host.timeout)
-        finally:
-            self._close()
+    def drop(self) -> None:
+        self.command.terminate()
 
-    def _finish(self, timeout: float) -> None:
-        out = self._command.collect(time.monotonic() + timeout, until=None)
-        self._reader.feed(out.stdout)
-        psagent.parse_output(
-            self._reader.output,
-            host=self._node.host_name,
-            phase="commit",
-            stderr=self._stderr + out.stderr,
-        )
-
-    def _close(self) -> None:
-        if not self._done:
-            self._done = True
-            self._command.terminate()
+    def close(self) -> None:
+        """Nothing to send: deleting the shell ends the agent."""

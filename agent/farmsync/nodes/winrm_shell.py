@@ -33,13 +33,26 @@ from winrm.protocol import Protocol
 from farmsync.errors import NodeError, NodeErrorKind
 from farmsync.inventory.model import Host
 from farmsync.inventory.variables import WINRM_TRANSPORTS
-from farmsync.nodes import psagent
 
 log = logging.getLogger(__name__)
 
-# Payload bytes per Send message: base64 makes it 128 KiB, under the 150 KiB envelope that
-# pywinrm announces and older servers enforce (MaxEnvelopeSizekb).
+# Stdin bytes per Send message. A Send carries them base64-encoded (4/3) in a SOAP envelope
+# the service refuses with HTTP 413 past its MaxEnvelopeSizekb: 500 KB by default since
+# WinRM 3.0 (WMF 3.0 and later, so every node at the PowerShell 5.1 floor), 150 KB before.
+ENVELOPE_OVERHEAD = 16 * 1024  # SOAP headers, message encryption's framing, with room to spare
+# The fallback after a 413: fits the 150 KB envelope of WinRM 2.0's default.
 SEND_CHUNK = 96 * 1024
+SEND_TOO_LARGE = (
+    "the node refused a {size} KiB Send (HTTP 413: its MaxEnvelopeSizekb is below "
+    "farmsync_winrm_max_envelope_kb = {kb}); sending 96 KiB at a time, one more request per "
+    "96 KiB of a stage"
+)
+
+
+def send_chunk(max_envelope_kb: int) -> int:
+    """Stdin bytes per Send for an endpoint whose MaxEnvelopeSizekb is ``max_envelope_kb``."""
+    return max(4096, (max_envelope_kb * 1024 - ENVELOPE_OVERHEAD) * 3 // 4)
+
 
 # WSManFault codes a Windows WinRM service returns.
 FAULT_OPERATION_TIMEOUT = 2150858793
@@ -198,9 +211,17 @@ def _watch_certificate(protocol: Protocol) -> _PeerCertificate | None:
 class WinrmShell:
     """One remote shell on one node, opened once and reused by every command of the run."""
 
-    def __init__(self, host: Host, protocol_factory: Callable[[Host], Protocol] = build_protocol):
+    def __init__(
+        self,
+        host: Host,
+        protocol_factory: Callable[[Host], Protocol] = build_protocol,
+        warnings: list[str] | None = None,
+    ):
         self.host = host
         self._factory = protocol_factory
+        # A whole request line in one Send where the endpoint's envelope allows it.
+        self.send_chunk = send_chunk(host.winrm.max_envelope_kb)
+        self.warnings = warnings if warnings is not None else []
         self._protocol: Protocol | None = None
         self._shell_id: str | None = None
         self._contacted = False
@@ -245,6 +266,15 @@ class WinrmShell:
                 log.info("%s: shell quota exceeded, retrying in %.1fs", self.host.name, delay)
                 time.sleep(delay)
                 delay *= 2
+
+    def smaller_sends(self, refused: int) -> None:
+        """Fall back to SEND_CHUNK after the node refused a Send of ``refused`` bytes; said
+        once per node (the operator can lower farmsync_winrm_max_envelope_kb)."""
+        self.send_chunk = SEND_CHUNK
+        notice = SEND_TOO_LARGE.format(size=refused // 1024, kb=self.host.winrm.max_envelope_kb)
+        if notice not in self.warnings:
+            self.warnings.append(notice)
+            log.warning("%s: %s", self.host.name, notice)
 
     def close(self) -> None:
         """Delete the shell (best effort: the server reaps idle shells anyway)."""
@@ -318,15 +348,30 @@ class RemoteCommand:
         self.terminated = False
 
     def send(self, data: bytes, *, end: bool = False) -> None:
-        """Write ``data`` to the command's stdin, in Send messages of at most SEND_CHUNK bytes."""
-        chunks = list(psagent.iter_chunks(data, SEND_CHUNK)) or [b""]
-        for index, chunk in enumerate(chunks):
-            last = index == len(chunks) - 1
-            with self._shell.errors(self.phase):
+        """Write ``data`` to the command's stdin, in Send messages of at most the shell's
+        ``send_chunk`` bytes. A Send the service refuses as too large (HTTP 413: refused whole,
+        nothing of it reached stdin) is sent again in SEND_CHUNK pieces, and the shell keeps
+        that size for the rest of the run."""
+        offset = 0
+        while True:
+            size = self._shell.send_chunk
+            chunk = data[offset : offset + size]
+            last = offset + size >= len(data)
+            try:
                 self._protocol.send_command_input(
                     self._shell_id, self.command_id, chunk, end=end and last
                 )
+            except WinRMTransportError as exc:
+                if exc.code == 413 and size > SEND_CHUNK:
+                    self._shell.smaller_sends(size)
+                    continue
+                raise translate(exc, self._shell.host.name, self.phase, True) from None
+            except Exception as exc:
+                raise translate(exc, self._shell.host.name, self.phase, True) from None
             self.sends += 1
+            offset += size
+            if last:
+                return
 
     def receive(self, deadline: float) -> Output | None:
         """One Receive; None if the server had nothing within the operation timeout."""

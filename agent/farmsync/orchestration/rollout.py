@@ -18,6 +18,7 @@ from farmsync.inventory.model import Host, RecycleKind
 from farmsync.keys.machinekey import MachineKey
 from farmsync.nodes.contract import (
     ArmedCommit,
+    FileState,
     NodeOperations,
 )
 from farmsync.orchestration import interrupt
@@ -26,13 +27,13 @@ from farmsync.orchestration.identity import identity_problems
 from farmsync.orchestration.journal import Step, StepResult
 from farmsync.orchestration.marker import Marker
 from farmsync.orchestration.options import RolloutOptions
-from farmsync.orchestration.plan import Plan, make_plan
+from farmsync.orchestration.plan import FileChange, Plan, make_plan
 from farmsync.orchestration.pool import TaskResult, run_each
 from farmsync.orchestration.recorder import FileHashes, RunRecorder
 from farmsync.orchestration.result import FileStatus, HostStatus, Outcome, RunResult
 from farmsync.orchestration.session import FarmSession
 from farmsync.orchestration.staged import check_staged, clear_staged_runs
-from farmsync.orchestration.survey import FileReport, NodeReport, survey
+from farmsync.orchestration.survey import NodeReport, survey
 
 T = TypeVar("T")
 V = TypeVar("V")
@@ -58,6 +59,10 @@ class Rollout:
         self.clock = clock
         self.run_id = result.run_id
         self._warned: set[tuple[str, str]] = set()
+        # What the nodes said with their commit acknowledgement: the files' states read
+        # back right after the commit (verify needs no read there), and who cleaned up.
+        self._reported: dict[str, Mapping[str, FileState]] = {}
+        self._cleaned: set[str] = set()
 
     # --- the whole run -------------------------------------------------------------------
     def run(
@@ -140,15 +145,12 @@ class Rollout:
         return self._finish(self._apply(key, plan), plan, settle)
 
     def _apply(self, key: MachineKey, plan: Plan) -> Outcome:
-        if not self._timed(Phase.STAGE, lambda: self._stage(plan)) or interrupt.requested():
-            return Outcome.ABORTED  # _finish removes the staging files
-        armed = self._timed(Phase.ARM, lambda: self._arm(plan))
+        # STAGE: each node staged and armed in one call (one exchange on the Windows agent);
+        # ARM: the armed nodes journaled, or every armed commit withdrawn.
+        staged = self._timed(Phase.STAGE, lambda: self._stage(plan))
+        armed = self._timed(Phase.ARM, lambda: self._arm(plan, staged))
         if armed is None:
-            return Outcome.ABORTED
-        if interrupt.requested():  # armed, not released: withdraw
-            for commit in armed.values():
-                _quietly(commit.abort)
-            return Outcome.ABORTED
+            return Outcome.ABORTED  # _finish removes the staging files
         if (
             self._timed(Phase.COMMIT, lambda: self._release(armed, plan))
             and self._timed(Phase.VERIFY, lambda: self._verify(key, plan))
@@ -199,7 +201,7 @@ class Rollout:
         )
         if not recycled and outcome is Outcome.CHANGED:
             outcome = Outcome.RECYCLE_FAILED
-        self._timed(Phase.CLEANUP, lambda: self._cleanup(plan))
+        self._timed(Phase.CLEANUP, lambda: self._cleanup(plan, outcome))
         if not vault_settled:
             result.outcome = Outcome.INCONSISTENT
             return result
@@ -224,24 +226,36 @@ class Rollout:
             clear_staged_runs(self.session, staged, self.options.clear_staged, self.options)
         )
 
-    def _stage(self, plan: Plan) -> bool:
-        def work(name: str, node: NodeOperations) -> None:
-            node.stage([c.stage_item() for c in plan.changes[name]], self.run_id)
+    def _stage(self, plan: Plan) -> dict[str, TaskResult[ArmedCommit]]:
+        """Stage and arm every node; a failure before a node is armed is its STAGE failing."""
+
+        def work(name: str, node: NodeOperations) -> ArmedCommit:
+            changes = plan.changes[name]
+            return node.stage_and_arm(
+                [c.stage_item() for c in changes],
+                [c.commit_item() for c in changes],
+                self.run_id,
+                self.options.keep_backups,
+            )
 
         outcomes = self._each(Phase.STAGE, self._nodes(plan), work)
-        return self._record(Step.STAGE, plan, outcomes)
+        self._record(Step.STAGE, plan, outcomes)
+        return outcomes
 
-    def _arm(self, plan: Plan) -> dict[str, ArmedCommit] | None:
-        def work(name: str, node: NodeOperations) -> ArmedCommit:
-            return node.arm_commit([c.commit_item() for c in plan.changes[name]], self.run_id)
-
-        nodes = self._nodes(plan)
-        outcomes = self._each(Phase.ARM, nodes, work)
-        self._warn(Phase.ARM, nodes)
-        armed = {n: o.value for n, o in outcomes.items() if o.value is not None}
-        if self._record(Step.ARM, plan, outcomes, per_file=False):
+    def _arm(
+        self, plan: Plan, staged: Mapping[str, TaskResult[ArmedCommit]]
+    ) -> dict[str, ArmedCommit] | None:
+        armed = {n: o.value for n, o in staged.items() if o.ok and o.value is not None}
+        self.reporter.event(Event(Phase.ARM, Status.START, total=len(plan.changes)))
+        self._warn(Phase.ARM, self._nodes(plan))  # a slower path arming took (SFTP fallback)
+        with self.recorder.batch():  # armed in the STAGE call: journaled and shown here
+            for name in armed:
+                self.recorder.host(Step.ARM, name, StepResult.OK, None)
+        for name in armed:
+            self.reporter.event(Event(Phase.ARM, Status.OK, name))
+        if len(armed) == len(plan.changes) and not interrupt.requested():
             return armed
-        for commit in armed.values():
+        for commit in armed.values():  # a node failed, or we were asked to stop: withdraw
             _quietly(commit.abort)
         return None
 
@@ -271,8 +285,12 @@ class Rollout:
         acked: list[float] = []
 
         def work(name: str, commit: ArmedCommit) -> None:
-            commit.wait(self.options.timeout)
+            states = commit.wait(self.options.timeout)
             acked.append(self.clock())
+            if states is not None:
+                self._reported[name] = states
+            if commit.cleaned_up:
+                self._cleaned.add(name)
 
         outcomes.update(self._each(Phase.COMMIT, released, work, total=len(armed)))
         for name, outcome in outcomes.items():
@@ -291,21 +309,31 @@ class Rollout:
         return self._record(Step.COMMIT, plan, outcomes)
 
     def _verify(self, key: MachineKey, plan: Plan) -> bool:
+        """Every changed file holds what was staged: by the hashes the node reported with its
+        acknowledgement where it did, by reading the files back elsewhere."""
         target = key.fingerprint()
-        nodes = self._nodes(plan)
+        nodes = {n: node for n, node in self._nodes(plan).items() if n not in self._reported}
+        self.reporter.event(Event(Phase.VERIFY, Status.START, total=len(plan.changes)))
         reports = survey(
             nodes,
             self.session.hosts,
             {h: plan.paths(h) for h in nodes},
             forks=self.options.forks,
-            reporter=self.reporter,
+            reporter=_WithoutStart(self.reporter),  # counted above, with the reported nodes
             phase=Phase.VERIFY,
         )
         outcomes: dict[str, TaskResult[None]] = {}
+        mtimes: list[float] = []
         for name in plan.changes:
             report = reports.get(name)
             error: FarmsyncError | None = None
-            if report is None or report.error is not None:
+            if name in self._reported:
+                states = self._reported[name]
+                error = _reported_mismatch(name, states, plan.changes[name])
+                mtimes += [s.mtime for s in states.values() if s.mtime is not None]
+                status = Status.OK if error is None else Status.FAILED
+                self.reporter.event(Event(Phase.VERIFY, status, name, describe_error(error)))
+            elif report is None or report.error is not None:
                 error = report.error if report is not None else _no_connection(name)
             else:
                 wanted = {c.path: c.new_sha256 for c in plan.changes[name]}
@@ -319,12 +347,12 @@ class Rollout:
                             path=file.path,
                         )
             outcomes[name] = TaskResult(error=error)
-        self._skew([f for r in reports.values() for f in r.files if f.host in plan.changes])
+        files = [f for r in reports.values() for f in r.files if f.host in plan.changes]
+        self._skew(mtimes + [f.mtime for f in files if f.mtime is not None])
         return self._record(Step.VERIFY, plan, outcomes)
 
-    def _skew(self, files: Sequence[FileReport]) -> None:
+    def _skew(self, mtimes: Sequence[float]) -> None:
         """The spread of the verified files' mtimes, at the coarsest resolution among them."""
-        mtimes = [f.mtime for f in files if f.mtime is not None]
         if not mtimes:
             return
         whole = any(float(m).is_integer() for m in mtimes)  # SFTP v3: whole seconds
@@ -384,11 +412,14 @@ class Rollout:
                     )
         return all(o.ok for o in outcomes.values())
 
-    def _cleanup(self, plan: Plan) -> None:
+    def _cleanup(self, plan: Plan, run_outcome: Outcome) -> None:
         def work(name: str, node: NodeOperations) -> None:
             node.cleanup(plan.paths(name), self.run_id, self.options.keep_backups)
 
-        for name, outcome in run_each(self._nodes(plan).items(), work, self.options.forks).items():
+        nodes = self._nodes(plan)
+        if run_outcome is Outcome.CHANGED:  # those that cleaned up in their release are done
+            nodes = {n: node for n, node in nodes.items() if n not in self._cleaned}
+        for name, outcome in run_each(nodes.items(), work, self.options.forks).items():
             if not outcome.ok:
                 # Leftover staging files are harmless; say so rather than fail the run.
                 self.result.messages.append(
@@ -522,6 +553,35 @@ def restore_originals(
                 phase=phase,
                 path=f.path,
             )
+
+
+class _WithoutStart:
+    """A reporter passing on every event but the phase's start (already reported)."""
+
+    def __init__(self, inner: Reporter):
+        self.inner = inner
+
+    def event(self, event: Event) -> None:
+        if event.status is not Status.START:
+            self.inner.event(event)
+
+
+def _reported_mismatch(
+    name: str, states: Mapping[str, FileState], changes: Sequence[FileChange]
+) -> NodeError | None:
+    """The first changed file whose reported post-commit hash is not the staged content's."""
+    for change in changes:
+        state = states.get(change.path)
+        if state is None or state.sha256 != change.new_sha256:
+            held = state.sha256[:12] if state is not None and state.sha256 else "nothing"
+            return NodeError(
+                name,
+                NodeErrorKind.VERIFY,
+                f"holds sha256 {held}…, not the staged content",
+                phase="verify",
+                path=change.path,
+            )
+    return None
 
 
 def _no_connection(name: str) -> NodeError:

@@ -497,8 +497,12 @@ function Get-FarmsyncMachineId {
 }
 
 function Remove-FarmsyncFile {
-    # Remove one of our own files if it is there; $true when something was removed.
+    # Remove one of our own files if it is there; $true when something was removed. A
+    # directory at one of our names is not ours: is-directory, as unlink(2) in the twin.
     param([string]$Path)
+    if ([System.IO.Directory]::Exists($Path)) {
+        throw (New-FarmsyncError 'is-directory' 'is a directory, not a farmsync file' $Path)
+    }
     if ([System.IO.File]::Exists($Path)) {
         [System.IO.File]::Delete($Path)
         return $true
