@@ -24,8 +24,8 @@ from farmsync.nodes.contract import NodeOperations
 from farmsync.orchestration.context import FarmContext
 from farmsync.orchestration.events import Reporter
 from farmsync.orchestration.farm import Farm
+from farmsync.orchestration.options import RolloutOptions
 from farmsync.orchestration.result import RunResult
-from farmsync.orchestration.rollout import RolloutOptions
 from farmsync.orchestration.state import StateDir
 
 HostVars = dict[str, Any]

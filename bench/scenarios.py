@@ -20,6 +20,7 @@ from bench.local_scenario import run_local
 from bench.report import ScenarioResult
 from bench.sim_scenario import run_sim
 from bench.ssh_scenario import run_ssh
+from bench.startup_scenario import run_startup
 from bench.winrm_scenario import run_winrm
 
 COMPARE_SIZES = (5, 10, 20)
@@ -54,6 +55,7 @@ def farmsync_scenarios(quick: bool) -> list[Scenario]:
             f"rotate {sim} simulated nodes, 50 ms round trips",
             partial(run_sim, sim),
         ),
+        Scenario("startup", "farmsync --help, and what a rotation imports", run_startup),
     ]
     for size in ssh_sizes:
         scenarios.append(

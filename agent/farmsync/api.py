@@ -28,8 +28,8 @@ from farmsync.errors import (
 from farmsync.keys.vault import VaultSecret
 from farmsync.orchestration.audit import AuditOptions, AuditReport, Finding, Severity
 from farmsync.orchestration.farm import Farm
+from farmsync.orchestration.options import RolloutOptions
 from farmsync.orchestration.result import FileResult, HostResult, Outcome, RunResult
-from farmsync.orchestration.rollout import RolloutOptions
 
 __all__ = [
     "AuditOptions",

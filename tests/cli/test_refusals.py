@@ -271,9 +271,13 @@ def test_wrong_vault_passphrase_is_one_clear_error_and_the_farm_is_untouched(
     result = local_farm.run("rotate", env=local_farm.env(FARMSYNC_VAULT_PASSPHRASE=wrong))
 
     assert result.returncode == 2, output_of(result)
-    lines = error_lines(result)
+    # The vault's key is derived while the nodes are read, so the refusal comes after the
+    # read's progress lines: one error, and no phase past the read was started.
+    lines = [line for line in error_lines(result) if line.startswith("farmsync:")]
     assert len(lines) == 1, output_of(result)
     assert "wrong passphrase" in lines[0] and "vault.fsv" in lines[0]
+    phases = {line.split("[")[1].split("]")[0] for line in error_lines(result) if "[" in line}
+    assert phases <= {"connect", "read"}, output_of(result)
     assert wrong not in result.stdout + result.stderr
     assert local_farm.node_files() == files
     assert (local_farm.farm_dir / "vault.fsv").read_bytes() == vault

@@ -19,7 +19,7 @@ from farmsync.keys.vault import VaultSecret
 from farmsync.orchestration import interrupt
 from farmsync.orchestration.context import FarmContext
 from farmsync.orchestration.farm import Farm
-from farmsync.orchestration.rollout import RolloutOptions
+from farmsync.orchestration.options import RolloutOptions
 from farmsync.orchestration.state import StateDir
 from tests.orchestration.farmkit import hooked_factory
 

@@ -22,8 +22,8 @@ from farmsync.keys.vault import KeyStatus, KeyVault, VaultSecret
 from farmsync.lab.sshd import SshdNode
 from farmsync.orchestration.farm import Farm
 from farmsync.orchestration.journal import Journal
+from farmsync.orchestration.options import RolloutOptions
 from farmsync.orchestration.result import Outcome
-from farmsync.orchestration.rollout import RolloutOptions
 from tests.orchestration.farmkit import (
     PASSPHRASE,
     TestFarm,

@@ -27,9 +27,10 @@ from farmsync.keys.generate import generate_key
 from farmsync.nodes.contract import sha256_hex
 from farmsync.orchestration.events import NullReporter
 from farmsync.orchestration.journal import Journal, RunKind, Step, StepResult, new_run_id
+from farmsync.orchestration.options import RolloutOptions
 from farmsync.orchestration.recorder import RunRecorder
 from farmsync.orchestration.result import Outcome, RunResult
-from farmsync.orchestration.rollout import Rollout, RolloutOptions
+from farmsync.orchestration.rollout import Rollout
 from farmsync.orchestration.session import FarmSession
 from tests.cli.clikit import FARM, make_local_farm
 from tests.orchestration.farmkit import hooked_factory

@@ -11,8 +11,8 @@ from farmsync.nodes.contract import NodeOperations
 from farmsync.orchestration.farm import Farm
 from farmsync.orchestration.journal import Journal
 from farmsync.orchestration.marker import read_marker, without_marker
+from farmsync.orchestration.options import RolloutOptions
 from farmsync.orchestration.result import Outcome
-from farmsync.orchestration.rollout import RolloutOptions
 from tests.orchestration.farmkit import PASSPHRASE, TestFarm
 from tests.orchestration.stalling_controller import kill, run_until_stalled
 

@@ -23,8 +23,8 @@ from farmsync.keys.vault import KeyVault, VaultSecret
 from farmsync.orchestration.context import FarmContext
 from farmsync.orchestration.farm import Farm
 from farmsync.orchestration.journal import Journal
+from farmsync.orchestration.options import RolloutOptions
 from farmsync.orchestration.result import Outcome
-from farmsync.orchestration.rollout import RolloutOptions
 from farmsync.orchestration.state import StateDir
 from tests.cli.clikit import FARM, PASSPHRASE, LocalFarm, error_lines, make_local_farm, output_of
 from tests.orchestration.farmkit import hooked_factory

@@ -10,19 +10,18 @@ import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
 
-from farmsync.cli.audit_html import render_html
-from farmsync.cli.audit_prometheus import write_prometheus
-from farmsync.cli.audit_terminal import render_audit
-from farmsync.cli.render import print_json
 from farmsync.errors import InputError
-from farmsync.fsutil import atomic_write_private
-from farmsync.orchestration.audit import AuditOptions, AuditReport, Severity, run_audit
-from farmsync.orchestration.events import Reporter
+from farmsync.orchestration.audit.options import AuditOptions, Severity
+
+if TYPE_CHECKING:  # the audit and its renderers load when it runs, not for `--help`
+    from rich.console import Console
+
+    from farmsync.orchestration.audit import AuditReport
+    from farmsync.orchestration.events import Reporter
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -37,6 +36,9 @@ def _disclosed(known_keys: tuple[Path, ...]) -> Any:
 
 
 def _write_html(report: AuditReport, path: Path) -> None:
+    from farmsync.cli.audit_html import render_html
+    from farmsync.fsutil import atomic_write_private
+
     atomic_write_private(path, render_html(report).encode("utf-8"))
     os.chmod(path, 0o644)  # fingerprints and paths only, meant to be looked at
 
@@ -130,8 +132,12 @@ def audit_command(
         Read-only: one round trip per node, nothing written on any node, no vault secret
         needed. Exit 0 when nothing at or above --fail-on was found, 1 when something was,
         2 for bad input, 3 when a node could not be read."""
+        from farmsync.cli.audit_prometheus import write_prometheus
+        from farmsync.cli.audit_terminal import render_audit
+        from farmsync.cli.output import print_json
         from farmsync.inventory.loader import load_inventory
         from farmsync.inventory.patterns import select_hosts
+        from farmsync.orchestration.audit import run_audit
         from farmsync.orchestration.state import StateDir, default_state_root
 
         inventory = load_inventory(inventory_path)
@@ -150,7 +156,7 @@ def audit_command(
         if html is not None:
             _write(html, "--html", lambda: _write_html(report, html))
         if as_json:
-            print_json(report.to_dict(), stdout_console())
+            print_json(report.to_dict(), sys.stdout)
         else:
             render_audit(report, stdout_console())
         sys.exit(report.exit_code)

@@ -11,7 +11,7 @@ from farmsync.inventory.loader import load_inventory
 from farmsync.orchestration.context import FarmContext
 from farmsync.orchestration.events import Reporter
 from farmsync.orchestration.farm import Farm
-from farmsync.orchestration.rollout import RolloutOptions
+from farmsync.orchestration.options import RolloutOptions
 
 
 def build_context(

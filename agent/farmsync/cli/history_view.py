@@ -7,8 +7,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from farmsync.cli.output import print_json
 from farmsync.cli.printable import markup
-from farmsync.cli.render import print_json
 from farmsync.cli.secret import vault_secret_source
 from farmsync.inventory.loader import load_inventory
 from farmsync.keys.vault import KeyVault
@@ -83,7 +83,7 @@ def show_history(
                     "torn_last_line": journal.torn_tail,
                 },
             },
-            out,
+            out.file,
         )
         return
     for note in journal.damage_report():

@@ -8,8 +8,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from farmsync.cli.output import print_json
 from farmsync.cli.printable import markup
-from farmsync.cli.render import print_json
 from farmsync.errors import ExitCode
 from farmsync.inventory.describe import HostSummary, describe_inventory
 from farmsync.inventory.loader import load_inventory
@@ -63,7 +63,7 @@ def show_inventory(path: Path, as_json: bool, out: Console, err: Console) -> Non
                 "warnings": warnings,
                 "missing_files": [str(problem) for problem in missing],
             },
-            out,
+            out.file,
         )
         if missing:
             raise SystemExit(ExitCode.BAD_INPUT)

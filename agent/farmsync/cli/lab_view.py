@@ -7,8 +7,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from farmsync.cli.output import print_json
 from farmsync.cli.printable import markup
-from farmsync.cli.render import print_json
 from farmsync.fsutil import atomic_write_private
 from farmsync.lab.farm import STATE_FILE, Lab, LabStatus
 from farmsync.orchestration.state import default_state_root
@@ -75,6 +75,6 @@ def lab_down(lab_dir: Path | None, out: Console) -> None:
 def lab_status(lab_dir: Path | None, as_json: bool, out: Console) -> None:
     status = Lab(find_lab_dir(lab_dir)).status()
     if as_json:
-        print_json(status.to_dict(), out)
+        print_json(status.to_dict(), out.file)
     else:
         out.print(_table(status))

@@ -9,21 +9,23 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
 
 from farmsync import __version__
-from farmsync.cli.output import SETTINGS, colour_wanted, output_options
+from farmsync.cli.output import SETTINGS, colour_wanted, output_options, print_json
 from farmsync.cli.printable import printable
-from farmsync.cli.render import print_json, render_run
-from farmsync.cli.reporters import PlainReporter, QuietReporter, RichReporter
-from farmsync.cli.secret import prompt_secret, vault_secret_source, will_prompt
 from farmsync.errors import ExitCode, FarmsyncError, InputError, describe_error
-from farmsync.orchestration.events import Reporter
-from farmsync.orchestration.result import RunResult
-from farmsync.orchestration.rollout import RolloutOptions
+from farmsync.orchestration.options import RolloutOptions
+
+if TYPE_CHECKING:
+    # Imported where used: `--help` and `--version` load no console, table, progress bar,
+    # vault or rollout (tests/cli/test_startup.py).
+    from rich.console import Console
+
+    from farmsync.orchestration.events import Reporter
+    from farmsync.orchestration.result import RunResult
 
 INVENTORY_ENV = "FARMSYNC_INVENTORY"
 DEFAULTS = RolloutOptions()  # the one place the run options' defaults are defined
@@ -72,6 +74,8 @@ class PrintableFormatter(logging.Formatter):
 
 
 def stdout_console() -> Console:
+    from rich.console import Console
+
     no_color = not colour_wanted()
     console = Console(highlight=False, soft_wrap=True, no_color=no_color)
     if not console.is_terminal:
@@ -81,6 +85,8 @@ def stdout_console() -> Console:
 
 
 def stderr_console() -> Console:
+    from rich.console import Console
+
     return Console(stderr=True, highlight=False, no_color=not colour_wanted())
 
 
@@ -88,6 +94,8 @@ def stderr_console() -> Console:
 def reporter_for(as_json: bool) -> Iterator[Reporter]:
     """Rich progress on a terminal, one timestamped line per event elsewhere, nothing with
     --json or -q."""
+    from farmsync.cli.reporters import PlainReporter, QuietReporter, RichReporter
+
     if as_json or SETTINGS.verbosity < 0:
         yield QuietReporter()
         return
@@ -316,6 +324,8 @@ def _run_farm(
     prompt: bool = True,
 ) -> None:
     from farmsync.cli.context import build_context
+    from farmsync.cli.reporters import QuietReporter
+    from farmsync.cli.secret import prompt_secret, vault_secret_source, will_prompt
     from farmsync.orchestration.farm import Farm
 
     ctx = build_context(
@@ -339,8 +349,10 @@ def _run_farm(
         ctx.reporter = reporter
         result = call(Farm(ctx))
     if run.as_json:
-        print_json(result.to_dict(), stdout_console())
+        print_json(result.to_dict(), sys.stdout)
     else:
+        from farmsync.cli.render import render_run  # rich's table, once the run is over
+
         # Messages once: with the result when all went well, else on stderr only.
         render_run(
             result,

@@ -6,9 +6,10 @@ type them, after it (``farmsync rotate -v``); both set the same settings for thi
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import click
 
@@ -20,6 +21,11 @@ class OutputSettings:
 
 
 SETTINGS = OutputSettings()
+
+
+def print_json(data: Any, out: IO[str]) -> None:
+    """``data`` as JSON on ``out`` (a plain stream: ``--json`` needs no console)."""
+    out.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def colour_wanted() -> bool:

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import re
 
-from rich.markup import escape
-
 # C0 and C1 controls, DEL, the line and paragraph separators, and the bidi marks, embeddings,
 # overrides and isolates (the "Trojan Source" characters).
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
@@ -43,4 +41,6 @@ def printable_lines(text: object) -> str:
 
 def markup(text: object) -> str:
     """``text`` made printable and escaped for rich, which would read ``[...]`` as markup."""
+    from rich.markup import escape  # rich loads only for what it prints, not for `--help`
+
     return escape(printable(text))

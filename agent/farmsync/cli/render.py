@@ -7,9 +7,6 @@ shortening paths in the middle, never by cutting a fingerprint or a run id.
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from rich import box
 from rich.console import Console
 from rich.table import Table
@@ -31,10 +28,6 @@ _STYLE = {
 }
 AUTOGENERATE = "AutoGenerate"  # a key per node: never shown as one fingerprint
 MIN_PATH = 16
-
-
-def print_json(data: Any, console: Console) -> None:
-    console.file.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def shorten_middle(text: str, width: int) -> str:

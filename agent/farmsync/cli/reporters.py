@@ -5,20 +5,14 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import TextIO
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from typing import TYPE_CHECKING, TextIO
 
 from farmsync.cli.printable import markup, printable
 from farmsync.orchestration.events import Event, Status
+
+if TYPE_CHECKING:  # rich's progress machinery loads only when a terminal shows it
+    from rich.console import Console
+    from rich.progress import TaskID
 
 
 class PlainReporter:
@@ -48,6 +42,14 @@ class RichReporter:
     """A progress bar per phase, failures printed above it as they happen."""
 
     def __init__(self, console: Console):
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
         self.console = console
         self.progress = Progress(
             TextColumn("[bold]{task.description:<9}"),

@@ -10,7 +10,10 @@ File format (version 1), all integers big-endian::
 
 The key is scrypt(secret, salt, n, r, p). The whole header is the GCM associated data, so
 changing a parameter, the salt or the nonce fails authentication like any other tampering.
-Each save draws a fresh salt and nonce, so no (key, nonce) pair is ever used twice.
+Each save draws a fresh salt and nonce, so no (key, nonce) pair is ever used twice. scrypt
+is slow on purpose, so a caller can derive it beside other work: :meth:`KeyVault.opening`
+derives the opening key in a worker thread, :meth:`KeyVault.prepare_saves` the keys of the
+next saves (each over its own fresh salt, used by one save only).
 
 A wrong secret, a tampered file, a truncated file and a file that is not a vault are one
 error on purpose (see :class:`farmsync.errors.VaultError`); opening never yields wrong keys.
@@ -20,13 +23,15 @@ because a save replaces the file atomically.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import secrets
 import stat
 import struct
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -319,6 +324,8 @@ class KeyVault:
         self._secret = secret
         self._entries = entries  # oldest first
         self.identity = identity or VaultIdentity.legacy(farm, created_at)
+        self._prepared: _SaltedKeys | None = None  # see prepare_saves
+        self._batched = False  # inside one_save: changes are written when it ends
 
     def __repr__(self) -> str:
         return f"KeyVault({str(self.path)!r}, farm={self.farm!r}, keys={len(self._entries)})"
@@ -357,17 +364,22 @@ class KeyVault:
 
     @classmethod
     def open(cls, path: Path | str, secret: VaultSecret, *, farm: str | None = None) -> KeyVault:
-        path = Path(path)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise VaultError(f"no key vault at {path}") from None
-        except OSError as e:
-            raise VaultError(f"cannot read vault {path}: {e.strerror}") from None
-        vault = cls._decode(path, secret, data)
-        if farm is not None and vault.farm != farm:
-            raise VaultError(f"vault {path} belongs to farm {vault.farm!r}, not {farm!r}")
-        return vault
+        return _SealedFile.read(Path(path)).unseal(secret, farm)
+
+    @classmethod
+    def opening(
+        cls,
+        path: Path | str,
+        secret: VaultSecret,
+        *,
+        farm: str | None = None,
+        prepare_saves: int = 0,
+    ) -> VaultOpening:
+        """Open the vault in the background: the file is read now (a missing or unreadable
+        vault raises here), its key is derived and the document decrypted in a worker thread.
+        :meth:`VaultOpening.result` waits for it and returns what :meth:`open` would. With
+        ``prepare_saves``, the keys of that many saves are derived next (:meth:`prepare_saves`)."""
+        return VaultOpening(_SealedFile.read(Path(path)), secret, farm, prepare_saves)
 
     @classmethod
     def open_or_create(
@@ -497,7 +509,7 @@ class KeyVault:
         )
         old, self.identity = self.identity, new
         try:
-            self._save()
+            self._write()
         except BaseException:
             self.identity = old
             raise
@@ -511,6 +523,36 @@ class KeyVault:
             self._secret = old
             raise
 
+    @contextlib.contextmanager
+    def one_save(self) -> Iterator[None]:
+        """The changes made inside are written by one save when the block ends: all of them,
+        or none if the block or the save fails (memory then goes back to what disk has)."""
+        if self._batched:  # inside another one: that one saves
+            yield
+            return
+        entries, identity = self._entries, self.identity
+        self._batched = True
+        try:
+            yield
+        except BaseException:
+            self._entries, self.identity = entries, identity
+            raise
+        finally:
+            self._batched = False
+        if self._entries is entries and self.identity is identity:
+            return  # nothing changed
+        try:
+            self._save()
+        except BaseException:
+            self._entries, self.identity = entries, identity
+            raise
+
+    def prepare_saves(self, count: int) -> None:
+        """Start deriving the keys of the next ``count`` saves (scrypt over a fresh salt each),
+        one after the other in a worker thread, so those saves need not wait for scrypt. Each
+        prepared key seals one save only; keys prepared under another secret are dropped."""
+        self._prepared = _SaltedKeys(self.params, self._secret, count)
+
     def _require(self, fingerprint: str) -> VaultEntry:
         entry = self.find(fingerprint)
         if entry is None:
@@ -521,7 +563,7 @@ class KeyVault:
         """Save ``entries`` as the vault's history; on failure memory keeps what disk has."""
         old, self._entries = self._entries, entries
         try:
-            self._save()
+            self._write()
         except BaseException:
             self._entries = old
             raise
@@ -537,32 +579,112 @@ class KeyVault:
         }
         return json.dumps(doc, separators=(",", ":")).encode("utf-8")
 
+    def _write(self) -> None:
+        """Save now or, inside :meth:`one_save`, when it ends."""
+        if not self._batched:
+            self._save()
+
+    def _seal_key(self) -> tuple[bytes, bytes]:
+        """A fresh salt and its key: the next one :meth:`prepare_saves` derived, else now."""
+        if self._prepared is not None and self._prepared.secret is self._secret:
+            taken = self._prepared.take()
+            if taken is not None:
+                return taken
+        self._prepared = None  # used up, or for a secret this vault no longer has
+        salt = os.urandom(16)
+        return salt, self.params.derive(self._secret, salt)
+
     def _save(self) -> None:
-        salt, nonce = os.urandom(16), os.urandom(12)
+        salt, key = self._seal_key()
+        nonce = os.urandom(12)
         p = self.params
         header = _HEADER.pack(MAGIC, FORMAT_VERSION, p.log2_n, p.r, p.p, salt, nonce)
-        sealed = AESGCM(p.derive(self._secret, salt)).encrypt(nonce, self._document(), header)
+        sealed = AESGCM(key).encrypt(nonce, self._document(), header)
         try:
             with state_writes(self.path.parent, f"save the vault {self.path.name}"):
                 atomic_write_private(self.path, header + sealed)
         except OSError as e:
             raise VaultError(f"cannot write vault {self.path}: {e.strerror or e}") from None
 
+
+class _SaltedKeys:
+    """The keys of the next saves: a fresh salt each, and scrypt's key for it, derived one
+    after the other in a worker thread (scrypt in ``cryptography`` releases the GIL)."""
+
+    def __init__(self, params: ScryptParams, secret: VaultSecret, count: int):
+        self.secret = secret
+        self._salts = [os.urandom(16) for _ in range(count)]
+        self._keys: list[bytes | None] = []  # None: that derivation failed
+        self._taken = 0
+        self._derived = threading.Condition()
+        threading.Thread(
+            target=self._derive, args=(params,), name="vault-seal", daemon=True
+        ).start()
+
+    def _derive(self, params: ScryptParams) -> None:
+        for salt in self._salts:
+            key = None
+            # On failure the save derives the key again itself, and raises there.
+            with contextlib.suppress(BaseException):
+                key = params.derive(self.secret, salt)
+            with self._derived:
+                self._keys.append(key)
+                self._derived.notify_all()
+
+    def take(self) -> tuple[bytes, bytes] | None:
+        """The next salt and key, once derived; None when none is left (or it failed)."""
+        index = self._taken
+        if index == len(self._salts):
+            return None
+        self._taken += 1
+        with self._derived:
+            self._derived.wait_for(lambda: len(self._keys) > index)
+        key = self._keys[index]
+        return (self._salts[index], key) if key is not None else None
+
+
+def _damaged(path: Path) -> VaultError:
+    return VaultError(f"cannot open vault {path}: wrong passphrase or damaged file")
+
+
+@dataclass(frozen=True)
+class _SealedFile:
+    """A vault file as read from disk: its header checked, its document still encrypted."""
+
+    path: Path
+    header: bytes
+    params: ScryptParams
+    salt: bytes
+    nonce: bytes
+    sealed: bytes = field(repr=False)
+
     @classmethod
-    def _decode(cls, path: Path, secret: VaultSecret, data: bytes) -> KeyVault:
-        damaged = VaultError(f"cannot open vault {path}: wrong passphrase or damaged file")
+    def read(cls, path: Path) -> _SealedFile:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise VaultError(f"no key vault at {path}") from None
+        except OSError as e:
+            raise VaultError(f"cannot read vault {path}: {e.strerror}") from None
         if len(data) < _HEADER.size + _TAG_BYTES:
-            raise damaged
+            raise _damaged(path)
         header = data[: _HEADER.size]
         magic, version, log2_n, r, p, salt, nonce = _HEADER.unpack(header)
         if magic != MAGIC or version != FORMAT_VERSION or not 1 <= log2_n < 64:
-            raise damaged
+            raise _damaged(path)
         try:
             params = ScryptParams(n=1 << log2_n, r=r, p=p)
-            key = params.derive(secret, salt)
-            plain = AESGCM(key).decrypt(nonce, data[_HEADER.size :], header)
+        except ValueError:
+            raise _damaged(path) from None
+        return cls(path, header, params, salt, nonce, data[_HEADER.size :])
+
+    def unseal(self, secret: VaultSecret, farm: str | None) -> KeyVault:
+        """Derive the key (the slow part), decrypt and load; ``farm`` is the one it must be."""
+        try:
+            key = self.params.derive(secret, self.salt)
+            plain = AESGCM(key).decrypt(self.nonce, self.sealed, self.header)
         except (ValueError, InvalidTag):
-            raise damaged from None
+            raise _damaged(self.path) from None
         try:
             doc = json.loads(plain.decode("utf-8"))
             if doc["format"] != FORMAT_VERSION or not isinstance(doc["farm"], str):
@@ -572,8 +694,50 @@ class KeyVault:
             identity = VaultIdentity.from_json(doc, doc["farm"], created_at)
         except (ValueError, KeyError, TypeError):
             # Authenticated yet unreadable: written by a broken or newer farmsync.
-            raise damaged from None
-        return cls(path, secret, doc["farm"], params, created_at, entries, identity)
+            raise _damaged(self.path) from None
+        if farm is not None and doc["farm"] != farm:
+            raise VaultError(f"vault {self.path} belongs to farm {doc['farm']!r}, not {farm!r}")
+        return KeyVault(self.path, secret, doc["farm"], self.params, created_at, entries, identity)
+
+
+class VaultOpening:
+    """A vault being opened in a worker thread (see :meth:`KeyVault.opening`).
+
+    scrypt in ``cryptography`` releases the GIL, so the caller's own work (connecting to
+    nodes, reading them) goes on beside it. The thread keeps its outcome, the vault or the
+    error :meth:`KeyVault.open` would raise (never logged, never printed), for ``result``.
+    """
+
+    def __init__(
+        self, sealed: _SealedFile, secret: VaultSecret, farm: str | None, prepare_saves: int
+    ):
+        self.path = sealed.path
+        self._vault: KeyVault | None = None
+        self._error: BaseException | None = None
+        # The saves' keys need only the header's parameters: derived beside the open, so the
+        # first save waits for whichever of the two ends last, not for both in turn.
+        self._saves = _SaltedKeys(sealed.params, secret, prepare_saves) if prepare_saves else None
+        # A daemon: an interrupted run does not wait for a derivation nobody will use.
+        self._thread = threading.Thread(
+            target=self._unseal, args=(sealed, secret, farm), name="vault-open", daemon=True
+        )
+        self._thread.start()
+
+    def _unseal(self, sealed: _SealedFile, secret: VaultSecret, farm: str | None) -> None:
+        try:
+            vault = sealed.unseal(secret, farm)
+            vault._prepared = self._saves
+            self._vault = vault
+        except BaseException as exc:  # handed to result(), in the caller's thread
+            self._error = exc
+
+    def result(self) -> KeyVault:
+        """The vault, once its key is derived; raises VaultError as :meth:`KeyVault.open`."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error.with_traceback(None)
+        assert self._vault is not None  # the thread ended with one or the other
+        return self._vault
 
 
 def _replaced(entries: list[VaultEntry], new: VaultEntry) -> list[VaultEntry]:

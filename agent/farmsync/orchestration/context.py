@@ -9,7 +9,7 @@ from farmsync.inventory.model import Host, Inventory, Policy
 from farmsync.keys.vault import VaultSecret
 from farmsync.nodes.connect import node_for
 from farmsync.orchestration.events import NullReporter, Reporter
-from farmsync.orchestration.rollout import RolloutOptions
+from farmsync.orchestration.options import RolloutOptions
 from farmsync.orchestration.session import NodeFactory
 from farmsync.orchestration.state import StateDir
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from farmsync.errors import FarmsyncError, InputError
 from farmsync.inventory.durations import format_duration
@@ -26,7 +27,6 @@ from farmsync.keys.machinekey import MachineKey
 from farmsync.keys.vault import KeyVault, VaultEntry, VaultSecret
 from farmsync.nodes.contract import backup_path
 from farmsync.orchestration import interrupt
-from farmsync.orchestration.audit import AuditOptions, AuditReport, run_audit
 from farmsync.orchestration.context import FarmContext
 from farmsync.orchestration.events import NullReporter, Reporter
 from farmsync.orchestration.interrupt_report import explain_interrupt
@@ -41,6 +41,7 @@ from farmsync.orchestration.journal import (
 from farmsync.orchestration.lock import FarmLock
 from farmsync.orchestration.lockwait import acquire_waiting
 from farmsync.orchestration.marker import FarmBehindError, check_farm, markers_of
+from farmsync.orchestration.options import RolloutOptions
 from farmsync.orchestration.ownership import Ownership
 from farmsync.orchestration.plan import Plan
 from farmsync.orchestration.recorder import RunRecorder
@@ -59,12 +60,22 @@ from farmsync.orchestration.result import (
     Outcome,
     RunResult,
 )
-from farmsync.orchestration.rollout import Rollout, RolloutOptions
+from farmsync.orchestration.rollout import Rollout
 from farmsync.orchestration.session import FarmSession
 from farmsync.orchestration.staged import clear_staged_runs
 from farmsync.orchestration.state import StateDir, default_state_root
 from farmsync.orchestration.survey import NodeReport, survey
 from farmsync.orchestration.vaultstate import settle_key
+
+if TYPE_CHECKING:  # the audit loads when a farm is audited, never for a rotation
+    from farmsync.orchestration.audit import AuditOptions, AuditReport
+
+
+# A run that changes keys saves its vault twice: the store just before the first node is
+# touched, and the settle once the farm is on one key again. Both keys are derived while the
+# nodes are connected and read, so neither save waits for scrypt and no derivation competes
+# with the stage and the commit for the CPU.
+RUN_SAVES = 2
 
 
 class Farm:
@@ -141,50 +152,77 @@ class Farm:
                 )
             if_older_than = timedelta(days=max_age)
         with self._locked(run_id, RunKind.ROTATE) as (journal, recovered):
-            check = ctx.options.check
-            vault = self._vault(create=not check)
-            current = vault.current() if vault is not None else None
-            if if_older_than is not None and current is not None:
-                age = datetime.now(UTC) - _parse_time(current.activated_at or current.created_at)
-                if age < if_older_than:
-                    result = RunResult(
-                        run_id,
-                        RunKind.ROTATE,
-                        ctx.farm,
-                        Outcome.UNCHANGED,
-                        target_fingerprint=current.fingerprint,
-                    )
-                    result.messages.append(
-                        f"current key {current.fingerprint} is {format_duration(age)} old, "
-                        f"younger than {format_duration(if_older_than)}: nothing to do"
-                    )
-                    return self._with_recovered(result, recovered)
-            key = generate_key(ctx.policy(), force=force)
-            owner = self._ownership(vault, run_id, RunKind.ROTATE, key.fingerprint(), adopt=adopt)
-            if vault is None or check:
-                result = self._roll_out(journal, run_id, RunKind.ROTATE, key, owner=owner)
-                return self._with_recovered(_unstored_key(result), recovered)
+            vault = self._vault_later(create=not ctx.options.check)
+            try:
+                result = self._rotate(journal, run_id, vault, if_older_than, force, adopt)
+            except Exception:
+                vault()  # a vault that cannot be opened is the error, as if opened first
+                raise
+            vault()  # likewise when the run ended before it needed the vault
+            return self._with_recovered(result, recovered)
 
-            def store(plan: Plan) -> None:
-                # The last moment before a node is touched: from here on, a key on a node is
-                # always in the vault, and so is the marker generation that goes with it.
-                vault.add(key, run_id)
+    def _rotate(
+        self,
+        journal: Journal,
+        run_id: str,
+        vault: Callable[[], KeyVault | None],
+        if_older_than: timedelta | None,
+        force: bool,
+        adopt: bool,
+    ) -> RunResult:
+        ctx = self.ctx
+        if ctx.options.clear_staged:
+            vault()  # --clear-staged writes to nodes before the markers are checked: open first
+        # The key's age decides whether the nodes are contacted at all: open first.
+        opened = vault() if if_older_than is not None else None
+        current = opened.current() if opened is not None else None
+        if if_older_than is not None and current is not None:
+            age = datetime.now(UTC) - _parse_time(current.activated_at or current.created_at)
+            if age < if_older_than:
+                result = RunResult(
+                    run_id,
+                    RunKind.ROTATE,
+                    ctx.farm,
+                    Outcome.UNCHANGED,
+                    target_fingerprint=current.fingerprint,
+                )
+                result.messages.append(
+                    f"current key {current.fingerprint} is {format_duration(age)} old, "
+                    f"younger than {format_duration(if_older_than)}: nothing to do"
+                )
+                return result
+        key = generate_key(ctx.policy(), force=force)
+        owner = self._ownership(vault, run_id, RunKind.ROTATE, key.fingerprint(), adopt=adopt)
+        if ctx.options.check:  # the key is not stored (and a vault may not exist)
+            return _unstored_key(self._roll_out(journal, run_id, RunKind.ROTATE, key, owner=owner))
+
+        def store(plan: Plan) -> None:
+            # The last moment before a node is touched: from here on, a key on a node is
+            # always in the vault, and so is the marker generation that goes with it.
+            opened = _opened(vault)
+            with opened.one_save():
+                opened.add(key, run_id)
                 owner.record()
 
-            def settle(outcome: Outcome, plan: Plan) -> None:
-                settle_key(
-                    vault, RunKind.ROTATE, key.fingerprint(), outcome, run_id, plan.single_old_key()
-                )
-
-            result = self._roll_out(
-                journal, run_id, RunKind.ROTATE, key, store, settle, owner=owner
+        def settle(outcome: Outcome, plan: Plan) -> None:
+            settle_key(
+                _opened(vault),
+                RunKind.ROTATE,
+                key.fingerprint(),
+                outcome,
+                run_id,
+                plan.single_old_key(),
             )
-            return self._with_recovered(_unstored_key(result), recovered)
+
+        result = self._roll_out(journal, run_id, RunKind.ROTATE, key, store, settle, owner=owner)
+        return _unstored_key(result)
 
     def audit(
         self, options: AuditOptions | None = None, *, disclosed: DisclosedKeys | None = None
     ) -> AuditReport:
         """Read every node and judge the keys it uses (read-only: no lock, no vault)."""
+        from farmsync.orchestration.audit import AuditOptions, run_audit
+
         ctx = self.ctx
         return run_audit(
             ctx.farm,
@@ -221,7 +259,9 @@ class Farm:
             if entry is None:
                 raise InputError(none_left, source=str(ctx.state.vault))
             assert vault is not None  # an entry came from it
-            owner = self._ownership(vault, run_id, kind, entry.fingerprint)
+            owner = self._ownership(lambda: vault, run_id, kind, entry.fingerprint)
+            if not ctx.options.check:
+                vault.prepare_saves(RUN_SAVES)
 
             def store(_plan: Plan) -> None:
                 if not ctx.options.check:
@@ -453,7 +493,7 @@ class Farm:
 
     def _ownership(
         self,
-        vault: KeyVault | None,
+        vault: Callable[[], KeyVault | None],
         run_id: str,
         kind: RunKind,
         target: str,
@@ -478,6 +518,25 @@ class Farm:
         if not ctx.state.vault.exists():
             return None
         return KeyVault.open(ctx.state.vault, ctx.vault_secret())
+
+    def _vault_later(self, *, create: bool) -> Callable[[], KeyVault | None]:
+        """:meth:`_vault` for a rotation: the secret is read now, but an existing vault's key
+        is derived in a worker thread (scrypt, the largest cost before the first node is
+        touched) while the nodes are connected and read. Call the result where the vault is
+        needed: it waits for the key, and raises what opening the vault raises."""
+        ctx = self.ctx
+        if not ctx.state.vault.exists():
+            made = self._vault(create=create)
+            if made is not None:
+                made.prepare_saves(RUN_SAVES)
+            return lambda: made
+        opening = KeyVault.opening(
+            ctx.state.vault,
+            ctx.vault_secret(),
+            farm=ctx.farm if create else None,
+            prepare_saves=RUN_SAVES if create else 0,  # --check saves nothing
+        )
+        return opening.result
 
     @contextmanager
     def _locked(
@@ -531,6 +590,13 @@ def _secret_reader(
     if secret is not None:
         return secret
     return lambda: VaultSecret.from_env(environ)
+
+
+def _opened(vault: Callable[[], KeyVault | None]) -> KeyVault:
+    """The vault a run that stores its key always has (made or opened before it started)."""
+    opened = vault()
+    assert opened is not None
+    return opened
 
 
 def _paths_backed_up_by(session: FarmSession, host: Host, backup_run: str) -> list[str]:

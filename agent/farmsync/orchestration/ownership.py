@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -30,7 +30,9 @@ def vault_location(vault_path: str) -> str:
 class Ownership:
     """The marker step of one run (``marker_for`` of :meth:`Rollout.run`)."""
 
-    vault: KeyVault | None  # None: --check before any vault exists
+    # The run's vault (None: --check before any vault exists), called where it is first
+    # needed: a rotation's is still being opened while the nodes are read.
+    vault: Callable[[], KeyVault | None]
     vault_path: str
     farm: str
     run_id: str
@@ -42,7 +44,8 @@ class Ownership:
 
     def __call__(self, reports: Mapping[str, NodeReport]) -> Marker:
         found = markers_of(reports)
-        identity = self.vault.identity if self.vault is not None else None
+        vault = self.vault()
+        identity = vault.identity if vault is not None else None
         vault_generation = identity.generation if identity is not None else 0
         newest = found.newest
         if self.adopt:
@@ -82,8 +85,9 @@ class Ownership:
 
     def record(self) -> None:
         """Write-ahead: the vault learns the generation before any node carries it."""
-        if self.vault is not None and self.chosen is not None:
-            self.vault.advance(self.chosen.generation, self.chosen.farm_id, self.takeover)
+        vault = self.vault()
+        if vault is not None and self.chosen is not None:
+            vault.advance(self.chosen.generation, self.chosen.farm_id, self.takeover)
 
     def message(self) -> str | None:
         if self.takeover is None:

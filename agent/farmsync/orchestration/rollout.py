@@ -11,15 +11,12 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TypeVar
 
 from farmsync.errors import FarmsyncError, NodeError, NodeErrorKind, describe_error
 from farmsync.inventory.model import Host, RecycleKind
 from farmsync.keys.machinekey import MachineKey
 from farmsync.nodes.contract import (
-    DEFAULT_BACKUP_RETENTION,
-    DEFAULT_COMMIT_TIMEOUT,
     ArmedCommit,
     FileState,
     NodeOperations,
@@ -29,6 +26,7 @@ from farmsync.orchestration.events import Event, Phase, Reporter, Status
 from farmsync.orchestration.identity import identity_problems
 from farmsync.orchestration.journal import Step, StepResult
 from farmsync.orchestration.marker import Marker
+from farmsync.orchestration.options import RolloutOptions
 from farmsync.orchestration.plan import FileChange, Plan, make_plan
 from farmsync.orchestration.pool import TaskResult, run_each
 from farmsync.orchestration.recorder import FileHashes, RunRecorder
@@ -39,21 +37,6 @@ from farmsync.orchestration.survey import NodeReport, survey
 
 T = TypeVar("T")
 V = TypeVar("V")
-
-DEFAULT_FORKS = 50  # nodes worked on at once
-
-
-@dataclass(frozen=True)
-class RolloutOptions:
-    """How a farm command runs; these defaults are the command line's defaults too."""
-
-    forks: int = DEFAULT_FORKS
-    check: bool = False
-    diff: bool = False
-    timeout: float = DEFAULT_COMMIT_TIMEOUT
-    keep_backups: int = DEFAULT_BACKUP_RETENTION
-    recycle: bool = True
-    clear_staged: tuple[str, ...] = ()  # other runs' staging files to remove (--clear-staged)
 
 
 class Rollout:

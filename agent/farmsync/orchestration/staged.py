@@ -20,7 +20,7 @@ from farmsync.nodes.contract import FileState, NodeOperations
 from farmsync.orchestration.pool import run_each
 
 if TYPE_CHECKING:
-    from farmsync.orchestration.rollout import RolloutOptions
+    from farmsync.orchestration.options import RolloutOptions
     from farmsync.orchestration.session import FarmSession
 
 _STAGED = re.compile(r"\.farmsync-([A-Za-z0-9][A-Za-z0-9_.-]{0,99})\.new$")

@@ -24,9 +24,10 @@ def settle_key(
     if entry is None:
         return
     if outcome is Outcome.CHANGED:
-        if replaced is not None and replaced.is_explicit:
-            vault.import_retired(replaced, run_id)
-        vault.mark_active(fingerprint, run_id)
+        with vault.one_save():  # one scrypt, not one per change
+            if replaced is not None and replaced.is_explicit:
+                vault.import_retired(replaced, run_id)
+            vault.mark_active(fingerprint, run_id)
     elif kind is RunKind.ROTATE and entry.status is KeyStatus.GENERATED:
         # Only a key that never went further: a retired key stays a rollback target even if
         # a journal record (damaged, forged) says its run failed.

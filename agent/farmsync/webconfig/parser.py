@@ -14,11 +14,13 @@ from __future__ import annotations
 import codecs
 import re
 from dataclasses import dataclass, field
-
-from lxml import etree
+from typing import TYPE_CHECKING
 
 from farmsync.errors import ConfigFileError
 from farmsync.keys.machinekey import MachineKey
+
+if TYPE_CHECKING:  # lxml is imported where a document is parsed: `farmsync --help` never is
+    from lxml import etree
 
 MAX_CONFIG_BYTES = 8 * 1024 * 1024
 CONFIG_NAMESPACES = (None, "http://schemas.microsoft.com/.NetConfiguration/v2.0")
@@ -279,6 +281,8 @@ class ParsedConfig:
 
 
 def _hardened_parser() -> etree.XMLParser:
+    from lxml import etree
+
     return etree.XMLParser(
         resolve_entities=False,
         no_network=True,
@@ -296,10 +300,14 @@ def _safe_reason(message: str) -> str:
 
 
 def _local(el: etree._Element) -> str:
+    from lxml import etree
+
     return etree.QName(el).localname
 
 
 def _children(el: etree._Element, name: str, namespace: str | None) -> list[etree._Element]:
+    from lxml import etree
+
     return [
         c
         for c in el
@@ -320,6 +328,8 @@ def _scope_of(path: str | None) -> str:
 
 def parse_config(data: bytes, source: str) -> ParsedConfig:
     """Decode, scan and parse; raise ConfigFileError for anything unsafe or ambiguous."""
+    from lxml import etree
+
     decoded = decode_config(data, source)
     text = decoded.text
     tags = scan_tags(text, source)

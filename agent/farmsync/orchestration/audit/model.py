@@ -12,6 +12,7 @@ from farmsync.errors import FarmsyncError
 from farmsync.keys.disclosed import DisclosedKeys
 from farmsync.keys.machinekey import AUTO_MODIFIERS, MachineKey, is_auto_generate
 from farmsync.nodes.auditread import RsaContainer
+from farmsync.orchestration.audit.options import Severity as Severity
 from farmsync.orchestration.marker import Marker
 from farmsync.webconfig.effective import ConfigFacts, EffectiveKey
 from farmsync.webconfig.iis import ApplicationHost
@@ -35,21 +36,6 @@ class FileRole(StrEnum):
     APPLICATION = "application web.config"
     SUBFOLDER = "subfolder web.config"  # below an application: not where a machineKey belongs
     IIS = "iis config"
-
-
-class Severity(StrEnum):
-    CRITICAL = "critical"
-    HIGH = "high"
-    MEDIUM = "medium"
-    LOW = "low"
-    INFO = "info"
-
-    @property
-    def rank(self) -> int:
-        return list(Severity).index(self)  # 0 is the worst
-
-    def at_least(self, other: Severity) -> bool:
-        return self.rank <= other.rank
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,25 +15,18 @@ from farmsync.errors import describe_error
 from farmsync.inventory.model import Host
 from farmsync.keys.disclosed import DisclosedKeys
 from farmsync.nodes.connect import node_for
-from farmsync.nodes.contract import DEFAULT_COMMIT_TIMEOUT, NodeOperations
+from farmsync.nodes.contract import NodeOperations
 from farmsync.orchestration.audit.expected import expected_key
-from farmsync.orchestration.audit.model import AuditModel, NodeModel, Severity
+from farmsync.orchestration.audit.model import AuditModel, NodeModel
+from farmsync.orchestration.audit.options import AuditOptions
 from farmsync.orchestration.audit.report import AuditReport
 from farmsync.orchestration.audit.resolve import audit_request, is_windows, resolve_node
 from farmsync.orchestration.audit.rules import evaluate
 from farmsync.orchestration.events import Event, Phase, Reporter, Status
 from farmsync.orchestration.journal import Journal
 from farmsync.orchestration.pool import TaskResult, run_each
-from farmsync.orchestration.rollout import DEFAULT_FORKS
 from farmsync.orchestration.session import FarmSession, NodeFactory
 from farmsync.orchestration.survey import as_farmsync_error
-
-
-@dataclass(frozen=True)
-class AuditOptions:
-    forks: int = DEFAULT_FORKS
-    timeout: float = DEFAULT_COMMIT_TIMEOUT  # the longest wait for one node (caps farmsync_timeout)
-    fail_on: Severity = Severity.HIGH
 
 
 def read_nodes(
