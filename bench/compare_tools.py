@@ -1,4 +1,4 @@
-"""The three tools the comparison scenarios time, each doing the same job on the same farm.
+"""The tools the comparison scenarios time, each doing the same job on the same farm.
 
 The job: one key generated on the controller, written into every node's root web.config, read
 back and checked. Each tool runs as its own program (interpreter start-up counts alike):
@@ -12,8 +12,12 @@ back and checked. Each tool runs as its own program (interpreter start-up counts
   its SFTP connection (``host.get_file``) and asserts, ``--parallel N``, host keys verified
   (``ssh_known_hosts_file``, ``ssh_strict_host_key_checking: yes``).
 
-Ansible and pyinfra write the key the bench generated (``secrets``, the same sizes farmsync
-uses); it reaches them in a 0600 file or the environment, never on a command line.
+- floor: ``bench/floor_job.py``, the least a Python SSH tool can do for the job (paramiko:
+  connect, SFTP read, write, ``posix-rename``, read back; no backup, no second phase): not a
+  tool anyone should use, the measure of what farmsync adds on top of what paramiko spends.
+
+Ansible, pyinfra and the floor write the key the bench generated (``secrets``, the same sizes
+farmsync uses); it reaches them in a 0600 file or the environment, never on a command line.
 """
 
 from __future__ import annotations
@@ -312,4 +316,32 @@ class Pyinfra(Tool):
         return ToolRun(wall, ok, key.fingerprint(), "" if ok else _tail(done))
 
 
-TOOLS: dict[str, type[Tool]] = {t.name: t for t in (FarmsyncCli, Ansible, Pyinfra)}
+class Floor(Tool):
+    name = "floor"
+
+    def prepare(self) -> None:
+        farm = self.farm
+        known_hosts = str(farm.known_hosts())
+        job = [
+            {
+                "host": node.host,
+                "port": node.port,
+                "user": node.user,
+                "key": str(node.client_key_path),
+                "known_hosts": known_hosts,
+                "path": str(farm.configs[name]),
+            }
+            for name, node in farm.nodes.items()
+        ]
+        (self.workdir / "job.json").write_text(json.dumps(job))
+
+    def run(self) -> ToolRun:
+        key = _new_key()
+        env = {**os.environ, "BENCH_VKEY": key.validation_key, "BENCH_DKEY": key.decryption_key}
+        argv = [sys.executable, str(Path(__file__).with_name("floor_job.py")), "job.json"]
+        wall, done = _timed(argv, env, self.workdir)
+        ok = done.returncode == 0
+        return ToolRun(wall, ok, key.fingerprint(), "" if ok else _tail(done))
+
+
+TOOLS: dict[str, type[Tool]] = {t.name: t for t in (FarmsyncCli, Ansible, Pyinfra, Floor)}

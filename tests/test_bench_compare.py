@@ -24,3 +24,19 @@ def test_a_comparison_runs_the_farmsync_cli_and_reads_every_file_back() -> None:
     assert metrics["mtime skew max"].goal == "issue 9"
     assert "phase arm median" in metrics and "phase commit median" in metrics
     assert comparison.samples is not None and set(comparison.samples) == {"farmsync"}
+
+
+def test_the_floor_runs_beside_farmsync_and_its_key_is_read_back_from_every_file() -> None:
+    # The floor (bench/floor_job.py: bare paramiko, no guarantees) needs nothing from PyPI.
+    comparison = Comparison(size=2, runs=1)
+    comparison.want("floor")
+
+    result = comparison.result("floor")
+
+    metrics = {m.name: m for m in result.metrics}
+    assert result.error is None and result.ok, result.notes
+    assert metrics["runs ok"].value == 1
+    assert metrics["files on the new key, min"].value == 2  # read from disk, its key
+    ratio = metrics["floor/farmsync median"]
+    assert ratio.value is not None and ratio.value > 0 and ratio.goal is None
+    assert comparison.samples is not None and set(comparison.samples) == {"farmsync", "floor"}
