@@ -41,8 +41,15 @@ def count_bytes(context: ssl.SSLContext) -> ByteCounter:
             return n
 
         def send(self, data: Any, flags: int = 0) -> int:
-            n = super().send(data, flags)
-            counter.add(sent=n)
+            # Counted before it goes: one send of a large answer may return only after the
+            # client has read all of it and moved on, and a count added then would be late.
+            size = memoryview(data).nbytes
+            counter.add(sent=size)
+            n = 0
+            try:
+                n = super().send(data, flags)
+            finally:
+                counter.add(sent=n - size)  # what did not go after all
             return n
 
     context.sslsocket_class = CountingSocket
