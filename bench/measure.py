@@ -37,6 +37,15 @@ def current_rss_mib() -> float:
     return pages * resource.getpagesize() / MIB
 
 
+def join_transport_threads(timeout: float = 10.0) -> None:
+    """Wait for the SSH library's threads of earlier runs to end: a closed paramiko Transport
+    ends its thread a moment later, and one still ending would count in the next run's peak."""
+    deadline = time.monotonic() + timeout
+    for thread in threading.enumerate():
+        if type(thread).__name__ == "Transport":
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
 class ThreadSampler:
     """Samples the live threads in a background thread while the block runs.
 

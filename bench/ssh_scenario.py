@@ -15,7 +15,13 @@ from pathlib import Path
 
 from bench.checks import MAX_ROUND_TRIPS, add_run_metrics, disk_fingerprints
 from bench.farm import BenchFarm, HostVars, NodeLedger, rotate
-from bench.measure import PhaseClock, ThreadSampler, controller_cpu_s, peak_rss_mib
+from bench.measure import (
+    PhaseClock,
+    ThreadSampler,
+    controller_cpu_s,
+    join_transport_threads,
+    peak_rss_mib,
+)
 from bench.report import ScenarioResult
 from farmsync.lab.sshd import SshdKeys, SshdNode
 
@@ -120,6 +126,7 @@ def run_ssh(
                 clock = PhaseClock()
                 ctx = farm.context(forks=forks, reporter=clock, factory=ledger)
                 before = accepted_counts(started)
+                join_transport_threads()  # the last run's, still ending, are not this run's
                 cpu_before = controller_cpu_s()
                 with ThreadSampler() as threads:
                     result, wall = rotate(ctx)
