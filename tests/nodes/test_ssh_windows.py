@@ -6,7 +6,6 @@ The shared contract cases run against this flavour too (test_ssh_contract.py).""
 from __future__ import annotations
 
 import os
-import signal
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from farmsync.errors import NodeError, NodeErrorKind
-from farmsync.lab.sshd import descendants
 from farmsync.nodes import agent_session, psagent
 from farmsync.nodes.contract import (
     CommitItem,
@@ -25,7 +23,12 @@ from farmsync.nodes.contract import (
     staging_path,
 )
 from farmsync.nodes.ssh import SshNode
-from tests.servers.sshd_fixtures import SAMPLE_WEB_CONFIG, SshdTestNode, sshd_sessions
+from tests.servers.sshd_fixtures import (
+    SAMPLE_WEB_CONFIG,
+    SshdTestNode,
+    kill_agents_under,
+    sshd_sessions,
+)
 
 NEW = SAMPLE_WEB_CONFIG.replace(b"0F1E2D3C", b"AAAABBBB")
 
@@ -64,17 +67,7 @@ def test_full_rotation_through_the_agent(win_node: SshdTestNode) -> None:
 
 def _kill_agents(win_node: SshdTestNode) -> int:
     """SIGKILL the twin agent processes running under this node's sshd."""
-    assert win_node.sshd.pid is not None
-    killed = 0
-    for pid in descendants(win_node.sshd.pid):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"farmsync.nodes.agent" in cmdline:
-            os.kill(pid, signal.SIGKILL)
-            killed += 1
-    return killed
+    return kill_agents_under(win_node.sshd)
 
 
 def test_one_exec_serves_the_run_and_an_ended_agent_is_connection_lost(

@@ -6,25 +6,22 @@ killed between a release and its acknowledgement, leave a farm on one key."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from farmsync.inventory.model import Host
-from farmsync.lab.sshd import SshdNode, descendants
+from farmsync.lab.sshd import SshdNode
 from farmsync.nodes.connect import node_for
 from farmsync.nodes.contract import ArmedCommit, NodeOperations
 from farmsync.orchestration.result import Outcome
 from tests.orchestration.farmkit import HookedNode, TestFarm, hooked_factory
 from tests.orchestration.stalling_controller import kill, run_until_stalled
-from tests.servers.sshd_fixtures import sshd_sessions
+from tests.servers.sshd_fixtures import kill_agents_under, sshd_sessions
 from tests.servers.wsman_endpoint import WsmanEndpoint
 
 # Create Shell, one Command, a Send and a Receive per exchange (read, stage+arm, release),
@@ -48,16 +45,7 @@ def kill_agent(handle: SshdNode | WsmanEndpoint) -> None:
     if isinstance(handle, WsmanEndpoint):
         assert handle.kill_agents() >= 1
         return
-    assert handle.pid is not None
-    killed = 0
-    for pid in descendants(handle.pid):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"farmsync.nodes.agent" in cmdline:
-            os.kill(pid, signal.SIGKILL)
-            killed += 1
+    killed = kill_agents_under(handle)
     assert killed >= 1, "no agent process was running under this sshd"
 
 

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -18,7 +20,7 @@ from typing import Any
 import pytest
 
 from farmsync.inventory.model import Host, Shell, SshSettings, Transport
-from farmsync.lab.sshd import SshdKeys, SshdNode
+from farmsync.lab.sshd import SshdKeys, SshdNode, descendants
 
 SAMPLE_WEB_CONFIG = b"""<?xml version="1.0" encoding="utf-8"?>
 <configuration>
@@ -86,6 +88,22 @@ def ssh_host(
         timeout=10.0,
     )
     return replace(host, **overrides)
+
+
+def kill_agents_under(sshd: SshdNode) -> int:
+    """SIGKILL the twin agent processes running under this sshd (a crash on a Windows node,
+    behind the powershell.exe shim); how many were killed."""
+    assert sshd.pid is not None
+    killed = 0
+    for pid in descendants(sshd.pid):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"farmsync.nodes.agent" in cmdline:
+            os.kill(pid, signal.SIGKILL)
+            killed += 1
+    return killed
 
 
 def sshd_sessions(node: SshdNode) -> tuple[int, int, int]:
