@@ -127,7 +127,8 @@ class AgentSession:
             raise NodeError(
                 self.host, NodeErrorKind.PROTOCOL, "the agent answered without arming", phase=phase
             )
-        assert self._channel is not None  # armed: the agent is there and waits for the word
+        if self._channel is None:  # armed, then ended in the same answer: nothing holds it
+            raise self._ended(phase)
         self._armed = SessionArmedCommit(self, self._channel, reader, op, phase)
         return self._armed
 
