@@ -37,6 +37,7 @@ SLOW_MODULES = frozenset(
         "tests/orchestration/test_fences.py",
         "tests/orchestration/test_node_limits.py",
         "tests/orchestration/test_recover_cases.py",
+        "tests/orchestration/test_release_send_fails.py",
         "tests/orchestration/test_rotate_farm.py",
         "tests/orchestration/test_state_full.py",
     }

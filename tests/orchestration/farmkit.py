@@ -233,6 +233,8 @@ class HookedNode(NodeOperations):
                 return states
 
             def abort(self) -> None:
+                if "abort" in hooks:
+                    hooks["abort"]()
                 armed.abort()
 
         return Armed()

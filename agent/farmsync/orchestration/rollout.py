@@ -255,9 +255,13 @@ class Rollout:
             self.reporter.event(Event(Phase.ARM, Status.OK, name))
         if len(armed) == len(plan.changes) and not interrupt.requested():
             return armed
-        for commit in armed.values():  # a node failed, or we were asked to stop: withdraw
-            _quietly(commit.abort)
+        self._withdraw(armed)  # a node failed, or we were asked to stop
         return None
+
+    def _withdraw(self, armed: Mapping[str, ArmedCommit]) -> None:
+        """Withdraw armed commits, all nodes at once: over WinRM a withdrawal is an exchange,
+        and a node that stopped answering costs its timeout, which must not add up."""
+        run_each(armed.items(), lambda _name, commit: _quietly(commit.abort), self.options.forks)
 
     def _release(self, armed: dict[str, ArmedCommit], plan: Plan) -> bool:
         """Release every armed commit at once, then collect the results."""
@@ -298,11 +302,9 @@ class Rollout:
                 self.reporter.event(
                     Event(Phase.COMMIT, Status.FAILED, name, describe_error(outcome.error))
                 )
-        for name, outcome in outcomes.items():
-            if not outcome.ok:
-                # Withdraw a commit that never acknowledged (its release failed or its wait
-                # timed out), so it cannot land behind the rollback that follows.
-                _quietly(armed[name].abort)
+        # Withdraw the commits that never acknowledged (their release failed or their wait
+        # timed out), so none can land behind the rollback that follows.
+        self._withdraw({n: armed[n] for n, outcome in outcomes.items() if not outcome.ok})
         self.result.release_span_ms = round((last_sent - first) * 1000, 3)
         if acked:
             self.result.commit_window_ms = round((max(acked) - first) * 1000, 3)

@@ -1,4 +1,4 @@
-"""Review findings (review1): the agent session over the real WS-Management endpoint."""
+"""An agent that dies right after arming, over the real WS-Management endpoint."""
 
 from __future__ import annotations
 
