@@ -131,6 +131,38 @@ def test_no_script_reads_input_or_uses_the_json_cmdlets(name: str) -> None:
     assert not names & {"convertfrom-json", "convertto-json"}
 
 
+INPUT_VARIABLE = re.compile(
+    r"\$\{?(?:(?:global|local|script|private|using):)?input\}?\Z", re.IGNORECASE
+)
+
+
+def input_variables(script: str) -> list[str]:
+    """Every reference to the automatic variable ``$input``, however it is spelt (case,
+    braces, a scope modifier); ``$env:input`` is an environment variable, not it."""
+    return [
+        text(n)
+        for n in walk(tree(script))
+        if n.type == "variable" and INPUT_VARIABLE.match(text(n))
+    ]
+
+
+def test_the_host_never_reads_stdin_itself() -> None:
+    # powershell.exe parses the -EncodedCommand text, and if it names $input anywhere
+    # (AstSearcher.IsUsingDollarInput) the console host reads stdin alongside the script
+    # with a reader of its own (ExecutionOptions.ReadInputObjects) and feeds every line to
+    # $input: request lines and release words would be eaten before [Console]::In saw them.
+    # Only "-Command -" / "-File -" (commands from stdin) or -NoExit start its input loop.
+    sent = base64.b64decode(psagent.encoded_bootstrap()).decode("utf-16-le")
+    assert input_variables(sent) == [] and input_variables(psagent.BOOTSTRAP) == []
+    for name in PS1_FILES:
+        assert input_variables(psagent.resource_text(name)) == [], name
+    arguments = psagent.command_line().split()
+    assert arguments[-2] == "-EncodedCommand" and arguments.count("-EncodedCommand") == 1
+    assert not {a.lower() for a in arguments} & {"-command", "-c", "-file", "-f", "-noexit", "-"}
+    spelt = "$x = ${Input}\n$y = $local:INPUT\n$z = @($input)\n$w = $env:input\n"
+    assert sorted(input_variables(spelt)) == ["$input", "$local:INPUT", "${Input}"]
+
+
 def test_the_bootstrap_checks_the_floor_before_reading_and_speaks_powershell_2() -> None:
     boot = psagent.BOOTSTRAP
     assert boot.index("$farmsyncVersion.Major -lt 5") < boot.index("[Console]::In.ReadLine()")

@@ -115,6 +115,14 @@ def test_the_compacted_script_sent_is_the_same_code(op: str) -> None:
     assert code_tokens(sent) == code_tokens(written)
 
 
+def test_the_compacted_bootstrap_sent_is_the_same_code() -> None:
+    # The bootstrap goes through the same compaction (encoded_bootstrap): PowerShell must
+    # run token for token the bootstrap as written, not only something that parses.
+    sent = base64.b64decode(psagent.encoded_bootstrap()).decode("utf-16-le")
+    assert len(sent) < len(psagent.BOOTSTRAP) * 3 // 4
+    assert code_tokens(sent) == code_tokens(psagent.BOOTSTRAP)
+
+
 def test_the_token_comparison_sees_a_changed_string_and_a_joined_line() -> None:
     assert code_tokens("$a = 'x  y'\n") != code_tokens("$a = 'x y'\n")
     assert code_tokens("$a = 1\n$b = 2\n") != code_tokens("$a = 1 $b = 2\n")
