@@ -175,6 +175,35 @@ def test_the_bootstrap_checks_the_floor_before_reading_and_speaks_powershell_2()
     assert "$farmsyncJson" not in boot[boot.index("} catch {") :]
 
 
+# Syntax PowerShell 3.0 and later added (about_Operators, about_Classes, about_Enum,
+# about_Using, about_Redirection): a 2.0 parser refuses the whole -EncodedCommand on it, and
+# an old shell would then not say what it is.
+NEWER_THAN_POWERSHELL_2 = re.compile(
+    r"-(?:[ic]?(?:not)?in|shl|shr)\b|::new\(|\[ordered\]|\$PSItem\b|[3-6*]>|"
+    r"^\s*(?:class|enum|using|configuration|workflow)\b",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def newer_syntax(script: str) -> list[str]:
+    """Constructs newer than PowerShell 2.0 in ``script``'s code (comments and string
+    literals blanked out, so that prose such as "built-in" is not taken for ``-in``)."""
+    code = bytearray(script.encode("utf-8"))
+    for node in walk(tree(script)):
+        if node.type in ("comment", "string_literal", "expandable_string_literal"):
+            code[node.start_byte : node.end_byte] = b" " * (node.end_byte - node.start_byte)
+    found = NEWER_THAN_POWERSHELL_2.finditer(code.decode("utf-8"))
+    return [m.group(0).strip() for m in found]
+
+
+def test_the_bootstrap_as_sent_keeps_to_powershell_2_syntax() -> None:
+    sent = base64.b64decode(psagent.encoded_bootstrap()).decode("utf-16-le")
+    assert newer_syntax(sent) == [] and newer_syntax(psagent.BOOTSTRAP) == []
+    later = "if ($a -in $b -or $c -shl 2) { [ordered]@{} }\n$x = [Text.StringBuilder]::new()\n"
+    assert newer_syntax(later) == ["-in", "-shl", "[ordered]", "::new("]
+    assert newer_syntax("# -in here is prose\n$x = 'built-in -shl'\n") == []
+
+
 def test_fips_safe_hashing_and_no_dead_helpers() -> None:
     every = "".join(psagent.resource_text(n) for n in PS1_FILES)
     assert "SHA256CryptoServiceProvider" in every
