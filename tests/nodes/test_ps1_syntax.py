@@ -123,6 +123,21 @@ def test_the_compacted_bootstrap_sent_is_the_same_code() -> None:
     assert code_tokens(sent) == code_tokens(psagent.BOOTSTRAP)
 
 
+@pytest.mark.parametrize(
+    "script",
+    [
+        "<#\n  A block comment.\n#>\n$a = 1\n",
+        "<# one\n  # two\n##>\n$a = 1\n",
+        "$a = 1 <# inline\n#> + 2\n$b = @'\n# kept\n  as is\n'@\n",
+    ],
+)
+def test_compaction_keeps_block_comments_closed(script: str) -> None:
+    compacted = psagent._compact(script)
+    assert syntax_errors(compacted) == []
+    assert code_tokens(compacted) == code_tokens(script)
+    assert "$a" in compacted
+
+
 def test_the_token_comparison_sees_a_changed_string_and_a_joined_line() -> None:
     assert code_tokens("$a = 'x  y'\n") != code_tokens("$a = 'x y'\n")
     assert code_tokens("$a = 1\n$b = 2\n") != code_tokens("$a = 1 $b = 2\n")
