@@ -131,6 +131,38 @@ def test_no_script_reads_input_or_uses_the_json_cmdlets(name: str) -> None:
     assert not names & {"convertfrom-json", "convertto-json"}
 
 
+INPUT_VARIABLE = re.compile(
+    r"\$\{?(?:(?:global|local|script|private|using):)?input\}?\Z", re.IGNORECASE
+)
+
+
+def input_variables(script: str) -> list[str]:
+    """Every reference to the automatic variable ``$input``, however it is spelt (case,
+    braces, a scope modifier); ``$env:input`` is an environment variable, not it."""
+    return [
+        text(n)
+        for n in walk(tree(script))
+        if n.type == "variable" and INPUT_VARIABLE.match(text(n))
+    ]
+
+
+def test_the_host_never_reads_stdin_itself() -> None:
+    # powershell.exe parses the -EncodedCommand text, and if it names $input anywhere
+    # (AstSearcher.IsUsingDollarInput) the console host reads stdin alongside the script
+    # with a reader of its own (ExecutionOptions.ReadInputObjects) and feeds every line to
+    # $input: request lines and release words would be eaten before [Console]::In saw them.
+    # Only "-Command -" / "-File -" (commands from stdin) or -NoExit start its input loop.
+    sent = base64.b64decode(psagent.encoded_bootstrap()).decode("utf-16-le")
+    assert input_variables(sent) == [] and input_variables(psagent.BOOTSTRAP) == []
+    for name in PS1_FILES:
+        assert input_variables(psagent.resource_text(name)) == [], name
+    arguments = psagent.command_line().split()
+    assert arguments[-2] == "-EncodedCommand" and arguments.count("-EncodedCommand") == 1
+    assert not {a.lower() for a in arguments} & {"-command", "-c", "-file", "-f", "-noexit", "-"}
+    spelt = "$x = ${Input}\n$y = $local:INPUT\n$z = @($input)\n$w = $env:input\n"
+    assert sorted(input_variables(spelt)) == ["$input", "$local:INPUT", "${Input}"]
+
+
 def test_the_bootstrap_checks_the_floor_before_reading_and_speaks_powershell_2() -> None:
     boot = psagent.BOOTSTRAP
     assert boot.index("$farmsyncVersion.Major -lt 5") < boot.index("[Console]::In.ReadLine()")
@@ -141,6 +173,35 @@ def test_the_bootstrap_checks_the_floor_before_reading_and_speaks_powershell_2()
     assert "$farmsyncStage" in boot and "GetType().FullName" in boot
     assert "$farmsyncLine" not in boot[boot.index("} catch {") :]
     assert "$farmsyncJson" not in boot[boot.index("} catch {") :]
+
+
+# Syntax PowerShell 3.0 and later added (about_Operators, about_Classes, about_Enum,
+# about_Using, about_Redirection): a 2.0 parser refuses the whole -EncodedCommand on it, and
+# an old shell would then not say what it is.
+NEWER_THAN_POWERSHELL_2 = re.compile(
+    r"-(?:[ic]?(?:not)?in|shl|shr)\b|::new\(|\[ordered\]|\$PSItem\b|[3-6*]>|"
+    r"^\s*(?:class|enum|using|configuration|workflow)\b",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def newer_syntax(script: str) -> list[str]:
+    """Constructs newer than PowerShell 2.0 in ``script``'s code (comments and string
+    literals blanked out, so that prose such as "built-in" is not taken for ``-in``)."""
+    code = bytearray(script.encode("utf-8"))
+    for node in walk(tree(script)):
+        if node.type in ("comment", "string_literal", "expandable_string_literal"):
+            code[node.start_byte : node.end_byte] = b" " * (node.end_byte - node.start_byte)
+    found = NEWER_THAN_POWERSHELL_2.finditer(code.decode("utf-8"))
+    return [m.group(0).strip() for m in found]
+
+
+def test_the_bootstrap_as_sent_keeps_to_powershell_2_syntax() -> None:
+    sent = base64.b64decode(psagent.encoded_bootstrap()).decode("utf-16-le")
+    assert newer_syntax(sent) == [] and newer_syntax(psagent.BOOTSTRAP) == []
+    later = "if ($a -in $b -or $c -shl 2) { [ordered]@{} }\n$x = [Text.StringBuilder]::new()\n"
+    assert newer_syntax(later) == ["-in", "-shl", "[ordered]", "::new("]
+    assert newer_syntax("# -in here is prose\n$x = 'built-in -shl'\n") == []
 
 
 def test_fips_safe_hashing_and_no_dead_helpers() -> None:

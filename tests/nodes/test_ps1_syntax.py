@@ -115,6 +115,29 @@ def test_the_compacted_script_sent_is_the_same_code(op: str) -> None:
     assert code_tokens(sent) == code_tokens(written)
 
 
+def test_the_compacted_bootstrap_sent_is_the_same_code() -> None:
+    # The bootstrap goes through the same compaction (encoded_bootstrap): PowerShell must
+    # run token for token the bootstrap as written, not only something that parses.
+    sent = base64.b64decode(psagent.encoded_bootstrap()).decode("utf-16-le")
+    assert len(sent) < len(psagent.BOOTSTRAP) * 3 // 4
+    assert code_tokens(sent) == code_tokens(psagent.BOOTSTRAP)
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        "<#\n  A block comment.\n#>\n$a = 1\n",
+        "<# one\n  # two\n##>\n$a = 1\n",
+        "$a = 1 <# inline\n#> + 2\n$b = @'\n# kept\n  as is\n'@\n",
+    ],
+)
+def test_compaction_keeps_block_comments_closed(script: str) -> None:
+    compacted = psagent._compact(script)
+    assert syntax_errors(compacted) == []
+    assert code_tokens(compacted) == code_tokens(script)
+    assert "$a" in compacted
+
+
 def test_the_token_comparison_sees_a_changed_string_and_a_joined_line() -> None:
     assert code_tokens("$a = 'x  y'\n") != code_tokens("$a = 'x y'\n")
     assert code_tokens("$a = 1\n$b = 2\n") != code_tokens("$a = 1 $b = 2\n")

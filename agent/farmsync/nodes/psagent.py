@@ -64,7 +64,9 @@ def _compact(script: str) -> str:
                 closer = None
             continue
         line = line.strip()
-        if not line or line.startswith("#"):
+        # A line comment goes; a line that ends a block comment (``#>``) stays, or the
+        # comment ``<#`` opened would swallow the rest of the script.
+        if not line or (line.startswith("#") and "#>" not in line):
             continue
         kept.append(line)
         if line.endswith(("@'", '@"')):
