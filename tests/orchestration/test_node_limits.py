@@ -23,9 +23,9 @@ from farmsync.orchestration.result import Outcome
 from tests.orchestration.farmkit import TestFarm
 
 SLOW_SFTP = """#!/bin/sh
-# An sftp subsystem that never gets round to answering.
-sleep 600
-exec /usr/lib/openssh/sftp-server
+# An sftp subsystem that never answers, and ends once the sshd process serving its
+# connection has gone, so it does not outlive the test.
+while kill -0 "$PPID" 2>/dev/null; do sleep 1; done
 """
 
 
