@@ -37,6 +37,7 @@ from farmsync.nodes.contract import backup_path
 from farmsync.webconfig.editor import apply_machine_key
 from farmsync.webconfig.parser import inspect_config
 from tests.orchestration.farmkit import hooked_factory, slow_mv, wait_for_file
+from tests.orchestration.stalling_controller import start_stalled
 from tests.servers.lab_fixtures import LabFarm
 
 LAB_NODES = 3
@@ -306,22 +307,7 @@ def test_full_disk_stops_the_rotation_before_any_commit(driver: Driver, tmp_path
 def test_controller_killed_mid_commit_then_recover(driver: Driver) -> None:
     driver.ensure_one_key()
     earlier, files = issue(driver.urls), driver.snapshot()
-    controller = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.orchestration.stalling_controller",
-            str(driver.lab.inventory_path),
-            "node3",
-            "before",
-        ],
-        env=driver.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert controller.stdout is not None
-    assert controller.stdout.readline().strip() == "STALLED"
+    controller = start_stalled(driver.lab.inventory_path, driver.env, "node3", "before")
     controller.send_signal(signal.SIGKILL)
     controller.wait(10)
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import pytest
 from farmsync.lab.proof import issue
 from farmsync.nodes.contract import backup_path, sha256_hex
 from tests.lab.test_e2e import Driver
+from tests.orchestration.stalling_controller import start_stalled
 from tests.servers.lab_fixtures import LabFarm
 
 LAB_NODES = 3
@@ -39,24 +38,8 @@ def journal_of(driver: Driver) -> Path:
 def crash_mid_commit(driver: Driver) -> str:
     """SIGKILL a rotation once node1 and node2 hold its new content, node3 not; its run id."""
     before = driver.snapshot()
-    controller = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.orchestration.stalling_controller",
-            str(driver.lab.inventory_path),
-            "node3",
-            "before",
-        ],
-        env=driver.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    controller = start_stalled(driver.lab.inventory_path, driver.env, "node3", "before")
     try:
-        assert controller.stdout is not None and controller.stderr is not None
-        line = controller.stdout.readline().strip()
-        assert line == "STALLED", line
         deadline = time.monotonic() + 30
         while any(driver.snapshot()[n] == before[n] for n in ("node1", "node2")):
             assert time.monotonic() < deadline, "node1 and node2 never committed"

@@ -18,8 +18,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from farmsync import Farm, RolloutOptions
@@ -91,16 +92,23 @@ class AckedRelease(HookedNode):
 
 
 def run_until_stalled(farm: TestFarm, host: str, when: str) -> subprocess.Popen[str]:
+    return start_stalled(farm.inventory_path, {**os.environ, **farm.env}, host, when)
+
+
+def start_stalled(
+    inventory: Path, env: Mapping[str, str], host: str, when: str
+) -> subprocess.Popen[str]:
+    """Start this controller on ``inventory`` and return it once it says STALLED."""
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "tests.orchestration.stalling_controller",
-            str(farm.inventory_path),
+            str(inventory),
             host,
             when,
         ],
-        env={**os.environ, **farm.env},
+        env=dict(env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
